@@ -1,0 +1,35 @@
+"""Shared test fixtures: where the real data lives, and a quiet, seeded Keras."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """`$KRS_DATA_DIR`, else `../shared/data` beside the repository; None when absent."""
+    env = os.environ.get("KRS_DATA_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real data sets (see ../shared/data/README.md); skips the test when absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real data not found: set KRS_DATA_DIR or place it at ../shared/data")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()
