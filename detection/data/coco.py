@@ -104,7 +104,7 @@ def coco_records(
     chosen = [im for im in images.values() if objects[im["id"]] or not skip_empty]
     sizes = check_images([image_dir / im["file_name"] for im in chosen], report, verify_images)
     records = []
-    for image, size in zip(chosen, sizes):
+    for image, size in zip(chosen, sizes, strict=True):
         if size is None:
             continue
         declared = (image.get("width"), image.get("height"))

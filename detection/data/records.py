@@ -79,7 +79,7 @@ def check_images(
     """`check_image` over many files with a thread pool (I/O bound); results in input order."""
     scratch = [DataReport() for _ in paths]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        jobs = pool.map(lambda a: check_image(a[0], a[1], verify), zip(paths, scratch))
+        jobs = pool.map(lambda a: check_image(a[0], a[1], verify), zip(paths, scratch, strict=True))
         sizes = list(tqdm(jobs, total=len(paths), desc=desc, leave=False))
     for sub in scratch:  # merge in input order so the report is deterministic
         report.issues.extend(sub.issues)

@@ -113,7 +113,7 @@ def voc_records(
                 image_path = root / "JPEGImages" / ann["filename"]
             parsed.append((image_id, xml_path, image_path, ann))
         sizes = check_images([p[2] for p in parsed], report, verify=verify_images)
-        for (image_id, xml_path, image_path, ann), size in zip(parsed, sizes):
+        for (image_id, xml_path, image_path, ann), size in zip(parsed, sizes, strict=True):
             if size is None:
                 continue
             if ann["size"] is not None and ann["size"] != size:

@@ -1,0 +1,114 @@
+"""COCO box AP (AP, AP50, AP75, APs/m/l) of per-image lists, computed by pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from detection.evaluation.voc import _valid
+
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _pycocotools():
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as error:
+        raise ImportError("coco_ap needs pycocotools: pip install 'keras-resnet-suite[coco]' "
+                          "(or pip install pycocotools)") from error
+    return COCO, COCOeval
+
+
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def to_coco(predictions: Sequence[Mapping], ground_truths: Sequence[Mapping]) -> tuple[dict, list]:
+    """The lists as a COCO ground-truth dict and a detection-results list (ids start at 1).
+
+    Labels l become category ids l + 1 and image i becomes id i + 1: pycocotools treats an
+    annotation id of 0 as "unmatched", so 0-based ids would silently lose true positives.
+    """
+    images, annotations, labels_seen = [], [], set()
+    for i, truth in enumerate(ground_truths):
+        boxes, labels, keep, n = _valid(truth, "labels")
+        area = np.asarray(truth["area"], np.float64).reshape(-1)[:n] if "area" in truth else (
+            (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        crowd = np.asarray(truth.get("iscrowd", np.zeros(n, bool))).reshape(-1)[:n]
+        images.append({"id": i + 1})
+        for box, label, a, c in zip(_xywh(boxes[keep]), labels[keep], area[keep], crowd[keep], strict=True):
+            labels_seen.add(int(label))
+            annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
+                                "category_id": int(label) + 1, "bbox": box.tolist(),
+                                "area": float(a), "iscrowd": int(bool(c))})
+    results = []
+    for i, pred in enumerate(predictions):
+        boxes, classes, keep, n = _valid(pred, "classes", "num_detections")
+        scores = np.asarray(pred["scores"], np.float64).reshape(-1)[:n]
+        for box, c, s in zip(_xywh(boxes[keep]), classes[keep], scores[keep], strict=True):
+            results.append({"image_id": i + 1, "category_id": int(c) + 1, "bbox": box.tolist(),
+                            "score": float(s)})
+    labels_seen |= {r["category_id"] - 1 for r in results}
+    categories = [{"id": c + 1, "name": str(c)} for c in sorted(labels_seen)]
+    return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def evaluate_coco(gt_dict: dict, results: list, verbose: bool = False):
+    """Run COCOeval (bbox) on an in-memory ground truth and result list; returns the evaluator."""
+    COCO, COCOeval = _pycocotools()
+    sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    with sink:
+        gt = COCO()
+        gt.dataset = gt_dict
+        gt.createIndex()
+        dt = COCO()
+        # Same fields COCO.loadRes adds for box results; built directly so that an empty
+        # result list (a model that finds nothing) still evaluates to AP 0 instead of failing.
+        anns = [{**r, "id": k + 1, "area": r["bbox"][2] * r["bbox"][3], "iscrowd": 0}
+                for k, r in enumerate(results)]
+        dt.dataset = {"images": gt_dict["images"], "categories": gt_dict["categories"],
+                      "annotations": anns}
+        dt.createIndex()
+        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return evaluator
+
+
+def per_class_ap(evaluator) -> dict[int, float]:
+    """AP@[.5:.95] per category id, from the accumulated precision table (area all, 100 dets)."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [T, R, K]
+    out = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = precision[:, :, k]
+        p = p[p > -1]
+        out[cat_id] = float(np.mean(p)) if p.size else float("nan")
+    return out
+
+
+def coco_ap(
+    predictions: Sequence[Mapping], ground_truths: Sequence[Mapping], verbose: bool = False
+) -> dict:
+    """COCO box metrics {"AP", "AP50", "AP75", "APs", "APm", "APl", AR..., "per_class"}.
+
+    Size ranges use each ground truth's `area` (COCO's segment area) when given, else the box
+    area; `iscrowd` objects are matched as crowd regions. pycocotools' "-1" (no objects of a
+    size) is returned as NaN so it cannot be averaged by mistake.
+    """
+    if len(predictions) != len(ground_truths):
+        raise ValueError(f"coco_ap needs one prediction per ground truth image: got "
+                         f"{len(predictions)} predictions and {len(ground_truths)} ground truths")
+    gt_dict, results = to_coco(predictions, ground_truths)
+    if not gt_dict["annotations"]:
+        raise ValueError("coco_ap: the ground truth has no objects, AP is undefined")
+    evaluator = evaluate_coco(gt_dict, results, verbose)
+    stats = {name: (float(v) if v > -1 else float("nan"))
+             for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
+    stats["per_class"] = {cat - 1: ap for cat, ap in per_class_ap(evaluator).items()}
+    return stats

@@ -1,0 +1,135 @@
+"""Dataset-level evaluation: run any `predict(images)` over a tf.data set and score it."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from detection.evaluation.voc import voc_ap
+
+
+def _predict_fn(predictor) -> Callable:
+    predict = predictor.predict if hasattr(predictor, "predict") else predictor
+    try:
+        params = inspect.signature(predict).parameters
+    except (TypeError, ValueError):
+        return predict
+    if "verbose" in params:  # keras.Model.predict: no progress bar per batch
+        return lambda images: predict(images, verbose=0)
+    return predict
+
+
+def _to_numpy(value) -> np.ndarray:
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+def _split_outputs(outputs: Mapping, batch: int) -> list[dict]:
+    """Per-image prediction dicts from a batched `{"boxes", "scores", "classes", ...}`."""
+    missing = {"boxes", "scores", "classes"} - set(outputs)
+    if missing:
+        raise ValueError(f"predict() must return 'boxes', 'scores' and 'classes' (and optionally "
+                         f"'num_detections'); missing {sorted(missing)} in {sorted(outputs)}")
+    arrays = {k: _to_numpy(outputs[k]) for k in ("boxes", "scores", "classes", "num_detections")
+              if k in outputs}
+    if arrays["boxes"].ndim != 3 or arrays["boxes"].shape[0] != batch:
+        raise ValueError(f"predict() returned boxes of shape {arrays['boxes'].shape} for a batch "
+                         f"of {batch} images; expected [{batch}, max_detections, 4]")
+    out = []
+    for b in range(batch):
+        n = int(arrays["num_detections"][b]) if "num_detections" in arrays else None
+        n = arrays["boxes"].shape[1] if n is None else n
+        out.append({"boxes": arrays["boxes"][b, :n].astype(np.float32),
+                    "scores": arrays["scores"][b, :n].astype(np.float32),
+                    "classes": arrays["classes"][b, :n].astype(np.int64)})
+    return out
+
+
+def ground_truth_of(element: Mapping) -> dict:
+    """The evaluation-list ground truth of one unbatched dataset element."""
+    boxes = element["bounding_boxes"]
+    truth = {"boxes": _to_numpy(boxes["boxes"]).reshape(-1, 4),
+             "labels": _to_numpy(boxes["labels"]).reshape(-1).astype(np.int64)}
+    for key in ("difficult", "iscrowd", "area"):
+        if key in element:
+            truth[key] = _to_numpy(element[key]).reshape(-1)
+    return truth
+
+
+def predict_dataset(
+    predictor, dataset, batch_size: int = 1, max_images: int | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], list[dict], list[str]]:
+    """(predictions, ground_truths, image_ids) over an unbatched dataset in the agreed format.
+
+    Consecutive images of the same size are batched (up to `batch_size`); images of different
+    sizes are never padded together, so the detector sees each image exactly as stored.
+    """
+    predict = _predict_fn(predictor)
+    predictions, truths, ids = [], [], []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pending:
+            predictions.extend(_split_outputs(predict(np.stack(pending)), len(pending)))
+            pending.clear()
+
+    items = dataset.take(max_images) if max_images is not None else dataset
+    for element in tqdm(items, desc="evaluating", leave=False, disable=not progress):
+        image = _to_numpy(element["images"])
+        if image.ndim != 3:
+            raise ValueError(f"predict_dataset needs an unbatched dataset (images [H, W, 3]); "
+                             f"got images of shape {image.shape}: call .unbatch() first")
+        if pending and (image.shape != pending[0].shape or len(pending) >= batch_size):
+            flush()
+        pending.append(image)
+        truths.append(ground_truth_of(element))
+        image_id = element.get("image_id")
+        ids.append(_to_numpy(image_id).item().decode() if image_id is not None else str(len(ids)))
+    flush()
+    return predictions, truths, ids
+
+
+def format_table(
+    per_class: Mapping[int, float], class_names: Sequence[str] | None = None,
+    title: str = "AP", mean: float | None = None,
+) -> str:
+    """A plain-text per-class AP table, one class per line, with the mean last."""
+    rows = [(class_names[c] if class_names and 0 <= c < len(class_names) else str(c), ap)
+            for c, ap in sorted(per_class.items())]
+    width = max([len(name) for name, _ in rows] + [len("class"), len("mean")])
+    lines = [f"{'class':<{width}}  {title:>7}", "-" * (width + 9)]
+    lines += [f"{name:<{width}}  {ap:7.4f}" for name, ap in rows]
+    if mean is not None:
+        lines += ["-" * (width + 9), f"{'mean':<{width}}  {mean:7.4f}"]
+    return "\n".join(lines)
+
+
+def evaluate_dataset(
+    predictor, dataset, metric: str = "voc", iou_threshold: float = 0.5,
+    use_07_metric: bool = True, class_names: Sequence[str] | None = None,
+    batch_size: int = 1, max_images: int | None = None, verbose: bool = True,
+) -> dict:
+    """Score a detector on a dataset with `voc_ap` (metric="voc") or `coco_ap` ("coco").
+
+    `predictor` is any object with `predict(images [B, H, W, 3]) -> {"boxes", "scores",
+    "classes", "num_detections"}` (a `detection.FasterRCNN`, a loaded SavedModel wrapper, ...).
+    """
+    if metric not in {"voc", "coco"}:
+        raise ValueError(f"metric must be 'voc' or 'coco', got {metric!r}")
+    class_names = class_names or getattr(dataset, "class_names", None)
+    predictions, truths, _ = predict_dataset(predictor, dataset, batch_size, max_images,
+                                             progress=verbose)
+    if metric == "voc":
+        result = voc_ap(predictions, truths, iou_threshold, use_07_metric)
+        headline, title = result["mAP"], f"AP{int(round(iou_threshold * 100))}"
+    else:
+        from detection.evaluation.coco import coco_ap
+
+        result = coco_ap(predictions, truths)
+        headline, title = result["AP"], "AP"
+    if verbose:
+        print(format_table(result["per_class"], class_names, title, headline))
+    return result
