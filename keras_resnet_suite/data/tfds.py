@@ -1,0 +1,73 @@
+"""TensorFlow Datasets sources (`cifar10`, `cifar100`, `imagenet2012`), imported lazily.
+
+TFDS is optional: without the package, or offline without a prepared copy in `data_dir`, the
+loaders fail with a message saying what to install or where to put the files.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from keras_resnet_suite.data.report import DataReport
+
+
+def _tfds() -> Any:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            "TFDS sources need the tensorflow-datasets package: pip install tensorflow-datasets "
+            "(or pass a directory / .tar.gz of the data instead of 'tfds')"
+        ) from e
+    return tfds
+
+
+def _data_dir(data_dir: str | os.PathLike | None) -> str | None:
+    return str(data_dir) if data_dir else os.environ.get("TFDS_DATA_DIR")
+
+
+def builder(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Any:
+    """A prepared TFDS builder for `name`, downloading it if needed and allowed."""
+    tfds = _tfds()
+    data_dir = _data_dir(data_dir)
+    try:
+        b = tfds.builder(name, data_dir=data_dir)
+        if not download and not b.is_prepared():
+            raise FileNotFoundError(f"{name} is not prepared in {b.data_dir}")
+        if download:
+            b.download_and_prepare()
+    except Exception as e:  # network, manual-download and checksum errors all end here
+        where = data_dir or "~/tensorflow_datasets"
+        raise RuntimeError(
+            f"TFDS dataset {name!r} is unavailable ({type(e).__name__}: {e}). It must be "
+            f"downloaded once with network access, or prepared by hand in {where} "
+            "(imagenet2012 always needs the manual tar files); alternatively pass the path of "
+            "an image-folder tree or archive."
+        ) from e
+    return b
+
+
+def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: bool = True):
+    """uint8 arrays of a small image data set: `(x_train, y_train, x_test, y_test, names, report)`."""
+    tfds = _tfds()
+    b = builder(name, data_dir, download)
+    out, report = {}, DataReport(f"tfds {name}")
+    for split in ("train", "test"):
+        data = tfds.as_numpy(b.as_dataset(split=split, batch_size=-1))
+        out[split] = (np.asarray(data["image"], np.uint8), np.asarray(data["label"], np.int64))
+        report.loaded[split] = len(out[split][1])
+    names = list(b.info.features["label"].names)
+    return (*out["train"], *out["test"], names, report)
+
+
+def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None):
+    """`(tf.data.Dataset of (encoded image bytes, label), num_examples, class_names)` for large
+    sets decoded in the pipeline (ImageNet)."""
+    tfds = _tfds()
+    b = builder(name, data_dir, download=True)
+    ds = b.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ex: (ex["image"], ex["label"]))
+    return ds, b.info.splits[split].num_examples, list(b.info.features["label"].names)
