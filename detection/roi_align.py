@@ -1,0 +1,111 @@
+"""RoIAlign (Mask R-CNN sec. 3): bilinear sampling of fixed-size features for each box.
+
+Bilinear interpolation on a regular grid is separable, and so is the average of the
+`sampling_ratio x sampling_ratio` samples in a bin, so each output bin is
+`sum_{h,w} Ay[bin_y, h] * Ax[bin_x, w] * F[h, w]` with two sparse interpolation matrices.
+Computing it as two einsums keeps shapes static, needs no gather, and is differentiable
+with respect to the features. The sampling rule follows detectron2/torchvision exactly:
+samples beyond one pixel outside the map are zero, others clamp to the border.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from keras import ops
+
+
+def _axis_weights(start, end, out_size: int, length: int, sampling_ratio: int, aligned: bool):
+    """Averaged interpolation weights `[..., out_size, length]` along one axis."""
+    if not aligned:
+        # Legacy RoIAlign forces at least a 1x1 box.
+        end = start + ops.maximum(end - start, 1.0)
+    bin_size = (end - start) / out_size  # [...]
+    bins = ops.cast(ops.arange(out_size), "float32")
+    subs = (ops.cast(ops.arange(sampling_ratio), "float32") + 0.5) / sampling_ratio
+    offsets = bins[:, None] + subs[None, :]  # [out, s]
+    coords = start[..., None, None] + offsets * bin_size[..., None, None]  # [..., out, s]
+    inside = ops.logical_and(coords >= -1.0, coords <= float(length))
+    coords = ops.clip(coords, 0.0, float(length - 1))
+    low = ops.floor(coords)
+    frac = coords - low
+    high = ops.minimum(low + 1.0, float(length - 1))
+    grid = ops.cast(ops.arange(length), "float32")  # [L]
+    w = (1.0 - frac)[..., None] * ops.cast(low[..., None] == grid, "float32")
+    w = w + frac[..., None] * ops.cast(high[..., None] == grid, "float32")
+    w = w * ops.cast(inside, "float32")[..., None]
+    return ops.mean(w, axis=-2)  # average over the samples of a bin
+
+
+def roi_align(
+    features,
+    boxes,
+    output_size: int | Sequence[int],
+    spatial_scale: float,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+):
+    """Pool `features [B, H, W, C]` inside `boxes [B, R, 4]` (xyxy, input pixels) to
+    `[B, R, out_h, out_w, C]`.
+
+    `spatial_scale` is 1 / stride. `aligned=True` shifts box coordinates by -0.5 pixel so that
+    pixel centres line up (the corrected RoIAlign of detectron2). `sampling_ratio` must be a
+    positive int: the adaptive `0` of torchvision has data-dependent shapes.
+    """
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    if sampling_ratio <= 0:
+        raise ValueError(
+            f"roi_align: sampling_ratio must be a positive int (static shapes), got {sampling_ratio}"
+        )
+    height, width = features.shape[1], features.shape[2]
+    if height is None or width is None:
+        raise ValueError("roi_align: feature maps need static height and width (fixed canvas)")
+    boxes = ops.cast(boxes, "float32") * spatial_scale
+    if aligned:
+        boxes = boxes - 0.5
+    ay = _axis_weights(boxes[..., 1], boxes[..., 3], output_size[0], height, sampling_ratio, aligned)
+    ax = _axis_weights(boxes[..., 0], boxes[..., 2], output_size[1], width, sampling_ratio, aligned)
+    ay = ops.cast(ay, features.dtype)
+    ax = ops.cast(ax, features.dtype)
+    # Contract the longer axis first to keep the intermediate small.
+    if height >= width:
+        tmp = ops.einsum("brph,bhwc->brpwc", ay, features)
+        return ops.einsum("brqw,brpwc->brpqc", ax, tmp)
+    tmp = ops.einsum("brqw,bhwc->brhqc", ax, features)
+    return ops.einsum("brph,brhqc->brpqc", ay, tmp)
+
+
+def fpn_levels(boxes, min_level: int = 2, max_level: int = 5, canonical_size: float = 224.0,
+               canonical_level: int = 4):
+    """FPN level of each box, `k = floor(k0 + log2(sqrt(wh) / 224))` clamped (Lin et al. eq. 1)."""
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    size = ops.sqrt(ops.maximum(w * h, 1e-8))
+    # The small epsilon keeps boxes of exactly 224 px at level 4 despite float error.
+    level = ops.floor(canonical_level + ops.log(size / canonical_size + 1e-8) / math.log(2.0))
+    return ops.cast(ops.clip(level, min_level, max_level), "int32")
+
+
+def multilevel_roi_align(
+    features: Sequence,
+    strides: Sequence[int],
+    boxes,
+    output_size: int,
+    sampling_ratio: int = 2,
+    aligned: bool = True,
+):
+    """RoIAlign each box on its FPN level (`features` P2..P5 in order, `strides` 4..32).
+
+    Every level is pooled for every box and the assigned one is selected: this wastes
+    compute but keeps all shapes static (no per-level gather/scatter).
+    """
+    levels = [int(round(math.log2(s))) for s in strides]
+    assignment = fpn_levels(boxes, min(levels), max(levels))
+    out = None
+    for feat, stride, level in zip(features, strides, levels, strict=True):
+        pooled = roi_align(feat, boxes, output_size, 1.0 / stride, sampling_ratio, aligned)
+        chosen = ops.cast(assignment == level, pooled.dtype)[:, :, None, None, None]
+        out = pooled * chosen if out is None else out + pooled * chosen
+    return out

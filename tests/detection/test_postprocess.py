@@ -1,0 +1,105 @@
+"""NMS equals a brute-force greedy reference; per-class post-processing; the RPN proposals."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from detection import anchors, postprocess, rpn
+
+pytestmark = pytest.mark.jax
+
+
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _brute_nms(boxes, scores, thr):
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    kept = []
+    for i in order:
+        if all(_iou(boxes[i], boxes[j]) <= thr for j in kept):
+            kept.append(i)
+    return kept
+
+
+def _random_boxes(rng, b, n, extent=60.0):
+    xy = rng.uniform(0, extent, (b, n, 2))
+    return np.concatenate([xy, xy + rng.uniform(4, 30, (b, n, 2))], -1).astype("float32")
+
+
+@pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
+def test_nms_equals_brute_force(thr, jit):
+    rng = np.random.default_rng(int(thr * 10))
+    boxes = _random_boxes(rng, 3, 80)
+    scores = rng.uniform(size=(3, 80)).astype("float32")
+    idx, valid = jit(lambda b, s: postprocess.nms(b, s, thr, 100))(boxes, scores)
+    idx, valid = ops.convert_to_numpy(idx), ops.convert_to_numpy(valid)
+    assert idx.shape == (3, 100)
+    for i in range(3):
+        want = _brute_nms(boxes[i], scores[i], thr)
+        assert list(idx[i][valid[i]]) == want
+        assert not valid[i, len(want):].any()
+
+
+def test_nms_respects_input_validity_and_output_cap():
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 30, 30], [40, 40, 50, 50]]],
+                     "float32")
+    scores = np.array([[0.9, 0.95, 0.5, 0.4]], "float32")
+    valid_in = np.array([[True, False, True, True]])
+    idx, valid = postprocess.nms(boxes, scores, 0.5, 2, valid=valid_in)
+    np.testing.assert_array_equal(ops.convert_to_numpy(idx), [[0, 2]])
+    assert ops.convert_to_numpy(valid).all()
+
+
+def test_batched_nms_keeps_overlapping_boxes_of_other_classes():
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]]], "float32")
+    scores = np.array([[0.9, 0.8, 0.7]], "float32")
+    groups = np.array([[0, 1, 0]], "int32")
+    idx, valid = postprocess.batched_nms(boxes, scores, groups, 0.5, 3)
+    np.testing.assert_array_equal(ops.convert_to_numpy(idx)[0, :2], [0, 1])
+    np.testing.assert_array_equal(ops.convert_to_numpy(valid), [[True, True, False]])
+
+
+def test_postprocess_threshold_per_class_nms_and_padding(jit):
+    # 3 RoIs x 2 classes (+ background column).
+    probs = np.array([[[0.90, 0.02, 0.08], [0.80, 0.10, 0.10], [0.01, 0.60, 0.39]]], "float32")
+    cls_boxes = np.zeros((1, 3, 2, 4), "float32")
+    cls_boxes[0, 0] = [[0, 0, 10, 10], [50, 50, 60, 60]]
+    cls_boxes[0, 1] = [[1, 0, 10, 10], [0, 0, 10, 10]]  # class-0 box duplicates RoI 0's
+    cls_boxes[0, 2] = [[30, 30, 40, 40], [-5, 30, 40, 80]]  # class-1 box gets clipped
+    fn = jit(lambda p, b: postprocess.postprocess_detections(p, b, 64.0, 64.0, 0.05, 0.5, 5))
+    out = {k: ops.convert_to_numpy(v) for k, v in fn(probs, cls_boxes).items()}
+    # Kept: (RoI 0, cls 0) 0.9; (RoI 2, cls 1) 0.6, clipped; (RoI 1, cls 1) 0.1, which overlaps
+    # the 0.9 box but is another class. Suppressed: (RoI 1, cls 0) 0.8 (IoU 0.9 with the 0.9
+    # box). Below 0.05: 0.02 and 0.01.
+    assert out["num_detections"].tolist() == [3]
+    np.testing.assert_allclose(out["scores"][0], [0.9, 0.6, 0.1, 0, 0], atol=1e-6)
+    np.testing.assert_array_equal(out["classes"][0], [0, 1, 1, -1, -1])
+    np.testing.assert_allclose(out["boxes"][0, :3], [[0, 0, 10, 10], [0, 30, 40, 64],
+                                                     [0, 0, 10, 10]])
+    np.testing.assert_allclose(out["boxes"][0, 3:], 0)
+
+
+def test_postprocess_score_threshold():
+    probs = np.array([[[0.04, 0.5, 0.46]]], "float32")
+    cls_boxes = np.array([[[[0, 0, 5, 5], [10, 10, 20, 20]]]], "float32")
+    out = postprocess.postprocess_detections(probs, cls_boxes, 32.0, 32.0)
+    assert int(ops.convert_to_numpy(out["num_detections"])[0]) == 1
+    assert int(ops.convert_to_numpy(out["classes"])[0, 0]) == 1
+    assert ops.convert_to_numpy(out["boxes"]).shape == (1, 100, 4)
+
+
+def test_proposals_decode_clip_and_nms(jit):
+    an = anchors.grid_anchors(2, 2, 16, (16,), (1.0,))  # 4 anchors centred at (0|16, 0|16)
+    logits = np.array([[3.0, 2.0, 1.0, 0.0]], "float32")
+    deltas = np.zeros((1, 4, 4), "float32")
+    deltas[0, 1] = [-1.0, 0, 0, 0]  # moves anchor 1 onto anchor 0 -> suppressed at 0.7
+    fn = jit(lambda lg, dl: rpn.generate_proposals([lg], [dl], [an], 20.0, 20.0, 3, 3, 0.7))
+    props, valid = fn(logits, deltas)
+    props, valid = ops.convert_to_numpy(props), ops.convert_to_numpy(valid)
+    np.testing.assert_array_equal(valid, [[True, True, False]])
+    np.testing.assert_allclose(props[0, 0], [0, 0, 8, 8])  # clipped to the 20 x 20 image
+    np.testing.assert_allclose(props[0, 1], [0, 8, 8, 20])  # anchor 2 (pre-NMS top 3)

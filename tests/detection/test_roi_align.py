@@ -1,0 +1,119 @@
+"""RoIAlign equals a direct numpy bilinear reference (and torchvision when installed)."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from detection import roi_align
+
+pytestmark = pytest.mark.jax
+
+
+def _bilinear(feat, y, x):
+    """detectron2's ROIAlign bilinear_interpolate for one sample point, channels last."""
+    h, w, _ = feat.shape
+    if y < -1.0 or y > h or x < -1.0 or x > w:
+        return np.zeros(feat.shape[-1])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = int(y), int(x)
+    if y0 >= h - 1:
+        y0 = y1 = h - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= w - 1:
+        x0 = x1 = w - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    return ((1 - ly) * (1 - lx) * feat[y0, x0] + (1 - ly) * lx * feat[y0, x1]
+            + ly * (1 - lx) * feat[y1, x0] + ly * lx * feat[y1, x1])
+
+
+def _reference(feat, box, out, scale, ratio, aligned):
+    off = 0.5 if aligned else 0.0
+    x1, y1, x2, y2 = [c * scale - off for c in box]
+    rw, rh = x2 - x1, y2 - y1
+    if not aligned:
+        rw, rh = max(rw, 1.0), max(rh, 1.0)
+    bh, bw = rh / out, rw / out
+    res = np.zeros((out, out, feat.shape[-1]))
+    for py in range(out):
+        for px in range(out):
+            acc = 0.0
+            for iy in range(ratio):
+                for ix in range(ratio):
+                    y = y1 + py * bh + (iy + 0.5) * bh / ratio
+                    x = x1 + px * bw + (ix + 0.5) * bw / ratio
+                    acc = acc + _bilinear(feat, y, x)
+            res[py, px] = acc / ratio**2
+    return res
+
+
+BOXES = np.array([[[3.0, 5.0, 40.0, 30.0], [-6.0, -4.0, 20.0, 12.0], [50.0, 40.0, 70.0, 66.0],
+                   [10.0, 10.0, 10.5, 11.0]]], "float32")
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_matches_numpy_reference(aligned, jit):
+    rng = np.random.default_rng(0)
+    feat = rng.normal(size=(1, 9, 8, 3)).astype("float32")
+    fn = jit(lambda f, b: roi_align.roi_align(f, b, 4, 1 / 8, sampling_ratio=2, aligned=aligned))
+    got = ops.convert_to_numpy(fn(feat, BOXES))
+    assert got.shape == (1, 4, 4, 4, 3)
+    for r in range(BOXES.shape[1]):
+        want = _reference(feat[0], BOXES[0, r], 4, 1 / 8, 2, aligned)
+        np.testing.assert_allclose(got[0, r], want, atol=1e-5, err_msg=f"box {r}")
+
+
+def test_batched_boxes_use_their_own_image():
+    rng = np.random.default_rng(1)
+    feat = rng.normal(size=(2, 6, 7, 2)).astype("float32")
+    boxes = np.array([[[1, 1, 20, 15]], [[4, 2, 30, 25]]], "float32")
+    got = ops.convert_to_numpy(roi_align.roi_align(feat, boxes, (3, 2), 0.25, sampling_ratio=3))
+    for b in range(2):
+        ref = np.zeros((3, 2, 2))
+        # Non-square output: rebuild the reference from per-axis bins.
+        x1, y1, x2, y2 = boxes[b, 0] * 0.25 - 0.5
+        for py in range(3):
+            for px in range(2):
+                pts = [(y1 + (py + (iy + 0.5) / 3) * (y2 - y1) / 3,
+                        x1 + (px + (ix + 0.5) / 3) * (x2 - x1) / 2)
+                       for iy in range(3) for ix in range(3)]
+                ref[py, px] = np.mean([_bilinear(feat[b], y, x) for y, x in pts], axis=0)
+        np.testing.assert_allclose(got[b, 0], ref, atol=1e-5)
+
+
+def test_torchvision_parity():
+    torch = pytest.importorskip("torch")
+    tv_ops = pytest.importorskip("torchvision.ops")
+    rng = np.random.default_rng(2)
+    feat = rng.normal(size=(1, 9, 8, 3)).astype("float32")
+    rois = torch.tensor(np.concatenate([np.zeros((4, 1)), BOXES[0]], 1), dtype=torch.float32)
+    want = tv_ops.roi_align(torch.tensor(feat).permute(0, 3, 1, 2), rois, (4, 4), 1 / 8, 2,
+                            aligned=True).permute(0, 2, 3, 1).numpy()
+    got = ops.convert_to_numpy(roi_align.roi_align(feat, BOXES, 4, 1 / 8, 2, aligned=True))
+    np.testing.assert_allclose(got[0], want, atol=1e-5)
+
+
+def test_fpn_level_assignment():
+    sizes = np.array([[[0, 0, 56, 56], [0, 0, 112, 112], [0, 0, 224, 224], [0, 0, 448, 448],
+                       [0, 0, 1000, 1000], [0, 0, 10, 10]]], "float32")
+    got = ops.convert_to_numpy(roi_align.fpn_levels(sizes, 2, 5))
+    np.testing.assert_array_equal(got, [[2, 3, 4, 5, 5, 2]])
+
+
+def test_multilevel_picks_the_assigned_level():
+    rng = np.random.default_rng(3)
+    p2 = rng.normal(size=(1, 16, 16, 2)).astype("float32")
+    p3 = rng.normal(size=(1, 8, 8, 2)).astype("float32")
+    boxes = np.array([[[0, 0, 20, 20], [0, 0, 60, 60]]], "float32")  # tiny boxes: level 2
+    got = ops.convert_to_numpy(roi_align.multilevel_roi_align([p2, p3], [4, 8], boxes, 3))
+    want = ops.convert_to_numpy(roi_align.roi_align(p2, boxes, 3, 0.25))
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_sampling_ratio_must_be_static():
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        roi_align.roi_align(np.zeros((1, 4, 4, 1), "float32"), BOXES, 2, 1.0, sampling_ratio=0)
