@@ -1,0 +1,51 @@
+"""Training: recipes (paper CIFAR/ImageNet, modern), schedules, SGD with L2, label smoothing,
+mixup/cutmix, callbacks (NaN stop, atomic checkpoints, step-exact resume), distribution."""
+
+from keras_resnet_suite.training.callbacks import (
+    AtomicModelCheckpoint,
+    BackupAndRestore,
+    NaNGuard,
+    WarmupUntilError,
+    atomic_save,
+    weights_finite,
+)
+from keras_resnet_suite.training.distribute import (
+    data_parallel,
+    get_strategy,
+    is_chief,
+    per_replica_batch,
+    scale_learning_rate,
+    set_logical_cpus,
+)
+from keras_resnet_suite.training.loop import fit_resumable
+from keras_resnet_suite.training.losses import SmoothedCrossEntropy
+from keras_resnet_suite.training.mixing import cutmix, mix_batches, mixup
+from keras_resnet_suite.training.optimizers import SGDL2
+from keras_resnet_suite.training.recipes import RECIPES, Recipe, get_recipe
+from keras_resnet_suite.training.schedules import StepDecay, WarmupCosine
+
+__all__ = [
+    "RECIPES",
+    "SGDL2",
+    "AtomicModelCheckpoint",
+    "BackupAndRestore",
+    "NaNGuard",
+    "Recipe",
+    "SmoothedCrossEntropy",
+    "StepDecay",
+    "WarmupCosine",
+    "WarmupUntilError",
+    "atomic_save",
+    "cutmix",
+    "data_parallel",
+    "fit_resumable",
+    "get_recipe",
+    "get_strategy",
+    "is_chief",
+    "mix_batches",
+    "mixup",
+    "per_replica_batch",
+    "scale_learning_rate",
+    "set_logical_cpus",
+    "weights_finite",
+]

@@ -1,0 +1,61 @@
+"""`fit_resumable`: `model.fit` that resumes, after a crash or SIGKILL, at the exact step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import keras
+
+from keras_resnet_suite.training.callbacks import BackupAndRestore
+
+
+def fit_resumable(
+    model: keras.Model,
+    make_train: Callable[[int], object],
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+    backup_dir: str | os.PathLike,
+    save_freq: int | str = "epoch",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    validation_data=None,
+    verbose: int | str = "auto",
+    is_chief: bool = True,
+) -> dict[str, list]:
+    """Train a compiled model for `epochs * steps_per_epoch` steps in total, resuming from the
+    newest checkpoint in `backup_dir` if there is one.
+
+    `make_train(start_step)` returns the training stream positioned at global step
+    `start_step` (e.g. `lambda s: data.cifar(..., start_step=s).train`), so a resumed run sees
+    the same batches, step count, optimizer state and LR position as an uninterrupted one.
+    A resumed, partly done epoch runs only its remaining steps. Returns the merged history.
+    """
+    backup = BackupAndRestore(backup_dir, save_freq=save_freq, is_chief=is_chief)
+    start = backup.restore(model)
+    total = epochs * steps_per_epoch
+    history: dict[str, list] = {}
+    if start >= total:
+        print(f"{backup_dir}: already trained for {start} of {total} steps; nothing to do")
+        return history
+    if start:
+        print(f"resuming from step {start} of {total} ({backup.checkpoints()[0][1]})")
+    epoch, done = divmod(start, steps_per_epoch)
+    runs = []
+    if done:  # finish the interrupted epoch first
+        runs.append((epoch, epoch + 1, steps_per_epoch - done))
+        epoch += 1
+    if epoch < epochs:
+        runs.append((epoch, epochs, steps_per_epoch))
+    step = start
+    for first, last, spe in runs:
+        h = model.fit(
+            make_train(step), initial_epoch=first, epochs=last, steps_per_epoch=spe,
+            callbacks=[backup, *callbacks], validation_data=validation_data, verbose=verbose,
+        )  # fmt: skip
+        for k, v in h.history.items():
+            history.setdefault(k, []).extend(v)
+        if model.stop_training:
+            break
+        step += (last - first) * spe
+    return history

@@ -1,0 +1,179 @@
+"""Training recipes: the paper's CIFAR and ImageNet schedules (Sec. 4.2, 3.4) and a modern one.
+
+    recipe = get_recipe("paper-cifar", global_batch_size=128, steps_per_epoch=390, depth=110)
+    recipe.apply_precision()           # before building the model
+    model = krs.build("resnet110")
+    recipe.compile(model)
+    model.fit(recipe.prepare(data.train), epochs=recipe.epochs, callbacks=recipe.callbacks(), ...)
+
+The learning rate scales linearly with the global batch; iteration milestones are kept at the
+same number of examples seen (the paper's 32k iterations at batch 128 become 16k at 256).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+
+from keras_resnet_suite.training.callbacks import NaNGuard, WarmupUntilError
+from keras_resnet_suite.training.distribute import scale_learning_rate
+from keras_resnet_suite.training.losses import SmoothedCrossEntropy
+from keras_resnet_suite.training.mixing import mix_batches
+from keras_resnet_suite.training.optimizers import SGDL2
+from keras_resnet_suite.training.schedules import StepDecay, WarmupCosine
+
+RECIPES = ("paper-cifar", "paper-imagenet", "modern")
+PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Everything a run needs besides model and data; build with `get_recipe`."""
+
+    name: str
+    global_batch_size: int
+    base_batch_size: int
+    base_lr: float
+    total_steps: int
+    steps_per_epoch: int | None
+    lr_policy: str  # "steps" | "plateau" | "cosine"
+    boundaries: list[int]
+    warmup_steps: int = 0
+    warmup_lr: float | None = None  # paper 110-layer gate
+    momentum: float = 0.9
+    nesterov: bool = False
+    l2: float = 1e-4
+    decay_norm_and_bias: bool = True
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    ema_momentum: float | None = None
+    mixed_precision: str | None = None
+    jit_compile: bool | str = "auto"
+    seed: int = 0
+
+    @property
+    def lr(self) -> float:
+        """Peak learning rate after linear scaling to the global batch."""
+        return scale_learning_rate(self.base_lr, self.global_batch_size, self.base_batch_size)
+
+    @property
+    def epochs(self) -> int | None:
+        """Epochs covering `total_steps` (rounded up), when the epoch length is known."""
+        return math.ceil(self.total_steps / self.steps_per_epoch) if self.steps_per_epoch else None
+
+    @property
+    def soft_labels(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def schedule(self) -> keras.optimizers.schedules.LearningRateSchedule | float:
+        if self.lr_policy == "cosine":
+            return WarmupCosine(self.lr, self.total_steps, self.warmup_steps)
+        if self.lr_policy == "plateau":
+            return self.lr  # a plain value, lowered by ReduceLROnPlateau
+        warm = None if self.warmup_lr is None else scale_learning_rate(
+            self.warmup_lr, self.global_batch_size, self.base_batch_size)  # fmt: skip
+        return StepDecay(self.lr, self.boundaries, 0.1, warm)
+
+    def optimizer(self) -> keras.optimizers.Optimizer:
+        """SGD with coupled L2 decay (paper) and optional EMA of the weights."""
+        ema = {"use_ema": True, "ema_momentum": self.ema_momentum} if self.ema_momentum else {}
+        return SGDL2(
+            learning_rate=self.schedule(), momentum=self.momentum, nesterov=self.nesterov,
+            l2=self.l2, decay_norm_and_bias=self.decay_norm_and_bias, **ema,
+        )  # fmt: skip
+
+    def loss(self) -> keras.losses.Loss:
+        return SmoothedCrossEntropy(self.label_smoothing)
+
+    def apply_precision(self) -> None:
+        """Set the global dtype policy; call before building the model."""
+        keras.mixed_precision.set_global_policy(self.mixed_precision or "float32")
+
+    def compile(self, model: keras.Model, metrics: list | None = None) -> keras.Model:
+        """Compile `model` with this recipe's optimizer, loss and accuracy metrics."""
+        if metrics is None:
+            acc = keras.metrics.CategoricalAccuracy if self.soft_labels else keras.metrics.SparseCategoricalAccuracy
+            top5 = keras.metrics.TopKCategoricalAccuracy if self.soft_labels else keras.metrics.SparseTopKCategoricalAccuracy
+            metrics = [acc(name="accuracy"), top5(5, name="top5")]
+        model.compile(optimizer=self.optimizer(), loss=self.loss(), metrics=metrics,
+                      jit_compile=self.jit_compile)  # fmt: skip
+        return model
+
+    def callbacks(self) -> list[keras.callbacks.Callback]:
+        """Callbacks the recipe itself needs (NaN stop, warm-up gate, plateau decay)."""
+        cbs: list[keras.callbacks.Callback] = [NaNGuard()]
+        if self.warmup_lr is not None and self.lr_policy == "steps":
+            cbs.append(WarmupUntilError(threshold=0.8))
+        if self.lr_policy == "plateau":
+            cbs.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.1, patience=5,
+                                                         min_lr=self.lr * 1e-3))  # fmt: skip
+        return cbs
+
+    def prepare(self, dataset, num_classes: int, start_step: int = 0):
+        """Apply batch-level mixup/cutmix (soft labels) when the recipe asks for it."""
+        if not self.soft_labels:
+            return dataset
+        return mix_batches(dataset, num_classes, self.mixup_alpha, self.cutmix_alpha,
+                           self.seed, start_step)  # fmt: skip
+
+
+def get_recipe(
+    name: str,
+    *,
+    global_batch_size: int | None = None,
+    steps_per_epoch: int | None = None,
+    total_steps: int | None = None,
+    depth: int | None = None,
+    mixed_precision: str | None = None,
+    jit_compile: bool | str = "auto",
+    **overrides,
+) -> Recipe:
+    """The named recipe scaled to `global_batch_size`.
+
+    - `paper-cifar`: SGD 0.1 (batch 128), momentum 0.9, L2 1e-4, /10 at 32k and 48k
+      iterations, stop at 64k; for `depth >= 110` LR 0.01 until training error < 80% (Sec. 4.2).
+    - `paper-imagenet`: batch 256, LR 0.1, /10 at 150k/300k/450k iterations (30/60/90
+      epochs) of 600k, or on a validation plateau (`lr_policy="plateau"`), Sec. 3.4.
+    - `modern`: Nesterov SGD 0.1 per 256, 5-epoch linear warm-up + cosine, label smoothing
+      0.1, no L2 on BN and biases; `mixup_alpha`, `cutmix_alpha`, `ema_momentum` optional.
+
+    A shorter `total_steps` (e.g. a CPU budget) keeps the milestones at the same fractions.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; valid recipes: {', '.join(RECIPES)}")
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {PRECISIONS}, got {mixed_precision!r}")
+    if name == "paper-cifar":
+        base_batch, base_total, fractions = 128, 64_000, (0.5, 0.75)
+        kw = dict(base_lr=0.1, lr_policy="steps")
+        if depth is not None and depth >= 110:
+            kw["warmup_lr"] = 0.01
+    elif name == "paper-imagenet":
+        base_batch, base_total, fractions = 256, 600_000, (0.25, 0.5, 0.75)
+        kw = dict(base_lr=0.1, lr_policy="steps")
+    else:
+        base_batch, base_total, fractions = 256, None, ()
+        kw = dict(base_lr=0.1, lr_policy="cosine", nesterov=True, decay_norm_and_bias=False,
+                  label_smoothing=0.1)  # fmt: skip
+    batch = int(global_batch_size or base_batch)
+    if batch <= 0:
+        raise ValueError(f"global_batch_size must be positive, got {batch}")
+    if total_steps is None:
+        if base_total is None:
+            if not steps_per_epoch:
+                raise ValueError("recipe 'modern' needs total_steps or steps_per_epoch (90 epochs)")
+            total_steps = 90 * steps_per_epoch
+        else:
+            total_steps = max(1, round(base_total * base_batch / batch))
+    kw.update(overrides)
+    if kw.get("lr_policy") == "cosine" and "warmup_steps" not in overrides:
+        kw["warmup_steps"] = min(5 * steps_per_epoch, total_steps // 10) if steps_per_epoch else total_steps // 18
+    return Recipe(
+        name=name, global_batch_size=batch, base_batch_size=base_batch,
+        total_steps=int(total_steps), steps_per_epoch=steps_per_epoch,
+        boundaries=[round(f * total_steps) for f in fractions],
+        mixed_precision=mixed_precision, jit_compile=jit_compile, **kw,
+    )  # fmt: skip
