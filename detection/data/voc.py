@@ -21,7 +21,7 @@ VOC_CLASSES = (
 
 
 def find_voc_root(data_dir: str | Path, year: int) -> Path:
-    """The `VOC<year>` folder: `data_dir` itself, `data_dir/VOC<year>` or `.../VOCdevkit/VOC<year>`."""
+    """The `VOC<year>` folder: `data_dir`, `data_dir/VOC<year>` or `.../VOCdevkit/VOC<year>`."""
     data_dir = Path(data_dir).expanduser()
     candidates = [data_dir, data_dir / f"VOC{year}", data_dir / "VOCdevkit" / f"VOC{year}"]
     for path in candidates:
@@ -38,7 +38,8 @@ def read_split(root: Path, split: str) -> list[str]:
     path = root / "ImageSets" / "Main" / f"{split}.txt"
     if not path.is_file():
         main = root / "ImageSets" / "Main"
-        have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
+        # class-specific lists (aeroplane_train.txt, ...) are not splits
+        have = sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
         raise FileNotFoundError(f"split file {path} not found; available splits: {have or 'none'}")
     return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
@@ -48,9 +49,7 @@ def _parse_xml(path: Path, index: dict[str, int], report: DataReport) -> dict | 
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:
-        line, column = error.position
-        report.add("malformed_annotation", path.name, f"line {line}, column {column}: {error.msg}"
-                   if hasattr(error, "msg") else f"line {line}, column {column}: {error}")
+        report.add("malformed_annotation", path.name, str(error))  # names line and column
         return None
     size = None
     try:
