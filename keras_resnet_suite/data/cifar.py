@@ -228,15 +228,18 @@ def detect_format(path: str | os.PathLike) -> tuple[str, Path]:
 def load_arrays(
     source: str | os.PathLike, num_classes: int = 10, cache: str | os.PathLike | None = None
 ) -> Arrays:
-    """uint8 arrays `(x_train, y_train, x_test, y_test, class_names, report)` from any source."""
-    if num_classes not in (10, 100):
-        raise ValueError(f"num_classes must be 10 or 100, got {num_classes}")
+    """uint8 arrays `(x_train, y_train, x_test, y_test, class_names, report)` from any source
+    (a folder tree may hold any number of classes: CIFAR-style subsets, tests)."""
+    if num_classes <= 1:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if str(source) == "tfds":
         from keras_resnet_suite.data.tfds import load_arrays as tfds_arrays
 
         return tfds_arrays(f"cifar{num_classes}", cache)
     root = resolve_folder_root(source, cache)
     kind, d = detect_format(root)
+    if kind != "folder" and num_classes not in (10, 100):
+        raise ValueError(f"the official CIFAR releases have 10 or 100 classes, not {num_classes}")
     if kind == "binary":
         return read_binary(d, num_classes)
     if kind == "pickle":
