@@ -98,8 +98,8 @@ def coco_records(
             continue
         x, y, w, h = box
         area = float(ann.get("area", w * h))
-        objects[ann["image_id"]].append(([x, y, x + w, y + h], category_to_label[ann["category_id"]],
-                                         crowd, area))
+        label = category_to_label[ann["category_id"]]
+        objects[ann["image_id"]].append(([x, y, x + w, y + h], label, crowd, area))
 
     chosen = [im for im in images.values() if objects[im["id"]] or not skip_empty]
     sizes = check_images([image_dir / im["file_name"] for im in chosen], report, verify_images)

@@ -57,7 +57,9 @@ class DataReport:
         return list(dict.fromkeys(i.file for i in self.issues if i.kind == kind))
 
     def details(self, kind: str) -> list[str]:
-        return [f"{i.file}: {i.detail}" if i.detail else i.file for i in self.issues if i.kind == kind]
+        """`file: detail` lines of every issue of `kind`."""
+        return [f"{i.file}: {i.detail}" if i.detail else i.file
+                for i in self.issues if i.kind == kind]
 
     def __bool__(self) -> bool:
         return bool(self.issues)
@@ -71,7 +73,7 @@ class DataReport:
         return self
 
     def summary(self, max_files: int = 5) -> str:
-        """Multi-line text: totals, then one line per problem kind with up to `max_files` examples."""
+        """Totals, then one line per problem kind with up to `max_files` examples."""
         lines = [f"Data report for {self.name}: {self.num_images} images, "
                  f"{self.num_objects} objects kept"]
         if not self.issues:
@@ -83,7 +85,8 @@ class DataReport:
                 continue
             examples = self.details(kind)
             shown = "; ".join(examples[:max_files])
-            more = f"; ... and {len(examples) - max_files} more" if len(examples) > max_files else ""
+            extra = len(examples) - max_files
+            more = f"; ... and {extra} more" if extra > 0 else ""
             lines.append(f"  {kind}: {n} -- {what}: {shown}{more}")
             if kind == "unknown_class" and self.known_classes:
                 lines.append(f"    known class names: {', '.join(self.known_classes)}")

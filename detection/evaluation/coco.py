@@ -41,7 +41,8 @@ def to_coco(predictions: Sequence[Mapping], ground_truths: Sequence[Mapping]) ->
             (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         crowd = np.asarray(truth.get("iscrowd", np.zeros(n, bool))).reshape(-1)[:n]
         images.append({"id": i + 1})
-        for box, label, a, c in zip(_xywh(boxes[keep]), labels[keep], area[keep], crowd[keep], strict=True):
+        columns = (_xywh(boxes[keep]), labels[keep], area[keep], crowd[keep])
+        for box, label, a, c in zip(*columns, strict=True):
             labels_seen.add(int(label))
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
                                 "category_id": int(label) + 1, "bbox": box.tolist(),
