@@ -6,12 +6,14 @@ imported on first use, so importing this package stays light.
 
 import importlib
 
+from detection.data.build import dataset_from_config
 from detection.data.coco import coco, coco_records
 from detection.data.report import DataReport
 from detection.data.voc import VOC_CLASSES, voc, voc_records
 
 __all__ = [
-    "DataReport", "VOC_CLASSES", "coco", "coco_records", "coco_tfds", "voc", "voc_records",
+    "DataReport", "VOC_CLASSES", "coco", "coco_records", "coco_tfds", "dataset_from_config",
+    "voc", "voc_records",
     "voc_tfds", "augment", "shapes", "transforms",
 ]
 

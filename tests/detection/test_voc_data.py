@@ -222,3 +222,38 @@ def test_tfds_voc_element_maps_to_pixel_xyxy():
     assert out["image_id"] == b"000005" and out["difficult"].numpy().tolist() == [True]
     np.testing.assert_allclose(out["area"], [150 * 40])
     assert out["images"].dtype == tf.float32
+
+
+@pytest.mark.parametrize("name", ["voc07_r101_c4", "coco_r101_c4", "coco_r101_fpn",
+                                  "raccoon_r50_c4"])
+def test_configs_parse_and_name_real_loaders(name):
+    import yaml
+
+    from detection.data.build import REPO_CONFIGS
+
+    config = yaml.safe_load((REPO_CONFIGS / f"{name}.yaml").read_text())
+    assert config["name"] == name
+    assert config["model"]["head"] in {"c4", "fpn"}
+    assert config["model"]["backbone"] in {"resnet50", "resnet101"}
+    for split in ("train", "eval"):
+        assert config["data"][split]["loader"] in {"voc", "coco"}
+    train = config["train"]
+    assert train["lr_steps"] == sorted(train["lr_steps"]) and train["lr_steps"][-1] < train["steps"]
+
+
+def test_raccoon_config_builds_its_datasets(shared_data, monkeypatch):
+    import yaml
+
+    from detection.data.build import REPO_CONFIGS
+
+    monkeypatch.setenv("KRS_DATA_DIR", str(shared_data))
+    config = yaml.safe_load((REPO_CONFIGS / "raccoon_r50_c4.yaml").read_text())
+    sizes = [detection.data.dataset_from_config(
+        config["data"][split], config["data"]["class_names"], verbose=False).num_examples
+        for split in ("train", "eval")]
+    assert sizes == [160, 40]
+    with pytest.raises(ValueError, match="data loader must be one of"):
+        detection.data.dataset_from_config({"loader": "kitti"})
+    monkeypatch.delenv("VOC_DIR", raising=False)
+    with pytest.raises(KeyError, match="VOC_DIR"):
+        detection.data.dataset_from_config({"loader": "voc", "data_dir": "${VOC_DIR}"})
