@@ -5,6 +5,8 @@ imported on first use, so importing this package stays light.
 """
 
 import importlib
+import sys
+import types
 
 from detection.data.build import dataset_from_config
 from detection.data.coco import coco, coco_records
@@ -24,6 +26,23 @@ _LAZY = {
     "voc_tfds": ("detection.data.tfds", "voc_tfds"),
     "coco_tfds": ("detection.data.tfds", "coco_tfds"),
 }
+
+
+class _Package(types.ModuleType):
+    """Keeps `detection.data.shapes` the function even after `import detection.data.shapes`.
+
+    The import system binds a loaded submodule on its package under the submodule's name,
+    which would hide the function of the same name; this swaps the function back in.
+    """
+
+    def __setattr__(self, name, value):
+        module_name, attribute = _LAZY.get(name, (None, None))
+        if attribute and isinstance(value, types.ModuleType) and value.__name__ == module_name:
+            value = getattr(value, attribute)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

@@ -257,3 +257,16 @@ def test_raccoon_config_builds_its_datasets(shared_data, monkeypatch):
     monkeypatch.delenv("VOC_DIR", raising=False)
     with pytest.raises(KeyError, match="VOC_DIR"):
         detection.data.dataset_from_config({"loader": "voc", "data_dir": "${VOC_DIR}"})
+
+
+def test_package_exports_functions_not_same_named_modules():
+    import importlib
+    import types
+
+    assert callable(detection.data.voc) and callable(detection.data.coco)
+    assert isinstance(detection.data.augment, types.ModuleType)
+    pytest.importorskip("detection.data.shapes")  # written by the detector code
+    importlib.import_module("detection.data.shapes")  # binds the submodule on the package...
+    assert callable(detection.data.shapes)  # ...which must not hide the function
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        detection.data.nope  # noqa: B018
