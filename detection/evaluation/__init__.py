@@ -13,7 +13,7 @@ from detection.evaluation.voc import average_precision, iou_matrix, voc_ap
 
 __all__ = [
     "EvaluationCallback", "average_precision", "coco_ap", "evaluate_dataset", "format_table",
-    "ground_truth_of", "iou_matrix", "predict_dataset", "voc_ap",
+    "ground_truth_of", "iou_matrix", "predict_dataset", "to_coco_results", "voc_ap",
 ]
 
 
@@ -22,6 +22,13 @@ def coco_ap(predictions, ground_truths, verbose: bool = False) -> dict:
     from detection.evaluation.coco import coco_ap as _coco_ap
 
     return _coco_ap(predictions, ground_truths, verbose)
+
+
+def to_coco_results(predictions, image_ids, label_to_category) -> list[dict]:
+    """Official COCO results JSON entries; see `detection.evaluation.coco.to_coco_results`."""
+    from detection.evaluation.coco import to_coco_results as _to_coco_results
+
+    return _to_coco_results(predictions, image_ids, label_to_category)
 
 
 def __getattr__(name: str):

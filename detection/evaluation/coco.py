@@ -59,6 +59,25 @@ def to_coco(predictions: Sequence[Mapping], ground_truths: Sequence[Mapping]) ->
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
+def to_coco_results(
+    predictions: Sequence[Mapping], image_ids: Sequence, label_to_category: Mapping[int, int],
+) -> list[dict]:
+    """Detections in the official COCO results format (`[{image_id, category_id, bbox, score}]`,
+    bbox `[x, y, w, h]`), with COCO's own image and category ids, for `COCO.loadRes` or test-dev.
+    """
+    if len(predictions) != len(image_ids):
+        raise ValueError(f"{len(predictions)} predictions but {len(image_ids)} image ids")
+    results = []
+    for pred, image_id in zip(predictions, image_ids, strict=True):
+        boxes, classes, keep, n = _valid(pred, "classes", "num_detections")
+        scores = np.asarray(pred["scores"], np.float64).reshape(-1)[:n]
+        image_id = int(image_id) if str(image_id).isdigit() else image_id
+        for box, c, s in zip(_xywh(boxes[keep]), classes[keep], scores[keep], strict=True):
+            results.append({"image_id": image_id, "category_id": int(label_to_category[int(c)]),
+                            "bbox": [round(float(v), 3) for v in box], "score": float(s)})
+    return results
+
+
 def evaluate_coco(gt_dict: dict, results: list, verbose: bool = False):
     """Run COCOeval (bbox) on an in-memory ground truth and result list; returns the evaluator."""
     COCO, COCOeval = _pycocotools()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from detection.evaluation import coco_ap
+from detection.evaluation import coco_ap, to_coco_results
 
 pytest.importorskip("pycocotools")
 
@@ -103,6 +103,12 @@ def test_equals_pycocotools_on_the_official_json(shared_data, tmp_path):
     truths = [{"boxes": e["bounding_boxes"]["boxes"], "labels": e["bounding_boxes"]["labels"],
                "iscrowd": e["iscrowd"], "area": e["area"]} for e in elements]
     ours = coco_ap(preds, truths)
+    exported = to_coco_results(preds, [e["image_id"].decode() for e in elements],
+                               ds.label_to_category)
+    assert [(r["image_id"], r["category_id"], r["score"]) for r in exported] == [
+        (r["image_id"], r["category_id"], r["score"]) for r in results]
+    np.testing.assert_allclose([r["bbox"] for r in exported], [r["bbox"] for r in results],
+                               atol=1e-3)
 
     path = tmp_path / "detections.json"
     path.write_text(json.dumps(results))
