@@ -1,5 +1,7 @@
 """VOC loader on the real raccoon and VOC 2007 data, bad-input reporting, augmentation, TFDS."""
 
+import inspect
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -239,6 +241,13 @@ def test_configs_parse_and_name_real_loaders(name):
         assert config["data"][split]["loader"] in {"voc", "coco"}
     train = config["train"]
     assert train["lr_steps"] == sorted(train["lr_steps"]) and train["lr_steps"][-1] < train["steps"]
+    assert all(size % 32 == 0 for size in config["model"]["image_size"])
+    try:  # every model key must be a FasterRCNN argument (the detector code reads this section)
+        from detection.faster_rcnn import FasterRCNN
+    except ImportError:
+        return
+    accepted = set(inspect.signature(FasterRCNN).parameters)
+    assert set(config["model"]) <= accepted, set(config["model"]) - accepted
 
 
 def test_raccoon_config_builds_its_datasets(shared_data, monkeypatch):
@@ -251,7 +260,7 @@ def test_raccoon_config_builds_its_datasets(shared_data, monkeypatch):
     sizes = [detection.data.dataset_from_config(
         config["data"][split], config["data"]["class_names"], verbose=False).num_examples
         for split in ("train", "eval")]
-    assert sizes == [160, 40]
+    assert sizes == [160, 40] and len(config["data"]["class_names"]) == config["data"]["num_classes"]
     with pytest.raises(ValueError, match="data loader must be one of"):
         detection.data.dataset_from_config({"loader": "kitti"})
     monkeypatch.delenv("VOC_DIR", raising=False)
