@@ -260,7 +260,8 @@ def test_raccoon_config_builds_its_datasets(shared_data, monkeypatch):
     sizes = [detection.data.dataset_from_config(
         config["data"][split], config["data"]["class_names"], verbose=False).num_examples
         for split in ("train", "eval")]
-    assert sizes == [160, 40] and len(config["data"]["class_names"]) == config["data"]["num_classes"]
+    assert sizes == [160, 40]
+    assert len(config["data"]["class_names"]) == config["data"]["num_classes"]
     with pytest.raises(ValueError, match="data loader must be one of"):
         detection.data.dataset_from_config({"loader": "kitti"})
     monkeypatch.delenv("VOC_DIR", raising=False)
