@@ -25,7 +25,7 @@ def _greedy_keep(suppress):
         new_keep = hit < 0.5
         return new_keep, ops.any(new_keep != keep)
 
-    keep0 = ops.ones(suppress.shape[:2], "bool")
+    keep0 = ops.ones_like(suppress[:, 0, :])  # the batch size may be dynamic
     keep, _ = ops.while_loop(
         lambda keep, changed: changed, body, (keep0, ops.convert_to_tensor(True)),
         maximum_iterations=n,

@@ -1,0 +1,123 @@
+"""Static-shape training batches for the detector (tf.data) and input checks.
+
+Every image is scaled by `min(H / h, W / w)` onto a fixed `H x W` canvas (aspect ratio kept),
+optionally flipped left-right with its boxes, and zero padded at the bottom/right. Boxes are
+clipped to the image; degenerate ones (zero or negative size) are dropped and counted in the
+element's `"num_dropped_boxes"`; ground truth is padded to `max_boxes` with label -1 so that
+images without objects batch and train like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+
+def _canvas_example(element, canvas, max_boxes, flip, seed):
+    image = element["images"]
+    tf.debugging.assert_all_finite(
+        tf.cast(image, tf.float32),
+        "detection.data.transforms: an image contains NaN or inf values")
+    boxes = tf.reshape(tf.cast(element["bounding_boxes"]["boxes"], tf.float32), (-1, 4))
+    labels = tf.reshape(tf.cast(element["bounding_boxes"]["labels"], tf.int32), (-1,))
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.minimum(canvas[0] / shape[0], canvas[1] / shape[1])
+    new_hw = tf.cast(tf.round(shape * scale), tf.int32)
+    new_hw = tf.minimum(new_hw, tf.constant(canvas, tf.int32))
+    image = tf.image.resize(tf.cast(image, tf.float32), new_hw)
+    new_hw_f = tf.cast(new_hw, tf.float32)
+    boxes = boxes * scale
+    lo = tf.zeros(4)
+    hi = tf.stack([new_hw_f[1], new_hw_f[0], new_hw_f[1], new_hw_f[0]])
+    boxes = tf.clip_by_value(boxes, lo, hi)
+    if flip:
+        # Stateless so the same seed gives the same flips on every run.
+        index = tf.cast(element.get("_index", 0), tf.int64)
+        do_flip = tf.random.stateless_uniform((), seed=tf.stack([tf.cast(seed, tf.int64),
+                                                                 index])) < 0.5
+        image = tf.cond(do_flip, lambda: tf.image.flip_left_right(image), lambda: image)
+        flipped = tf.stack([new_hw_f[1] - boxes[:, 2], boxes[:, 1],
+                            new_hw_f[1] - boxes[:, 0], boxes[:, 3]], axis=1)
+        boxes = tf.cond(do_flip, lambda: flipped, lambda: boxes)
+    keep = tf.logical_and(boxes[:, 2] > boxes[:, 0], boxes[:, 3] > boxes[:, 1])
+    keep = tf.logical_and(keep, labels >= 0)
+    dropped = tf.reduce_sum(tf.cast(tf.logical_not(keep), tf.int32))
+    boxes = tf.boolean_mask(boxes, keep)[:max_boxes]
+    labels = tf.boolean_mask(labels, keep)[:max_boxes]
+    pad = max_boxes - tf.shape(labels)[0]
+    boxes = tf.pad(boxes, [[0, pad], [0, 0]])
+    labels = tf.pad(labels, [[0, pad]], constant_values=-1)
+    image = tf.image.pad_to_bounding_box(image, 0, 0, canvas[0], canvas[1])
+    return {
+        "images": tf.ensure_shape(image, (canvas[0], canvas[1], 3)),
+        "bounding_boxes": {"boxes": tf.ensure_shape(boxes, (max_boxes, 4)),
+                           "labels": tf.ensure_shape(labels, (max_boxes,))},
+        "num_dropped_boxes": dropped,
+    }
+
+
+def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: int = 100,
+              flip: bool = False, seed: int = 0) -> tf.data.Dataset:
+    """Map an unbatched `{"images", "bounding_boxes"}` dataset onto the fixed canvas."""
+    canvas = (int(image_size[0]), int(image_size[1]))
+    if flip:
+        dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
+    return dataset.map(lambda e: _canvas_example(e, canvas, max_boxes, flip, seed),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def training_batches(dataset: tf.data.Dataset, image_size: tuple[int, int], batch_size: int,
+                     max_boxes: int = 100, flip: bool = True, shuffle: int = 0,
+                     seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """Canvas-sized, fixed-shape batches for `FasterRCNN.fit` (`drop_remainder` keeps the
+    batch dimension static, which `tf.distribute` and the static-shape ops need)."""
+    if batch_size < 1:
+        raise ValueError(f"training_batches: batch_size must be >= 1, got {batch_size}")
+    if shuffle:
+        dataset = dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = to_canvas(dataset, image_size, max_boxes, flip, seed)
+    dataset = dataset.map(lambda e: {"images": e["images"],
+                                     "bounding_boxes": e["bounding_boxes"]})
+    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def _first_element(data):
+    if isinstance(data, tf.data.Dataset):
+        for element in data.take(1):
+            return element
+        raise ValueError("the training dataset is empty")
+    return data
+
+
+def check_images(data) -> None:
+    """Refuse images with NaN/inf (numpy, tensors or a dict with 'images')."""
+    images = data.get("images") if isinstance(data, Mapping) else data
+    if images is None or isinstance(images, tf.data.Dataset):
+        return
+    try:
+        array = np.asarray(images)
+    except Exception:  # symbolic or unconvertible inputs are checked elsewhere
+        return
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"images contain {bad} NaN or inf values (shape {array.shape}); "
+                         "clean or drop these images before detection")
+
+
+def check_training_batch(data, num_classes: int) -> None:
+    """Check the first training batch: structure, labels `< num_classes`, finite images."""
+    element = _first_element(data)
+    if not isinstance(element, Mapping) or "bounding_boxes" not in element:
+        keys = sorted(element) if isinstance(element, Mapping) else type(element).__name__
+        raise ValueError("FasterRCNN.fit expects elements {'images', 'bounding_boxes': "
+                         f"{{'boxes', 'labels'}}}}; got {keys}")
+    check_images(element)
+    labels = np.asarray(element["bounding_boxes"]["labels"])
+    if labels.size and labels.max() >= num_classes:
+        raise ValueError(f"num_classes mismatch: the data has label {int(labels.max())} "
+                         f"(so at least {int(labels.max()) + 1} classes) but the model was "
+                         f"built with num_classes={num_classes}")
