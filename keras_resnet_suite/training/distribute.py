@@ -87,3 +87,58 @@ def data_parallel(devices: list | None = None):
     dist = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(dist)
     return dist
+
+
+def enable_multiworker_fit(model) -> None:
+    """Let `model.fit` run under `MultiWorkerMirroredStrategy` with Keras 3.
+
+    Keras 3's TF trainer builds the model from a first batch that it averages across workers
+    with an eager `strategy.reduce` on the whole (x, y) structure, which the collective
+    implementation rejects (keras-team/keras#20585). Only shapes matter there, so this
+    instance-level override builds from this worker's first local replica batch instead.
+    Its per-step log reduction also averages scalar logs along an axis 0 they do not have;
+    `_patch_log_reduction` averages them across workers without an axis. A no-op for models
+    not created under a multi-worker strategy.
+    """
+    import types
+
+    import tensorflow as tf
+
+    strategy = getattr(model, "_distribute_strategy", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    _patch_log_reduction()
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                data_batch = tf.nest.map_structure(
+                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
+                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    batch,
+                )  # fmt: skip
+                break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(_maybe_symbolic_build, model)
+
+
+def _patch_log_reduction() -> None:
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_krs_patched", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction="auto"):
+        if reduction in ("auto", "mean") and isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy
+        ):
+            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._krs_patched = True
+    tf_trainer.reduce_per_replica = reduce_per_replica

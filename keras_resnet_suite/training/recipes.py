@@ -18,7 +18,7 @@ import math
 import keras
 
 from keras_resnet_suite.training.callbacks import NaNGuard, WarmupUntilError
-from keras_resnet_suite.training.distribute import scale_learning_rate
+from keras_resnet_suite.training.distribute import enable_multiworker_fit, scale_learning_rate
 from keras_resnet_suite.training.losses import SmoothedCrossEntropy
 from keras_resnet_suite.training.mixing import mix_batches
 from keras_resnet_suite.training.optimizers import SGDL2
@@ -100,6 +100,8 @@ class Recipe:
             metrics = [acc(name="accuracy"), top5(5, name="top5")]
         model.compile(optimizer=self.optimizer(), loss=self.loss(), metrics=metrics,
                       jit_compile=self.jit_compile)  # fmt: skip
+        if keras.backend.backend() == "tensorflow":
+            enable_multiworker_fit(model)
         return model
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
