@@ -1,0 +1,7 @@
+"""`python -m keras_resnet_suite` is the `keras-resnet-suite` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,376 @@
+"""Building blocks of every ResNet: stem, shortcut (options A/B/C), basic and bottleneck
+blocks (post- and pre-activation, grouped, plain), stages, and a frozen batch norm.
+
+One `BasicBlock` and one `Bottleneck` cover the whole family; the variants are
+arguments (timm's lesson). All layers are serializable and registered, so models save
+and load as `.keras` files without Lambda layers.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "keras_resnet_suite"
+SHORTCUTS = ("A", "B", "C")
+NORMS = ("batch", "frozen")
+
+# He et al. 2015 initialisation, fan-out as torchvision does for ReLU networks.
+HE_FAN_OUT = {"class_name": "VarianceScaling",
+              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FrozenBatchNormalization(layers.BatchNormalization):
+    """Batch norm that always uses its stored statistics and has no trainable weights.
+
+    Detection fine-tuning uses tiny per-GPU batches, whose statistics are useless
+    (detectron2's `FrozenBatchNorm2d`). Unlike `trainable=False` on a plain BN, this
+    cannot be switched back on by `model.trainable = True`.
+    """
+
+    @property
+    def trainable(self) -> bool:
+        return False
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        pass  # frozen by definition
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
+
+
+def norm_layer(norm: str, name: str, epsilon: float, momentum: float, zero_init: bool = False):
+    """A batch-norm layer of the requested kind; `zero_init` starts gamma at 0 (Goyal et al.)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    cls = FrozenBatchNormalization if norm == "frozen" else layers.BatchNormalization
+    return cls(epsilon=epsilon, momentum=momentum, name=name,
+               gamma_initializer="zeros" if zero_init else "ones")
+
+
+def conv(filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
+         dilation: int = 1, use_bias: bool = False) -> list[layers.Layer]:
+    """A convolution padded as PyTorch pads (explicit zeros, then 'valid') when strided.
+
+    TensorFlow's 'same' pads asymmetrically for even inputs, which breaks parity with
+    converted torchvision/timm weights; a stride-1 'same' conv is already symmetric.
+    """
+    pad = dilation * (kernel - 1) // 2
+    out = []
+    if stride > 1 and pad:
+        out.append(layers.ZeroPadding2D(pad, name=f"{name}_pad"))
+    out.append(layers.Conv2D(
+        filters, kernel, strides=stride, padding="valid" if stride > 1 else "same",
+        dilation_rate=dilation, groups=groups, use_bias=use_bias,
+        kernel_initializer=keras.initializers.get(HE_FAN_OUT), name=name))
+    return out
+
+
+class _Composite(layers.Layer):
+    """A layer made of named sub-layers, built eagerly so weights load before any call."""
+
+    def _build_chain(self, chain, shape):
+        for layer in chain:
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+    @staticmethod
+    def _run(chain, x, training=None):
+        for layer in chain:
+            x = layer(x, training=training) if _takes_training(layer) else layer(x)
+        return x
+
+
+def _takes_training(layer) -> bool:
+    return isinstance(layer, (layers.BatchNormalization, layers.Dropout, _Composite))
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Shortcut(_Composite):
+    """The identity path of a residual block (paper section 3.3).
+
+    Option A: identity; where the shape changes, strided sub-sampling plus zero-padded
+    channels (no parameters). Option B: a 1x1 projection + BN only where the shape
+    changes. Option C: a projection on every block. `normalize=False` drops the BN (the
+    pre-activation blocks project an already normalised input).
+    """
+
+    def __init__(self, filters: int, stride: int = 1, option: str = "B", *,
+                 normalize: bool = True, norm: str = "batch", bn_epsilon: float = 1e-5,
+                 bn_momentum: float = 0.9, use_bias: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if option not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {option!r}")
+        self.filters, self.stride, self.option = filters, stride, option
+        self.normalize, self.norm, self.use_bias = normalize, norm, use_bias
+        self.bn_epsilon, self.bn_momentum = bn_epsilon, bn_momentum
+        self.chain: list = []
+
+    def build(self, input_shape):
+        in_channels = input_shape[-1]
+        self.changes_shape = self.stride > 1 or in_channels != self.filters
+        self.project = self.option == "C" or (self.option == "B" and self.changes_shape)
+        if self.project:
+            self.chain = [layers.Conv2D(
+                self.filters, 1, strides=self.stride, use_bias=self.use_bias,
+                kernel_initializer=keras.initializers.get(HE_FAN_OUT), name="conv")]
+            if self.normalize:
+                self.chain.append(norm_layer(self.norm, "bn", self.bn_epsilon, self.bn_momentum))
+            self._build_chain(self.chain, input_shape)
+        self.pad_channels = self.filters - in_channels
+        if self.option == "A" and self.pad_channels < 0:
+            raise ValueError("shortcut option A cannot reduce channels: "
+                             f"{in_channels} -> {self.filters}")
+        self.built = True
+
+    def call(self, x, training=None):
+        if self.project:
+            return self._run(self.chain, x, training)
+        if self.stride > 1:
+            x = x[:, :: self.stride, :: self.stride, :]
+        if self.pad_channels > 0:
+            before = self.pad_channels // 2
+            x = ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, self.pad_channels - before]])
+        return x
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        s = self.stride
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
+                self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "stride": self.stride,
+                "option": self.option, "normalize": self.normalize, "norm": self.norm,
+                "bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum,
+                "use_bias": self.use_bias}
+
+
+class _Block(_Composite):
+    """What basic and bottleneck blocks share: options, shortcut, add, drop-path."""
+
+    expansion = 1
+
+    def __init__(self, filters: int, stride: int = 1, *, shortcut: str = "B",
+                 residual: bool = True, preact: bool = False, dilation: int = 1,
+                 norm: str = "batch", bn_epsilon: float = 1e-5, bn_momentum: float = 0.9,
+                 zero_init_residual: bool = False, drop_path_rate: float = 0.0,
+                 conv_bias: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.filters, self.stride, self.shortcut_option = filters, stride, shortcut
+        self.residual, self.preact, self.dilation = residual, preact, dilation
+        self.norm, self.bn_epsilon, self.bn_momentum = norm, bn_epsilon, bn_momentum
+        self.zero_init_residual, self.drop_path_rate = zero_init_residual, drop_path_rate
+        self.conv_bias = conv_bias
+        self.out_channels = filters * self.expansion
+        if drop_path_rate:
+            self.seed_generator = keras.random.SeedGenerator(name="drop_path_seed")
+
+    def _bn(self, name, zero_init=False):
+        return norm_layer(self.norm, name, self.bn_epsilon, self.bn_momentum, zero_init)
+
+    def build(self, input_shape):
+        if self.preact:
+            self.pre = [self._bn("preact_bn"), layers.ReLU(name="preact_relu")]
+            self._build_chain(self.pre, input_shape)
+        self.branch = self._branch_layers(input_shape[-1])
+        out_shape = self._build_chain(self.branch, input_shape)
+        if self.residual:
+            self.shortcut = Shortcut(
+                self.out_channels, self.stride, self.shortcut_option, normalize=not self.preact,
+                norm=self.norm, bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum,
+                use_bias=self.conv_bias and self.preact, name="shortcut")
+            self.shortcut.build(input_shape)
+        if not self.preact:
+            self.out_relu = layers.ReLU(name="out_relu")
+            self.out_relu.build(out_shape)
+        self.built = True
+
+    def _drop_path(self, x, training):
+        """Stochastic depth (Huang et al. 2016): drop the whole branch per sample."""
+        if not (training and self.drop_path_rate):
+            return x
+        keep = 1.0 - self.drop_path_rate
+        mask = keras.random.uniform((ops.shape(x)[0], 1, 1, 1), seed=self.seed_generator)
+        return x * ops.cast(mask < keep, x.dtype) / keep
+
+    def call(self, x, training=None):
+        if self.preact:
+            # "Identity Mappings": a projection shortcut shares the block's pre-activation.
+            pre = self._run(self.pre, x, training)
+            identity = pre if self.residual and self.shortcut.project else x
+            y = self._run(self.branch, pre, training)
+        else:
+            identity, y = x, self._run(self.branch, x, training)
+        if self.residual:
+            y = self._drop_path(y, training) + self.shortcut(identity, training=training)
+        return y if self.preact else self.out_relu(y)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        s = self.stride
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
+                self.out_channels)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "stride": self.stride,
+                "shortcut": self.shortcut_option, "residual": self.residual,
+                "preact": self.preact, "dilation": self.dilation, "norm": self.norm,
+                "bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum,
+                "zero_init_residual": self.zero_init_residual,
+                "drop_path_rate": self.drop_path_rate, "conv_bias": self.conv_bias}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class BasicBlock(_Block):
+    """Two 3x3 convolutions (paper Fig. 2 left); `preact=True` gives He et al. 2016's unit."""
+
+    def _branch_layers(self, in_channels):
+        f, d = self.filters, self.dilation
+        chain = conv(f, 3, self.stride, name="conv1", dilation=d)
+        chain += [self._bn("bn1"), layers.ReLU(name="relu1")]
+        chain += conv(f, 3, name="conv2", dilation=d)
+        if not self.preact:
+            chain.append(self._bn("bn2", zero_init=self.zero_init_residual))
+        return chain
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Bottleneck(_Block):
+    """1x1 reduce, 3x3 (grouped for ResNeXt), 1x1 expand x4 (paper Fig. 5 right).
+
+    `stride_in_1x1=False` strides the 3x3 (ResNet v1.5, torchvision's default);
+    `True` strides the first 1x1 as the paper and keras.applications do.
+    """
+
+    expansion = 4
+
+    def __init__(self, filters: int, stride: int = 1, *, groups: int = 1,
+                 width_per_group: int = 64, stride_in_1x1: bool = False, **kwargs):
+        self.groups, self.width_per_group = groups, width_per_group
+        self.stride_in_1x1 = stride_in_1x1
+        super().__init__(filters, stride, **kwargs)
+
+    @property
+    def inner_width(self) -> int:
+        return int(self.filters * self.width_per_group / 64) * self.groups
+
+    def _branch_layers(self, in_channels):
+        w, d = self.inner_width, self.dilation
+        s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
+        chain = conv(w, 1, s1, name="conv1") + [self._bn("bn1"), layers.ReLU(name="relu1")]
+        chain += conv(w, 3, s3, name="conv2", groups=self.groups, dilation=d)
+        chain += [self._bn("bn2"), layers.ReLU(name="relu2")]
+        chain += conv(self.out_channels, 1, name="conv3", use_bias=self.conv_bias and self.preact)
+        if not self.preact:
+            chain.append(self._bn("bn3", zero_init=self.zero_init_residual))
+        return chain
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups,
+                "width_per_group": self.width_per_group, "stride_in_1x1": self.stride_in_1x1}
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Stem(_Composite):
+    """conv1 of Table 1 (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or the CIFAR 3x3/1 conv.
+
+    Pre-activation networks leave the stem's output un-normalised: the first block's
+    pre-activation does it (He et al. 2016, section 4.1).
+    """
+
+    def __init__(self, filters: int = 64, kind: str = "imagenet", *, preact: bool = False,
+                 norm: str = "batch", bn_epsilon: float = 1e-5, bn_momentum: float = 0.9,
+                 conv_bias: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if kind not in ("imagenet", "cifar"):
+            raise ValueError(f"stem kind must be 'imagenet' or 'cifar', got {kind!r}")
+        self.filters, self.kind, self.preact, self.norm = filters, kind, preact, norm
+        self.bn_epsilon, self.bn_momentum, self.conv_bias = bn_epsilon, bn_momentum, conv_bias
+
+    def build(self, input_shape):
+        big = self.kind == "imagenet"
+        chain = conv(self.filters, 7 if big else 3, 2 if big else 1, name="conv",
+                     use_bias=self.conv_bias)
+        if not self.preact:
+            chain += [norm_layer(self.norm, "bn", self.bn_epsilon, self.bn_momentum),
+                      layers.ReLU(name="relu")]
+        if big:
+            # Zero padding equals PyTorch's -inf padding after a ReLU, and keras.applications'.
+            chain += [layers.ZeroPadding2D(1, name="pool_pad"),
+                      layers.MaxPooling2D(3, strides=2, name="pool")]
+        self.chain = chain
+        self._build_chain(chain, input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        return self._run(self.chain, x, training)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        s = 4 if self.kind == "imagenet" else 1
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
+                self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kind": self.kind,
+                "preact": self.preact, "norm": self.norm, "bn_epsilon": self.bn_epsilon,
+                "bn_momentum": self.bn_momentum, "conv_bias": self.conv_bias}
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class Stage(_Composite):
+    """One row of Table 1 (conv2_x ... conv5_x): `depth` blocks, the first one strided.
+
+    `dilation > 1` replaces the stride by atrous convolution (DeepLab, detectron2 DC5);
+    `drop_path_rates` gives each block its stochastic-depth rate.
+    """
+
+    def __init__(self, block: str, filters: int, depth: int, stride: int = 1, *,
+                 dilation: int = 1, drop_path_rates: tuple[float, ...] | None = None,
+                 block_kwargs: dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
+        if depth < 1:
+            raise ValueError(f"stage depth must be >= 1, got {depth}")
+        self.block, self.filters, self.depth, self.stride = block, filters, depth, stride
+        self.dilation = dilation
+        self.drop_path_rates = tuple(drop_path_rates or (0.0,) * depth)
+        self.block_kwargs = dict(block_kwargs or {})
+        cls = BLOCKS[block]
+        self.blocks = [
+            cls(filters, stride if (i == 0 and dilation == 1) else 1, dilation=dilation,
+                drop_path_rate=self.drop_path_rates[i], name=f"block{i + 1}", **self.block_kwargs)
+            for i in range(depth)
+        ]
+
+    def build(self, input_shape):
+        self._build_chain(self.blocks, input_shape)
+        self.built = True
+
+    def call(self, x, training=None):
+        return self._run(self.blocks, x, training)
+
+    def compute_output_shape(self, input_shape):
+        return _chain_shape(self.blocks, input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block, "filters": self.filters,
+                "depth": self.depth, "stride": self.stride, "dilation": self.dilation,
+                "drop_path_rates": list(self.drop_path_rates), "block_kwargs": self.block_kwargs}
+
+
+def _chain_shape(chain, shape):
+    for layer in chain:
+        shape = layer.compute_output_shape(shape)
+    return shape

@@ -1,0 +1,185 @@
+"""`build(name_or_spec, ...)` and the keras.applications-style builders (ResNet50, ...).
+
+A model is stem -> stages conv2_x ... conv5_x -> pooling -> classifier, so that
+`model.summary()` reads like the paper's Table 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import keras
+from keras import layers
+
+from .layers import SHORTCUTS, Stage, Stem, norm_layer
+from .specs import ResNetSpec, available_models, get_spec
+
+__all__ = ["build", "available_models", "trunk"]
+
+_SPEC_FIELDS = ("depths", "widths", "stem_width", "groups", "width_per_group", "block",
+                "preact", "residual", "stem")
+
+
+def _resolve_spec(name_or_spec, overrides: dict) -> ResNetSpec:
+    spec = name_or_spec if isinstance(name_or_spec, ResNetSpec) else get_spec(name_or_spec)
+    changes = {k: overrides.pop(k) for k in _SPEC_FIELDS if k in overrides}
+    for key in ("depths", "widths"):
+        if key in changes:
+            changes[key] = tuple(changes[key])
+    spec = spec.replace(**changes) if changes else spec
+    if len(spec.depths) != len(spec.widths):
+        raise ValueError(f"depths {spec.depths} and widths {spec.widths} differ in length")
+    return spec
+
+
+def _check_input_shape(spec: ResNetSpec, input_shape, weights) -> tuple:
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
+    h, w, c = input_shape
+    if c is None or c < 1:
+        raise ValueError(f"input_shape has an invalid channel count: {input_shape}")
+    if weights is not None and c != 3:
+        raise ValueError(f"input_shape={input_shape}: pretrained weights need 3 input channels, "
+                         f"got {c}")
+    too_small = [d for d in (h, w) if d is not None and d < spec.total_stride]
+    if too_small:
+        raise ValueError(f"input_shape={input_shape} is too small for {spec.name}: its total "
+                         f"stride is {spec.total_stride}, so height and width must be >= "
+                         f"{spec.total_stride}")
+    return input_shape
+
+
+def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bool = False,
+          zero_init_residual: bool = False, drop_path_rate: float = 0.0, norm: str = "batch",
+          bn_epsilon: float = 1e-5, bn_momentum: float = 0.9, conv_bias: bool = False,
+          dilations: tuple[int, ...] | None = None) -> dict:
+    """Apply the stem and stages of `spec` to `x`; returns {"C1": stem, "C2": ..., "C5": ...}.
+
+    Shared by classifiers and detection backbones, so both have the same layer names and
+    weights transfer by name. `dilations` (one per stage) trades strides for atrous rates.
+    """
+    shortcut = spec.shortcut if shortcut is None else shortcut
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS} (paper section 3.3), "
+                         f"got {shortcut!r}")
+    norm_kw = {"norm": norm, "bn_epsilon": bn_epsilon, "bn_momentum": bn_momentum}
+    block_kw = {"shortcut": shortcut, "residual": spec.residual, "preact": spec.preact,
+                "zero_init_residual": zero_init_residual, "conv_bias": conv_bias, **norm_kw}
+    if spec.block == "bottleneck":
+        block_kw.update(groups=spec.groups, width_per_group=spec.width_per_group,
+                        stride_in_1x1=stride_in_1x1)
+    # Stochastic depth grows linearly with block index (Huang et al. 2016, section 3).
+    total = sum(spec.depths)
+    rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+    dilations = dilations or (1,) * len(spec.depths)
+
+    x = Stem(spec.stem_width, spec.stem, preact=spec.preact, conv_bias=conv_bias,
+             name="conv1", **norm_kw)(x)
+    features = {"C1": x}
+    start = 0
+    for i, (depth, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
+        x = Stage(spec.block, width, depth, stride=1 if i == 0 else 2, dilation=dilations[i],
+                  drop_path_rates=tuple(rates[start:start + depth]), block_kwargs=block_kw,
+                  name=f"conv{i + 2}_x")(x)
+        start += depth
+        features[f"C{i + 2}"] = x
+    if spec.preact:
+        # The pre-activation design ends with one more BN-ReLU (He et al. 2016, Fig. 4e).
+        x = norm_layer(norm, "post_bn", bn_epsilon, bn_momentum)(x)
+        x = layers.ReLU(name="post_relu")(x)
+        features[f"C{len(spec.depths) + 1}"] = x
+    return features
+
+
+def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: str | None = None,
+          input_tensor=None, input_shape: tuple | None = None, pooling: str | None = None,
+          classes: int | None = None, classifier_activation: str | None = "softmax",
+          shortcut: str | None = None, stride_in_1x1: bool = False,
+          zero_init_residual: bool = False, drop_path_rate: float = 0.0, norm: str = "batch",
+          bn_epsilon: float = 1e-5, bn_momentum: float = 0.9, conv_bias: bool = False,
+          name: str | None = None, **overrides) -> keras.Model:
+    """Build a named ResNet (see `available_models()`) or a `ResNetSpec` as a functional model.
+
+    `overrides` change the spec (`depths=(1, 1, 1, 1)`, `widths=(16, 32, 64, 128)`, ...).
+    `weights` is None or the path of a weights file saved by Keras.
+    """
+    spec = _resolve_spec(name_or_spec, overrides)
+    if overrides:
+        raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
+    classes = spec.classes if classes is None else classes
+    if not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"classes must be a positive integer, got {classes!r}")
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+    if weights is not None and not os.path.exists(weights):
+        raise ValueError(f"weights={weights!r}: no such file (pass None or a weights file path)")
+    if input_shape is None and input_tensor is None:
+        input_shape = spec.input_shape if include_top else (None, None, 3)
+    if input_tensor is not None and input_shape is None:
+        input_shape = tuple(keras.ops.shape(input_tensor)[1:])
+    input_shape = _check_input_shape(spec, input_shape, weights)
+
+    if input_tensor is None:
+        inputs = keras.Input(shape=input_shape, name="images")
+    elif keras.backend.is_keras_tensor(input_tensor):
+        inputs = input_tensor
+    else:
+        inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="images")
+
+    x = trunk(inputs, spec, shortcut=shortcut, stride_in_1x1=stride_in_1x1,
+              zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate, norm=norm,
+              bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, conv_bias=conv_bias)
+    x = x[f"C{len(spec.depths) + 1}"]
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        # Under mixed precision the classifier stays float32 for a stable softmax/loss.
+        mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions",
+                         dtype="float32" if mixed else None)(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    model = keras.Model(inputs, x, name=name or spec.name)
+    model.spec = spec
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def _camel(name: str) -> str:
+    """resnet50 -> ResNet50, plain34 -> PlainNet34, resnext50_32x4d -> ResNeXt50_32x4d."""
+    for prefix, camel in (("resnext", "ResNeXt"), ("wide_resnet", "WideResNet"),
+                          ("resnet", "ResNet"), ("plain", "PlainNet"), ("wrn", "WRN")):
+        if name.startswith(prefix):
+            return camel + name[len(prefix):].replace("v2", "V2")
+    raise AssertionError(name)
+
+
+def _make_builder(model_name: str):
+    def builder(include_top: bool = True, weights: str | None = None, input_tensor=None,
+                input_shape: tuple | None = None, pooling: str | None = None,
+                classes: int | None = None, classifier_activation: str | None = "softmax",
+                shortcut: str | None = None, name: str | None = None, **overrides) -> keras.Model:
+        return build(model_name, include_top=include_top, weights=weights,
+                     input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
+                     classes=classes, classifier_activation=classifier_activation,
+                     shortcut=shortcut, name=name, **overrides)
+
+    spec = get_spec(model_name)
+    builder.__name__ = builder.__qualname__ = _camel(model_name)
+    builder.__doc__ = (f"{spec.name}: {spec.num_layers}-layer {'plain' if not spec.residual else ''}"
+                       f"{'pre-activation ' if spec.preact else ''}{spec.block}-block network "
+                       f"for {spec.dataset}; arguments as keras.applications, plus `shortcut` "
+                       f"and any `build` option.")
+    return builder
+
+
+BUILDERS = {_camel(n): _make_builder(n) for n in available_models()}
+_module = sys.modules[__name__]
+for _name, _fn in BUILDERS.items():
+    setattr(_module, _name, _fn)
+__all__ += list(BUILDERS)

@@ -1,0 +1,132 @@
+"""Architectures as data: one row per named model (paper Table 1, section 4.2 and the family).
+
+A spec says *what* a network is; `models.build` says *how* to assemble it. Adding a
+variant is adding a row, never a new block function.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """One named architecture.
+
+    `widths` are each stage's base widths: a basic block outputs `width` channels, a
+    bottleneck `4 * width` with an inner width of `width * width_per_group / 64 * groups`
+    (ResNeXt, Wide ResNet). `residual=False` gives the paper's plain networks.
+    """
+
+    name: str
+    block: str  # "basic" | "bottleneck"
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "cifar": 3x3/1 conv
+    stem_width: int = 64
+    preact: bool = False  # pre-activation blocks (He et al. 2016, "Identity Mappings")
+    residual: bool = True
+    groups: int = 1
+    width_per_group: int = 64
+    shortcut: str = "B"  # default shortcut option for this family (paper section 3.3)
+    classes: int = 1000
+    input_shape: tuple[int, int, int] = (224, 224, 3)
+    paper: dict = field(default_factory=dict)  # published figures: params, gflops, source
+
+    @property
+    def dataset(self) -> str:
+        return "cifar" if self.stem == "cifar" else "imagenet"
+
+    @property
+    def total_stride(self) -> int:
+        """Down-sampling factor from input to the last feature map."""
+        stem = 4 if self.stem == "imagenet" else 1
+        return stem * 2 ** (len(self.depths) - 1)
+
+    @property
+    def num_layers(self) -> int:
+        """Weighted layers as the paper counts them (convolutions on the main path + fc)."""
+        per_block = 2 if self.block == "basic" else 3
+        return 1 + per_block * sum(self.depths) + 1
+
+    def replace(self, **changes) -> ResNetSpec:
+        """A copy with some fields changed (depths, widths, ...); unknown fields are refused."""
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - valid)
+        if unknown:
+            raise ValueError(f"unknown spec override(s) {unknown}; valid: {sorted(valid)}")
+        return dataclasses.replace(self, **changes)
+
+
+_IMAGENET_WIDTHS = (64, 128, 256, 512)
+_CIFAR_WIDTHS = (16, 32, 64)
+
+
+def _imagenet(name, block, depths, **kw) -> ResNetSpec:
+    return ResNetSpec(name=name, block=block, depths=depths, widths=_IMAGENET_WIDTHS, **kw)
+
+
+def _cifar(name, n, residual=True, **kw) -> ResNetSpec:
+    """The paper's CIFAR family (section 4.2): 6n+2 layers, option A shortcuts."""
+    return ResNetSpec(
+        name=name, block="basic", depths=(n, n, n), widths=_CIFAR_WIDTHS, stem="cifar",
+        stem_width=16, residual=residual, shortcut="A", classes=10, input_shape=(32, 32, 3), **kw,
+    )
+
+
+def _paper(params: str | None = None, gflops: float | None = None, src: str = "") -> dict:
+    return {k: v for k, v in {"params": params, "gflops": gflops, "source": src}.items() if v}
+
+
+SPECS: dict[str, ResNetSpec] = {
+    s.name: s
+    for s in [
+        # ImageNet, paper Table 1 (GFLOPs there are multiply-adds with stride on the first 1x1).
+        _imagenet("resnet18", "basic", (2, 2, 2, 2), paper=_paper("11.7M", 1.8, "Table 1")),
+        _imagenet("resnet34", "basic", (3, 4, 6, 3), paper=_paper("21.8M", 3.6, "Table 1")),
+        _imagenet("resnet50", "bottleneck", (3, 4, 6, 3), paper=_paper("25.6M", 3.8, "Table 1")),
+        _imagenet("resnet101", "bottleneck", (3, 4, 23, 3), paper=_paper("44.5M", 7.6, "Table 1")),
+        _imagenet("resnet152", "bottleneck", (3, 8, 36, 3), paper=_paper("60.2M", 11.3, "Table 1")),
+        _imagenet("plain18", "basic", (2, 2, 2, 2), residual=False, paper=_paper(None, 1.8, "Table 1")),
+        _imagenet("plain34", "basic", (3, 4, 6, 3), residual=False, paper=_paper(None, 3.6, "Table 1")),
+        # Pre-activation (He et al. 2016, "Identity Mappings in Deep Residual Networks").
+        _imagenet("resnet50v2", "bottleneck", (3, 4, 6, 3), preact=True),
+        _imagenet("resnet101v2", "bottleneck", (3, 4, 23, 3), preact=True),
+        _imagenet("resnet152v2", "bottleneck", (3, 8, 36, 3), preact=True),
+        # ResNeXt (Xie et al. 2017) and Wide ResNet (Zagoruyko & Komodakis 2016).
+        _imagenet("resnext50_32x4d", "bottleneck", (3, 4, 6, 3), groups=32, width_per_group=4,
+                  paper=_paper("25.0M", 4.2, "ResNeXt Table 1")),
+        _imagenet("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8),
+        _imagenet("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), width_per_group=128),
+        # CIFAR-10, paper section 4.2 and Table 6.
+        _cifar("resnet20", 3, paper=_paper("0.27M", None, "Table 6")),
+        _cifar("resnet32", 5, paper=_paper("0.46M", None, "Table 6")),
+        _cifar("resnet44", 7, paper=_paper("0.66M", None, "Table 6")),
+        _cifar("resnet56", 9, paper=_paper("0.85M", None, "Table 6")),
+        _cifar("resnet110", 18, paper=_paper("1.7M", None, "Table 6")),
+        _cifar("resnet1202", 200, paper=_paper("19.4M", None, "Table 6")),
+        _cifar("plain20", 3, residual=False),
+        _cifar("plain32", 5, residual=False),
+        _cifar("plain44", 7, residual=False),
+        _cifar("plain56", 9, residual=False),
+        _cifar("plain110", 18, residual=False),
+        # WRN-28-10: pre-activation basic blocks, widths 16k/32k/64k, projection shortcuts.
+        ResNetSpec(name="wrn28_10", block="basic", depths=(4, 4, 4), widths=(160, 320, 640),
+                   stem="cifar", stem_width=16, preact=True, classes=10, input_shape=(32, 32, 3),
+                   paper=_paper("36.5M", None, "WRN Table 2")),
+    ]
+}
+
+
+def available_models() -> list[str]:
+    """Every model name that `build` accepts, in table order."""
+    return list(SPECS)
+
+
+def get_spec(name: str) -> ResNetSpec:
+    """The spec of `name`; a ValueError lists the valid names when it is unknown."""
+    key = name.lower().replace("-", "_")
+    if key not in SPECS:
+        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(SPECS)}")
+    return SPECS[key]
