@@ -122,29 +122,66 @@ def detection_augmentation(
     return layers
 
 
+class _ElementSeed(keras.random.SeedGenerator):
+    """A seed generator fed by a per-element seed tensor, so random draws are stateless.
+
+    Keras layers draw through a stateful counter (a variable), which parallel tf.data maps
+    advance in a racy order. Feeding each element its own seed makes the draws a pure function
+    of (seed, element), so the map can run in parallel and stay reproducible. No variable is
+    created (tf.data functions cannot create them); each draw folds in a call counter.
+    """
+
+    def __init__(self, seed: tf.Tensor) -> None:  # no super().__init__: it creates a variable
+        self._seed = tf.cast(seed, tf.int64)
+        self._calls = 0
+
+    def next(self, ordered: bool = True) -> tf.Tensor:
+        self._calls += 1
+        return self._seed + tf.constant([0, 1_000_003], tf.int64) * self._calls
+
+
+def _call_seeded(layer: keras.layers.Layer, data: dict, seed: tf.Tensor, training: bool) -> dict:
+    """`layer(data)` with its random draws taken from `seed` instead of its own counter."""
+    generator = _ElementSeed(seed)
+    # `_get_seed_generator` is how Keras data layers fetch their randomness; overriding it on
+    # the instance while the tf.data function is traced routes every draw to `generator`.
+    object.__setattr__(layer, "_get_seed_generator", lambda *args, **kwargs: generator)
+    try:
+        return layer(data, training=training)
+    finally:
+        object.__delattr__(layer, "_get_seed_generator")
+
+
 def augment(
     dataset: tf.data.Dataset, sizes: Sequence[int] | None = (600,), max_size: int | None = 1000,
     flip: bool = True, brightness: float = 0.1, contrast: float = 0.1,
     saturation: tuple[float, float] | None = (0.4, 0.6), seed: int | None = None,
-    training: bool = True,
+    training: bool = True, num_parallel_calls: int | None = tf.data.AUTOTUNE,
 ) -> tf.data.Dataset:
-    """Apply `detection_augmentation` to unbatched elements of the agreed format.
+    """Apply `detection_augmentation` to unbatched elements of the agreed format, in parallel.
 
-    The random state of Keras layers is a counter advanced per call, so the map runs
-    sequentially (decoding upstream stays parallel): the same `seed` gives the same stream,
-    epoch after epoch re-drawn. `area` is scaled with the image; other keys pass through.
-    With `training=False` only the resize to `max(sizes)` is applied (evaluation).
+    Each element draws from its own seed, taken from `tf.data.Dataset.random(seed)`
+    re-drawn every epoch: the same `seed` gives the same stream on every run, a new epoch
+    gives new augmentations, and the result does not depend on thread timing. `area` is
+    scaled with the image; other keys pass through. With `training=False` only the resize
+    to `test_size` (default `max(sizes)`) is applied, for evaluation.
     """
     layers = detection_augmentation(sizes, max_size, flip, brightness, contrast, saturation,
                                     seed)
     if not training:
         layers = [layer for layer in layers if isinstance(layer, RandomShorterSide)]
 
-    def apply(element: dict) -> dict:
+    def apply(element: dict, draw: tf.Tensor) -> dict:
         image = element["images"]
-        data = {"images": image, "bounding_boxes": dict(element["bounding_boxes"])}
-        for layer in layers:
-            data = layer(data, training=training)
+        # A batch of one: Keras' single-image box path switches to the global backend midway
+        # and fails inside tf.data under KERAS_BACKEND=jax (Keras 3.15); the batched one works.
+        boxes = element["bounding_boxes"]
+        data = {"images": image[None], "bounding_boxes": {"boxes": boxes["boxes"][None],
+                                                          "labels": boxes["labels"][None]}}
+        for k, layer in enumerate(layers):
+            data = _call_seeded(layer, data, tf.stack([draw, tf.constant(k, tf.int64)]), training)
+        data = {"images": data["images"][0],
+                "bounding_boxes": {"boxes": data["bounding_boxes"]["boxes"][0]}}
         out = dict(element)
         # contrast can push values past the range; the detector expects 0..255
         out["images"] = tf.clip_by_value(tf.cast(data["images"], tf.float32), 0.0, 255.0)
@@ -158,4 +195,6 @@ def augment(
             out["area"] = element["area"] * after / before
         return out
 
-    return dataset.map(apply)  # sequential on purpose, see above
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip(dataset, draws).map(
+        apply, num_parallel_calls=num_parallel_calls, deterministic=True)
