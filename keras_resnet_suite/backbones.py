@@ -1,0 +1,152 @@
+"""Multi-scale feature extractors for detection: {"C2": ..., "C5": ...} at strides 4-32.
+
+A backbone is the classifier's trunk (same layer names, so weights move between them by
+name) with detection's options: frozen BN, frozen early stages (detectron2's
+`freeze_at`), and a smaller output stride by dilation (DeepLab; detectron2 "DC5").
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import keras
+
+from .models import _camel, _check_input_shape, _resolve_spec, trunk
+from .specs import ResNetSpec, available_models, get_spec
+
+LEVELS = ("C2", "C3", "C4", "C5")
+
+# keras.applications' ResNet v1: BN epsilon 1.001e-5, biased convolutions, stride in the 1x1.
+PRESETS = {
+    "default": {},
+    "keras": {"bn_epsilon": 1.001e-5, "conv_bias": True, "stride_in_1x1": True},
+    "torchvision": {"bn_epsilon": 1e-5, "conv_bias": False, "stride_in_1x1": False},
+}
+
+
+def _stage_rates(num_stages: int, natural: int, output_stride: int) -> list[int]:
+    """Per-stage dilation: stages whose stride would pass `output_stride` keep stride 1
+    and dilate by the factor lost (conv5_x rate 2 at 16; conv4_x 2, conv5_x 4 at 8)."""
+    if output_stride not in (8, 16, 32) or output_stride > natural:
+        raise ValueError(f"output_stride must be 8, 16 or 32 and at most {natural}, "
+                         f"got {output_stride}")
+    rates, stride = [], natural // 2 ** (num_stages - 1)
+    for i in range(num_stages):
+        step = 1 if i == 0 else 2
+        if stride * step > output_stride:
+            rates.append(rates[-1] * 2 if rates and rates[-1] > 1 else 2)
+        else:
+            stride *= step
+            rates.append(1)
+    return rates
+
+
+def feature_info(model_or_spec, levels=LEVELS, output_stride: int = 32) -> dict:
+    """Channels and stride of each level, e.g. {"C4": {"channels": 1024, "stride": 16}}."""
+    spec = model_or_spec if isinstance(model_or_spec, ResNetSpec) else model_or_spec.spec
+    expansion = 4 if spec.block == "bottleneck" else 1
+    info = {}
+    stride = spec.total_stride // 2 ** (len(spec.depths) - 1)
+    for i, width in enumerate(spec.widths):
+        stride = stride if i == 0 else min(stride * 2, output_stride)
+        level = f"C{i + 2}"
+        if level in levels:
+            info[level] = {"channels": width * expansion, "stride": stride}
+    return info
+
+
+def _freeze(model: keras.Model, freeze_at: int, num_stages: int) -> None:
+    """Stem and stages conv2_x ... conv{freeze_at}_x stop training (detectron2 convention)."""
+    if not 0 <= freeze_at <= num_stages + 1:
+        raise ValueError(f"freeze_at must be in [0, {num_stages + 1}], got {freeze_at}")
+    names = ["conv1"] + [f"conv{i}_x" for i in range(2, freeze_at + 1)] if freeze_at else []
+    for layer_name in names:
+        model.get_layer(layer_name).trainable = False
+
+
+def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
+          input_shape: tuple = (None, None, 3), freeze_at: int = 0, norm: str = "batch",
+          output_stride: int = 32, return_levels: tuple[str, ...] = LEVELS,
+          preset: str = "default", stride_in_1x1: bool | None = None,
+          bn_epsilon: float | None = None, bn_momentum: float = 0.9,
+          conv_bias: bool | None = None, shortcut: str | None = None,
+          name: str | None = None, **overrides) -> keras.Model:
+    """A backbone whose output is a dict of the requested levels (C2..C5).
+
+    `norm="frozen"` uses FrozenBatchNormalization (statistics never update);
+    `freeze_at=k` makes the stem and the first k-1 stages non-trainable;
+    `output_stride=16|8` dilates the last stages instead of striding them;
+    `preset="keras"` matches keras.applications' ResNet v1 so its weights load exactly.
+    """
+    spec = _resolve_spec(name_or_spec, overrides)
+    if overrides:
+        raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    options = {"bn_epsilon": 1e-5, "conv_bias": False, "stride_in_1x1": False,
+               **PRESETS[preset]}
+    for key, value in (("bn_epsilon", bn_epsilon), ("conv_bias", conv_bias),
+                       ("stride_in_1x1", stride_in_1x1)):
+        if value is not None:
+            options[key] = value
+    valid = [f"C{i + 2}" for i in range(len(spec.depths))]
+    unknown = [lvl for lvl in return_levels if lvl not in valid]
+    if unknown or not return_levels:
+        raise ValueError(f"return_levels must be a non-empty subset of {valid}, "
+                         f"got {tuple(return_levels)}")
+    if weights is not None and not os.path.exists(weights):
+        raise ValueError(f"weights={weights!r}: no such file (pass None or a weights file path)")
+    input_shape = _check_input_shape(spec, input_shape, weights)
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    features = trunk(inputs, spec, shortcut=shortcut, norm=norm, bn_momentum=bn_momentum,
+                     dilations=tuple(_stage_rates(len(spec.depths), spec.total_stride,
+                                                  output_stride)), **options)
+    outputs = {level: features[level] for level in return_levels}
+    model = keras.Model(inputs, outputs, name=name or f"{spec.name}_backbone")
+    model.spec = spec
+    model.feature_info = feature_info(spec, return_levels, output_stride)
+    _freeze(model, freeze_at, len(spec.depths))
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
+def from_classifier(model: keras.Model, return_levels: tuple[str, ...] = LEVELS) -> keras.Model:
+    """A backbone that shares its weights with a classifier built by this library."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError(f"{model.name!r} was not built by keras_resnet_suite (no .spec)")
+    last = f"C{len(spec.depths) + 1}"
+    outputs = {}
+    for level in return_levels:
+        layer_name = "post_relu" if spec.preact and level == last else f"conv{level[1:]}_x"
+        try:
+            outputs[level] = model.get_layer(layer_name).output
+        except ValueError as err:
+            raise ValueError(f"{model.name!r} has no level {level} ({layer_name})") from err
+    backbone = keras.Model(model.inputs, outputs, name=f"{model.name}_backbone")
+    backbone.spec = spec
+    backbone.feature_info = feature_info(spec, return_levels)
+    return backbone
+
+
+def _make_builder(model_name: str):
+    def builder(weights: str | None = None, input_shape: tuple = (None, None, 3),
+                freeze_at: int = 0, norm: str = "batch", output_stride: int = 32,
+                **kwargs) -> keras.Model:
+        return build(model_name, weights=weights, input_shape=input_shape, freeze_at=freeze_at,
+                     norm=norm, output_stride=output_stride, **kwargs)
+
+    builder.__name__ = builder.__qualname__ = _camel(model_name)
+    builder.__doc__ = f"{model_name} backbone: dict of C2..C5 feature maps (see `build`)."
+    return builder
+
+
+BUILDERS = {_camel(n): _make_builder(n) for n in available_models()
+            if get_spec(n).dataset == "imagenet"}
+_module = sys.modules[__name__]
+for _name, _fn in BUILDERS.items():
+    setattr(_module, _name, _fn)
+__all__ = ["build", "from_classifier", "feature_info", "LEVELS", "PRESETS", *BUILDERS]
