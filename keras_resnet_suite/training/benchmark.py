@@ -1,0 +1,86 @@
+"""One-epoch CIFAR benchmark: input-pipeline images/s against training-step images/s, and the
+test accuracy reached (issue 4, "must show": resnet20 / paper-cifar, >= 40% after one epoch).
+
+    python -m keras_resnet_suite.training.benchmark --data ../shared/data/cifar10-jpeg.tar.gz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import keras
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Wall time of training steps after the first `skip` (tracing and compilation)."""
+
+    def __init__(self, skip: int = 5):
+        super().__init__()
+        self.skip, self.count, self.start, self.elapsed = skip, 0, None, 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.count == self.skip:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+
+    def on_train_end(self, logs=None):
+        if self.start is not None:
+            self.elapsed = time.perf_counter() - self.start
+
+
+def pipeline_rate(dataset, batch_size: int, batches: int = 200) -> float:
+    """Images per second the training stream delivers on its own."""
+    it = iter(dataset)
+    next(it)  # start-up (threads, buffers) is not throughput
+    t = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return batches * batch_size / (time.perf_counter() - t)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from keras_resnet_suite import build, data, training
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="CIFAR-10 directory, archive or 'tfds'")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--recipe", default="paper-cifar")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    a = p.parse_args(argv)
+    jit = {"auto": "auto", "true": True, "false": False}[a.jit_compile]
+
+    keras.utils.set_random_seed(a.seed)
+    ds = data.cifar(a.data, batch_size=a.batch_size, seed=a.seed)
+    print(ds.report.summary())
+    pipe = pipeline_rate(ds.train, a.batch_size)
+    recipe = training.get_recipe(a.recipe, global_batch_size=a.batch_size,
+                                 steps_per_epoch=ds.steps_per_epoch, jit_compile=jit)  # fmt: skip
+    recipe.apply_precision()
+    model = build(a.model, classes=ds.num_classes)
+    recipe.compile(model)
+    timer = _StepTimer()
+    t = time.perf_counter()
+    model.fit(recipe.prepare(ds.train, ds.num_classes), steps_per_epoch=ds.steps_per_epoch,
+              epochs=a.epochs, callbacks=[timer, *recipe.callbacks()], verbose=2)  # fmt: skip
+    fit_s = time.perf_counter() - t
+    train_rate = (timer.count - timer.skip) * a.batch_size / max(timer.elapsed, 1e-9)
+    scores = model.evaluate(ds.test, return_dict=True, verbose=0)
+    result = {
+        "model": a.model, "recipe": a.recipe, "epochs": a.epochs, "batch_size": a.batch_size,
+        "test_accuracy": round(float(scores["accuracy"]), 4), "fit_seconds": round(fit_s, 1),
+        "pipeline_images_per_s": round(pipe), "train_images_per_s": round(train_rate),
+        "pipeline_over_train": round(pipe / train_rate, 2),
+    }  # fmt: skip
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
