@@ -20,7 +20,8 @@ class EvaluationCallback(keras.callbacks.Callback):
     def __init__(
         self, dataset, every_n_epochs: int = 1, metric: str = "voc", predictor=None,
         class_names: Sequence[str] | None = None, prefix: str = "val_", batch_size: int = 1,
-        max_images: int | None = None, verbose: int = 1, **metric_kwargs,
+        max_images: int | None = None, pad_to: tuple[int, int] | None = None, verbose: int = 1,
+        **metric_kwargs,
     ) -> None:
         super().__init__()
         if every_n_epochs < 1:
@@ -30,6 +31,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.dataset, self.every_n_epochs, self.metric = dataset, every_n_epochs, metric
         self.predictor, self.class_names, self.prefix = predictor, class_names, prefix
         self.batch_size, self.max_images, self.verbose = batch_size, max_images, verbose
+        self.pad_to = pad_to
         self.metric_kwargs = metric_kwargs
         self.history: list[tuple[int, dict]] = []
 
@@ -39,7 +41,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         result = evaluate_dataset(
             self.predictor if self.predictor is not None else self.model, self.dataset,
             metric=self.metric, class_names=self.class_names, batch_size=self.batch_size,
-            max_images=self.max_images, verbose=bool(self.verbose), **self.metric_kwargs)
+            max_images=self.max_images, verbose=bool(self.verbose), pad_to=self.pad_to,
+            **self.metric_kwargs)
         self.history.append((epoch, result))
         keys = ["mAP"] if self.metric == "voc" else ["AP", "AP50", "AP75", "APs", "APm", "APl"]
         figures = {f"{self.prefix}{k}": result[k] for k in keys}

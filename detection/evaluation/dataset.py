@@ -17,7 +17,10 @@ def _predict_fn(predictor) -> Callable:
         params = inspect.signature(predict).parameters
     except (TypeError, ValueError):
         return predict
-    if "verbose" in params:  # keras.Model.predict: no progress bar per batch
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    is_keras = any(c.__module__.startswith("keras") and c.__name__ == "Model"
+                   for c in type(predictor).__mro__)
+    if "verbose" in params or (takes_kwargs and is_keras):  # no progress bar per batch
         return lambda images: predict(images, verbose=0)
     return predict
 
@@ -58,22 +61,43 @@ def ground_truth_of(element: Mapping) -> dict:
     return truth
 
 
+def _pad(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = image.shape[:2]
+    if h > size[0] or w > size[1]:
+        raise ValueError(f"pad_to={tuple(size)} is smaller than an image of {h}x{w}; "
+                         f"choose a size at least as large as every image")
+    return np.pad(image, ((0, size[0] - h), (0, size[1] - w), (0, 0)))
+
+
+def _clip(pred: dict, height: int, width: int) -> dict:
+    boxes = pred["boxes"].copy()
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return {**pred, "boxes": boxes}
+
+
 def predict_dataset(
     predictor, dataset, batch_size: int = 1, max_images: int | None = None,
-    progress: bool = True,
+    progress: bool = True, pad_to: tuple[int, int] | None = None,
 ) -> tuple[list[dict], list[dict], list[str]]:
     """(predictions, ground_truths, image_ids) over an unbatched dataset in the agreed format.
 
-    Consecutive images of the same size are batched (up to `batch_size`); images of different
-    sizes are never padded together, so the detector sees each image exactly as stored.
+    By default consecutive images of the same size are batched (up to `batch_size`) and the
+    detector sees each image exactly as stored. `pad_to=(H, W)` zero-pads every image at the
+    bottom/right to one size instead: pixel coordinates are unchanged, one compiled graph
+    serves the whole set and any images batch together (boxes are clipped to the original
+    image); the detector then sees every image at the scale of the padded size.
     """
     predict = _predict_fn(predictor)
-    predictions, truths, ids = [], [], []
+    predictions, truths, ids, sizes = [], [], [], []
     pending: list[np.ndarray] = []
 
     def flush() -> None:
         if pending:
-            predictions.extend(_split_outputs(predict(np.stack(pending)), len(pending)))
+            outputs = _split_outputs(predict(np.stack(pending)), len(pending))
+            start = len(predictions)
+            predictions.extend(_clip(p, *sizes[start + k]) if pad_to else p
+                               for k, p in enumerate(outputs))
             pending.clear()
 
     items = dataset.take(max_images) if max_images is not None else dataset
@@ -82,6 +106,9 @@ def predict_dataset(
         if image.ndim != 3:
             raise ValueError(f"predict_dataset needs an unbatched dataset (images [H, W, 3]); "
                              f"got images of shape {image.shape}: call .unbatch() first")
+        sizes.append(image.shape[:2])
+        if pad_to is not None:
+            image = _pad(image, pad_to)
         if pending and (image.shape != pending[0].shape or len(pending) >= batch_size):
             flush()
         pending.append(image)
@@ -111,6 +138,7 @@ def evaluate_dataset(
     predictor, dataset, metric: str = "voc", iou_threshold: float = 0.5,
     use_07_metric: bool = True, class_names: Sequence[str] | None = None,
     batch_size: int = 1, max_images: int | None = None, verbose: bool = True,
+    pad_to: tuple[int, int] | None = None,
 ) -> dict:
     """Score a detector on a dataset with `voc_ap` (metric="voc") or `coco_ap` ("coco").
 
@@ -121,7 +149,7 @@ def evaluate_dataset(
         raise ValueError(f"metric must be 'voc' or 'coco', got {metric!r}")
     class_names = class_names or getattr(dataset, "class_names", None)
     predictions, truths, _ = predict_dataset(predictor, dataset, batch_size, max_images,
-                                             progress=verbose)
+                                             progress=verbose, pad_to=pad_to)
     if metric == "voc":
         result = voc_ap(predictions, truths, iou_threshold, use_07_metric)
         headline, title = result["mAP"], f"AP{int(round(iou_threshold * 100))}"

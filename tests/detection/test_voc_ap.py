@@ -162,3 +162,33 @@ def test_evaluate_dataset_and_callback_on_raccoon_val(shared_data):
                         callbacks=[callback])
     assert [epoch for epoch, _ in callback.history] == [1, 3]
     assert history.history["val_mAP"][-1] == 1.0
+
+
+def test_pad_to_batches_mixed_sizes_and_clips_to_each_image(shared_data):
+    import detection.data
+    from detection.evaluation import predict_dataset
+
+    class WholeImage:
+        """Predicts one box covering its whole (padded) input."""
+
+        def __init__(self):
+            self.shapes = []
+
+        def predict(self, images):
+            self.shapes.append(images.shape)
+            b, h, w = images.shape[:3]
+            return {"boxes": np.tile([[[0.0, 0.0, w, h]]], (b, 1, 1)),
+                    "scores": np.ones((b, 1)), "classes": np.zeros((b, 1), int)}
+
+    ds = detection.data.voc(shared_data / "raccoon-voc", split="val", class_names=["raccoon"],
+                            verbose=False).take(3)
+    model = WholeImage()
+    preds, truths, _ = predict_dataset(model, ds, batch_size=3, pad_to=(700, 700),
+                                       progress=False)
+    assert model.shapes == [(3, 700, 700, 3)]  # three sizes, one padded batch
+    sizes = [e["images"].shape[:2] for e in ds.as_numpy_iterator()]
+    assert len(set(sizes)) == 3
+    for pred, (h, w) in zip(preds, sizes, strict=True):
+        np.testing.assert_array_equal(pred["boxes"], [[0, 0, w, h]])
+    with pytest.raises(ValueError, match="pad_to=\\(100, 100\\) is smaller"):
+        predict_dataset(model, ds, pad_to=(100, 100), progress=False)
