@@ -56,8 +56,14 @@ def check_image(path: Path, report: DataReport, verify: bool = False) -> tuple[i
         report.add("corrupt_image", path.name, f"unsupported image format {fmt}")
         return None
     if fmt == "JPEG" and not verify and not _has_jpeg_end(path):
-        report.add("corrupt_image", path.name, "truncated JPEG (no end-of-image marker)")
-        return None
+        # No end marker near the end: truncated, or a valid file with a long trailer (phone
+        # "motion photos"). Only a full decode tells them apart, and only these files pay it.
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception as error:
+            report.add("corrupt_image", path.name, f"truncated JPEG: {error}")
+            return None
     if mode in _GRAYSCALE_MODES:
         report.add("grayscale_image", path.name, f"mode {mode}")
     elif mode == "CMYK":

@@ -91,10 +91,13 @@ def write_bad_voc(root):
     (voc / "JPEGImages" / "garbage.jpg").write_bytes(b"this is not a jpeg")
     good = (voc / "JPEGImages" / "good.jpg").read_bytes()
     (voc / "JPEGImages" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    # valid JPEG followed by 10 kB of trailer data (as phones append): not corrupt
+    (voc / "JPEGImages" / "trailer.jpg").write_bytes(good + bytes(10_000))
     annotations = {
         "good": [cat, ("dog", [1, 1, 10, 20], False)],
         "difficult": [cat, ("dog", [2, 2, 20, 20], True)],
         "gray": [cat], "cmyk": [cat], "garbage": [cat], "truncated": [cat], "missing": [cat],
+        "trailer": [cat],
         "outside": [("cat", [-5, 11, 80, 30], False)],
         "unknown": [cat, ("unicorn", [1, 1, 5, 5], False)],
         # xmax < xmin; and a box wholly right of the 60-pixel-wide image
@@ -130,8 +133,8 @@ def test_bad_inputs_are_skipped_counted_and_named(tmp_path, capsys):
 
     elements = {e["image_id"].decode(): e for e in collect(ds)}
     assert sorted(elements) == ["cmyk", "degenerate", "difficult", "good", "gray", "outside",
-                                "unknown"]
-    assert report.num_images == 7 and report.num_objects == 9
+                                "trailer", "unknown"]
+    assert report.num_images == 8 and report.num_objects == 10
     for e in elements.values():
         assert e["images"].shape == (40, 60, 3)
     gray = elements["gray"]["images"]
