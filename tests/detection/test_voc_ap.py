@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from detection.evaluation import format_table, iou_matrix, voc_ap
+from detection.evaluation import coco_ap, format_table, iou_matrix, voc_ap
 
 A = [0.0, 0.0, 10.0, 10.0]
 B = [20.0, 20.0, 40.0, 40.0]
@@ -150,9 +150,9 @@ def test_evaluate_dataset_and_callback_on_raccoon_val(shared_data):
     assert len(oracle.truth) == 40
     result = evaluate_dataset(oracle, ds, metric="voc", verbose=False)
     assert result["mAP"] == 1.0 and result["num_positives"] == {0: 45}  # 45 raccoons in val.txt
-    preds, truths, ids = predict_dataset(oracle, ds, batch_size=4, progress=False)
-    assert len(preds) == len(truths) == 40 and ids[0].startswith("raccoon-")
-    assert evaluate_dataset(oracle, ds, metric="coco", verbose=False)["AP"] == 1.0
+    preds, truths, ids = predict_dataset(oracle, ds.take(10), batch_size=4, progress=False)
+    assert len(preds) == len(truths) == 10 and ids[0].startswith("raccoon-")
+    assert coco_ap(preds, truths)["AP"] == pytest.approx(1.0)
 
     # In model.fit: evaluated on epochs 2 and 4 only, figures land in the fit history.
     callback = EvaluationCallback(ds.take(8), every_n_epochs=2, predictor=oracle, verbose=0)
