@@ -14,6 +14,7 @@ from keras import layers, ops
 PACKAGE = "keras_resnet_suite"
 SHORTCUTS = ("A", "B", "C")
 NORMS = ("batch", "frozen")
+DOWNSAMPLE = ("first", "last")
 
 # He et al. 2015 initialisation, fan-out as torchvision does for ReLU networks.
 HE_FAN_OUT = {"class_name": "VarianceScaling",
@@ -96,23 +97,28 @@ class Shortcut(_Composite):
     Option A: identity; where the shape changes, strided sub-sampling plus zero-padded
     channels (no parameters). Option B: a 1x1 projection + BN only where the shape
     changes. Option C: a projection on every block. `normalize=False` drops the BN (the
-    pre-activation blocks project an already normalised input).
+    pre-activation blocks project an already normalised input). `project_stride=False`
+    projects under option B only where the channels change and sub-samples a strided
+    identity (keras.applications ResNetV2's 1x1 stride-s max-pool).
     """
 
     def __init__(self, filters: int, stride: int = 1, option: str = "B", *,
                  normalize: bool = True, norm: str = "batch", bn_epsilon: float = 1e-5,
-                 bn_momentum: float = 0.9, use_bias: bool = False, **kwargs):
+                 bn_momentum: float = 0.9, use_bias: bool = False, project_stride: bool = True,
+                 **kwargs):
         super().__init__(**kwargs)
         if option not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {option!r}")
         self.filters, self.stride, self.option = filters, stride, option
         self.normalize, self.norm, self.use_bias = normalize, norm, use_bias
         self.bn_epsilon, self.bn_momentum = bn_epsilon, bn_momentum
+        self.project_stride = project_stride
         self.chain: list = []
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
-        self.changes_shape = self.stride > 1 or in_channels != self.filters
+        self.changes_shape = (self.stride > 1 and self.project_stride) or \
+            in_channels != self.filters
         self.project = self.option == "C" or (self.option == "B" and self.changes_shape)
         if self.project:
             self.chain = [layers.Conv2D(
@@ -147,7 +153,7 @@ class Shortcut(_Composite):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride,
                 "option": self.option, "normalize": self.normalize, "norm": self.norm,
                 "bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum,
-                "use_bias": self.use_bias}
+                "use_bias": self.use_bias, "project_stride": self.project_stride}
 
 
 class _Block(_Composite):
@@ -159,7 +165,7 @@ class _Block(_Composite):
                  residual: bool = True, preact: bool = False, dilation: int = 1,
                  norm: str = "batch", bn_epsilon: float = 1e-5, bn_momentum: float = 0.9,
                  zero_init_residual: bool = False, drop_path_rate: float = 0.0,
-                 conv_bias: bool = False, **kwargs):
+                 conv_bias: bool = False, subsample_shortcut: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
@@ -167,7 +173,7 @@ class _Block(_Composite):
         self.residual, self.preact, self.dilation = residual, preact, dilation
         self.norm, self.bn_epsilon, self.bn_momentum = norm, bn_epsilon, bn_momentum
         self.zero_init_residual, self.drop_path_rate = zero_init_residual, drop_path_rate
-        self.conv_bias = conv_bias
+        self.conv_bias, self.subsample_shortcut = conv_bias, subsample_shortcut
         self.out_channels = filters * self.expansion
         if drop_path_rate:
             self.seed_generator = keras.random.SeedGenerator(name="drop_path_seed")
@@ -185,7 +191,8 @@ class _Block(_Composite):
             self.shortcut = Shortcut(
                 self.out_channels, self.stride, self.shortcut_option, normalize=not self.preact,
                 norm=self.norm, bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum,
-                use_bias=self.conv_bias and self.preact, name="shortcut")
+                use_bias=self.conv_bias and self.preact,
+                project_stride=not self.subsample_shortcut, name="shortcut")
             self.shortcut.build(input_shape)
         if not self.preact:
             self.out_relu = layers.ReLU(name="out_relu")
@@ -224,7 +231,8 @@ class _Block(_Composite):
                 "preact": self.preact, "dilation": self.dilation, "norm": self.norm,
                 "bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum,
                 "zero_init_residual": self.zero_init_residual,
-                "drop_path_rate": self.drop_path_rate, "conv_bias": self.conv_bias}
+                "drop_path_rate": self.drop_path_rate, "conv_bias": self.conv_bias,
+                "subsample_shortcut": self.subsample_shortcut}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -332,24 +340,28 @@ class Stage(_Composite):
     """One row of Table 1 (conv2_x ... conv5_x): `depth` blocks, the first one strided.
 
     `dilation > 1` replaces the stride by atrous convolution (DeepLab, detectron2 DC5);
-    `drop_path_rates` gives each block its stochastic-depth rate.
+    `drop_path_rates` gives each block its stochastic-depth rate; `downsample="last"`
+    strides the last block instead of the first (keras.applications ResNetV2).
     """
 
     def __init__(self, block: str, filters: int, depth: int, stride: int = 1, *,
                  dilation: int = 1, drop_path_rates: tuple[float, ...] | None = None,
-                 block_kwargs: dict | None = None, **kwargs):
+                 block_kwargs: dict | None = None, downsample: str = "first", **kwargs):
         super().__init__(**kwargs)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if depth < 1:
             raise ValueError(f"stage depth must be >= 1, got {depth}")
+        if downsample not in DOWNSAMPLE:
+            raise ValueError(f"downsample must be one of {DOWNSAMPLE}, got {downsample!r}")
         self.block, self.filters, self.depth, self.stride = block, filters, depth, stride
-        self.dilation = dilation
+        self.dilation, self.downsample = dilation, downsample
         self.drop_path_rates = tuple(drop_path_rates or (0.0,) * depth)
         self.block_kwargs = dict(block_kwargs or {})
         cls = BLOCKS[block]
+        strided = 0 if downsample == "first" else depth - 1
         self.blocks = [
-            cls(filters, stride if (i == 0 and dilation == 1) else 1, dilation=dilation,
+            cls(filters, stride if (i == strided and dilation == 1) else 1, dilation=dilation,
                 drop_path_rate=self.drop_path_rates[i], name=f"block{i + 1}", **self.block_kwargs)
             for i in range(depth)
         ]
@@ -367,7 +379,8 @@ class Stage(_Composite):
     def get_config(self):
         return {**super().get_config(), "block": self.block, "filters": self.filters,
                 "depth": self.depth, "stride": self.stride, "dilation": self.dilation,
-                "drop_path_rates": list(self.drop_path_rates), "block_kwargs": self.block_kwargs}
+                "drop_path_rates": list(self.drop_path_rates), "block_kwargs": self.block_kwargs,
+                "downsample": self.downsample}
 
 
 def _chain_shape(chain, shape):

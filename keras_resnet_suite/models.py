@@ -6,13 +6,12 @@ A model is stem -> stages conv2_x ... conv5_x -> pooling -> classifier, so that
 
 from __future__ import annotations
 
-import os
 import sys
 
 import keras
 from keras import layers
 
-from .layers import SHORTCUTS, Stage, Stem, norm_layer
+from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .specs import ResNetSpec, available_models, get_spec
 
 __all__ = ["build", "available_models", "trunk"]
@@ -54,19 +53,27 @@ def _check_input_shape(spec: ResNetSpec, input_shape, weights) -> tuple:
 def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bool = False,
           zero_init_residual: bool = False, drop_path_rate: float = 0.0, norm: str = "batch",
           bn_epsilon: float = 1e-5, bn_momentum: float = 0.9, conv_bias: bool = False,
-          dilations: tuple[int, ...] | None = None) -> dict:
+          dilations: tuple[int, ...] | None = None, downsample: str = "first") -> dict:
     """Apply the stem and stages of `spec` to `x`; returns {"C1": stem, "C2": ..., "C5": ...}.
 
     Shared by classifiers and detection backbones, so both have the same layer names and
     weights transfer by name. `dilations` (one per stage) trades strides for atrous rates.
+    `downsample="last"` is keras.applications ResNetV2's layout: conv2_x..conv4_x stride
+    their last block, conv5_x not at all, and strided identities sub-sample.
     """
     shortcut = spec.shortcut if shortcut is None else shortcut
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS} (paper section 3.3), "
                          f"got {shortcut!r}")
+    if downsample not in DOWNSAMPLE:
+        raise ValueError(f"downsample must be one of {DOWNSAMPLE}, got {downsample!r}")
+    if downsample == "last" and dilations and any(d > 1 for d in dilations):
+        raise ValueError("downsample='last' cannot be combined with dilation (output_stride)")
     norm_kw = {"norm": norm, "bn_epsilon": bn_epsilon, "bn_momentum": bn_momentum}
     block_kw = {"shortcut": shortcut, "residual": spec.residual, "preact": spec.preact,
                 "zero_init_residual": zero_init_residual, "conv_bias": conv_bias, **norm_kw}
+    if downsample == "last":
+        block_kw["subsample_shortcut"] = True
     if spec.block == "bottleneck":
         block_kw.update(groups=spec.groups, width_per_group=spec.width_per_group,
                         stride_in_1x1=stride_in_1x1)
@@ -79,10 +86,15 @@ def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bo
              name="conv1", **norm_kw)(x)
     features = {"C1": x}
     start = 0
+    last = len(spec.depths) - 1
     for i, (depth, width) in enumerate(zip(spec.depths, spec.widths, strict=True)):
-        x = Stage(spec.block, width, depth, stride=1 if i == 0 else 2, dilation=dilations[i],
+        if downsample == "first":
+            stride, stage_kw = (1 if i == 0 else 2), {}
+        else:
+            stride, stage_kw = (1 if i == last else 2), {"downsample": "last"}
+        x = Stage(spec.block, width, depth, stride=stride, dilation=dilations[i],
                   drop_path_rates=tuple(rates[start:start + depth]), block_kwargs=block_kw,
-                  name=f"conv{i + 2}_x")(x)
+                  name=f"conv{i + 2}_x", **stage_kw)(x)
         start += depth
         features[f"C{i + 2}"] = x
     if spec.preact:
@@ -96,25 +108,35 @@ def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bo
 def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: str | None = None,
           input_tensor=None, input_shape: tuple | None = None, pooling: str | None = None,
           classes: int | None = None, classifier_activation: str | None = "softmax",
-          shortcut: str | None = None, stride_in_1x1: bool = False,
+          shortcut: str | None = None, stride_in_1x1: bool | None = None,
           zero_init_residual: bool = False, drop_path_rate: float = 0.0, norm: str = "batch",
-          bn_epsilon: float = 1e-5, bn_momentum: float = 0.9, conv_bias: bool = False,
+          bn_epsilon: float | None = None, bn_momentum: float = 0.9,
+          conv_bias: bool | None = None, downsample: str | None = None,
           name: str | None = None, **overrides) -> keras.Model:
     """Build a named ResNet (see `available_models()`) or a `ResNetSpec` as a functional model.
 
     `overrides` change the spec (`depths=(1, 1, 1, 1)`, `widths=(16, 32, 64, 128)`, ...).
-    `weights` is None or the path of a weights file saved by Keras.
+    `weights` is None, a checkpoint name (`"imagenet"`, `"torchvision-v2"`, `"keras"`: see
+    `weights.available_weights`), a torchvision/timm `.pth`/`.safetensors` file, or a
+    Keras weights file. Unset architecture options (stride_in_1x1, bn_epsilon, conv_bias,
+    downsample) default to v1.5 / 1e-5 / False / "first", or to what the checkpoint needs.
     """
+    from . import weights as weights_lib  # weights imports models
+
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
+    checkpoint, arch_options = weights_lib.resolve_for_build(
+        spec, weights, {"stride_in_1x1": stride_in_1x1, "bn_epsilon": bn_epsilon,
+                        "conv_bias": conv_bias, "downsample": downsample})
     classes = spec.classes if classes is None else classes
+    if checkpoint is not None and include_top and classes != checkpoint.classes:
+        raise ValueError(f"weights={weights!r} has a {checkpoint.classes}-class classifier; "
+                         f"got classes={classes} (use include_top=False for a new head)")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer, got {classes!r}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if weights is not None and not os.path.exists(weights):
-        raise ValueError(f"weights={weights!r}: no such file (pass None or a weights file path)")
     if input_shape is None and input_tensor is None:
         input_shape = spec.input_shape if include_top else (None, None, 3)
     if input_tensor is not None and input_shape is None:
@@ -128,9 +150,9 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     else:
         inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="images")
 
-    x = trunk(inputs, spec, shortcut=shortcut, stride_in_1x1=stride_in_1x1,
-              zero_init_residual=zero_init_residual, drop_path_rate=drop_path_rate, norm=norm,
-              bn_epsilon=bn_epsilon, bn_momentum=bn_momentum, conv_bias=conv_bias)
+    x = trunk(inputs, spec, shortcut=shortcut, zero_init_residual=zero_init_residual,
+              drop_path_rate=drop_path_rate, norm=norm, bn_momentum=bn_momentum,
+              **arch_options)
     x = x[f"C{len(spec.depths) + 1}"]
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -145,8 +167,7 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
 
     model = keras.Model(inputs, x, name=name or spec.name)
     model.spec = spec
-    if weights is not None:
-        model.load_weights(weights)
+    weights_lib.load_for_build(model, weights, checkpoint)
     return model
 
 

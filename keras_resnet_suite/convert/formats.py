@@ -1,0 +1,155 @@
+"""Checkpoint files as plain name -> numpy array dicts: safetensors, PyTorch `.pth`, Keras h5.
+
+Nothing here executes code from a file: safetensors is parsed by hand (header JSON + raw
+buffers), `.pth` only through `torch.load(weights_only=True)`, h5 through h5py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+
+_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
+              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Tensors of a `.safetensors` file (bfloat16 widened to float32)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 8:
+        raise ValueError(f"{path}: not a safetensors file (shorter than its 8-byte header size)")
+    (size,) = struct.unpack("<Q", raw[:8])
+    try:
+        header = json.loads(raw[8:8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a safetensors file (bad JSON header: {err})") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+    data = memoryview(raw)[8 + size:]
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end > len(data) or begin > end:
+            raise ValueError(f"{path}: tensor {name!r} lies outside the file (truncated?)")
+        if info["dtype"] == "BF16":
+            bits = np.frombuffer(data[begin:end], dtype="<u2").astype(np.uint32) << 16
+            array = bits.view(np.float32)
+        elif info["dtype"] in _ST_DTYPES:
+            array = np.frombuffer(data[begin:end], dtype=np.dtype(_ST_DTYPES[info["dtype"]])
+                                  .newbyteorder("<"))
+        else:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
+        out[name] = array.reshape(shape).copy()
+    return out
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write name -> array as `.safetensors` (what `safetensors.numpy.save_file` writes)."""
+    header, chunks, offset = {}, [], 0
+    for name, array in tensors.items():
+        array = np.ascontiguousarray(array)
+        if array.dtype not in _ST_NAMES:
+            raise ValueError(f"{name!r}: dtype {array.dtype} cannot be written to safetensors")
+        blob = array.astype(array.dtype.newbyteorder("<")).tobytes()
+        header[name] = {"dtype": _ST_NAMES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}
+        chunks.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the format aligns the data to 8 bytes
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)) + head + b"".join(chunks))
+
+
+def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A PyTorch state dict loaded with `torch.load(weights_only=True)`, as numpy arrays.
+
+    Training checkpoints that wrap it ({"state_dict": ...} or {"model": ...}) are unwrapped
+    and DataParallel's "module." prefix dropped; anything else than tensors is refused.
+    """
+    path = os.fspath(path)
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(f"{path}: reading a .pth file needs PyTorch (pip install torch); "
+                          "or save the state dict as .safetensors, which needs nothing") from err
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... by version
+        raise ValueError(f"{path}: refused: not a plain tensor checkpoint "
+                         f"(torch.load(weights_only=True) failed: {err})") from err
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: refused: holds a {type(obj).__name__}, not a state dict "
+                         "(name -> tensor)")
+    bad = sorted(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if bad:
+        raise ValueError(f"{path}: refused: not a plain tensor dict; non-tensor entries: "
+                         f"{bad[:10]}")
+    out = {}
+    for key, tensor in obj.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.float()
+        out[key] = tensor.numpy().copy()
+    return out
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A torchvision/timm state dict from `.safetensors` or `.pth`/`.pt`/`.bin`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.endswith(".safetensors"):
+        return read_safetensors(path)
+    return read_torch(path)
+
+
+def is_legacy_keras_h5(path: str | os.PathLike) -> bool:
+    """True for a Keras 2 style weights `.h5` (what keras.applications publishes)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            return "layer_names" in group.attrs
+    except OSError:
+        return False
+
+
+def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
+    """Layer name -> weights (in the layer's own order) of a Keras 2 style `.h5` file."""
+    import h5py
+
+    path = os.fspath(path)
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["model_weights"] if "model_weights" in f else f
+            if "layer_names" not in group.attrs:
+                raise ValueError(f"{path}: not a Keras weights .h5 file (no 'layer_names')")
+            for layer in group.attrs["layer_names"]:
+                layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+                g = group[layer]
+                names = [n.decode() if isinstance(n, bytes) else str(n)
+                         for n in g.attrs.get("weight_names", [])]
+                if names:
+                    out[layer] = [np.asarray(g[n]) for n in names]
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read as HDF5: {err}") from err
+    return out
