@@ -1,0 +1,62 @@
+"""The contenders: this library and what a user would pick instead, built the same way.
+
+keras-hub and torchvision are optional peers: measured where installed, listed as not measured
+otherwise (this project does not depend on them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import keras
+
+BLOCKS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
+OURS, OURS_V1, KERAS_APPS, KERAS_HUB, TORCHVISION = (
+    "ours", "ours (stride_in_1x1)", "keras.applications", "keras-hub", "torchvision")
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def keras_peers(depth: int, with_v1: bool = False) -> dict[str, Callable[[], keras.Model]]:
+    """Builders of 1000-class, 224x224 ImageNet classifiers under the current Keras backend.
+
+    `ours` is the library default (ResNet v1.5: stride on the 3x3, 4.1 GMACs for ResNet-50);
+    `ours (stride_in_1x1)` has keras.applications' stride placement and FLOPs (3.9 GMACs).
+    """
+    import keras_resnet_suite as krs
+
+    peers = {OURS: lambda: krs.build(f"resnet{depth}")}
+    if with_v1:
+        peers[OURS_V1] = lambda: krs.build(f"resnet{depth}", stride_in_1x1=True)
+    peers[KERAS_APPS] = lambda: getattr(keras.applications, f"ResNet{depth}")(weights=None)
+    if installed("keras_hub"):
+        peers[KERAS_HUB] = lambda: _keras_hub_classifier(depth)
+    return peers
+
+
+def _keras_hub_classifier(depth: int) -> keras.Model:
+    """keras-hub's ResNetBackbone (v1, same depth) with the same pooling + softmax head."""
+    import keras_hub
+
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=BLOCKS[depth],
+        stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        use_pre_activation=False, image_shape=(224, 224, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone.output)
+    out = keras.layers.Dense(1000, activation="softmax")(x)
+    return keras.Model(backbone.input, out, name=f"keras_hub_resnet{depth}")
+
+
+def torchvision_model(depth: int):
+    """torchvision's ResNet-50/101 in channels_last (its fastest CPU layout), or None."""
+    if not (installed("torch") and installed("torchvision")):
+        return None
+    import torch
+    import torchvision
+
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    return model.to(memory_format=torch.channels_last)

@@ -1,0 +1,138 @@
+"""Results as JSON and a Markdown table: one row per contender, ratios against the baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.timing import Case, load_average, median, paired_ratio
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+COLUMNS = ("section", "contender", "model", "batch", "input", "dtype", "median_s", "throughput",
+           "ratio", "peak_rss_mb", "delta_rss_mb")
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on: host, CPU, cores, Python, framework versions."""
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f
+                        if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import os
+
+    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
+            "platform": platform.platform(), "python": platform.python_version(),
+            "keras": keras.__version__, "tensorflow": tf.__version__,
+            "backend": keras.backend.backend(), "accelerators": _accelerators()}
+
+
+def _accelerators() -> list[str]:
+    import tensorflow as tf
+
+    return [d.name for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
+
+
+def machine_slug(info: dict) -> str:
+    """`<machine>` of the result file name: host and core count, filesystem-safe."""
+    host = re.sub(r"[^A-Za-z0-9]+", "-", info.get("host", "host")).strip("-")[:24] or "host"
+    kind = "gpu" if info.get("accelerators") else "cpu"
+    return f"{host}-{kind}{info.get('cores', 0)}"
+
+
+def rows_from_cases(section: str, cases: list[Case], baseline: str | None, *, model: str,
+                    batch: int, input_size: str, dtype: str, unit: str = "images/s",
+                    extra: dict | None = None) -> list[dict]:
+    """One row per timed case; `ratio` = this case's speed / the baseline's (paired rounds)."""
+    base = next((c for c in cases if c.name == baseline), None)
+    load = load_average()
+    rows = []
+    for case in cases:
+        t = median(case.times)
+        rows.append({
+            "section": section, "contender": case.name, "model": model, "batch": batch,
+            "input": input_size, "dtype": dtype, "median_s": round(t, 5),
+            "throughput": round(case.items / t, 2) if t > 0 else None, "unit": unit,
+            "ratio": round(paired_ratio(case, base), 3) if base is not None else None,
+            "baseline": baseline, "runs": len(case.times),
+            "times_s": [round(x, 5) for x in case.times],
+            "peak_rss_mb": round(case.peak_rss_mb, 1), "delta_rss_mb": round(case.delta_rss_mb, 1),
+            "load_avg": load, **(extra or {})})
+    return rows
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def markdown(result: dict) -> str:
+    """The committed table: header with machine, backend and load; one line per figure."""
+    m = result["machine"]
+    lines = [f"# Benchmarks {result['date']} ({result['mode']} mode)", "",
+             f"- machine: `{m['host']}`, {m['cpu']}, {m['cores']} cores; accelerators: "
+             f"{', '.join(m['accelerators']) or 'none'}",
+             f"- backend: {m['backend']} (TensorFlow {m['tensorflow']}, Keras {m['keras']}), "
+             f"Python {m['python']}",
+             f"- load average (1/5/15 min) at start {result['load_start']}, at end "
+             f"{result['load_end']}; the machine is shared, so compare ratios (paired, "
+             "alternating rounds), not absolute speeds",
+             f"- each figure: median of {result['repeats']} timed runs after {result['warmup']} "
+             "warm-up run(s); `ratio` = speed / baseline speed, median over rounds "
+             "(> 1 is faster than the baseline)",
+             f"- wall time of the suite: {result['wall_s']:.0f} s", ""]
+    for note in result.get("notes", []):
+        lines.append(f"- note: {note}")
+    if result.get("notes"):
+        lines.append("")
+    header = ["section", "contender", "model", "batch", "input", "dtype", "median s",
+              "throughput", "ratio (vs)", "peak RSS MiB", "+RSS MiB"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in result["rows"]:
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f} ({r['baseline']})"
+        thr = "-" if r.get("throughput") is None else f"{_cell(r['throughput'])} {r['unit']}"
+        lines.append("| " + " | ".join([
+            r["section"], r["contender"], r["model"], _cell(r["batch"]), r["input"], r["dtype"],
+            _cell(r["median_s"]), thr, ratio, _cell(r.get("peak_rss_mb")),
+            _cell(r.get("delta_rss_mb"))]) + " |")
+    checks = result.get("checks", [])
+    if checks:
+        lines += ["", "## Must-show checks", "", "| check | value | target | pass |",
+                  "|---|---|---|---|"]
+        for c in checks:
+            lines.append(f"| {c['check']} | {_cell(c['value'])} | {c['target']} | "
+                         f"{'yes' if c['passed'] else 'NO'} |")
+    skipped = result.get("skipped", [])
+    if skipped:
+        lines += ["", "## Not measured", ""] + [f"- {s}" for s in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict, out_dir: Path = RESULTS_DIR, stem: str | None = None) -> tuple[Path, Path]:
+    """Write `<machine>-<date>.json` and `.md` (same stem) and return both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = stem or f"{machine_slug(result['machine'])}-{result['date']}"
+    if result.get("mode") == "quick":
+        stem += "-quick"
+    js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    js.write_text(json.dumps(result, indent=1) + "\n")
+    md.write_text(markdown(result))
+    return js, md
+
+
+def today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d")

@@ -1,0 +1,277 @@
+"""Run the suite, print the table, write `benchmarks/results/<machine>-<date>.{json,md}`.
+
+    python -m benchmarks            # default mode, < 15 min on 2 cores
+    python -m benchmarks --quick    # smoke run, < 3 min: ResNet-50 only, small batches
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass
+class Mode:
+    """How much to measure: the default mode answers the issue, `quick` only smoke-tests."""
+
+    name: str
+    warmup: int
+    repeats: int
+    depths: tuple[int, ...]
+    infer_batches: tuple[int, ...]
+    train_batch: int
+    serving_batches: tuple[int, ...]
+    cifar_batches: int
+    detection: bool
+    det_repeats: int
+    with_v1: bool
+
+
+MODES = {
+    "default": Mode("default", warmup=1, repeats=3, depths=(50, 101), infer_batches=(1, 32),
+                    train_batch=32, serving_batches=(1, 32), cifar_batches=20, detection=True,
+                    det_repeats=2, with_v1=True),
+    "quick": Mode("quick", warmup=1, repeats=3, depths=(50,), infer_batches=(1, 8),
+                  train_batch=8, serving_batches=(1,), cifar_batches=10, detection=False,
+                  det_repeats=1, with_v1=False),
+}
+
+
+@dataclass
+class Suite:
+    mode: Mode
+    verbose: bool = True
+    rows: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    checks: list = field(default_factory=list)
+
+    def log(self, msg: str) -> None:
+        if self.verbose:
+            print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def compare(self, section: str, cases, baseline, repeats=None, warmup=None, **meta) -> list:
+        """Time `cases` alternating, add one row per case, return those rows."""
+        from benchmarks.report import rows_from_cases
+        from benchmarks.timing import alternate
+
+        self.log(f"{section}: {meta.get('model')} batch {meta.get('batch')} "
+                 f"({', '.join(c.name for c in cases)})")
+        alternate(cases, self.mode.warmup if warmup is None else warmup,
+                  self.mode.repeats if repeats is None else repeats, progress=self.log)
+        rows = rows_from_cases(section, cases, baseline, **meta)
+        self.rows += rows
+        for r in rows:
+            self.log(f"  {r['contender']:<24} {r['median_s']:.4f} s  {r['throughput']} "
+                     f"{r['unit']}  ratio {r['ratio']}  peak RSS {r['peak_rss_mb']} MiB")
+        return rows
+
+    def check(self, name: str, rows: list, contender: str, target: float,
+              field_name: str = "ratio") -> None:
+        row = next((r for r in rows if r["contender"] == contender), None)
+        if row is None or row.get(field_name) is None:
+            self.skipped.append(f"check '{name}': no figure")
+            return
+        value = row[field_name]
+        self.checks.append({"check": name, "value": value, "target": f">= {target}",
+                            "passed": bool(value >= target)})
+
+
+def _free(*objects) -> None:
+    import keras
+
+    del objects
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def classification(suite: Suite) -> None:
+    """ResNet-50/101 inference at batch 1 and 32, training step at batch 32, vs the peers."""
+    from benchmarks import classify
+    from benchmarks import peers as P
+
+    if not P.installed("keras_hub"):
+        suite.skipped.append("keras-hub ResNetBackbone: keras_hub not installed (optional peer)")
+    if not (P.installed("torch") and P.installed("torchvision")):
+        suite.skipped.append("torchvision ResNet-50/101: torch/torchvision not installed "
+                             "(optional peer)")
+    m = suite.mode
+    for depth in m.depths:
+        name = f"resnet{depth}"
+        models = {k: b() for k, b in P.keras_peers(depth, with_v1=m.with_v1 and depth == 50)
+                  .items()}
+        for batch in m.infer_batches:
+            cases = classify.inference_cases(models, batch)
+            cases += classify.torchvision_cases(depth, batch, train=False)
+            rows = suite.compare("inference", cases, P.KERAS_APPS, model=name, batch=batch,
+                                 input_size="224x224", dtype="float32")
+            if depth == 50:
+                suite.check(f"ResNet-50 inference batch {batch}: ours / keras.applications",
+                            rows, P.OURS, 1.0)
+        cases = classify.training_cases(models, m.train_batch)
+        cases += classify.torchvision_cases(depth, m.train_batch, train=True)
+        rows = suite.compare("train step", cases, P.KERAS_APPS, model=name, batch=m.train_batch,
+                             input_size="224x224", dtype="float32")
+        if depth == 50:
+            suite.check(f"ResNet-50 training batch {m.train_batch}: ours / keras.applications",
+                        rows, P.OURS, 1.0)
+        _free(models, cases)
+
+
+def serving(suite: Suite) -> None:
+    """SavedModel serving: ours with/without BN folding vs keras.applications, same exporter."""
+    from benchmarks import peers as P
+    from benchmarks import serving as S
+
+    if S.exporter() is None:
+        suite.skipped.append("SavedModel serving: keras_resnet_suite.export.export_saved_model "
+                             "does not exist yet")
+        return
+    import keras
+
+    import keras_resnet_suite as krs
+
+    models = {P.OURS: krs.build("resnet50"),
+              P.KERAS_APPS: keras.applications.ResNet50(weights=None)}
+    variants = {"ours SavedModel, BN folded": (P.OURS, True),
+                "ours SavedModel": (P.OURS, False),
+                "keras.applications SavedModel": (P.KERAS_APPS, False)}
+    with S.temp_dir() as tmp:
+        t = time.perf_counter()
+        paths = S.export_all(models, variants, Path(tmp))
+        suite.log(f"exported {len(paths)} SavedModels in {time.perf_counter() - t:.1f} s")
+        _free(models)
+        for batch in suite.mode.serving_batches:
+            cases, keep = S.serving_cases(paths, batch)
+            rows = suite.compare("SavedModel serving", cases, "keras.applications SavedModel",
+                                 model="resnet50", batch=batch, input_size="224x224",
+                                 dtype="float32", extra={"latency_ms": None})
+            for r in rows:
+                r["latency_ms"] = round(r["median_s"] * 1000, 2)
+            suite.check(f"SavedModel batch {batch}: ours BN-folded / keras.applications",
+                        rows, "ours SavedModel, BN folded", 1.1)
+            del keep
+
+
+def pipelines(suite: Suite) -> None:
+    """CIFAR pipeline vs the ResNet-20 step it feeds (the VOC one runs with detection)."""
+    from benchmarks import pipelines as D
+
+    root = D.data_dir()
+    archive = root / "cifar10-jpeg.tar.gz" if root else None
+    if archive is None or not archive.is_file():
+        suite.skipped.append("CIFAR pipeline: ../shared/data/cifar10-jpeg.tar.gz not found "
+                             "(set KRS_DATA_DIR)")
+        return
+    batch = 128
+    cases = D.cifar_cases(archive, batch, suite.mode.cifar_batches)
+    rows = suite.compare("input pipeline", cases, "resnet20 train step", model="resnet20 / CIFAR",
+                         batch=batch, input_size="32x32", dtype="float32")
+    suite.check("CIFAR pipeline / ResNet-20 training step", rows, "cifar pipeline", 3.0)
+    _free(cases)
+
+
+def detection(suite: Suite) -> None:
+    """Faster R-CNN R101-C4 and R50-FPN at the 600-pixel canvas; raccoon VOC pipeline."""
+    from benchmarks import detect as T
+    from benchmarks import pipelines as D
+
+    root = D.data_dir()
+    voc_dir = root / "raccoon-voc" if root else None
+    if voc_dir is None or not voc_dir.is_dir():
+        suite.skipped.append("VOC pipeline and detection steps: ../shared/data/raccoon-voc "
+                             "not found")
+        return
+    batch = 1
+    voc = D.voc_training_batches(voc_dir, T.CANVAS, batch)
+    canvas = f"{T.CANVAS[0]}x{T.CANVAS[1]}"
+    reason = T.detection_available() if suite.mode.detection else "skipped in --quick mode"
+    if reason:
+        suite.skipped.append(f"Faster R-CNN timings: {reason}")
+        suite.compare("input pipeline", [D.stream_case("voc pipeline", voc, batch, 20)], None,
+                      model="raccoon VOC", batch=batch, input_size=canvas, dtype="float32")
+        return
+    real_batch = next(iter(voc))
+    reps = suite.mode.det_repeats
+    for backbone, head in T.CONFIGS:
+        label = f"{backbone}-{head}"
+        t = time.perf_counter()
+        model = T.build(backbone, head)
+        suite.log(f"built Faster R-CNN {label} in {time.perf_counter() - t:.1f} s")
+        suite.compare("detection inference", [T.predict_case(f"faster r-cnn {label}", model)],
+                      None, repeats=reps, model=f"faster_rcnn {label}", batch=1,
+                      input_size=f"600x800 -> {canvas}", dtype="float32", unit="images/s")
+        cases = [T.train_case(f"faster r-cnn {label} step", model, real_batch)]
+        if head == "c4":  # the VOC stream alternates with the step it would feed
+            cases.append(D.stream_case("voc pipeline", voc, batch, 20))
+        rows = suite.compare("detection train step", cases, cases[0].name, repeats=reps,
+                             model=f"faster_rcnn {label}", batch=batch, input_size=canvas,
+                             dtype="float32")
+        if head == "c4":
+            for r in rows:
+                if r["contender"] == "voc pipeline":
+                    r["section"] = "input pipeline"
+            suite.check("VOC pipeline / Faster R-CNN R101-C4 training step", rows,
+                        "voc pipeline", 3.0)
+        _free(model, cases)
+
+
+SECTIONS = {"classification": classification, "serving": serving, "pipelines": pipelines,
+            "detection": detection}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run (< 3 min): R50, small batches")
+    p.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run only these sections")
+    p.add_argument("--out", type=Path, default=None, help="results folder "
+                   "(default benchmarks/results)")
+    p.add_argument("--repeats", type=int, default=None, help="timed rounds per figure")
+    a = p.parse_args(argv)
+
+    import keras
+
+    from benchmarks import report
+    from benchmarks.timing import load_average
+
+    if keras.backend.backend() != "tensorflow":
+        print("note: the CPU figures of issue 5 are for KERAS_BACKEND=tensorflow; running "
+              f"under {keras.backend.backend()!r}, SavedModel export may be unavailable",
+              file=sys.stderr)
+    mode = MODES["quick" if a.quick else "default"]
+    if a.repeats:
+        mode.repeats = a.repeats
+    suite = Suite(mode)
+    keras.utils.set_random_seed(0)
+    start, load_start = time.perf_counter(), load_average()
+    info = report.machine_info()
+    suite.log(f"{mode.name} mode on {info['cpu']} ({info['cores']} cores), backend "
+              f"{info['backend']}, load {load_start}")
+    if not info["accelerators"]:
+        suite.notes.append("no GPU on this machine: the GPU mode of issue 5 (KERAS_BACKEND=jax, "
+                           "bf16, XLA vs torchvision AMP, MFU) was not measured")
+    for name in a.only or list(SECTIONS):
+        t = time.perf_counter()
+        try:
+            SECTIONS[name](suite)
+        except Exception as exc:  # one broken section must not lose the others' figures
+            suite.skipped.append(f"section {name} failed: {type(exc).__name__}: {exc}")
+            suite.log(f"section {name} FAILED: {exc!r}")
+        suite.log(f"section {name}: {time.perf_counter() - t:.0f} s")
+    result = {"date": report.today(), "mode": mode.name, "machine": info,
+              "warmup": mode.warmup, "repeats": mode.repeats, "load_start": load_start,
+              "load_end": load_average(), "wall_s": round(time.perf_counter() - start, 1),
+              "command": "python -m benchmarks" + (" --quick" if a.quick else ""),
+              "notes": suite.notes, "rows": suite.rows, "checks": suite.checks,
+              "skipped": suite.skipped}
+    js, md = report.write(result, a.out or report.RESULTS_DIR)
+    print(md.read_text())
+    print(f"wrote {js} and {md}")
+    return 0

@@ -1,0 +1,57 @@
+"""The benchmark bookkeeping (no models): alternation order, paired ratios, the table writer."""
+
+import json
+
+import pytest
+
+from benchmarks import report
+from benchmarks.timing import Case, alternate, paired_ratio, peak_rss_mb, reset_peak_rss
+
+
+def test_alternate_rotates_order_and_counts_runs():
+    calls = []
+    cases = [Case(n, (lambda n=n: calls.append(n)), items=2) for n in "abc"]
+    alternate(cases, warmup=1, repeats=3)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up, once each
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated rounds
+    assert all(len(c.times) == 3 for c in cases)
+
+
+def test_paired_ratio_is_throughput_ratio_per_round():
+    fast = Case("fast", lambda: None, items=32, times=[1.0, 2.0, 4.0])
+    slow = Case("slow", lambda: None, items=32, times=[2.0, 3.0, 4.0])
+    assert paired_ratio(fast, slow) == pytest.approx(1.5)  # rounds: 2.0, 1.5, 1.0
+    pipe = Case("pipe", lambda: None, items=1280, times=[2.0])  # 640 images/s
+    step = Case("step", lambda: None, items=128, times=[1.0])  # 128 images/s
+    assert paired_ratio(pipe, step) == pytest.approx(5.0)
+
+
+def test_rows_markdown_and_file_names(tmp_path):
+    a = Case("ours", lambda: None, items=4, times=[0.5, 0.4, 0.6], peak_rss_mb=900.0)
+    b = Case("keras.applications", lambda: None, items=4, times=[1.0, 0.8, 1.2])
+    rows = report.rows_from_cases("inference", [a, b], "keras.applications", model="resnet50",
+                                  batch=4, input_size="224x224", dtype="float32")
+    assert rows[0]["median_s"] == 0.5 and rows[0]["throughput"] == 8.0
+    assert rows[0]["ratio"] == 2.0 and rows[1]["ratio"] == 1.0
+    machine = {"host": "box.local", "cpu": "x", "cores": 2, "accelerators": [],
+               "backend": "tensorflow", "tensorflow": "2", "keras": "3", "python": "3.11"}
+    result = {"date": "2026-11-22", "mode": "default", "machine": machine, "warmup": 1,
+              "repeats": 3, "load_start": [1.0], "load_end": [2.0], "wall_s": 10.0,
+              "rows": rows, "checks": [{"check": "c", "value": 2.0, "target": ">= 1.0",
+                                        "passed": True}], "skipped": ["torchvision: absent"]}
+    js, md = report.write(result, tmp_path)
+    assert js.name == "box-local-cpu2-2026-11-22.json" and md.stem == js.stem
+    assert json.loads(js.read_text())["rows"][0]["contender"] == "ours"
+    text = md.read_text()
+    assert "| inference | ours | resnet50 | 4 | 224x224 | float32 | 0.500 | 8.000 images/s | " \
+           "2.000 (keras.applications) | 900.0 |" in text
+    assert "| c | 2.000 | >= 1.0 | yes |" in text and "- torchvision: absent" in text
+
+
+def test_peak_rss_is_resettable():
+    reset_peak_rss()
+    before = peak_rss_mb()
+    block = bytearray(64 * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page so it is resident
+    assert peak_rss_mb() >= before + 50
+    del block
