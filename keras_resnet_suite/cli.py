@@ -1,4 +1,4 @@
-"""`keras-resnet-suite` command line: list models, run the demo (training commands join here)."""
+"""`keras-resnet-suite` command line: list models, run the demo, train, evaluate and export."""
 
 from __future__ import annotations
 
@@ -66,6 +66,17 @@ def cmd_demo(args) -> None:
 
 
 cmd_demo.configure = _configure_demo
+
+
+def _register_training_commands() -> None:
+    # train/evaluate/export live in train_cli.py; importing it is cheap (TF loads on use)
+    from . import train_cli
+
+    for fn in (train_cli.cmd_train, train_cli.cmd_evaluate, train_cli.cmd_export):
+        command(fn)
+
+
+_register_training_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

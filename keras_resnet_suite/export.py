@@ -1,0 +1,181 @@
+"""SavedModel export for serving (TF Serving, `tf.saved_model.load`), with optional BN folding.
+
+    from keras_resnet_suite import export
+    export.export_saved_model(model, "served/resnet20", mean=data.mean, class_names=data.class_names)
+
+Two signatures, both with named inputs and outputs:
+- `serving_default(images)`: float32 `[batch, H, W, 3]` exactly as the Keras model takes them
+  (already normalised), so its probabilities equal the Keras model's;
+- `serving_bytes(image_bytes)`: a `[batch]` string tensor of encoded JPEG/PNG/GIF/BMP images;
+  decoding and the evaluation preprocessing (shorter side resized, centre crop, mean/std
+  normalisation) run inside the graph, so a client needs nothing but the file bytes.
+Outputs: `probabilities` `[batch, classes]`, `top_k_classes` (int32) and `top_k_probabilities`
+`[batch, k]`, and `top_k_labels` (strings) when `class_names` are given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+
+SIGNATURES = ("serving_default", "serving_bytes")
+
+
+def _folds(chain: list) -> list[int]:
+    """Indices `i` where `chain[i]` is a Conv2D whose output feeds only `chain[i + 1]`, a BN."""
+    return [
+        i for i in range(len(chain) - 1)
+        if type(chain[i]) is keras.layers.Conv2D
+        and isinstance(chain[i + 1], keras.layers.BatchNormalization)
+        and chain[i + 1].axis in (-1, 3)
+    ]  # fmt: skip
+
+
+def _folded_conv(conv: keras.layers.Conv2D, bn: keras.layers.BatchNormalization):
+    """A biased Conv2D computing `bn(conv(x))` in inference mode: W' = W * g / sqrt(var + eps),
+    b' = beta + (b - mean) * g / sqrt(var + eps) (per output channel)."""
+    kernel = np.asarray(conv.kernel, np.float64)
+    bias = np.asarray(conv.bias, np.float64) if conv.use_bias else np.zeros(kernel.shape[-1])
+    gamma = np.asarray(bn.gamma, np.float64) if bn.scale else 1.0
+    beta = np.asarray(bn.beta, np.float64) if bn.center else 0.0
+    scale = gamma / np.sqrt(np.asarray(bn.moving_variance, np.float64) + bn.epsilon)
+    config = {**conv.get_config(), "use_bias": True, "name": f"{conv.name}_folded"}
+    folded = keras.layers.Conv2D.from_config(config)
+    folded.build((None, None, None, kernel.shape[2] * conv.groups))
+    folded.set_weights([(kernel * scale).astype(np.float32),
+                        (beta + (bias - np.asarray(bn.moving_mean, np.float64)) * scale)
+                        .astype(np.float32)])  # fmt: skip
+    return folded
+
+
+def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
+    """A copy of `model` for inference in which every BN that directly follows a convolution
+    inside this project's blocks (Stem, BasicBlock, Bottleneck, Shortcut) is folded into that
+    convolution; returns `(copy, number_of_folds)`. The copy is for serving only (the BN
+    statistics it drops cannot be trained again); `model` is left untouched."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    count = 0
+    for layer in copy._flatten_layers(include_self=False, recursive=True):
+        for attr, chain in list(vars(layer).items()):
+            if attr.startswith("_") or not isinstance(chain, list):
+                continue
+            folds = _folds(chain)
+            if not folds:
+                continue
+            new = list(chain)
+            for i in reversed(folds):
+                new[i : i + 2] = [_folded_conv(chain[i], chain[i + 1])]
+            # The block is built, so Keras locked its layer tracking; swapping a chain is the
+            # one structural edit an inference copy needs, hence the brief unlock.
+            tracker = getattr(layer, "_tracker", None)
+            if tracker is not None:
+                tracker.unlock()
+            setattr(layer, attr, new)
+            if tracker is not None:
+                tracker.lock()
+            count += len(folds)
+    return copy, count
+
+
+def _preprocess_bytes(contents, size: tuple[int, int], resize: int, mean, std):
+    """Encoded image -> the model's float input: shorter side to `resize`, centre crop, normalise."""
+    import tensorflow as tf
+
+    from keras_resnet_suite.data import augment
+
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    image = augment.resize_shorter_side(image, resize)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    image = image[top : top + size[0], left : left + size[1]]
+    image = augment.normalize(image, mean, std)
+    image.set_shape([size[0], size[1], 3])
+    return image
+
+
+def _is_softmax(model: keras.Model) -> bool:
+    activation = getattr(model.layers[-1], "activation", None)
+    return getattr(activation, "__name__", "") == "softmax"
+
+
+def export_saved_model(
+    model: keras.Model,
+    path: str | os.PathLike,
+    *,
+    mean: np.ndarray | Sequence[float] | None = None,
+    std: np.ndarray | Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+    top_k: int = 5,
+    resize: int | None = None,
+    from_logits: bool | None = None,
+    fold_bn: bool = False,
+    verbose: bool = False,
+) -> Path:
+    """Write `model` as a SavedModel with the `serving_default` (float images) and
+    `serving_bytes` (encoded images) signatures described in the module docstring.
+
+    `mean` (per-pixel `[H, W, 3]` or per-channel `[3]`) and `std` are the training
+    normalisation, applied in `serving_bytes`; `resize` is the shorter side before the centre
+    crop (default: the paper's 256 for 224 inputs, i.e. input side * 8 / 7, and no resizing
+    beyond the input side for inputs up to 64 px such as CIFAR). `from_logits` (default: unless
+    the last layer is a softmax) adds the softmax. `fold_bn` serves `fold_batchnorm(model)`.
+    """
+    import tensorflow as tf
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"SavedModel export needs KERAS_BACKEND=tensorflow, running "
+                           f"{keras.backend.backend()}")  # fmt: skip
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"export_saved_model expects an image model [H, W, 3], got input {shape}")
+    if shape[0] is None or shape[1] is None:
+        raise ValueError("serving_bytes needs a fixed input size: build the model with "
+                         "input_shape=(H, W, 3)")  # fmt: skip
+    num_classes = int(model.output_shape[-1])
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    k = min(top_k, num_classes)
+    size = (int(shape[0]), int(shape[1]))
+    if resize is None:
+        resize = min(size) if min(size) <= 64 else round(min(size) * 8 / 7)
+    if resize < min(size):
+        raise ValueError(f"resize {resize} is smaller than the input side {min(size)}")
+    mean = None if mean is None else np.asarray(mean, np.float32)
+    std = None if std is None else np.asarray(std, np.float32)
+    if from_logits is None:
+        from_logits = not _is_softmax(model)
+    served = fold_batchnorm(model)[0] if fold_bn else model
+    labels = None if class_names is None else tf.constant([str(c) for c in class_names])
+
+    def outputs(images):
+        scores = served(images, training=False)
+        probs = tf.nn.softmax(scores) if from_logits else tf.cast(scores, tf.float32)
+        top = tf.math.top_k(probs, k=k)
+        out = {"probabilities": probs, "top_k_classes": top.indices,
+               "top_k_probabilities": top.values}  # fmt: skip
+        if labels is not None:
+            out["top_k_labels"] = tf.gather(labels, top.indices)
+        return out
+
+    def from_bytes(image_bytes):
+        images = tf.map_fn(lambda b: _preprocess_bytes(b, size, resize, mean, std), image_bytes,
+                           fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))  # fmt: skip
+        return outputs(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(served)
+    archive.add_endpoint("serving_default", outputs,
+                         [tf.TensorSpec([None, *size, 3], tf.float32, name="images")])  # fmt: skip
+    archive.add_endpoint("serving_bytes", from_bytes,
+                         [tf.TensorSpec([None], tf.string, name="image_bytes")])  # fmt: skip
+    path = Path(path)
+    archive.write_out(str(path), verbose=verbose)
+    return path

@@ -1,0 +1,348 @@
+"""`keras-resnet-suite train | evaluate | export`: the paper's training runs from the shell.
+
+A run directory holds everything of one run: `run.json` (its configuration), `backup/`
+(step-exact checkpoints: a killed run re-run with the same command resumes), `model.keras`
+(the final model), `history.csv`, `tensorboard/`, `error_curves.png` (paper Fig. 6 style),
+`normalization.npz` (the training mean/std, used by `evaluate` and `export`) and
+`summary.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATASETS = ("cifar10", "cifar100", "imagenet")
+EVAL_MODES = ("center", "ten-crop", "multiscale")
+CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
+# run.json keys that must match when a run directory is reused (resume)
+_IDENTITY = ("model", "data", "recipe", "batch_size", "total_steps", "seed", "num_classes")
+
+
+def _num_classes(dataset: str, given: int | None) -> int | None:
+    return given or {"cifar10": 10, "cifar100": 100}.get(dataset)
+
+
+def load_data(cfg: dict, start_step: int = 0, eval_mode: str = "center"):
+    """The `ClassificationData` a run's configuration describes, positioned at `start_step`."""
+    from keras_resnet_suite import data
+
+    if cfg["data"] in ("cifar10", "cifar100"):
+        return data.cifar(cfg["data_dir"], num_classes=_num_classes(cfg["data"], None),
+                          batch_size=cfg["batch_size"], seed=cfg["seed"],
+                          start_step=start_step, normalization=cfg["normalization"])  # fmt: skip
+    mode = {"center": "center", "ten-crop": "ten_crop", "multiscale": "images"}[eval_mode]
+    return data.imagenet(cfg["data_dir"], batch_size=cfg["batch_size"], seed=cfg["seed"],
+                         start_step=start_step, eval_mode=mode,
+                         normalization=cfg["normalization"])  # fmt: skip
+
+
+def _fit_schedule(total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
+    """`(steps per fit epoch, epochs)` covering exactly `total_steps`: the largest divisor of
+    `total_steps` not above the data's epoch (an "epoch" is then one evaluation interval),
+    unless that divisor is under half an epoch, in which case the total is rounded up."""
+    if total_steps <= steps_per_epoch:
+        return total_steps, 1
+    div = max(d for d in range(1, steps_per_epoch + 1) if total_steps % d == 0)
+    if div >= steps_per_epoch // 2:
+        return div, total_steps // div
+    return steps_per_epoch, math.ceil(total_steps / steps_per_epoch)
+
+
+def _check_run_dir(out: Path, cfg: dict) -> None:
+    path = out / "run.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    diff = {k: (old.get(k), cfg.get(k)) for k in _IDENTITY if old.get(k) != cfg.get(k)}
+    if diff:
+        changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"error: {out} holds a different run ({changes}); resume it with the "
+                         "same arguments or choose another --out")  # fmt: skip
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnet20", help="a name from `keras-resnet-suite models`")
+    p.add_argument("--data", default="cifar10", choices=DATASETS)
+    p.add_argument("--data-dir", required=True,
+                   help="data directory or archive (.tar.gz), or 'tfds' (TensorFlow Datasets)")
+    p.add_argument("--num-classes", type=int, help="classes (imagenet-style folders: default all)")
+    p.add_argument("--recipe", default="paper-cifar", help="paper-cifar | paper-imagenet | modern")
+    p.add_argument("--out", required=True, help="run directory (re-run to resume)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
+    length.add_argument("--steps", type=int, help="train this many iterations")
+    p.add_argument("--batch-size", type=int, help="global batch (default: the recipe's; the LR "
+                   "scales linearly)")  # fmt: skip
+    p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multiworker"])
+    p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"])
+    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    p.add_argument("--normalization", default="pixel_mean", choices=["pixel_mean", "channel"])
+    p.add_argument("--save-every", type=int, default=200,
+                   help="iterations between resumable checkpoints (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", default="auto", help="Keras verbosity: auto | 0 | 1 | 2")
+
+
+def cmd_train(args) -> dict:
+    """Train a model with a paper recipe; a killed run re-run with the same command resumes."""
+    import keras
+
+    from keras_resnet_suite import analysis, build, count_params, get_spec, training
+    from keras_resnet_suite.specs import available_models
+    from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_text
+
+    if args.model not in available_models():
+        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
+    if args.recipe not in training.RECIPES:
+        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
+                         f"{', '.join(training.RECIPES)}")  # fmt: skip
+    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
+    if data_dir != "tfds" and not Path(data_dir).exists():
+        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
+    for flag in ("epochs", "steps", "batch_size", "save_every"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be positive, got {value}")
+    strategy = training.get_strategy(args.strategy)
+    replicas = strategy.num_replicas_in_sync
+    recipe0 = training.get_recipe(args.recipe)
+    batch = args.batch_size or recipe0.global_batch_size
+    try:
+        training.per_replica_batch(batch, replicas)
+    except ValueError as e:
+        raise SystemExit(f"error: --batch-size: {e}") from None
+    out = Path(args.out)
+    cfg = {"model": args.model, "data": args.data, "data_dir": data_dir, "recipe": args.recipe,
+           "batch_size": batch, "seed": args.seed, "normalization": args.normalization,
+           "strategy": args.strategy}  # fmt: skip
+    ds = load_data(cfg)
+    print(ds.report.summary(), flush=True)
+    num_classes = ds.num_classes if args.num_classes is None else args.num_classes
+    if num_classes != ds.num_classes:
+        raise SystemExit(f"error: --num-classes {num_classes} but {args.data_dir} has "
+                         f"{ds.num_classes} classes")  # fmt: skip
+    spe = ds.steps_per_epoch
+    if args.steps:
+        total = args.steps
+    elif args.epochs:
+        total = args.epochs * spe
+    else:
+        total = training.get_recipe(args.recipe, global_batch_size=batch).total_steps
+    fit_spe, epochs = _fit_schedule(total, spe)
+    total = fit_spe * epochs
+    cfg.update(num_classes=num_classes, total_steps=total, steps_per_epoch=fit_spe,
+               epochs=epochs, class_names=ds.class_names)  # fmt: skip
+    _check_run_dir(out, cfg)
+    chief = training.is_chief()
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "run.json", json.dumps(cfg, indent=1))
+        norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
+        np.savez(out / "normalization.npz", **norm)
+    spec = get_spec(args.model)
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    recipe = training.get_recipe(args.recipe, global_batch_size=batch, steps_per_epoch=fit_spe,
+                                 total_steps=total, depth=spec.num_layers, seed=args.seed,
+                                 mixed_precision=args.mixed_precision, jit_compile=jit)  # fmt: skip
+    recipe.apply_precision()
+    keras.utils.set_random_seed(args.seed)
+    with strategy.scope():
+        model = build(args.model, classes=num_classes)
+        recipe.compile(model)
+    print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
+          f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
+          f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
+    callbacks = list(recipe.callbacks())
+    if chief:
+        callbacks += [
+            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+            analysis.ErrorCurvePlot(out / "history.csv", out / "error_curves.png", fit_spe),
+        ]  # fmt: skip
+        if _have_tensorboard():
+            callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard"),
+                                                         update_freq="epoch"))  # fmt: skip
+        else:
+            print("note: TensorBoard logs skipped (pip install tensorboard to get them)")
+    # MultiWorkerMirroredStrategy: every worker saves, only the chief's copy is kept
+    backup = out / "backup" if chief else Path(tempfile.mkdtemp(prefix="krs-backup-"))
+    start = time.perf_counter()
+    history = training.fit_resumable(
+        model, lambda step: recipe.prepare(load_data(cfg, step).train, num_classes, step),
+        steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
+        save_freq=min(args.save_every, fit_spe), callbacks=callbacks,
+        validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if history.get("val_accuracy"):  # fit has just evaluated the final weights
+        scores = {k.removeprefix("val_"): v[-1] for k, v in history.items() if k.startswith("val_")}
+    else:  # nothing left to train (a finished run re-run): evaluate again
+        scores = model.evaluate(ds.test, return_dict=True, verbose=0)
+    step = int(model.optimizer.iterations)
+    summary = {
+        "model": args.model, "data": args.data, "recipe": args.recipe, "iterations": step,
+        "planned_iterations": total, "epochs_of_data": round(step / spe, 2),
+        "test_accuracy": round(float(scores["accuracy"]), 4),
+        "test_error": round(1 - float(scores["accuracy"]), 4),
+        "test_top5_error": round(1 - float(scores.get("top5", float("nan"))), 4),
+        "test_loss": round(float(scores["loss"]), 4), "train_seconds_this_call": round(seconds, 1),
+        "stopped_early": bool(model.stop_training and step < total),
+    }  # fmt: skip
+    if chief:
+        atomic_save(model, out / "model.keras")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        analysis.plot_error_curves(out / "history.csv", out / "error_curves.png", fit_spe)
+    print(f"\n== {args.model} on {args.data} ({args.recipe}): {step}/{total} iterations, "
+          f"{summary['epochs_of_data']} epochs, {seconds:.0f} s this call\n"
+          f"   test accuracy {100 * summary['test_accuracy']:.2f}%  (error "
+          f"{100 * summary['test_error']:.2f}%, top-5 error "
+          f"{100 * summary['test_top5_error']:.2f}%)\n"
+          f"   run directory {out}: model.keras, history.csv, error_curves.png, summary.json",
+          flush=True)  # fmt: skip
+    return summary
+
+
+cmd_train.configure = _configure_train
+
+
+def _have_tensorboard() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def _verbosity(v: str):
+    return v if v == "auto" else int(v)
+
+
+def _load_run(run: str | Path) -> tuple[Path, dict, dict]:
+    out = Path(run)
+    if not (out / "run.json").is_file():
+        raise SystemExit(f"error: {out} is not a run directory (no run.json); train first")
+    cfg = json.loads((out / "run.json").read_text())
+    norm = {}
+    if (out / "normalization.npz").is_file():
+        with np.load(out / "normalization.npz") as z:
+            norm = {k: z[k] for k in z.files}
+    return out, cfg, norm
+
+
+def _load_model(out: Path, model_file: str | None):
+    import keras
+
+    path = Path(model_file) if model_file else out / "model.keras"
+    if not path.is_file():
+        raise SystemExit(f"error: no model at {path}; finish training (or pass --model-file)")
+    return keras.saving.load_model(path)
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--mode", nargs="+", default=["center"], choices=EVAL_MODES,
+                   help="1-crop (center), 10-crop, and/or fully-convolutional multi-scale")
+    p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
+    p.add_argument("--data-dir", help="override the run's data directory")
+    p.add_argument("--limit", type=int, help="evaluate only the first N test batches")
+
+
+def _cifar_views(images, mode: str, sizes=CIFAR_SCALES):
+    """Batched CIFAR test views: ten crops of the 4-px zero-padded image (the training
+    augmentation's crops), or the image resized to each side in `sizes`, with mirrors."""
+    import tensorflow as tf
+
+    from keras_resnet_suite.data import augment
+
+    if mode == "ten-crop":
+        padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
+        return [tf.stack([augment.ten_crop(im, images.shape[1]) for im in tf.unstack(padded)])]
+    views = [tf.image.resize(images, (s, s), antialias=True) for s in sizes]
+    return views + [tf.reverse(v, axis=[2]) for v in views]
+
+
+def evaluate_run(run: str | Path, modes=("center",), model_file: str | None = None,
+                 data_dir: str | None = None, limit: int | None = None) -> dict[str, dict]:
+    """Top-1/top-5 error of a trained run per test mode (paper Sec. 3.4 and Table 3/4 views)."""
+    import keras
+
+    from keras_resnet_suite import build
+    from keras_resnet_suite.data import predict_multiscale, predict_ten_crop, topk_error
+
+    out, cfg, norm = _load_run(run)
+    if data_dir:
+        cfg["data_dir"] = data_dir
+    model = _load_model(out, model_file)
+    results = {}
+    for mode in modes:
+        ds = load_data(cfg, eval_mode=mode)
+        test = ds.test.take(limit) if limit else ds.test
+        net = model
+        if mode == "multiscale":  # the same weights on inputs of any size
+            net = build(cfg["model"], classes=cfg["num_classes"], input_shape=(None, None, 3))
+            net.set_weights(model.get_weights())
+        scores, labels = [], []
+        progress = keras.utils.Progbar(None, unit_name="batch")
+        for x, y in test:
+            if cfg["data"].startswith("cifar") and mode != "center":
+                views = _cifar_views(x, mode)
+                if mode == "ten-crop":
+                    s = predict_ten_crop(net, views[0])
+                else:
+                    s = np.mean([np.asarray(net(v, training=False)) for v in views], axis=0)
+            elif mode == "ten-crop":
+                s = predict_ten_crop(net, x)
+            elif mode == "multiscale":
+                s = predict_multiscale(net, x[0])[None]
+            else:
+                s = np.asarray(net(x, training=False))
+            scores.append(np.asarray(s))
+            labels.append(np.asarray(y))
+            progress.add(1)
+        scores, labels = np.concatenate(scores), np.concatenate(labels)
+        results[mode] = {"top1_error": topk_error(scores, labels, 1),
+                         "top5_error": topk_error(scores, labels, min(5, scores.shape[1])),
+                         "images": int(len(labels))}  # fmt: skip
+    return results
+
+
+def cmd_evaluate(args) -> dict:
+    """Evaluate a run: 1-crop, 10-crop and fully-convolutional multi-scale test error."""
+    results = evaluate_run(args.run, args.mode, args.model_file, args.data_dir, args.limit)
+    print(f"\n{'mode':12s} {'images':>7s} {'top-1 err':>10s} {'top-5 err':>10s}")
+    for mode, r in results.items():
+        print(f"{mode:12s} {r['images']:7d} {100 * r['top1_error']:9.2f}% "
+              f"{100 * r['top5_error']:9.2f}%")  # fmt: skip
+    Path(args.run, "evaluation.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+cmd_evaluate.configure = _configure_evaluate
+
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--out", required=True, help="SavedModel directory to write")
+    p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
+    p.add_argument("--fold-bn", action="store_true", help="fold BN into the convolutions")
+    p.add_argument("--top-k", type=int, default=5)
+
+
+def cmd_export(args) -> Path:
+    """Export a run's model as a SavedModel (float-image and encoded-image signatures)."""
+    from keras_resnet_suite import export
+
+    out, cfg, norm = _load_run(args.run)
+    model = _load_model(out, args.model_file)
+    path = export.export_saved_model(model, args.out, mean=norm.get("mean"), std=norm.get("std"),
+                                     class_names=cfg.get("class_names"), top_k=args.top_k,
+                                     fold_bn=args.fold_bn)  # fmt: skip
+    print(f"SavedModel written to {path}: signatures {', '.join(export.SIGNATURES)}")
+    return path
+
+
+cmd_export.configure = _configure_export
