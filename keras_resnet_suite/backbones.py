@@ -12,6 +12,7 @@ import sys
 
 import keras
 
+from . import weights as weights_lib
 from .models import _camel, _check_input_shape, _resolve_spec, trunk
 from .specs import ResNetSpec, available_models, get_spec
 
@@ -65,6 +66,13 @@ def _freeze(model: keras.Model, freeze_at: int, num_stages: int) -> None:
         model.get_layer(layer_name).trainable = False
 
 
+def _check_layout(downsample: str) -> None:
+    if downsample == "last":
+        raise ValueError("downsample='last' (keras.applications ResNetV2 layout) strides the end "
+                         "of conv2_x..conv4_x, so C2..C5 would sit at strides 8, 16, 32, 32, not "
+                         "4..32: a detection backbone needs downsample='first'")
+
+
 def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
           input_shape: tuple = (None, None, 3), freeze_at: int = 0, norm: str = "batch",
           output_stride: int = 32, return_levels: tuple[str, ...] = LEVELS,
@@ -77,15 +85,17 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     `norm="frozen"` uses FrozenBatchNormalization (statistics never update);
     `freeze_at=k` makes the stem and the first k-1 stages non-trainable;
     `output_stride=16|8` dilates the last stages instead of striding them;
-    `preset="keras"` matches keras.applications' ResNet v1 so its weights load exactly.
+    `preset="keras"` matches keras.applications' ResNet v1 so its weights load exactly;
+    `weights` takes what `models.build` takes (a checkpoint name such as "imagenet" or
+    "torchvision-v2", a torchvision/timm/keras.applications file, or a Keras weights file).
     """
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    options = {"bn_epsilon": 1e-5, "conv_bias": False, "stride_in_1x1": False,
-               **PRESETS[preset]}
+    options = {"stride_in_1x1": None, "bn_epsilon": None, "conv_bias": None,
+               "downsample": None, **PRESETS[preset]}
     for key, value in (("bn_epsilon", bn_epsilon), ("conv_bias", conv_bias),
                        ("stride_in_1x1", stride_in_1x1)):
         if value is not None:
@@ -95,8 +105,11 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     if unknown or not return_levels:
         raise ValueError(f"return_levels must be a non-empty subset of {valid}, "
                          f"got {tuple(return_levels)}")
-    if weights is not None and not os.path.exists(weights):
-        raise ValueError(f"weights={weights!r}: no such file (pass None or a weights file path)")
+    num_stages = len(spec.depths)
+    if not 0 <= freeze_at <= num_stages + 1:
+        raise ValueError(f"freeze_at must be in [0, {num_stages + 1}], got {freeze_at}")
+    checkpoint, options = weights_lib.resolve_for_build(spec, weights, options)
+    _check_layout(options["downsample"])
     input_shape = _check_input_shape(spec, input_shape, weights)
 
     inputs = keras.Input(shape=input_shape, name="images")
@@ -108,8 +121,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels, output_stride)
     _freeze(model, freeze_at, len(spec.depths))
-    if weights is not None:
-        model.load_weights(weights)
+    weights_lib.load_for_build(model, weights, checkpoint)
     return model
 
 
@@ -118,6 +130,7 @@ def from_classifier(model: keras.Model, return_levels: tuple[str, ...] = LEVELS)
     spec = getattr(model, "spec", None)
     if spec is None:
         raise ValueError(f"{model.name!r} was not built by keras_resnet_suite (no .spec)")
+    _check_layout(getattr(model.get_layer("conv2_x"), "downsample", "first"))
     last = f"C{len(spec.depths) + 1}"
     outputs = {}
     for level in return_levels:
@@ -126,10 +139,35 @@ def from_classifier(model: keras.Model, return_levels: tuple[str, ...] = LEVELS)
             outputs[level] = model.get_layer(layer_name).output
         except ValueError as err:
             raise ValueError(f"{model.name!r} has no level {level} ({layer_name})") from err
-    backbone = keras.Model(model.inputs, outputs, name=f"{model.name}_backbone")
+    backbone = keras.Model(model.input, outputs, name=f"{model.name}_backbone")
     backbone.spec = spec
     backbone.feature_info = feature_info(spec, return_levels)
+    for attr in ("checkpoint", "preprocessing", "preprocess_input"):
+        if hasattr(model, attr):
+            setattr(backbone, attr, getattr(model, attr))
     return backbone
+
+
+def export_saved_model(backbone: keras.Model, path: str) -> str:
+    """Write `backbone` as a TF SavedModel whose `serving_default` maps float32 `images`
+    [batch, height, width, 3] to named outputs C2..C5 (any image size). TensorFlow only."""
+    import tensorflow as tf
+
+    levels = list(backbone.output.keys()) if isinstance(backbone.output, dict) else None
+    if not levels:
+        raise ValueError(f"{backbone.name!r} is not a backbone (its output is not a dict of "
+                         "levels)")
+    archive = keras.export.ExportArchive()
+    archive.track(backbone)
+
+    def serve(images):
+        out = backbone(images, training=False)
+        return {level: out[level] for level in levels}
+
+    archive.add_endpoint("serving_default", serve, input_signature=[
+        tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+    archive.write_out(os.fspath(path), verbose=False)
+    return os.fspath(path)
 
 
 def _make_builder(model_name: str):
@@ -149,4 +187,5 @@ BUILDERS = {_camel(n): _make_builder(n) for n in available_models()
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():
     setattr(_module, _name, _fn)
-__all__ = ["build", "from_classifier", "feature_info", "LEVELS", "PRESETS", *BUILDERS]
+__all__ = ["build", "from_classifier", "feature_info", "export_saved_model", "LEVELS", "PRESETS",
+           *BUILDERS]

@@ -201,6 +201,12 @@ def load_keras_applications(model: keras.Model, source) -> keras.Model:
     return model
 
 
+def to_torchvision(model: keras.Model) -> dict[str, np.ndarray]:
+    """The model's weights as a torchvision-layout state dict of numpy arrays (for
+    `torch.nn.Module.load_state_dict` after `torch.from_numpy`, or `write_safetensors`)."""
+    return convert.torch_state_from_model(model)
+
+
 def _keras_arch(source) -> tuple[str, dict]:
     """(architecture name, options) of a keras.applications model or `.h5`, by its layers."""
     if isinstance(source, keras.Model):
@@ -365,4 +371,5 @@ def load_checkpoint(model: keras.Model, checkpoint: Checkpoint | str) -> keras.M
 __all__ = ["CHECKPOINTS", "Checkpoint", "available_weights", "cache_dir", "convert_checkpoint",
            "convert_keras_applications", "convert_torchvision", "fetch", "get_checkpoint",
            "load_checkpoint", "load_keras_applications", "load_torchvision", "register",
+           "to_torchvision",
            "verify"]

@@ -236,3 +236,21 @@ def assign(model: keras.Model, params: dict, origin: dict, unexpected: list[str]
         raise ValueError("\n".join(lines))
     for layer, arrays in updates:
         layer.set_weights(arrays)
+
+
+def torch_state_from_model(model: keras.Model) -> dict[str, np.ndarray]:
+    """This library's model as a torchvision-layout state dict (numpy, OIHW kernels)."""
+    out = {}
+    for canon, layer in model_targets(model).items():
+        name = torch_name(canon)
+        values = [keras.ops.convert_to_numpy(w) for w in layer.weights]
+        if isinstance(layer, keras.layers.BatchNormalization):
+            for field, value in zip(("weight", "bias", "running_mean", "running_var"), values,
+                                    strict=True):
+                out[f"{name}.{field}"] = value
+            continue
+        kernel = values[0]
+        out[f"{name}.weight"] = kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T
+        if len(values) > 1:
+            out[f"{name}.bias"] = values[1]
+    return out
