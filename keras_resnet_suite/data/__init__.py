@@ -1,8 +1,8 @@
 """tf.data input pipelines: CIFAR (paper Sec. 4.2), ImageNet-style (Sec. 3.4), image folders.
 
-    from keras_resnet_suite import data
-    cifar = data.cifar("../shared/data/cifar10-jpeg.tar.gz", batch_size=128, seed=0)
-    model.fit(cifar.train, steps_per_epoch=cifar.steps_per_epoch, validation_data=cifar.test)
+from keras_resnet_suite import data
+cifar = data.cifar("../shared/data/cifar10-jpeg.tar.gz", batch_size=128, seed=0)
+model.fit(cifar.train, steps_per_epoch=cifar.steps_per_epoch, validation_data=cifar.test)
 """
 
 from __future__ import annotations

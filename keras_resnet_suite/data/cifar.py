@@ -34,8 +34,17 @@ from keras_resnet_suite.data.report import ClassificationData, DataReport
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], DataReport]
 NORMALIZATIONS = ("pixel_mean", "channel", "none")
 _CIFAR10_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 _RECORD = 32 * 32 * 3
 
 
@@ -71,7 +80,9 @@ def read_binary(directory: str | os.PathLike, num_classes: int = 10) -> Arrays:
                 raise FileNotFoundError(f"CIFAR binary release incomplete: missing {path}")
             raw = np.fromfile(path, np.uint8)
             if raw.size == 0 or raw.size % rec:
-                report.skip(str(path), f"size {raw.size} is not a multiple of the {rec}-byte record")
+                report.skip(
+                    str(path), f"size {raw.size} is not a multiple of the {rec}-byte record"
+                )
                 continue
             raw = raw.reshape(-1, rec)
             x, y = _planes_to_hwc(raw[:, label_bytes:]), raw[:, label_bytes - 1].astype(np.int64)
@@ -183,9 +194,14 @@ def read_folder(
     def decode_all(files: list[str], labels: np.ndarray, split: str):
         with ThreadPoolExecutor(8) as pool:
             results = list(
-                tqdm(pool.map(_decode_32, files), total=len(files), desc=f"decoding {split}",
-                     unit="img", mininterval=1.0)
-            )  # fmt: skip
+                tqdm(
+                    pool.map(_decode_32, files),
+                    total=len(files),
+                    desc=f"decoding {split}",
+                    unit="img",
+                    mininterval=1.0,
+                )
+            )
         keep = []
         for i, (f, r) in enumerate(zip(files, results, strict=True)):
             if isinstance(r, str):
@@ -284,8 +300,15 @@ def cifar(
     test = test.map(lambda x, y: (augment.normalize(x, mean, std), y), stream.AUTOTUNE)
     test = test.batch(test_batch_size or batch_size).prefetch(stream.AUTOTUNE)
     return ClassificationData(
-        train=train, test=test, num_classes=num_classes, class_names=names,
-        num_train=len(xtr), num_test=len(xte), batch_size=batch_size,
+        train=train,
+        test=test,
+        num_classes=num_classes,
+        class_names=names,
+        num_train=len(xtr),
+        num_test=len(xte),
+        batch_size=batch_size,
         steps_per_epoch=stream.steps_per_epoch(len(xtr), batch_size),
-        mean=mean, std=std, report=report,
-    )  # fmt: skip
+        mean=mean,
+        std=std,
+        report=report,
+    )

@@ -60,8 +60,13 @@ def pixel_mean(
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(files), size=min(samples, len(files)), replace=False)
     ds = tf.data.Dataset.from_tensor_slices([files[i] for i in sorted(pick)])
-    ds = ds.map(lambda f: eval_view(decode(tf.io.read_file(f)), "center", size, resize),
-                stream.AUTOTUNE).ignore_errors().batch(64)  # fmt: skip
+    ds = (
+        ds.map(
+            lambda f: eval_view(decode(tf.io.read_file(f)), "center", size, resize), stream.AUTOTUNE
+        )
+        .ignore_errors()
+        .batch(64)
+    )
     total, count = np.zeros((size, size, 3), np.float64), 0
     for batch in ds:
         total += batch.numpy().sum(axis=0)
@@ -114,11 +119,11 @@ def imagenet(
     if str(source) == "tfds":
         from keras_resnet_suite.data import tfds
 
+        if normalization == "pixel_mean":
+            raise ValueError("a per-pixel mean needs image files; with 'tfds' use 'channel'")
         train_raw, num_train, names = tfds.load_split("imagenet2012", "train", cache)
         test_raw, num_test, _ = tfds.load_split("imagenet2012", "validation", cache)
         report = DataReport("tfds imagenet2012", {"train": num_train, "validation": num_test})
-        if normalization == "pixel_mean":
-            raise ValueError("per-pixel mean from TFDS needs image files; use 'channel'")
         files = None
     else:
         root = resolve_folder_root(source, cache)
@@ -178,11 +183,18 @@ def imagenet(
     test = test_raw.map(test_map, stream.AUTOTUNE).ignore_errors(log_warning=True)
     test = test.batch(1 if eval_mode == "images" else test_batch_size or batch_size)
     return ClassificationData(
-        train=train, test=test.prefetch(stream.AUTOTUNE), num_classes=len(names),
-        class_names=names, num_train=num_train, num_test=num_test, batch_size=batch_size,
+        train=train,
+        test=test.prefetch(stream.AUTOTUNE),
+        num_classes=len(names),
+        class_names=names,
+        num_train=num_train,
+        num_test=num_test,
+        batch_size=batch_size,
         steps_per_epoch=stream.steps_per_epoch(num_train, batch_size),
-        mean=mean, std=std, report=report,
-    )  # fmt: skip
+        mean=mean,
+        std=std,
+        report=report,
+    )
 
 
 def predict_ten_crop(model, crops: np.ndarray | tf.Tensor) -> np.ndarray:

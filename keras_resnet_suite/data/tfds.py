@@ -51,7 +51,7 @@ def builder(name: str, data_dir: str | os.PathLike | None = None, download: bool
 
 
 def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: bool = True):
-    """uint8 arrays of a small image data set: `(x_train, y_train, x_test, y_test, names, report)`."""
+    """uint8 arrays of a small image set: `(x_train, y_train, x_test, y_test, names, report)`."""
     tfds = _tfds()
     b = builder(name, data_dir, download)
     out, report = {}, DataReport(f"tfds {name}")
@@ -68,6 +68,8 @@ def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None)
     sets decoded in the pipeline (ImageNet)."""
     tfds = _tfds()
     b = builder(name, data_dir, download=True)
-    ds = b.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+    ds = b.as_dataset(
+        split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
+    )
     ds = ds.map(lambda ex: (ex["image"], ex["label"]))
     return ds, b.info.splits[split].num_examples, list(b.info.features["label"].names)

@@ -60,24 +60,38 @@ def main(argv: list[str] | None = None) -> dict:
     ds = data.cifar(a.data, batch_size=a.batch_size, seed=a.seed)
     print(ds.report.summary())
     pipe = pipeline_rate(ds.train, a.batch_size)
-    recipe = training.get_recipe(a.recipe, global_batch_size=a.batch_size,
-                                 steps_per_epoch=ds.steps_per_epoch, jit_compile=jit)  # fmt: skip
+    recipe = training.get_recipe(
+        a.recipe,
+        global_batch_size=a.batch_size,
+        steps_per_epoch=ds.steps_per_epoch,
+        jit_compile=jit,
+    )
     recipe.apply_precision()
     model = build(a.model, classes=ds.num_classes)
     recipe.compile(model)
     timer = _StepTimer()
     t = time.perf_counter()
-    model.fit(recipe.prepare(ds.train, ds.num_classes), steps_per_epoch=ds.steps_per_epoch,
-              epochs=a.epochs, callbacks=[timer, *recipe.callbacks()], verbose=2)  # fmt: skip
+    model.fit(
+        recipe.prepare(ds.train, ds.num_classes),
+        steps_per_epoch=ds.steps_per_epoch,
+        epochs=a.epochs,
+        callbacks=[timer, *recipe.callbacks()],
+        verbose=2,
+    )
     fit_s = time.perf_counter() - t
     train_rate = (timer.count - timer.skip) * a.batch_size / max(timer.elapsed, 1e-9)
     scores = model.evaluate(ds.test, return_dict=True, verbose=0)
     result = {
-        "model": a.model, "recipe": a.recipe, "epochs": a.epochs, "batch_size": a.batch_size,
-        "test_accuracy": round(float(scores["accuracy"]), 4), "fit_seconds": round(fit_s, 1),
-        "pipeline_images_per_s": round(pipe), "train_images_per_s": round(train_rate),
+        "model": a.model,
+        "recipe": a.recipe,
+        "epochs": a.epochs,
+        "batch_size": a.batch_size,
+        "test_accuracy": round(float(scores["accuracy"]), 4),
+        "fit_seconds": round(fit_s, 1),
+        "pipeline_images_per_s": round(pipe),
+        "train_images_per_s": round(train_rate),
         "pipeline_over_train": round(pipe / train_rate, 2),
-    }  # fmt: skip
+    }
     print(json.dumps(result, indent=2))
     return result
 

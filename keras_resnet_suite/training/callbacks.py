@@ -31,7 +31,9 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def atomic_save(model: keras.Model, path: str | os.PathLike, weights_only: bool | None = None) -> Path:
+def atomic_save(
+    model: keras.Model, path: str | os.PathLike, weights_only: bool | None = None
+) -> Path:
     """Save `model` to `path` (`.keras` or `.weights.h5`) via a temporary file and a rename."""
     path = Path(path)
     suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
@@ -117,8 +119,14 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
     """Save the model each epoch to `filepath` (may contain `{epoch}`), atomically; optionally
     only when `monitor` improves. Non-finite states are never saved."""
 
-    def __init__(self, filepath: str | os.PathLike, monitor: str = "val_loss", mode: str = "min",
-                 save_best_only: bool = False, weights_only: bool | None = None):  # fmt: skip
+    def __init__(
+        self,
+        filepath: str | os.PathLike,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        save_best_only: bool = False,
+        weights_only: bool | None = None,
+    ):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -133,8 +141,13 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         if self.save_best_only:
             value = logs.get(self.monitor)
             if value is None:
-                raise KeyError(f"AtomicModelCheckpoint monitors {self.monitor!r}, absent from logs {sorted(logs)}")
-            better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+                raise KeyError(
+                    f"AtomicModelCheckpoint monitors {self.monitor!r}, "
+                    f"absent from logs {sorted(logs)}"
+                )
+            better = self.best is None or (
+                value < self.best if self.mode == "min" else value > self.best
+            )
             if not better:
                 return
             self.best = float(value)
@@ -155,8 +168,13 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     _PATTERN = re.compile(r"^step-(\d{8})$")
 
-    def __init__(self, backup_dir: str | os.PathLike, save_freq: int | str = "epoch",
-                 keep: int = 2, is_chief: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        backup_dir: str | os.PathLike,
+        save_freq: int | str = "epoch",
+        keep: int = 2,
+        is_chief: bool = True,
+    ):
         super().__init__()
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
             raise ValueError(f"save_freq must be 'epoch' or a positive int, got {save_freq!r}")
@@ -179,7 +197,9 @@ class BackupAndRestore(keras.callbacks.Callback):
     def restore(self, model: keras.Model) -> int:
         """Load the newest readable checkpoint into `model` (compiled); its global step, or 0."""
         if model.optimizer is None:
-            raise ValueError("compile the model before restoring: the optimizer state is restored too")
+            raise ValueError(
+                "compile the model before restoring: the optimizer state is restored too"
+            )
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         errors = []
@@ -199,7 +219,9 @@ class BackupAndRestore(keras.callbacks.Callback):
             self._last_saved = step
             return step
         if errors:
-            raise RuntimeError("no readable checkpoint in " + str(self.backup_dir) + ":\n" + "\n".join(errors))
+            raise RuntimeError(
+                "no readable checkpoint in " + str(self.backup_dir) + ":\n" + "\n".join(errors)
+            )
         return 0
 
     def save(self) -> Path | None:
@@ -217,7 +239,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         tmp.mkdir()
         self.model.save_weights(tmp / "state.weights.h5")
         schedule = schedule_of(self.model.optimizer)
-        meta = {"step": step, "schedule": schedule.get_state() if hasattr(schedule, "get_state") else None}
+        meta = {
+            "step": step,
+            "schedule": schedule.get_state() if hasattr(schedule, "get_state") else None,
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
         for f in tmp.iterdir():
             fsync_path(f)
@@ -258,10 +283,20 @@ class WarmupUntilError(keras.callbacks.Callback):
     last `window` batches) is below `threshold`, then switch the `StepDecay` schedule to its
     base LR. Needs an `accuracy`-style metric in the logs."""
 
-    def __init__(self, threshold: float = 0.8, window: int = 20, metric: str = "accuracy",
-                 print_fn: Callable[[str], None] = print):  # fmt: skip
+    def __init__(
+        self,
+        threshold: float = 0.8,
+        window: int = 20,
+        metric: str = "accuracy",
+        print_fn: Callable[[str], None] = print,
+    ):
         super().__init__()
-        self.threshold, self.window, self.metric, self.print_fn = threshold, window, metric, print_fn
+        self.threshold, self.window, self.metric, self.print_fn = (
+            threshold,
+            window,
+            metric,
+            print_fn,
+        )
         self._recent: deque[float] = deque(maxlen=window)
         self._prev: tuple[int, float] | None = None
         self.switched_at: int | None = None
@@ -286,5 +321,7 @@ class WarmupUntilError(keras.callbacks.Callback):
             schedule.warmup_done = True
             self.switched_at = _global_step(self.model)
             self.model.make_train_function(force=True)  # the schedule is read at trace time
-            self.print_fn(f"training error below {self.threshold:.0%} at step {self.switched_at}: "
-                          f"learning rate -> {schedule.base_lr}")  # fmt: skip
+            self.print_fn(
+                f"training error below {self.threshold:.0%} at step {self.switched_at}: "
+                f"learning rate -> {schedule.base_lr}"
+            )

@@ -12,7 +12,9 @@ STRATEGIES = ("none", "mirrored", "multiworker")
 def scale_learning_rate(base_lr: float, global_batch_size: int, base_batch_size: int) -> float:
     """Linear scaling rule (Goyal et al. 2017): lr = base_lr * global_batch / base_batch."""
     if global_batch_size <= 0 or base_batch_size <= 0:
-        raise ValueError(f"batch sizes must be positive, got {global_batch_size}, {base_batch_size}")
+        raise ValueError(
+            f"batch sizes must be positive, got {global_batch_size}, {base_batch_size}"
+        )
     return base_lr * global_batch_size / base_batch_size
 
 
@@ -54,8 +56,10 @@ def get_strategy(name: str | None = "none"):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy 'multiworker' needs the TF_CONFIG environment variable "
-                             "(cluster spec and this worker's task)")  # fmt: skip
+            raise ValueError(
+                "strategy 'multiworker' needs the TF_CONFIG environment variable "
+                "(cluster spec and this worker's task)"
+            )
         json.loads(os.environ["TF_CONFIG"])  # a malformed TF_CONFIG fails here, clearly
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
@@ -68,9 +72,10 @@ def is_chief() -> bool:
     if not task:
         return True
     return task.get("type") == "chief" or (
-        task.get("type") == "worker" and int(task.get("index", 0)) == 0
+        task.get("type") == "worker"
+        and int(task.get("index", 0)) == 0
         and "chief" not in cfg.get("cluster", {})
-    )  # fmt: skip
+    )
 
 
 def data_parallel(devices: list | None = None):
@@ -80,7 +85,8 @@ def data_parallel(devices: list | None = None):
 
     if keras.backend.backend() != "jax":
         raise RuntimeError(
-            f"keras.distribution.DataParallel needs KERAS_BACKEND=jax (running {keras.backend.backend()}); "
+            "keras.distribution.DataParallel needs KERAS_BACKEND=jax "
+            f"(running {keras.backend.backend()}); "
             "under TensorFlow use get_strategy('mirrored')"
         )
     devices = devices or keras.distribution.list_devices()
@@ -114,10 +120,13 @@ def enable_multiworker_fit(model) -> None:
             for _, _, it in iterator:
                 batch = next(it)
                 data_batch = tf.nest.map_structure(
-                    lambda v: self.distribute_strategy.experimental_local_results(v)[0]
-                    if isinstance(v, tf.distribute.DistributedValues) else v,
+                    lambda v: (
+                        self.distribute_strategy.experimental_local_results(v)[0]
+                        if isinstance(v, tf.distribute.DistributedValues)
+                        else v
+                    ),
                     batch,
-                )  # fmt: skip
+                )
                 break
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from keras_resnet_suite.training import distribute
 from keras_resnet_suite.training.callbacks import BackupAndRestore
 
 
@@ -21,7 +22,7 @@ def fit_resumable(
     callbacks: Sequence[keras.callbacks.Callback] = (),
     validation_data=None,
     verbose: int | str = "auto",
-    is_chief: bool = True,
+    is_chief: bool | None = None,
 ) -> dict[str, list]:
     """Train a compiled model for `epochs * steps_per_epoch` steps in total, resuming from the
     newest checkpoint in `backup_dir` if there is one.
@@ -31,6 +32,8 @@ def fit_resumable(
     the same batches, step count, optimizer state and LR position as an uninterrupted one.
     A resumed, partly done epoch runs only its remaining steps. Returns the merged history.
     """
+    if is_chief is None:  # only one multi-worker process may write the shared backup
+        is_chief = distribute.is_chief()
     backup = BackupAndRestore(backup_dir, save_freq=save_freq, is_chief=is_chief)
     start = backup.restore(model)
     total = epochs * steps_per_epoch
@@ -50,9 +53,14 @@ def fit_resumable(
     step = start
     for first, last, spe in runs:
         h = model.fit(
-            make_train(step), initial_epoch=first, epochs=last, steps_per_epoch=spe,
-            callbacks=[backup, *callbacks], validation_data=validation_data, verbose=verbose,
-        )  # fmt: skip
+            make_train(step),
+            initial_epoch=first,
+            epochs=last,
+            steps_per_epoch=spe,
+            callbacks=[backup, *callbacks],
+            validation_data=validation_data,
+            verbose=verbose,
+        )
         for k, v in h.history.items():
             history.setdefault(k, []).extend(v)
         if model.stop_training:

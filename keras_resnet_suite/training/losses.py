@@ -11,8 +11,13 @@ class SmoothedCrossEntropy(keras.losses.Loss):
     """Cross-entropy against `(1 - eps) * y + eps / K`. `y_true` is either integer class ids
     [B] (or [B, 1]) or a distribution [B, K] (mixup / cutmix). `from_logits` as in Keras."""
 
-    def __init__(self, label_smoothing: float = 0.1, from_logits: bool = False,
-                 name: str = "smoothed_cross_entropy", **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        label_smoothing: float = 0.1,
+        from_logits: bool = False,
+        name: str = "smoothed_cross_entropy",
+        **kwargs,
+    ):
         super().__init__(name=name, **kwargs)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")

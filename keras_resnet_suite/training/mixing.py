@@ -61,7 +61,9 @@ def mix_batches(
         images, labels = batch
         images = tf.cast(images, tf.float32)
         targets = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
-        s_pick, s_mix = tf.unstack(tf.random.experimental.stateless_split(tf.stack([seed64, step]), 2))
+        s_pick, s_mix = tf.unstack(
+            tf.random.experimental.stateless_split(tf.stack([seed64, step]), 2)
+        )
         if mixup_alpha > 0 and cutmix_alpha > 0:
             use_mixup = tf.random.stateless_uniform([], s_pick) < 0.5
             return tf.cond(

@@ -16,9 +16,18 @@ class SGDL2(keras.optimizers.SGD):
     `decay_norm_and_bias=False` exempts every 1-D variable (BN gamma/beta, biases).
     """
 
-    def __init__(self, learning_rate=0.1, momentum=0.9, nesterov=False, l2: float = 1e-4,
-                 decay_norm_and_bias: bool = True, **kwargs):  # fmt: skip
-        super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
+    def __init__(
+        self,
+        learning_rate=0.1,
+        momentum=0.9,
+        nesterov=False,
+        l2: float = 1e-4,
+        decay_norm_and_bias: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, **kwargs
+        )
         if l2 < 0:
             raise ValueError(f"l2 must be >= 0, got {l2}")
         self.l2 = float(l2)

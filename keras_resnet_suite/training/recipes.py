@@ -73,17 +73,24 @@ class Recipe:
             return WarmupCosine(self.lr, self.total_steps, self.warmup_steps)
         if self.lr_policy == "plateau":
             return self.lr  # a plain value, lowered by ReduceLROnPlateau
-        warm = None if self.warmup_lr is None else scale_learning_rate(
-            self.warmup_lr, self.global_batch_size, self.base_batch_size)  # fmt: skip
+        warm = (
+            None
+            if self.warmup_lr is None
+            else scale_learning_rate(self.warmup_lr, self.global_batch_size, self.base_batch_size)
+        )
         return StepDecay(self.lr, self.boundaries, 0.1, warm)
 
     def optimizer(self) -> keras.optimizers.Optimizer:
         """SGD with coupled L2 decay (paper) and optional EMA of the weights."""
         ema = {"use_ema": True, "ema_momentum": self.ema_momentum} if self.ema_momentum else {}
         return SGDL2(
-            learning_rate=self.schedule(), momentum=self.momentum, nesterov=self.nesterov,
-            l2=self.l2, decay_norm_and_bias=self.decay_norm_and_bias, **ema,
-        )  # fmt: skip
+            learning_rate=self.schedule(),
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            l2=self.l2,
+            decay_norm_and_bias=self.decay_norm_and_bias,
+            **ema,
+        )
 
     def loss(self) -> keras.losses.Loss:
         return SmoothedCrossEntropy(self.label_smoothing)
@@ -95,11 +102,23 @@ class Recipe:
     def compile(self, model: keras.Model, metrics: list | None = None) -> keras.Model:
         """Compile `model` with this recipe's optimizer, loss and accuracy metrics."""
         if metrics is None:
-            acc = keras.metrics.CategoricalAccuracy if self.soft_labels else keras.metrics.SparseCategoricalAccuracy
-            top5 = keras.metrics.TopKCategoricalAccuracy if self.soft_labels else keras.metrics.SparseTopKCategoricalAccuracy
+            acc = (
+                keras.metrics.CategoricalAccuracy
+                if self.soft_labels
+                else keras.metrics.SparseCategoricalAccuracy
+            )
+            top5 = (
+                keras.metrics.TopKCategoricalAccuracy
+                if self.soft_labels
+                else keras.metrics.SparseTopKCategoricalAccuracy
+            )
             metrics = [acc(name="accuracy"), top5(5, name="top5")]
-        model.compile(optimizer=self.optimizer(), loss=self.loss(), metrics=metrics,
-                      jit_compile=self.jit_compile)  # fmt: skip
+        model.compile(
+            optimizer=self.optimizer(),
+            loss=self.loss(),
+            metrics=metrics,
+            jit_compile=self.jit_compile,
+        )
         if keras.backend.backend() == "tensorflow":
             enable_multiworker_fit(model)
         return model
@@ -110,16 +129,20 @@ class Recipe:
         if self.warmup_lr is not None and self.lr_policy == "steps":
             cbs.append(WarmupUntilError(threshold=0.8))
         if self.lr_policy == "plateau":
-            cbs.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.1, patience=5,
-                                                         min_lr=self.lr * 1e-3))  # fmt: skip
+            cbs.append(
+                keras.callbacks.ReduceLROnPlateau(
+                    "val_loss", factor=0.1, patience=5, min_lr=self.lr * 1e-3
+                )
+            )
         return cbs
 
     def prepare(self, dataset, num_classes: int, start_step: int = 0):
         """Apply batch-level mixup/cutmix (soft labels) when the recipe asks for it."""
         if not self.soft_labels:
             return dataset
-        return mix_batches(dataset, num_classes, self.mixup_alpha, self.cutmix_alpha,
-                           self.seed, start_step)  # fmt: skip
+        return mix_batches(
+            dataset, num_classes, self.mixup_alpha, self.cutmix_alpha, self.seed, start_step
+        )
 
 
 def get_recipe(
@@ -158,8 +181,13 @@ def get_recipe(
         kw = dict(base_lr=0.1, lr_policy="steps")
     else:
         base_batch, base_total, fractions = 256, None, ()
-        kw = dict(base_lr=0.1, lr_policy="cosine", nesterov=True, decay_norm_and_bias=False,
-                  label_smoothing=0.1)  # fmt: skip
+        kw = dict(
+            base_lr=0.1,
+            lr_policy="cosine",
+            nesterov=True,
+            decay_norm_and_bias=False,
+            label_smoothing=0.1,
+        )
     batch = int(global_batch_size or base_batch)
     if batch <= 0:
         raise ValueError(f"global_batch_size must be positive, got {batch}")
@@ -172,10 +200,17 @@ def get_recipe(
             total_steps = max(1, round(base_total * base_batch / batch))
     kw.update(overrides)
     if kw.get("lr_policy") == "cosine" and "warmup_steps" not in overrides:
-        kw["warmup_steps"] = min(5 * steps_per_epoch, total_steps // 10) if steps_per_epoch else total_steps // 18
+        kw["warmup_steps"] = (
+            min(5 * steps_per_epoch, total_steps // 10) if steps_per_epoch else total_steps // 18
+        )
     return Recipe(
-        name=name, global_batch_size=batch, base_batch_size=base_batch,
-        total_steps=int(total_steps), steps_per_epoch=steps_per_epoch,
+        name=name,
+        global_batch_size=batch,
+        base_batch_size=base_batch,
+        total_steps=int(total_steps),
+        steps_per_epoch=steps_per_epoch,
         boundaries=[round(f * total_steps) for f in fractions],
-        mixed_precision=mixed_precision, jit_compile=jit_compile, **kw,
-    )  # fmt: skip
+        mixed_precision=mixed_precision,
+        jit_compile=jit_compile,
+        **kw,
+    )

@@ -65,7 +65,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then cosine decay to
     `final_lr` at `total_steps` (Goyal et al. 2017; Loshchilov & Hutter 2017)."""
 
-    def __init__(self, peak_lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float = 0.0):
+    def __init__(
+        self, peak_lr: float, total_steps: int, warmup_steps: int = 0, final_lr: float = 0.0
+    ):
         if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
             raise ValueError(
                 f"need 0 <= warmup_steps ({warmup_steps}) <= total_steps ({total_steps}), total > 0"

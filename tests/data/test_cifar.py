@@ -101,7 +101,9 @@ def test_folder_skips_corrupt_non_image_and_wrong_size(tmp_path):
     for split, n in (("train", 3), ("test", 1)):
         for c in ("cat", "dog"):
             for i in range(n):
-                _write_jpeg(root / split / c / f"{i}.jpg", rng.integers(0, 256, (32, 32, 3), np.uint8))
+                _write_jpeg(
+                    root / split / c / f"{i}.jpg", rng.integers(0, 256, (32, 32, 3), np.uint8)
+                )
     good = (root / "train" / "cat" / "0.jpg").read_bytes()
     (root / "train" / "cat" / "trunc.jpg").write_bytes(good[: len(good) // 3])
     (root / "train" / "dog" / "notes.jpg").write_text("this is not an image")
@@ -181,8 +183,12 @@ def test_pad_crop_flip_is_a_window_of_the_zero_padded_image():
         hits = []
         for flip in (False, True):
             src = padded[:, ::-1] if flip else padded
-            hits += [(flip, i, j) for i in range(9) for j in range(9)
-                     if np.array_equal(src[i : i + 32, j : j + 32], out)]  # fmt: skip
+            hits += [
+                (flip, i, j)
+                for i in range(9)
+                for j in range(9)
+                if np.array_equal(src[i : i + 32, j : j + 32], out)
+            ]
         assert hits, "output is not a 32x32 window of the padded image or its mirror"
         seen_flip |= hits[0][0]
         seen_pad |= bool((out == 0).any())
@@ -193,8 +199,10 @@ def test_real_cifar_jpegs_from_a_slice_of_the_shared_tarball(shared_data, tmp_pa
     """Real JPEGs of the published archive, repacked small so the test stays fast."""
     small = tmp_path / "mini.tar.gz"
     counts: dict = {}
-    with tarfile.open(shared_data / "cifar10-jpeg.tar.gz", "r:gz") as src, \
-            tarfile.open(small, "w:gz") as dst:  # fmt: skip
+    with (
+        tarfile.open(shared_data / "cifar10-jpeg.tar.gz", "r:gz") as src,
+        tarfile.open(small, "w:gz") as dst,
+    ):
         for m in src:
             parts = m.name.split("/")
             if not m.isfile() or len(parts) != 4:
@@ -207,7 +215,17 @@ def test_real_cifar_jpegs_from_a_slice_of_the_shared_tarball(shared_data, tmp_pa
                 break
     d = cifar(small, batch_size=10, cache=tmp_path / "cache")
     assert d.num_train == 30 and d.num_test == 30 and d.report.num_skipped == 0
-    assert d.class_names == ["airplane", "automobile", "bird", "cat", "deer",
-                             "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
+    assert d.class_names == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
     x, y = next(iter(d.train))
     assert x.shape == (10, 32, 32, 3) and x.dtype == tf.float32 and y.shape == (10,)

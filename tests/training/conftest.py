@@ -34,8 +34,10 @@ def _run_worker(args, env=None, timeout=150):
     proc = subprocess.Popen(
         [sys.executable, str(WORKER), *map(str, args)],
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -17,8 +17,11 @@ def _model():
     x = keras.layers.BatchNormalization()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+    model.compile(
+        keras.optimizers.SGD(0.05, momentum=0.9),
+        "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -37,9 +40,16 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     guard = NaNGuard(print_fn=messages.append)
     ckpt = training.AtomicModelCheckpoint(tmp_path / "model-{epoch}.keras")
     model = _model()
-    training.fit_resumable(model, _batches(nan_batch=5), steps_per_epoch=4, epochs=3,
-                           backup_dir=tmp_path / "bk", save_freq=2, callbacks=[guard, ckpt],
-                           verbose=0)  # fmt: skip
+    training.fit_resumable(
+        model,
+        _batches(nan_batch=5),
+        steps_per_epoch=4,
+        epochs=3,
+        backup_dir=tmp_path / "bk",
+        save_freq=2,
+        callbacks=[guard, ckpt],
+        verbose=0,
+    )
     assert guard.nan_step == 6 and "at step 6 (epoch 2, batch 2)" in messages[0]
     assert [p.name for p in sorted(tmp_path.glob("*.keras"))] == ["model-1.keras"]
     backup = BackupAndRestore(tmp_path / "bk")
@@ -70,8 +80,9 @@ def test_atomic_save_never_leaves_a_torn_file(tmp_path, monkeypatch):
 
 def test_restore_falls_back_past_a_corrupt_checkpoint(tmp_path):
     model = _model()
-    training.fit_resumable(model, _batches(), steps_per_epoch=3, epochs=2,
-                           backup_dir=tmp_path, save_freq=2, verbose=0)  # fmt: skip
+    training.fit_resumable(
+        model, _batches(), steps_per_epoch=3, epochs=2, backup_dir=tmp_path, save_freq=2, verbose=0
+    )
     backup = BackupAndRestore(tmp_path)
     (newest, path), (older, _) = backup.checkpoints()[:2]
     assert (newest, older) == (6, 4)
@@ -93,8 +104,16 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
                 if int(self.model.optimizer.iterations) == crash_at:
                     raise RuntimeError("simulated crash")
 
-        training.fit_resumable(model, _batches(), steps_per_epoch=4, epochs=3, backup_dir=out,
-                               save_freq=3, callbacks=[Crash()], verbose=0)  # fmt: skip
+        training.fit_resumable(
+            model,
+            _batches(),
+            steps_per_epoch=4,
+            epochs=3,
+            backup_dir=out,
+            save_freq=3,
+            callbacks=[Crash()],
+            verbose=0,
+        )
         return model
 
     reference = run(tmp_path / "a")
@@ -111,13 +130,16 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
 
 def test_warmup_gate_switches_the_traced_learning_rate():
     # loss = -prediction with x = 1 makes every gradient -1, so w grows by the LR each step
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False,
-                                                                     kernel_initializer="zeros")])  # fmt: skip
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+    )
     always_right = keras.metrics.MeanMetricWrapper(lambda y, p: keras.ops.ones_like(p), name="hit")
     opt = keras.optimizers.SGD(StepDecay(0.1, [], warmup_lr=0.01))
     model.compile(opt, loss=lambda y, p: -p, metrics=[always_right])
     gate = training.WarmupUntilError(threshold=0.8, window=2, metric="hit", print_fn=lambda m: None)
-    model.fit(np.ones((6, 1)), np.zeros((6, 1)), batch_size=1, epochs=1, callbacks=[gate], verbose=0)
+    model.fit(
+        np.ones((6, 1)), np.zeros((6, 1)), batch_size=1, epochs=1, callbacks=[gate], verbose=0
+    )
     assert gate.switched_at == 2
     np.testing.assert_allclose(model.weights[0].numpy(), [[2 * 0.01 + 4 * 0.1]], rtol=1e-5)
 
@@ -125,9 +147,13 @@ def test_warmup_gate_switches_the_traced_learning_rate():
 def test_warmup_state_survives_a_resume(tmp_path):
     model = _model()
     sched = StepDecay(0.05, [100], warmup_lr=0.005)
-    model.compile(keras.optimizers.SGD(sched), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.SGD(sched), "sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     sched.warmup_done = True
-    training.fit_resumable(model, _batches(), steps_per_epoch=2, epochs=1, backup_dir=tmp_path, verbose=0)
+    training.fit_resumable(
+        model, _batches(), steps_per_epoch=2, epochs=1, backup_dir=tmp_path, verbose=0
+    )
     meta = json.loads((BackupAndRestore(tmp_path).checkpoints()[0][1] / "meta.json").read_text())
     assert meta == {"step": 2, "schedule": {"warmup_done": True}}
     fresh = _model()

@@ -37,9 +37,13 @@ def test_strategy_names(monkeypatch):
 
 def test_is_chief_from_tf_config(monkeypatch):
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}})
+    )
     assert not training.is_chief()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})
+    )
     assert training.is_chief()
 
 
@@ -79,10 +83,22 @@ def test_two_workers_match_one_device(tmp_path, single_device, worker_path):
     for i in range(2):
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": tf_config}
-        procs.append(subprocess.Popen(
-            [sys.executable, str(worker_path), "parity", str(tmp_path), "--strategy", "multiworker"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(worker_path),
+                    "parity",
+                    str(tmp_path),
+                    "--strategy",
+                    "multiworker",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     logs = []
     try:
         for p in procs:
@@ -96,3 +112,16 @@ def test_two_workers_match_one_device(tmp_path, single_device, worker_path):
     multi = json.loads((tmp_path / "multiworker.json").read_text())
     assert multi["replicas"] == 2
     _assert_same_run(single_device, multi)
+
+
+def test_jax_data_parallel_on_two_host_devices_matches_one(tmp_path, run_worker):
+    env = {
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+    }
+    run_worker(["parity", tmp_path, "--strategy", "jax"], env=env)
+    single = json.loads((tmp_path / "jax-single.json").read_text())
+    dp = json.loads((tmp_path / "jax-dataparallel.json").read_text())
+    assert dp["replicas"] == 2
+    _assert_same_run(single, dp)

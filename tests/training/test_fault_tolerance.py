@@ -16,10 +16,22 @@ from keras_resnet_suite.training import BackupAndRestore
 
 def test_sigkill_mid_epoch_then_resume(tmp_path, worker, worker_path, run_worker):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(worker_path), "resume", str(out), "--epochs", "3", "--save-freq", "2",
-           "--sleep", "0.2"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(worker_path),
+        "resume",
+        str(out),
+        "--epochs",
+        "3",
+        "--save-freq",
+        "2",
+        "--sleep",
+        "0.1",
+    ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     killed_after = None
     try:
         for line in proc.stdout:  # 6 steps per epoch: step 9 is the middle of epoch 2

@@ -24,13 +24,21 @@ def test_unknown_recipe_lists_the_valid_names():
 
 def test_paper_cifar_matches_section_4_2_and_scales_linearly():
     r = get_recipe("paper-cifar")
-    assert (r.lr, r.global_batch_size, r.total_steps, r.boundaries) == (0.1, 128, 64000, [32000, 48000])
+    assert (r.lr, r.global_batch_size, r.total_steps, r.boundaries) == (
+        0.1,
+        128,
+        64000,
+        [32000, 48000],
+    )
     assert (r.momentum, r.l2, r.decay_norm_and_bias, r.warmup_lr) == (0.9, 1e-4, True, None)
     s = r.schedule()
     assert [float(s(k)) for k in (0, 31999, 32000, 48000, 63999)] == pytest.approx(
-        [0.1, 0.1, 0.01, 0.001, 0.001])  # fmt: skip
+        [0.1, 0.1, 0.01, 0.001, 0.001]
+    )
     r2 = get_recipe("paper-cifar", global_batch_size=256, steps_per_epoch=195)
-    assert r2.lr == pytest.approx(0.2) and r2.boundaries == [16000, 24000] and r2.total_steps == 32000
+    assert (
+        r2.lr == pytest.approx(0.2) and r2.boundaries == [16000, 24000] and r2.total_steps == 32000
+    )
     assert r2.epochs == math.ceil(32000 / 195)
     short = get_recipe("paper-cifar", total_steps=400)
     assert short.boundaries == [200, 300]
@@ -77,7 +85,9 @@ def test_warmup_cosine_rejects_bad_spans():
 def test_schedules_serialize():
     for s in (StepDecay(0.1, [5, 9], warmup_lr=0.01), WarmupCosine(0.1, 100, 10)):
         clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
-        assert [float(clone(k)) for k in (0, 6, 50)] == pytest.approx([float(s(k)) for k in (0, 6, 50)])
+        assert [float(clone(k)) for k in (0, 6, 50)] == pytest.approx(
+            [float(s(k)) for k in (0, 6, 50)]
+        )
 
 
 def test_mixed_precision_and_jit_switches():
@@ -126,7 +136,9 @@ def test_smoothed_cross_entropy_by_hand_and_against_keras():
     labels = np.array([0, 3, 1, 2, 3])
     ref = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)
     ours = SmoothedCrossEntropy(0.1, from_logits=True)
-    assert float(ours(labels, logits)) == pytest.approx(float(ref(np.eye(4)[labels], logits)), rel=1e-5)
+    assert float(ours(labels, logits)) == pytest.approx(
+        float(ref(np.eye(4)[labels], logits)), rel=1e-5
+    )
     with pytest.raises(ValueError, match="label_smoothing"):
         SmoothedCrossEntropy(1.5)
 
@@ -152,7 +164,9 @@ def test_cutmix_targets_follow_the_pasted_area():
 
 
 def test_mix_batches_one_hots_and_is_seeded():
-    ds = tf.data.Dataset.from_tensor_slices((tf.random.uniform([8, 4, 4, 3], seed=3), tf.range(8) % 3)).batch(4)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.random.uniform([8, 4, 4, 3], seed=3), tf.range(8) % 3)
+    ).batch(4)
     a = [b for b in training.mix_batches(ds, 3, mixup_alpha=0.2, cutmix_alpha=1.0, seed=5)]
     b = [b for b in training.mix_batches(ds, 3, mixup_alpha=0.2, cutmix_alpha=1.0, seed=5)]
     assert a[0][1].shape == (4, 3)

@@ -1,7 +1,8 @@
 """Training subprocess for the kill-and-resume and distribution tests (run as a script).
 
-    python worker.py resume OUT --epochs 3 --spe 8 --sleep 0.1
-    python worker.py parity OUT --strategy none|mirrored|multiworker [--logical-cpus 2]
+python worker.py resume OUT --epochs 3 --spe 8 --sleep 0.1
+python worker.py parity OUT --strategy none|mirrored|multiworker [--logical-cpus 2]
+KERAS_BACKEND=jax python worker.py parity OUT --strategy jax
 """
 
 import argparse
@@ -17,13 +18,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def tiny_model(keras, batch_norm: bool):
     inputs = keras.Input((8, 8, 3), name="images")
-    x = keras.layers.Conv2D(4, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=1))(inputs)
+    x = keras.layers.Conv2D(4, 3, kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
+        inputs
+    )
     if batch_norm:
         x = keras.layers.BatchNormalization()(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(3, activation="softmax",
-                                 kernel_initializer=keras.initializers.GlorotUniform(seed=2))(x)  # fmt: skip
+    outputs = keras.layers.Dense(
+        3, activation="softmax", kernel_initializer=keras.initializers.GlorotUniform(seed=2)
+    )(x)
     return keras.Model(inputs, outputs)
 
 
@@ -59,14 +63,49 @@ def resume(args):
             print(f"STEP {int(self.model.optimizer.iterations)}", flush=True)
             time.sleep(args.sleep)
 
-    training.fit_resumable(model, make, steps_per_epoch=spe, epochs=args.epochs,
-                           backup_dir=args.out / "backup", save_freq=args.save_freq,
-                           callbacks=[Beat(), *recipe.callbacks()], verbose=0)  # fmt: skip
+    training.fit_resumable(
+        model,
+        make,
+        steps_per_epoch=spe,
+        epochs=args.epochs,
+        backup_dir=args.out / "backup",
+        save_freq=args.save_freq,
+        callbacks=[Beat(), *recipe.callbacks()],
+        verbose=0,
+    )
     np.savez(args.out / "final.npz", *[v.numpy() for v in model.weights])
     (args.out / "final.json").write_text(json.dumps({"step": int(model.optimizer.iterations)}))
 
 
+def jax_parity(args):
+    """One device, then `keras.distribution.DataParallel` over all: one process, two runs."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_resnet_suite import training
+
+    assert keras.backend.backend() == "jax", keras.backend.backend()
+    make, spe = make_stream(tf)
+    for name in ("single", "dataparallel"):
+        replicas = 1
+        if name == "dataparallel":
+            replicas = len(training.data_parallel().device_mesh.devices.flatten())
+        keras.utils.set_random_seed(0)
+        model = tiny_model(keras, batch_norm=False)
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
+        h = model.fit(make(0), steps_per_epoch=spe, epochs=2, verbose=0)
+        out = {
+            "replicas": replicas,
+            "loss": h.history["loss"],
+            "weights": [np.asarray(v.numpy()).tolist() for v in model.trainable_weights],
+        }
+        (args.out / f"jax-{name}.json").write_text(json.dumps(out))
+
+
 def parity(args):
+    if args.strategy == "jax":
+        return jax_parity(args)
     import tensorflow as tf
 
     from keras_resnet_suite import training
@@ -86,8 +125,11 @@ def parity(args):
     make, spe = make_stream(tf)
     h = model.fit(make(0), steps_per_epoch=spe, epochs=2, verbose=0)
     if training.is_chief():
-        out = {"replicas": strategy.num_replicas_in_sync, "loss": h.history["loss"],
-               "weights": [np.asarray(v.numpy()).tolist() for v in model.trainable_weights]}  # fmt: skip
+        out = {
+            "replicas": strategy.num_replicas_in_sync,
+            "loss": h.history["loss"],
+            "weights": [np.asarray(v.numpy()).tolist() for v in model.trainable_weights],
+        }
         (args.out / f"{args.strategy}.json").write_text(json.dumps(out))
 
 
