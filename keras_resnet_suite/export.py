@@ -79,6 +79,9 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
             if tracker is not None:
                 tracker.lock()
             count += len(folds)
+    if not count:
+        raise ValueError(f"{model.name}: no Conv2D -> BatchNormalization pair inside this "
+                         "project's blocks to fold")  # fmt: skip
     return copy, count
 
 
