@@ -1,0 +1,41 @@
+"""Helpers for the weight-conversion tests: random BN statistics, legacy Keras h5 files."""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+
+def randomise(model, seed=0, gamma=(0.5, 1.0)):
+    """Random BN statistics and affine parameters, random conv biases: a conversion that
+    dropped or mis-ordered any of them would change the outputs."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape
+            layer.set_weights([rng.uniform(*gamma, n), rng.normal(0, 0.1, n),
+                               rng.normal(0, 0.1, n), rng.uniform(0.5, 1.5, n)])
+        elif isinstance(layer, keras.layers.Conv2D) and layer.use_bias:
+            kernel, bias = layer.get_weights()
+            layer.set_weights([kernel, rng.normal(0, 0.1, bias.shape)])
+    return model
+
+
+def write_legacy_h5(model, path):
+    """Save a functional model's weights the way keras.applications publishes them (Keras 2
+    layout: one group per layer, `layer_names` / `weight_names` attributes)."""
+    with h5py.File(path, "w") as f:
+        names = [layer.name for layer in model.layers]
+        f.attrs["layer_names"] = [n.encode() for n in names]
+        for layer in model.layers:
+            group = f.create_group(layer.name)
+            weight_names = [f"{layer.name}/{w.name}:0" for w in layer.weights]
+            group.attrs["weight_names"] = [n.encode() for n in weight_names]
+            for name, w in zip(weight_names, layer.weights, strict=True):
+                group.create_dataset(name, data=keras.ops.convert_to_numpy(w))
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
