@@ -206,13 +206,13 @@ class FasterRCNN(keras.Model):
             feats = self.neck([kt((1,) + tuple(o.shape[1:])) for o in outs])
             size = self.box_head.pooled_size
             pooled_vec = kt((1, size * size * self.neck.channels))
-            x = pooled_vec
-            for fc in self.box_head.fcs:
-                x = fc(x)
-            pooled_vec = x
+            with keras.name_scope(self.box_head.name):
+                for fc in self.box_head.fcs:
+                    pooled_vec = fc(pooled_vec)
         self.rpn_head(feats)
-        self.box_head.cls(pooled_vec)
-        self.box_head.box(pooled_vec)
+        with keras.name_scope(self.box_head.name):  # weight paths under the head's name
+            self.box_head.cls(pooled_vec)
+            self.box_head.box(pooled_vec)
         self.box_head.built = True
         self.built = True
 

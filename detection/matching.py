@@ -65,6 +65,10 @@ def match_boxes(
 def gather_rows(values, indices):
     """`values [B, M, ...]` gathered along axis 1 by `indices [B, N]` -> `[B, N, ...]`."""
     extra = len(values.shape) - 2
-    idx = ops.reshape(indices, tuple(indices.shape) + (1,) * extra)
-    idx = ops.broadcast_to(idx, tuple(indices.shape) + tuple(values.shape[2:]))
+    if extra == 0:
+        return ops.take_along_axis(values, indices, axis=1)
+    # Dynamic leading dims: the per-replica batch size may be unknown when tracing.
+    lead = tuple(ops.shape(indices))
+    idx = ops.reshape(indices, lead + (1,) * extra)
+    idx = ops.broadcast_to(idx, lead + tuple(values.shape[2:]))
     return ops.take_along_axis(values, idx, axis=1)

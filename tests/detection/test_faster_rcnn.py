@@ -1,0 +1,166 @@
+"""FasterRCNN end to end on tiny backbones: fit, predict, frozen stages, bad input, replicas."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_detector, toy_batch
+
+from detection import transforms
+from detection.faster_rcnn import LOSS_KEYS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dataset(batch, repeat=1):
+    return tf.data.Dataset.from_tensors(batch).repeat(repeat)
+
+
+@pytest.fixture(scope="module")
+def trained_c4():
+    """One tiny C4 detector (stem and conv2_x frozen) trained 3 x 4 steps with SGD on a batch
+    whose last image has no objects; shared so the graph is traced once."""
+    keras.utils.set_random_seed(0)
+    model = tiny_detector("c4", freeze_at=2, norm="frozen")
+    before = {v.path: np.array(v.numpy()) for v in model.weights}
+    model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
+    history = model.fit(_dataset(toy_batch(empty_last=True), 12), epochs=3, steps_per_epoch=4,
+                        verbose=0)
+    return model, before, history.history
+
+
+@pytest.mark.jax
+def test_fit_reports_and_lowers_the_four_losses(trained_c4):
+    _, _, logs = trained_c4
+    assert set(LOSS_KEYS) <= set(logs)  # the loss dict reaches the progress bar
+    assert all(np.isfinite(logs[k]).all() for k in LOSS_KEYS)
+    assert logs["loss"][-1] < logs["loss"][0]
+    total = np.sum([logs[k][-1] for k in LOSS_KEYS])
+    assert logs["loss"][-1] == pytest.approx(total, rel=1e-4)
+
+
+@pytest.mark.jax
+def test_gradients_reach_unfrozen_stages_only(trained_c4):
+    model, before, _ = trained_c4
+    changed = {v.path for v in model.weights
+               if v.path in before and not np.allclose(before[v.path], v.numpy())}
+    frozen = [p for p in before if p.startswith(("conv1/", "conv2_x/"))]
+    assert frozen and not (set(frozen) & changed)
+    for stage in ("conv3_x/", "conv4_x/", "conv5_x/", "rpn_head/", "c4_box_head/"):
+        assert any(p.startswith(stage) for p in changed), f"no gradient reached {stage}"
+
+
+@pytest.mark.jax
+def test_predict_any_size_gives_padded_detections_in_input_pixels(trained_c4):
+    model, _, _ = trained_c4
+    # 40 x 90 images are resized onto the 64 x 64 canvas; boxes come back in their pixels.
+    images = np.random.default_rng(1).uniform(0, 255, (3, 40, 90, 3)).astype("float32")
+    images[:, 10:30, 20:40] = [220, 40, 30]
+    out = model.predict(images, verbose=0)
+    assert out["boxes"].shape == (3, 10, 4) and out["scores"].shape == (3, 10)
+    assert out["classes"].shape == (3, 10) and out["num_detections"].shape == (3,)
+    n = out["num_detections"]
+    for b in range(3):
+        boxes = out["boxes"][b, : n[b]]
+        assert (boxes[:, [0, 2]] <= 90 + 1e-3).all() and (boxes[:, [1, 3]] <= 40 + 1e-3).all()
+        assert (boxes >= 0).all() and (out["boxes"][b, n[b]:] == 0).all()
+        assert (out["classes"][b, : n[b]] >= 0).all() and (out["classes"][b, n[b]:] == -1).all()
+        assert (out["scores"][b, : n[b]] >= 0.05).all()
+        assert (np.diff(out["scores"][b, : n[b]]) <= 1e-6).all()  # best first
+
+
+def test_fpn_trains_and_predicts_with_dict_input():
+    model = tiny_detector("fpn")
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), run_eagerly=True)
+    history = model.fit(_dataset(toy_batch()), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert any(v.path.startswith("fpn/") for v in model.trainable_weights)
+    out = model.predict({"images": toy_batch()["images"]}, verbose=0)
+    assert out["boxes"].shape == (2, 10, 4)
+
+
+def test_bad_input_is_refused_clearly():
+    model = tiny_detector("c4", num_classes=2)
+    bad_labels = toy_batch()
+    bad_labels["bounding_boxes"]["labels"][0, 0] = 4
+    with pytest.raises(ValueError, match=r"label 4 .*num_classes=2"):
+        model.fit(_dataset(bad_labels), verbose=0)
+    nan = toy_batch()
+    nan["images"][1, 3, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.fit(_dataset(nan), verbose=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.predict(nan["images"], verbose=0)
+    with pytest.raises(ValueError, match="head must be 'c4' or 'fpn'"):
+        tiny_detector("retina")
+    with pytest.raises(ValueError, match="multiples of 32"):
+        tiny_detector("fpn", image_size=(72, 64))
+    with pytest.raises(ValueError, match="bounding_boxes"):
+        model.fit(_dataset({"images": nan["images"]}), verbose=0)
+
+
+def test_resize_to_canvas_matches_tf_image_resize():
+    rng = np.random.default_rng(0)
+    # 25 x 50 -> scale 64 / 50 = 1.28 on both axes, i.e. a 32 x 64 image on the 64 x 64 canvas.
+    images = rng.uniform(0, 255, (2, 25, 50, 3)).astype("float32")
+    out, scale = transforms.resize_to_canvas(images, (64, 64))
+    out = keras.ops.convert_to_numpy(out)
+    assert float(scale) == pytest.approx(1.28)
+    want = tf.image.resize(images, (32, 64)).numpy()
+    np.testing.assert_allclose(out[:, :32], want, atol=1e-3)
+    assert (out[:, 32:] == 0).all()
+    back = keras.ops.convert_to_numpy(
+        transforms.boxes_to_input(np.array([[6.4, 12.8, 70.0, 32.0]], "float32"), scale, 25, 50))
+    np.testing.assert_allclose(back, [[5, 10, 50, 25]], atol=1e-4)
+
+
+MIRRORED = textwrap.dedent("""
+    import json, os, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, sys.argv[1])
+    from conftest import tiny_detector, toy_batch
+    batch = toy_batch(batch=4, empty_last=True)
+    ds = tf.data.Dataset.from_tensors(batch).repeat(2)
+    results = {}
+    # The one-device reference runs eagerly: same maths, and only one graph to trace.
+    for name, strategy in (("one", tf.distribute.get_strategy()),
+                           ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = tiny_detector("c4", norm="frozen", rpn_batch_size=1000, roi_batch_size=64)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=name == "one")
+        logs = model.fit(ds.unbatch().batch(4, drop_remainder=True), epochs=1, verbose=0).history
+        results[name] = {k: float(v[-1]) for k, v in logs.items()}
+    print("RESULT" + json.dumps(results))
+""")
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TF-only")
+def test_mirrored_strategy_matches_one_device(tmp_path):
+    """One epoch on 2 logical CPUs gives the losses of 1 device for the same global batch.
+
+    Sampling budgets exceed the candidates (every anchor / RoI is used), so no randomness
+    differs between the runs; frozen BN removes per-replica batch statistics. Tolerance 1e-4
+    relative (float32 summation order).
+    """
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+    assert line, proc.stderr[-3000:]
+    import json
+
+    results = json.loads(line[0][len("RESULT"):])
+    for key in LOSS_KEYS + ("loss",):
+        assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-4, abs=1e-6), key
