@@ -128,6 +128,7 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
 
 
+@pytest.mark.jax
 def test_warmup_gate_switches_the_traced_learning_rate():
     # loss = -prediction with x = 1 makes every gradient -1, so w grows by the LR each step
     model = keras.Sequential(

@@ -63,6 +63,7 @@ def test_paper_imagenet_steps_and_plateau():
     assert any(isinstance(c, keras.callbacks.ReduceLROnPlateau) for c in p.callbacks())
 
 
+@pytest.mark.jax
 def test_modern_recipe_warmup_cosine_and_smoothing():
     r = get_recipe("modern", global_batch_size=512, steps_per_epoch=100, total_steps=1000)
     assert r.lr == pytest.approx(0.2) and r.label_smoothing == 0.1 and not r.decay_norm_and_bias
@@ -82,6 +83,7 @@ def test_warmup_cosine_rejects_bad_spans():
         WarmupCosine(0.1, total_steps=10, warmup_steps=20)
 
 
+@pytest.mark.jax
 def test_schedules_serialize():
     for s in (StepDecay(0.1, [5, 9], warmup_lr=0.01), WarmupCosine(0.1, 100, 10)):
         clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(s))
@@ -110,6 +112,7 @@ def _one_step(opt, value, grad):
     return v.numpy()
 
 
+@pytest.mark.jax
 def test_sgd_l2_is_coupled_and_spares_norm_and_bias():
     # m = 0.9*0 - lr*(g + l2*w); w += m  ->  1 - 0.1*(0.5 + 0.1*1) = 0.94
     w = _one_step(SGDL2(0.1, momentum=0.9, l2=0.1), [[1.0]], [[0.5]])
@@ -125,6 +128,7 @@ def test_sgd_l2_is_coupled_and_spares_norm_and_bias():
     np.testing.assert_allclose(v.numpy(), [[1 + m1 + m2]], rtol=1e-6)
 
 
+@pytest.mark.jax
 def test_smoothed_cross_entropy_by_hand_and_against_keras():
     p = np.array([[0.7, 0.2, 0.1]], np.float32)
     t = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
