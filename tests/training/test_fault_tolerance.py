@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import h5py
 import numpy as np
@@ -25,14 +26,16 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, worker, worker_path, run_worker
         "3",
         "--save-freq",
         "2",
-        "--sleep",
-        "0.1",
+        "--pause-at",
+        "9",
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     killed_after = None
+    watchdog = threading.Timer(150, proc.kill)  # a hung worker must not hang the test
+    watchdog.start()
     try:
         for line in proc.stdout:  # 6 steps per epoch: step 9 is the middle of epoch 2
             if line.startswith("STEP ") and int(line.split()[1]) >= 9:
@@ -40,6 +43,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, worker, worker_path, run_worker
                 os.kill(proc.pid, signal.SIGKILL)
                 break
     finally:
+        watchdog.cancel()
         proc.kill()
         proc.wait(timeout=30)
     assert killed_after == 9 and proc.returncode == -signal.SIGKILL
@@ -60,7 +64,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, worker, worker_path, run_worker
     # the same run, never interrupted, in this process
     ref = tmp_path / "ref"
     ref.mkdir()
-    worker.resume(argparse.Namespace(out=ref, epochs=3, save_freq=2, sleep=0.0))
+    worker.resume(argparse.Namespace(out=ref, epochs=3, save_freq=2, sleep=0.0, pause_at=-1))
     with np.load(out / "final.npz") as a, np.load(ref / "final.npz") as b:
         assert a.files == b.files
         for k in a.files:

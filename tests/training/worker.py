@@ -60,8 +60,10 @@ def resume(args):
 
     class Beat(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            print(f"STEP {int(self.model.optimizer.iterations)}", flush=True)
-            time.sleep(args.sleep)
+            step = int(self.model.optimizer.iterations)
+            print(f"STEP {step}", flush=True)
+            # parked here, mid-epoch, so the test's SIGKILL lands at a known step
+            time.sleep(120 if step == args.pause_at else args.sleep)
 
     training.fit_resumable(
         model,
@@ -140,6 +142,7 @@ if __name__ == "__main__":
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--save-freq", type=int, default=2)
     p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--pause-at", type=int, default=-1)
     p.add_argument("--strategy", default="none")
     p.add_argument("--logical-cpus", type=int, default=0)
     a = p.parse_args()
