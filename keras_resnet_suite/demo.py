@@ -43,8 +43,10 @@ def _plot(history: dict, images, labels, predicted, path: Path) -> None:
 
 def run(out: str | Path = "demo_out", model_name: str = "resnet20", epochs: int = 5,
         num_train: int = 3000, num_test: int = 600, batch_size: int = 64,
-        seed: int = 0) -> dict:
-    """Train `model_name` on the built-in shapes task and report what happened."""
+        seed: int = 0, **overrides) -> dict:
+    """Train `model_name` on the built-in shapes task and report what happened.
+
+    `overrides` go to `build` (e.g. `depths=(1, 1, 1)` for a ResNet-8)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
@@ -56,7 +58,8 @@ def run(out: str | Path = "demo_out", model_name: str = "resnet20", epochs: int 
 
     inputs = keras.Input((32, 32, 3), name="images")
     scaled = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="scale")(inputs)
-    net = models.build(model_name, input_shape=(32, 32, 3), classes=len(shapes.CLASS_NAMES))
+    net = models.build(model_name, input_shape=(32, 32, 3), classes=len(shapes.CLASS_NAMES),
+                       **overrides)
     model = keras.Model(inputs, net(scaled), name=f"{model_name}_shapes")
     print(f"[2/5] training {model_name} ({count_params(net):,} parameters) for {epochs} epochs")
     steps = epochs * (num_train // batch_size)
