@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         epochs=a.epochs,
         callbacks=[timer, *recipe.callbacks()],
         verbose=2,
+        shuffle=False,
     )
     fit_s = time.perf_counter() - t
     train_rate = (timer.count - timer.skip) * a.batch_size / max(timer.elapsed, 1e-9)

@@ -60,6 +60,7 @@ def fit_resumable(
             callbacks=[backup, *callbacks],
             validation_data=validation_data,
             verbose=verbose,
+            shuffle=False,  # the stream is already permuted per epoch
         )
         for k, v in h.history.items():
             history.setdefault(k, []).extend(v)
