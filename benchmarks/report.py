@@ -64,8 +64,12 @@ def rows_from_cases(section: str, cases: list[Case], baseline: str | None, *, mo
             "input": input_size, "dtype": dtype, "median_s": round(t, 5),
             "throughput": round(case.items / t, 2) if t > 0 else None, "unit": unit,
             "ratio": round(paired_ratio(case, base), 3) if base is not None else None,
+            "median_cpu_s": round(median(case.cpu_times), 5),
+            "cpu_ratio": (round(paired_ratio(case, base, cpu=True), 3)
+                          if base is not None else None),
             "baseline": baseline, "runs": len(case.times),
             "times_s": [round(x, 5) for x in case.times],
+            "cpu_times_s": [round(x, 5) for x in case.cpu_times],
             "peak_rss_mb": round(case.peak_rss_mb, 1), "delta_rss_mb": round(case.delta_rss_mb, 1),
             "load_avg": load, **(extra or {})})
     return rows
@@ -92,42 +96,45 @@ def markdown(result: dict) -> str:
              "alternating rounds), not absolute speeds",
              f"- each figure: median of {result['repeats']} timed runs after {result['warmup']} "
              "warm-up run(s); `ratio` = speed / baseline speed, median over rounds "
-             "(> 1 is faster than the baseline)",
+             "(> 1 is faster than the baseline); `CPU ratio` is the same on process CPU seconds "
+             "(all threads), which depends far less on the machine's load",
              f"- wall time of the suite: {result['wall_s']:.0f} s", ""]
     for note in result.get("notes", []):
         lines.append(f"- note: {note}")
     if result.get("notes"):
         lines.append("")
     header = ["section", "contender", "model", "batch", "input", "dtype", "median s",
-              "throughput", "ratio (vs)", "peak RSS MiB", "+RSS MiB"]
+              "throughput", "ratio (vs)", "CPU ratio", "peak RSS MiB", "+RSS MiB"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in result["rows"]:
         ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f} ({r['baseline']})"
         thr = "-" if r.get("throughput") is None else f"{_cell(r['throughput'])} {r['unit']}"
         lines.append("| " + " | ".join([
             r["section"], r["contender"], r["model"], _cell(r["batch"]), r["input"], r["dtype"],
-            _cell(r["median_s"]), thr, ratio, _cell(r.get("peak_rss_mb")),
+            _cell(r["median_s"]), thr, ratio, _cell(r.get("cpu_ratio")),
+            _cell(r.get("peak_rss_mb")),
             _cell(r.get("delta_rss_mb"))]) + " |")
     checks = result.get("checks", [])
     if checks:
-        lines += ["", "## Must-show checks", "", "| check | value | target | pass |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Must-show checks", "",
+                  "| check | wall ratio | CPU-time ratio | target | pass (wall / CPU) |",
+                  "|---|---|---|---|---|"]
         for c in checks:
-            lines.append(f"| {c['check']} | {_cell(c['value'])} | {c['target']} | "
-                         f"{'yes' if c['passed'] else 'NO'} |")
+            cpu_pass = {None: "-", True: "yes", False: "NO"}[c.get("cpu_passed")]
+            lines.append(f"| {c['check']} | {_cell(c['value'])} | {_cell(c.get('cpu_value'))} "
+                         f"| {c['target']} | {'yes' if c['passed'] else 'NO'} / {cpu_pass} |")
     skipped = result.get("skipped", [])
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {s}" for s in skipped]
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict, out_dir: Path = RESULTS_DIR, stem: str | None = None) -> tuple[Path, Path]:
-    """Write `<machine>-<date>.json` and `.md` (same stem) and return both paths."""
+def write(result: dict, out_dir: Path = RESULTS_DIR, suffix: str = "") -> tuple[Path, Path]:
+    """Write `<machine>-<date>[-quick][suffix].json` and `.md` and return both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = stem or f"{machine_slug(result['machine'])}-{result['date']}"
-    if result.get("mode") == "quick":
-        stem += "-quick"
+    stem = f"{machine_slug(result['machine'])}-{result['date']}"
+    stem += ("-quick" if result.get("mode") == "quick" else "") + suffix
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     js.write_text(json.dumps(result, indent=1) + "\n")
     md.write_text(markdown(result))

@@ -28,12 +28,14 @@ def exporter():
 def export_all(models: dict, fold_variants: dict, workdir: Path) -> dict[str, Path]:
     """Export each `(name, model, fold)`; `fold_variants` maps name -> (model key, fold flag)."""
     export = exporter()
-    takes_fold = "fold_batch_norm" in inspect.signature(export).parameters
+    params = inspect.signature(export).parameters
+    fold_arg = next((a for a in ("fold_bn", "fold_batch_norm") if a in params), None)
     paths = {}
     for name, (key, fold) in fold_variants.items():
-        path = workdir / name.replace(" ", "_").replace("(", "").replace(")", "")
-        kwargs = {"fold_batch_norm": fold} if takes_fold else {}
-        export(models[key], str(path), **kwargs)
+        if fold and fold_arg is None:
+            raise TypeError("export_saved_model takes no BN-folding argument")
+        path = workdir / "".join(ch if ch.isalnum() else "_" for ch in name)
+        export(models[key], str(path), **({fold_arg: fold} if fold_arg else {}))
         paths[name] = path
     return paths
 

@@ -59,20 +59,22 @@ class Case:
     run: Callable[[], object]
     items: int = 1  # images per `run()`, for throughput
     times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # process CPU seconds, all threads
     peak_rss_mb: float = 0.0  # process peak during this case's calls
     delta_rss_mb: float = 0.0  # how far above the RSS at call start that peak went
 
 
-def _call(case: Case) -> float:
+def _call(case: Case) -> tuple[float, float]:
+    """Wall and process-CPU seconds of one run, updating the case's peak RSS."""
     reset_peak_rss()
     before = rss_mb() or 0.0
-    t = time.perf_counter()
+    c, t = time.process_time(), time.perf_counter()
     case.run()
-    elapsed = time.perf_counter() - t
+    elapsed, cpu = time.perf_counter() - t, time.process_time() - c
     peak = peak_rss_mb()
     case.peak_rss_mb = max(case.peak_rss_mb, peak)
     case.delta_rss_mb = max(case.delta_rss_mb, peak - before)
-    return elapsed
+    return elapsed, cpu
 
 
 def alternate(cases: list[Case], warmup: int, repeats: int,
@@ -90,7 +92,9 @@ def alternate(cases: list[Case], warmup: int, repeats: int,
     for r in range(repeats):
         k = r % len(cases)
         for case in cases[k:] + cases[:k]:
-            case.times.append(_call(case))
+            wall, cpu = _call(case)
+            case.times.append(wall)
+            case.cpu_times.append(cpu)
         if progress:
             progress(f"round {r + 1}/{repeats}: " + ", ".join(
                 f"{c.name} {c.times[-1]:.3f}s" for c in cases))
@@ -101,13 +105,16 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-def paired_ratio(case: Case, baseline: Case) -> float:
+def paired_ratio(case: Case, baseline: Case, cpu: bool = False) -> float:
     """Median over rounds of case throughput / baseline throughput: > 1 means `case` is faster.
 
     Pairing each round's two timings cancels load drift that a ratio of medians would keep.
+    `cpu=True` uses process CPU seconds instead of wall time: on a machine shared with other
+    jobs, CPU time per image barely depends on how much of the CPU the scheduler granted.
     """
+    mine, theirs = (case.cpu_times, baseline.cpu_times) if cpu else (case.times, baseline.times)
     ratios = [(case.items / c) / (baseline.items / b)
-              for c, b in zip(case.times, baseline.times, strict=False) if c > 0 and b > 0]
+              for c, b in zip(mine, theirs, strict=False) if c > 0 and b > 0]
     return median(ratios)
 
 

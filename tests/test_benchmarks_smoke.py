@@ -14,7 +14,7 @@ def test_alternate_rotates_order_and_counts_runs():
     alternate(cases, warmup=1, repeats=3)
     assert calls[:3] == ["a", "b", "c"]  # warm-up, once each
     assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # rotated rounds
-    assert all(len(c.times) == 3 for c in cases)
+    assert all(len(c.times) == 3 and len(c.cpu_times) == 3 for c in cases)
 
 
 def test_paired_ratio_is_throughput_ratio_per_round():
@@ -27,25 +27,30 @@ def test_paired_ratio_is_throughput_ratio_per_round():
 
 
 def test_rows_markdown_and_file_names(tmp_path):
-    a = Case("ours", lambda: None, items=4, times=[0.5, 0.4, 0.6], peak_rss_mb=900.0)
-    b = Case("keras.applications", lambda: None, items=4, times=[1.0, 0.8, 1.2])
+    a = Case("ours", lambda: None, items=4, times=[0.5, 0.4, 0.6], cpu_times=[1.0, 1.0, 1.0],
+             peak_rss_mb=900.0)
+    b = Case("keras.applications", lambda: None, items=4, times=[1.0, 0.8, 1.2],
+             cpu_times=[1.1, 1.2, 1.3])
     rows = report.rows_from_cases("inference", [a, b], "keras.applications", model="resnet50",
                                   batch=4, input_size="224x224", dtype="float32")
     assert rows[0]["median_s"] == 0.5 and rows[0]["throughput"] == 8.0
     assert rows[0]["ratio"] == 2.0 and rows[1]["ratio"] == 1.0
+    assert rows[0]["cpu_ratio"] == 1.2 and rows[0]["median_cpu_s"] == 1.0
     machine = {"host": "box.local", "cpu": "x", "cores": 2, "accelerators": [],
                "backend": "tensorflow", "tensorflow": "2", "keras": "3", "python": "3.11"}
     result = {"date": "2026-11-22", "mode": "default", "machine": machine, "warmup": 1,
               "repeats": 3, "load_start": [1.0], "load_end": [2.0], "wall_s": 10.0,
-              "rows": rows, "checks": [{"check": "c", "value": 2.0, "target": ">= 1.0",
-                                        "passed": True}], "skipped": ["torchvision: absent"]}
+              "rows": rows, "checks": [{"check": "c", "value": 2.0, "cpu_value": 0.9,
+                                        "target": ">= 1.0", "passed": True,
+                                        "cpu_passed": False}],
+              "skipped": ["torchvision: absent"]}
     js, md = report.write(result, tmp_path)
     assert js.name == "box-local-cpu2-2026-11-22.json" and md.stem == js.stem
     assert json.loads(js.read_text())["rows"][0]["contender"] == "ours"
     text = md.read_text()
     assert "| inference | ours | resnet50 | 4 | 224x224 | float32 | 0.500 | 8.000 images/s | " \
-           "2.000 (keras.applications) | 900.0 |" in text
-    assert "| c | 2.000 | >= 1.0 | yes |" in text and "- torchvision: absent" in text
+           "2.000 (keras.applications) | 1.200 | 900.0 |" in text
+    assert "| c | 2.000 | 0.900 | >= 1.0 | yes / NO |" in text and "- torchvision: absent" in text
 
 
 def test_peak_rss_is_resettable():
