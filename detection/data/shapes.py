@@ -56,7 +56,9 @@ def from_samples(items: list[dict]) -> tf.data.Dataset:
     spec = {"images": tf.TensorSpec((h, w, 3), tf.uint8),
             "bounding_boxes": {"boxes": tf.TensorSpec((None, 4), tf.float32),
                                "labels": tf.TensorSpec((None,), tf.int32)}}
-    return tf.data.Dataset.from_generator(gen, output_signature=spec)
+    ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
+    # A known length gives Keras progress bars a total and epochs a clean end.
+    return ds.apply(tf.data.experimental.assert_cardinality(len(items)))
 
 
 def write_voc(directory: str | Path, num_images: int = 64, split: str = "train",

@@ -85,6 +85,20 @@ def test_fpn_trains_and_predicts_with_dict_input():
     assert out["boxes"].shape == (2, 10, 4)
 
 
+def test_mixed_precision_trains_and_predicts():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tiny_detector("c4")
+        model.compile(optimizer=keras.optimizers.SGD(1e-3), run_eagerly=True)
+        logs = model.fit(_dataset(toy_batch()), epochs=1, verbose=0).history
+        out = model.predict(toy_batch()["images"], verbose=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.trunk.outputs[0].dtype == "float16"
+    assert all(np.isfinite(logs[k][0]) for k in LOSS_KEYS)
+    assert out["boxes"].dtype == np.float32 and np.isfinite(out["boxes"]).all()
+
+
 def test_bad_input_is_refused_clearly():
     model = tiny_detector("c4", num_classes=2)
     bad_labels = toy_batch()

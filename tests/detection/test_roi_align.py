@@ -101,6 +101,7 @@ np.save(sys.argv[3], out.permute(0, 2, 3, 1).numpy())
 """
 
 
+@pytest.mark.tf_only  # the JAX pass has the numpy reference; starting torch is slow
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
                     reason="torchvision not installed")
 def test_torchvision_parity(tmp_path):
