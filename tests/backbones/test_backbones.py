@@ -24,7 +24,6 @@ def _snapshot(variables):
     return [_np(v).copy() for v in variables]
 
 
-@pytest.mark.jax
 def test_odd_input_gives_ceil_sizes_at_strides_4_to_32():
     h, w = 601, 803
     model = backbones.ResNet18(input_shape=(None, None, 3), widths=(4, 8, 16, 32), stem_width=4)
@@ -42,7 +41,6 @@ def test_odd_input_gives_ceil_sizes_at_strides_4_to_32():
         "C2": (151, 201, 256), "C3": (76, 101, 512), "C4": (38, 51, 1024), "C5": (19, 26, 2048)}
 
 
-@pytest.mark.jax
 @pytest.mark.parametrize("output_stride, strides", [(16, (4, 8, 16, 16)), (8, (4, 8, 8, 8))])
 def test_output_stride_dilates_instead_of_striding(output_stride, strides):
     model = backbones.build("resnet50", output_stride=output_stride, **TINY)
@@ -102,7 +100,6 @@ def test_freeze_at_2_keeps_stem_and_conv2_while_later_stages_train():
     assert all(changed)
 
 
-@pytest.mark.jax
 def test_from_classifier_shares_the_classifier_weights():
     clf = krs.build("resnet50", input_shape=(64, 64, 3), classes=3, **TINY)
     backbone = backbones.from_classifier(clf)

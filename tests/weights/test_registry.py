@@ -12,13 +12,12 @@ import keras_resnet_suite as krs
 from keras_resnet_suite import convert, weights
 from keras_resnet_suite.preprocessing import preprocess_input
 
-pytestmark = pytest.mark.jax
-
 
 def _np(x):
     return keras.ops.convert_to_numpy(x)
 
 
+@pytest.mark.jax
 def test_registry_metadata_is_complete_and_consistent():
     archs = set(krs.available_models())
     for (arch, tag), ckpt in weights.CHECKPOINTS.items():
@@ -100,6 +99,7 @@ def test_offline_error_says_which_file_to_place_where(local_checkpoint, monkeypa
         krs.ResNet18(weights="local")
 
 
+@pytest.mark.jax
 def test_preprocess_input_modes_by_hand():
     pixel = np.array([[[[10.0, 20.0, 30.0]]]], "float32")  # RGB
     np.testing.assert_allclose(_np(preprocess_input(pixel, "caffe"))[0, 0, 0],

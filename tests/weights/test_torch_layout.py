@@ -8,7 +8,6 @@ import pytest
 import keras_resnet_suite as krs
 from keras_resnet_suite import convert, weights
 
-pytestmark = pytest.mark.jax
 SMALL = {"widths": (8, 16, 32, 64), "stem_width": 8}
 TINY = {"depths": (1, 1, 1, 1), **SMALL}
 
@@ -49,6 +48,7 @@ def test_safetensors_round_trip_gives_identical_outputs(tmp_path):
                                   _np(krs.backbones.from_classifier(source)(_x())["C5"]))
 
 
+@pytest.mark.jax
 def test_bfloat16_safetensors_are_widened(tmp_path):
     values = np.array([1.0, -2.5, 3.140625], "float32")
     bits = (values.view(np.uint32) >> 16).astype(np.uint16)  # exact in bfloat16
@@ -60,6 +60,7 @@ def test_bfloat16_safetensors_are_widened(tmp_path):
     np.testing.assert_array_equal(convert.read_safetensors(path)["w"], values)
 
 
+@pytest.mark.jax
 def test_conv_bias_is_folded_into_the_following_bn():
     model = krs.build("resnet18", input_shape=(None, None, 3), **TINY)
     state = weights.to_torchvision(model)
@@ -71,6 +72,7 @@ def test_conv_bias_is_folded_into_the_following_bn():
     np.testing.assert_allclose(_np(bn1.moving_mean), state["layer1.0.bn1.running_mean"] - bias)
 
 
+@pytest.mark.jax
 def test_missing_unexpected_and_misshaped_keys_are_all_listed():
     model = krs.build("resnet18", input_shape=(None, None, 3), **TINY)
     state = weights.to_torchvision(model)
@@ -90,6 +92,7 @@ def test_missing_unexpected_and_misshaped_keys_are_all_listed():
         weights.load_torchvision(model, state)
 
 
+@pytest.mark.jax
 def test_resnet50_weights_into_resnet101_is_an_architecture_mismatch():
     state = weights.to_torchvision(krs.build("resnet50", input_shape=(None, None, 3), **SMALL))
     target = krs.build("resnet101", input_shape=(None, None, 3), **SMALL)
@@ -98,6 +101,7 @@ def test_resnet50_weights_into_resnet101_is_an_architecture_mismatch():
         weights.load_torchvision(target, state)
 
 
+@pytest.mark.jax
 def test_corrupt_safetensors_names_the_file(tmp_path):
     path = tmp_path / "broken.safetensors"
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
