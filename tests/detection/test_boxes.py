@@ -20,13 +20,15 @@ def test_iou_hand_computed():
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
-def test_iou_batched_matches_unbatched():
+def test_iou_batched_matches_unbatched(jit):
     rng = np.random.default_rng(1)
     xy = rng.uniform(0, 50, (2, 6, 2))
     b = np.concatenate([xy, xy + rng.uniform(1, 20, (2, 6, 2))], -1).astype("float32")
-    got = ops.convert_to_numpy(box_ops.iou(b, b[:, :4]))
-    for i in range(2):
-        np.testing.assert_allclose(got[i], ops.convert_to_numpy(box_ops.iou(b[i], b[i, :4])),
+    batched, first, second = jit(
+        lambda x: (box_ops.iou(x, x[:, :4]), box_ops.iou(x[0], x[0, :4]), box_ops.iou(x[1], x[1, :4]))
+    )(b)
+    for i, single in enumerate((first, second)):
+        np.testing.assert_allclose(ops.convert_to_numpy(batched)[i], ops.convert_to_numpy(single),
                                    rtol=1e-6)
 
 

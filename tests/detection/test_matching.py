@@ -37,18 +37,20 @@ def test_head_threshold():
     np.testing.assert_array_equal(_np(idx), [[0, 0, 1]])  # p1 is background but still argmax 0
 
 
-def test_image_without_objects_is_all_background():
+def test_image_without_objects_is_all_background(jit):
     preds = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], "float32")
     gt = np.zeros((1, 4, 4), "float32")
     labels_in = -np.ones((1, 4), "int32")
-    _, labels = matching.match_boxes(preds, gt, labels_in, (0.3, 0.7), True)
+    _, labels = jit(lambda p, g, lb: matching.match_boxes(p, g, lb, (0.3, 0.7), True))(
+        preds, gt, labels_in)
     np.testing.assert_array_equal(_np(labels), [[0, 0]])
 
 
-def test_match_boxes_and_gather():
+def test_match_boxes_and_gather(jit):
     preds = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 9, 10]], "float32")
     gt = np.array([[[20, 20, 30, 31], [0, 0, 10, 10], [0, 0, 0, 0]]], "float32")
-    idx, labels = matching.match_boxes(preds, gt, np.array([[3, 1, -1]]), (0.5,))
+    idx, labels = jit(lambda p, g, lb: matching.match_boxes(p, g, lb, (0.5,)))(
+        preds, gt, np.array([[3, 1, -1]]))
     np.testing.assert_array_equal(_np(labels), [[1, 1, 1]])
     np.testing.assert_array_equal(_np(idx), [[1, 0, 1]])
     np.testing.assert_allclose(_np(matching.gather_rows(gt, idx))[0, 1], [20, 20, 30, 31])

@@ -44,21 +44,23 @@ def test_nms_equals_brute_force(thr, jit):
         assert not valid[i, len(want):].any()
 
 
-def test_nms_respects_input_validity_and_output_cap():
+def test_nms_respects_input_validity_and_output_cap(jit):
     boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 30, 30], [40, 40, 50, 50]]],
                      "float32")
     scores = np.array([[0.9, 0.95, 0.5, 0.4]], "float32")
     valid_in = np.array([[True, False, True, True]])
-    idx, valid = postprocess.nms(boxes, scores, 0.5, 2, valid=valid_in)
+    idx, valid = jit(lambda b, s, v: postprocess.nms(b, s, 0.5, 2, valid=v))(boxes, scores,
+                                                                           valid_in)
     np.testing.assert_array_equal(ops.convert_to_numpy(idx), [[0, 2]])
     assert ops.convert_to_numpy(valid).all()
 
 
-def test_batched_nms_keeps_overlapping_boxes_of_other_classes():
+def test_batched_nms_keeps_overlapping_boxes_of_other_classes(jit):
     boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]]], "float32")
     scores = np.array([[0.9, 0.8, 0.7]], "float32")
     groups = np.array([[0, 1, 0]], "int32")
-    idx, valid = postprocess.batched_nms(boxes, scores, groups, 0.5, 3)
+    idx, valid = jit(lambda b, s, g: postprocess.batched_nms(b, s, g, 0.5, 3))(boxes, scores,
+                                                                             groups)
     np.testing.assert_array_equal(ops.convert_to_numpy(idx)[0, :2], [0, 1])
     np.testing.assert_array_equal(ops.convert_to_numpy(valid), [[True, True, False]])
 
@@ -83,10 +85,11 @@ def test_postprocess_threshold_per_class_nms_and_padding(jit):
     np.testing.assert_allclose(out["boxes"][0, 3:], 0)
 
 
-def test_postprocess_score_threshold():
+def test_postprocess_score_threshold(jit):
     probs = np.array([[[0.04, 0.5, 0.46]]], "float32")
     cls_boxes = np.array([[[[0, 0, 5, 5], [10, 10, 20, 20]]]], "float32")
-    out = postprocess.postprocess_detections(probs, cls_boxes, 32.0, 32.0)
+    out = jit(lambda p, b: postprocess.postprocess_detections(p, b, 32.0, 32.0))(probs,
+                                                                                cls_boxes)
     assert int(ops.convert_to_numpy(out["num_detections"])[0]) == 1
     assert int(ops.convert_to_numpy(out["classes"])[0, 0]) == 1
     assert ops.convert_to_numpy(out["boxes"]).shape == (1, 100, 4)

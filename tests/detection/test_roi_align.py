@@ -71,11 +71,12 @@ def test_matches_numpy_reference(aligned, jit):
         np.testing.assert_allclose(got[0, r], want, atol=1e-5, err_msg=f"box {r}")
 
 
-def test_batched_boxes_use_their_own_image():
+def test_batched_boxes_use_their_own_image(jit):
     rng = np.random.default_rng(1)
     feat = rng.normal(size=(2, 6, 7, 2)).astype("float32")
     boxes = np.array([[[1, 1, 20, 15]], [[4, 2, 30, 25]]], "float32")
-    got = ops.convert_to_numpy(roi_align.roi_align(feat, boxes, (3, 2), 0.25, sampling_ratio=3))
+    fn = jit(lambda f, b: roi_align.roi_align(f, b, (3, 2), 0.25, sampling_ratio=3))
+    got = ops.convert_to_numpy(fn(feat, boxes))
     for b in range(2):
         ref = np.zeros((3, 2, 2))
         # Non-square output: rebuild the reference from per-axis bins.
@@ -126,13 +127,14 @@ def test_fpn_level_assignment():
     np.testing.assert_array_equal(got, [[2, 3, 4, 5, 5, 2]])
 
 
-def test_multilevel_picks_the_assigned_level():
+def test_multilevel_picks_the_assigned_level(jit):
     rng = np.random.default_rng(3)
     p2 = rng.normal(size=(1, 16, 16, 2)).astype("float32")
     p3 = rng.normal(size=(1, 8, 8, 2)).astype("float32")
     boxes = np.array([[[0, 0, 20, 20], [0, 0, 60, 60]]], "float32")  # tiny boxes: level 2
-    got = ops.convert_to_numpy(roi_align.multilevel_roi_align([p2, p3], [4, 8], boxes, 3))
-    want = ops.convert_to_numpy(roi_align.roi_align(p2, boxes, 3, 0.25))
+    fn = jit(lambda a, b, r: (roi_align.multilevel_roi_align([a, b], [4, 8], r, 3),
+                              roi_align.roi_align(a, r, 3, 0.25)))
+    got, want = (ops.convert_to_numpy(t) for t in fn(p2, p3, boxes))
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 

@@ -25,12 +25,12 @@ def test_rpn_fraction_with_plenty_of_both(jit):
     np.testing.assert_array_equal(ign, [0, 0])
 
 
-def test_few_positives_filled_with_negatives():
+def test_few_positives_filled_with_negatives(jit):
     labels = np.zeros((2, 1000), "int32")
     labels[0, :10] = 1  # 10 positives: all taken, 246 negatives
     labels[1, :] = -1
     labels[1, :20] = 0  # only 20 negatives and no positives
-    mask = sampling.subsample_labels(labels, 256, 0.5, seed=0)
+    mask = jit(lambda lb: sampling.subsample_labels(lb, 256, 0.5, seed=0))(labels)
     pos, neg, ign = _counts(labels, mask)
     np.testing.assert_array_equal(pos, [10, 0])
     np.testing.assert_array_equal(neg, [246, 20])
