@@ -2,6 +2,7 @@
 
     python -m benchmarks            # default mode, < 15 min on 2 cores
     python -m benchmarks --quick    # smoke run, < 3 min: ResNet-50 only, small batches
+    python -m benchmarks --only resnet50 serving --max-minutes 30
     python -m benchmarks --only detection --detection   # Faster R-CNN (long on a CPU)
 
 Faster R-CNN at the 600-pixel canvas costs minutes per image on 2 CPU cores, so it is opt-in
@@ -27,8 +28,8 @@ class Mode:
 
     name: str
     warmup: int
-    repeats: int
-    depths: tuple[int, ...]
+    repeats: int  # timed rounds of heavy figures (batch 32 and up)
+    repeats_small: int  # timed rounds of light ones (batch 1): cheap, and noisier per run
     infer_batches: tuple[int, ...]
     train_batch: int
     serving_batches: tuple[int, ...]
@@ -39,10 +40,10 @@ class Mode:
 
 
 MODES = {
-    "default": Mode("default", warmup=1, repeats=3, depths=(50, 101), infer_batches=(1, 32),
-                    train_batch=32, serving_batches=(1, 32), cifar_batches=20, detection=False,
+    "default": Mode("default", warmup=1, repeats=3, repeats_small=7, infer_batches=(1, 32),
+                    train_batch=32, serving_batches=(1, 32), cifar_batches=50, detection=False,
                     det_repeats=1, with_v1=True),
-    "quick": Mode("quick", warmup=1, repeats=3, depths=(50,), infer_batches=(1, 8),
+    "quick": Mode("quick", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 8),
                   train_batch=8, serving_batches=(1,), cifar_batches=10, detection=False,
                   det_repeats=1, with_v1=False),
 }
@@ -51,6 +52,7 @@ MODES = {
 @dataclass
 class Suite:
     mode: Mode
+    deadline: float = float("inf")  # perf_counter() after which figures are skipped
     verbose: bool = True
     rows: list = field(default_factory=list)
     notes: list = field(default_factory=list)
@@ -66,10 +68,17 @@ class Suite:
         from benchmarks.report import rows_from_cases
         from benchmarks.timing import alternate
 
+        if time.perf_counter() > self.deadline:
+            self.skipped.append(f"{section} {meta.get('model')} batch {meta.get('batch')}: "
+                                "time budget (--max-minutes) spent")
+            self.log(self.skipped[-1])
+            return []
+        if repeats is None:
+            repeats = self.mode.repeats_small if meta.get("batch", 99) <= 8 else self.mode.repeats
         self.log(f"{section}: {meta.get('model')} batch {meta.get('batch')} "
                  f"({', '.join(c.name for c in cases)})")
-        alternate(cases, self.mode.warmup if warmup is None else warmup,
-                  self.mode.repeats if repeats is None else repeats, progress=self.log)
+        alternate(cases, self.mode.warmup if warmup is None else warmup, repeats,
+                  progress=self.log)
         rows = rows_from_cases(section, cases, baseline, **meta)
         self.rows += rows
         for r in rows:
@@ -97,37 +106,40 @@ def _free(*objects) -> None:
     gc.collect()
 
 
-def classification(suite: Suite) -> None:
+def classification(suite: Suite, depth: int) -> None:
     """ResNet-50/101 inference at batch 1 and 32, training step at batch 32, vs the peers."""
     from benchmarks import classify
     from benchmarks import peers as P
 
-    if not P.installed("keras_hub"):
-        suite.skipped.append("keras-hub ResNetBackbone: keras_hub not installed (optional peer)")
-    if not (P.installed("torch") and P.installed("torchvision")):
-        suite.skipped.append("torchvision ResNet-50/101: torch/torchvision not installed "
-                             "(optional peer)")
     m = suite.mode
-    for depth in m.depths:
-        name = f"resnet{depth}"
-        models = {k: b() for k, b in P.keras_peers(depth, with_v1=m.with_v1 and depth == 50)
-                  .items()}
-        for batch in m.infer_batches:
-            cases = classify.inference_cases(models, batch)
-            cases += classify.torchvision_cases(depth, batch, train=False)
-            rows = suite.compare("inference", cases, P.KERAS_APPS, model=name, batch=batch,
-                                 input_size="224x224", dtype="float32")
-            if depth == 50:
-                suite.check(f"ResNet-50 inference batch {batch}: ours / keras.applications",
-                            rows, P.OURS, 1.0)
-        cases = classify.training_cases(models, m.train_batch)
-        cases += classify.torchvision_cases(depth, m.train_batch, train=True)
-        rows = suite.compare("train step", cases, P.KERAS_APPS, model=name, batch=m.train_batch,
+    if depth == 50:
+        if not P.installed("keras_hub"):
+            suite.skipped.append("keras-hub ResNetBackbone: keras_hub not installed "
+                                 "(optional peer)")
+        if not (P.installed("torch") and P.installed("torchvision")):
+            suite.skipped.append("torchvision ResNet-50/101: torch/torchvision not installed "
+                                 "(optional peer)")
+    name = f"resnet{depth}"
+    models = {k: b() for k, b in P.keras_peers(depth, with_v1=m.with_v1 and depth == 50).items()}
+    for batch in m.infer_batches:
+        cases = classify.inference_cases(models, batch)
+        cases += classify.torchvision_cases(depth, batch, train=False)
+        rows = suite.compare("inference", cases, P.KERAS_APPS, model=name, batch=batch,
                              input_size="224x224", dtype="float32")
         if depth == 50:
-            suite.check(f"ResNet-50 training batch {m.train_batch}: ours / keras.applications",
+            suite.check(f"ResNet-50 inference batch {batch}: ours / keras.applications",
                         rows, P.OURS, 1.0)
-        _free(models, cases)
+    # The same-FLOPs variant only explains inference gaps; training it too would double the
+    # longest figure (see the report for its training-step profile).
+    models.pop(P.OURS_V1, None)
+    cases = classify.training_cases(models, m.train_batch)
+    cases += classify.torchvision_cases(depth, m.train_batch, train=True)
+    rows = suite.compare("train step", cases, P.KERAS_APPS, model=name, batch=m.train_batch,
+                         input_size="224x224", dtype="float32")
+    if depth == 50:
+        suite.check(f"ResNet-50 training batch {m.train_batch}: ours / keras.applications",
+                    rows, P.OURS, 1.0)
+    _free(models, cases)
 
 
 def serving(suite: Suite) -> None:
@@ -144,9 +156,13 @@ def serving(suite: Suite) -> None:
     import keras_resnet_suite as krs
 
     models = {P.OURS: krs.build("resnet50"),
+              P.OURS_V1: krs.build("resnet50", stride_in_1x1=True),
               P.KERAS_APPS: keras.applications.ResNet50(weights=None)}
+    # keras.applications has no project blocks, so the exporter cannot fold its BNs: it is
+    # exported exactly as ours is without folding. The stride_in_1x1 variant has its FLOPs.
     variants = {"ours SavedModel, BN folded": (P.OURS, True),
                 "ours SavedModel": (P.OURS, False),
+                "ours (stride_in_1x1) SavedModel, BN folded": (P.OURS_V1, True),
                 "keras.applications SavedModel": (P.KERAS_APPS, False)}
     with S.temp_dir() as tmp:
         t = time.perf_counter()
@@ -229,7 +245,9 @@ def detection(suite: Suite) -> None:
         _free(model, cases)
 
 
-SECTIONS = {"classification": classification, "serving": serving, "pipelines": pipelines,
+# In priority order: when the time budget runs out, the last ones are skipped.
+SECTIONS = {"resnet50": lambda s: classification(s, 50), "serving": serving,
+            "pipelines": pipelines, "resnet101": lambda s: classification(s, 101),
             "detection": detection}
 
 
@@ -250,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="results folder "
                    "(default benchmarks/results)")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per figure")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="skip the remaining figures after this long (default 15; quick 3)")
     p.add_argument("--detection", action="store_true",
                    help="also time Faster R-CNN R101-C4 / R50-FPN (minutes per step on a CPU)")
     a = p.parse_args(argv)
@@ -268,17 +288,22 @@ def main(argv: list[str] | None = None) -> int:
     if a.repeats:
         mode.repeats = a.repeats
     mode.detection = a.detection
-    suite = Suite(mode)
-    keras.utils.set_random_seed(0)
     start, load_start = time.perf_counter(), load_average()
+    budget = a.max_minutes if a.max_minutes is not None else (3 if a.quick else 15)
+    suite = Suite(mode, deadline=start + 60 * budget)
+    keras.utils.set_random_seed(0)
     info = report.machine_info()
     suite.log(f"{mode.name} mode on {info['cpu']} ({info['cores']} cores), backend "
               f"{info['backend']}, load {load_start}")
     if not info["accelerators"]:
         suite.notes.append("no GPU on this machine: the GPU mode of issue 5 (KERAS_BACKEND=jax, "
                            "bf16, XLA vs torchvision AMP, MFU) was not measured")
-    for name in a.only or list(SECTIONS):
+    default = ["resnet50", "serving", "pipelines"] if a.quick else list(SECTIONS)
+    for name in a.only or default:
         t = time.perf_counter()
+        if t > suite.deadline:
+            suite.skipped.append(f"section {name}: time budget (--max-minutes {budget}) spent")
+            continue
         try:
             SECTIONS[name](suite)
         except Exception as exc:  # one broken section must not lose the others' figures
