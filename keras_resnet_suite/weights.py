@@ -275,7 +275,8 @@ def resolve_for_build(spec: ResNetSpec, weights, options: dict) -> tuple[Checkpo
         if layout == "keras":
             required = _keras_arch(os.fspath(weights))[1]
     elif weights is not None:
-        if any(a == spec.name for a, _ in CHECKPOINTS) and os.sep not in str(weights):
+        looks_like_file = os.sep in str(weights) or os.path.splitext(str(weights))[1] != ""
+        if any(a == spec.name for a, _ in CHECKPOINTS) and not looks_like_file:
             checkpoint = get_checkpoint(spec.name, str(weights))
         else:
             names = available_weights(spec.name)
@@ -335,21 +336,25 @@ def convert_checkpoint(checkpoint: Checkpoint) -> keras.Model:
     return model
 
 
+def _is_state(variable) -> bool:
+    """Random-number generator states (stochastic depth) are no weights to transfer."""
+    return "seed_generator" in variable.path or "drop_path_seed" in variable.path
+
+
 def copy_by_name(target: keras.Model, source: keras.Model) -> None:
-    """Copy every weighted layer of `target` from the layer of the same name in `source`."""
-    names = {layer.name for layer in source.layers}
-    missing = [layer.name for layer in target.layers if layer.weights and layer.name not in names]
-    if missing:
-        raise ValueError(f"{source.name!r} has no layer(s) {missing} that {target.name!r} needs")
-    for layer in target.layers:
-        if layer.weights:
-            src = source.get_layer(layer.name)
-            wanted = [tuple(w.shape) for w in layer.weights]
-            got = [tuple(w.shape) for w in src.weights]
-            if wanted != got:
-                raise ValueError(f"layer {layer.name!r}: {source.name!r} has shapes {got}, "
-                                 f"{target.name!r} needs {wanted}")
-            layer.set_weights(src.get_weights())
+    """Copy every weight of `target` from the variable with the same path in `source`
+    (layer names are shared by classifiers and backbones, so either way works)."""
+    available = {v.path: v for v in source.weights if not _is_state(v)}
+    wanted = [v for v in target.weights if not _is_state(v)]
+    missing = [v.path for v in wanted if v.path not in available]
+    shapes = [f"{v.path}: {tuple(available[v.path].shape)} vs {tuple(v.shape)}"
+              for v in wanted if v.path in available and
+              tuple(available[v.path].shape) != tuple(v.shape)]
+    if missing or shapes:
+        raise ValueError(f"cannot copy {source.name!r} into {target.name!r}: missing "
+                         f"{missing[:10]}, wrong shape (source vs target) {shapes[:10]}")
+    for v in wanted:
+        v.assign(available[v.path])
 
 
 def attach_preprocessing(model: keras.Model, checkpoint: Checkpoint) -> None:

@@ -78,6 +78,9 @@ def test_named_weights_download_once_convert_once_and_load(local_checkpoint):
     np.testing.assert_allclose(_np(preprocess_input(x, model)), _np(preprocess_input(x, ckpt)))
     headless = krs.ResNet18(weights="local", include_top=False, pooling="avg")
     assert headless.output_shape == (None, 512)
+    # Options that add no weights (stochastic depth, frozen BN) take the checkpoint too.
+    regularised = krs.ResNet18(weights="local", drop_path_rate=0.1, norm="frozen")
+    np.testing.assert_allclose(_np(regularised(x)), _np(source(x)), atol=1e-6)
     with pytest.raises(ValueError, match="1000-class classifier; got classes=10"):
         krs.ResNet18(weights="local", classes=10)
 
