@@ -121,9 +121,11 @@ def plot(results: dict[str, dict], path: Path) -> None:
 def table(results: dict[str, dict], args) -> str:
     """Table 6 as Markdown, with the two gaps that show (or fail to show) degradation."""
     lines = [
-        f"Budget: {args.steps} iterations at batch {args.batch_size} (paper-cifar recipe, LR /10 at "
-        f"{args.steps // 2} and {3 * args.steps // 4}), training error = mean over the last "
-        f"{args.eval_every} iterations, test error on "
+        f"Budget: {args.steps} iterations at batch {args.batch_size} ({args.steps * args.batch_size:,} "
+        f"images, {args.steps * args.batch_size / 50_000:.2f} epochs); paper-cifar recipe: LR "
+        f"{0.1 * args.batch_size / 128:g} (0.1 per 128), /10 at {round(args.steps / 2)} and "
+        f"{round(3 * args.steps / 4)}. Training error = mean over the last {args.eval_every} "
+        f"iterations (augmented batches), test error on "
         f"{args.test_images or 'all 10,000'} test images.", "",
         "| model | params | training error (%) | test error (%) | train time (s) |",
         "| --- | ---: | ---: | ---: | ---: |",
