@@ -136,6 +136,9 @@ def cmd_train(args) -> dict:
     else:
         total = training.get_recipe(args.recipe, global_batch_size=batch).total_steps
     fit_spe, epochs = _fit_schedule(total, spe)
+    if fit_spe * epochs != total:
+        print(f"note: {total} iterations rounded up to {fit_spe * epochs} (whole epochs of "
+              f"{fit_spe}); pick a multiple of a divisor near {spe} to avoid it")  # fmt: skip
     total = fit_spe * epochs
     cfg.update(num_classes=num_classes, total_steps=total, steps_per_epoch=fit_spe,
                epochs=epochs, class_names=ds.class_names)  # fmt: skip

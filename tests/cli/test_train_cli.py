@@ -117,3 +117,13 @@ def test_evaluate_and_export_need_a_run(tmp_path):
         cli.main(["evaluate", "--run", str(tmp_path)])
     with pytest.raises(SystemExit, match="is not a run directory"):
         cli.main(["export", "--run", str(tmp_path), "--out", str(tmp_path / "x")])
+
+
+def test_fit_schedule_covers_exactly_the_requested_iterations():
+    from keras_resnet_suite.train_cli import _fit_schedule
+
+    assert _fit_schedule(64_000, 390) == (320, 200)  # the paper's 64k at batch 128
+    assert _fit_schedule(390, 390) == (390, 1)
+    assert _fit_schedule(100, 390) == (100, 1)  # shorter than an epoch: one interval
+    assert _fit_schedule(780, 390) == (390, 2)
+    assert _fit_schedule(1009, 390) == (390, 3)  # a prime: rounded up to whole epochs
