@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# torch's OpenMP workers spin for a while after each call by default, stealing the cores from
+# whichever contender runs next (measured: the model timed right after torchvision ran ~2x
+# slower). Passive waiting keeps alternating peers independent.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass
