@@ -75,6 +75,16 @@ def test_predict_any_size_gives_padded_detections_in_input_pixels(trained_c4):
         assert (np.diff(out["scores"][b, : n[b]]) <= 1e-6).all()  # best first
 
 
+def test_save_and_load_round_trip(trained_c4, tmp_path):
+    model, _, _ = trained_c4
+    images = toy_batch()["images"]
+    model.save(tmp_path / "detector.keras")
+    loaded = keras.saving.load_model(tmp_path / "detector.keras")
+    a, b = model.predict(images, verbose=0), loaded.predict(images, verbose=0)
+    for key in ("boxes", "scores", "classes", "num_detections"):
+        np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+
 def test_fpn_trains_and_predicts_with_dict_input():
     model = tiny_detector("fpn")
     model.compile(optimizer=keras.optimizers.SGD(1e-3), run_eagerly=True)
