@@ -110,6 +110,15 @@ def _free(*objects) -> None:
     gc.collect()
 
 
+def _gmacs(model) -> str:
+    import keras_resnet_suite as krs
+
+    try:
+        return f"{krs.count_macs(model, (224, 224, 3)) / 1e9:.2f} G"
+    except Exception:  # a peer's layer the counter does not know: leave it blank, not fail
+        return "?"
+
+
 def classification(suite: Suite, depth: int) -> None:
     """ResNet-50/101 inference at batch 1 and 32, training step at batch 32, vs the peers."""
     from benchmarks import classify
@@ -125,6 +134,8 @@ def classification(suite: Suite, depth: int) -> None:
                                  "(optional peer)")
     name = f"resnet{depth}"
     models = {k: b() for k, b in P.keras_peers(depth, with_v1=m.with_v1 and depth == 50).items()}
+    suite.notes.append(f"{name} multiply-adds at 224x224 (krs.count_macs): " + ", ".join(
+        f"{k} {_gmacs(v)}" for k, v in models.items()))
     for batch in m.infer_batches:
         cases = classify.inference_cases(models, batch)
         cases += classify.torchvision_cases(depth, batch, train=False)
@@ -302,6 +313,20 @@ def main(argv: list[str] | None = None) -> int:
     if not info["accelerators"]:
         suite.notes.append("no GPU on this machine: the GPU mode of issue 5 (KERAS_BACKEND=jax, "
                            "bf16, XLA vs torchvision AMP, MFU) was not measured")
+    suffix = "" if not a.only else "-" + "-".join(sorted(a.only))
+
+    def save() -> tuple[Path, Path]:
+        # Rewritten after every section, so an interrupted run keeps what it measured.
+        result = {"date": report.today(), "mode": mode.name, "machine": info,
+                  "warmup": mode.warmup, "repeats": mode.repeats,
+                  "repeats_batch1": mode.repeats_small, "load_start": load_start,
+                  "load_end": load_average(), "wall_s": round(time.perf_counter() - start, 1),
+                  "command": "python -m benchmarks " + " ".join(argv if argv is not None
+                                                                 else sys.argv[1:]),
+                  "notes": suite.notes, "rows": suite.rows, "checks": suite.checks,
+                  "skipped": suite.skipped}
+        return report.write(result, a.out or report.RESULTS_DIR, suffix=suffix)
+
     default = ["resnet50", "serving", "pipelines"] if a.quick else list(SECTIONS)
     for name in a.only or default:
         t = time.perf_counter()
@@ -314,14 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             suite.skipped.append(f"section {name} failed: {type(exc).__name__}: {exc}")
             suite.log(f"section {name} FAILED: {exc!r}")
         suite.log(f"section {name}: {time.perf_counter() - t:.0f} s")
-    result = {"date": report.today(), "mode": mode.name, "machine": info,
-              "warmup": mode.warmup, "repeats": mode.repeats, "load_start": load_start,
-              "load_end": load_average(), "wall_s": round(time.perf_counter() - start, 1),
-              "command": "python -m benchmarks" + (" --quick" if a.quick else ""),
-              "notes": suite.notes, "rows": suite.rows, "checks": suite.checks,
-              "skipped": suite.skipped}
-    suffix = "" if not a.only else "-" + "-".join(sorted(a.only))
-    js, md = report.write(result, a.out or report.RESULTS_DIR, suffix=suffix)
+        save()
+    js, md = save()
     print(md.read_text())
     print(f"wrote {js} and {md}")
     return 0
