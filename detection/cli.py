@@ -23,6 +23,8 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--train-images", type=int, default=None,
                         help="override data.train_images")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="override data.test_images")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -31,8 +33,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     overrides: dict = {}
     if args.epochs is not None:
         overrides.setdefault("train", {})["epochs"] = args.epochs
-    if args.train_images is not None:
-        overrides.setdefault("data", {})["train_images"] = args.train_images
+    for key in ("train_images", "test_images"):
+        if getattr(args, key) is not None:
+            overrides.setdefault("data", {})[key] = getattr(args, key)
     config = demo.load_config(args.config or demo.CONFIG, overrides)
     demo.run(args.out, config)
     return 0

@@ -102,7 +102,7 @@ def run(out_dir: str | Path = "demo_output", config: dict | None = None, backbon
     epochs = int(train_cfg["epochs"])
     steps = len(train_items) // batch
     model.compile(optimizer=_optimizer(train_cfg, steps * epochs))
-    model.fit(train_ds, epochs=epochs, verbose=verbose)
+    model.fit(train_ds, epochs=epochs, verbose=verbose, shuffle=False)  # tf.data shuffles
     train_seconds = time.time() - start
 
     predictions = predict_samples(model, test_items)
