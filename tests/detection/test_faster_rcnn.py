@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_detector, toy_batch
+from detector_helpers import tiny_detector, toy_batch
 
 from detection import transforms
 from detection.faster_rcnn import LOSS_KEYS
@@ -151,7 +151,7 @@ MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     sys.path.insert(0, sys.argv[1])
-    from conftest import tiny_detector, toy_batch
+    from detector_helpers import tiny_detector, toy_batch
     batch = toy_batch(batch=4, empty_last=True)
     ds = tf.data.Dataset.from_tensors(batch).repeat(2)
     results = {}
