@@ -7,6 +7,7 @@ otherwise (this project does not depend on them).
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 
 import keras
@@ -53,7 +54,8 @@ def _keras_hub_classifier(depth: int) -> keras.Model:
 
 def torchvision_model(depth: int):
     """torchvision's ResNet-50/101 in channels_last (its fastest CPU layout), or None."""
-    if not (installed("torch") and installed("torchvision")):
+    if not (installed("torch") and installed("torchvision")) or os.environ.get(
+            "KRS_BENCH_NO_TORCHVISION"):
         return None
     import torch
     import torchvision

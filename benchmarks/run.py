@@ -129,7 +129,9 @@ def classification(suite: Suite, depth: int) -> None:
         if not P.installed("keras_hub"):
             suite.skipped.append("keras-hub ResNetBackbone: keras_hub not installed "
                                  "(optional peer)")
-        if not (P.installed("torch") and P.installed("torchvision")):
+        if os.environ.get("KRS_BENCH_NO_TORCHVISION"):
+            suite.skipped.append("torchvision: left out (--no-torchvision)")
+        elif not (P.installed("torch") and P.installed("torchvision")):
             suite.skipped.append("torchvision ResNet-50/101: torch/torchvision not installed "
                                  "(optional peer)")
     name = f"resnet{depth}"
@@ -271,6 +273,8 @@ def _import_torch_first() -> None:
     in `torch._dynamo`'s import with TF 2.21 + torch 2.14 loaded in one process."""
     from importlib.util import find_spec
 
+    if os.environ.get("KRS_BENCH_NO_TORCHVISION"):
+        return
     if find_spec("torch") and find_spec("torchvision") and "tensorflow" not in sys.modules:
         import torch  # noqa: F401
         import torchvision.models  # noqa: F401
@@ -285,10 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per figure")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="skip the remaining figures after this long (default 15; quick 3)")
+    p.add_argument("--no-torchvision", action="store_true",
+                   help="leave torchvision out (its calls slow the TF call that follows them)")
     p.add_argument("--detection", action="store_true",
                    help="also time Faster R-CNN R101-C4 / R50-FPN (minutes per step on a CPU)")
     a = p.parse_args(argv)
 
+    if a.no_torchvision:
+        os.environ["KRS_BENCH_NO_TORCHVISION"] = "1"
     _import_torch_first()
     import keras
 
