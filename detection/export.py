@@ -1,0 +1,121 @@
+"""Export a detector (`python -m detection export`): a SavedModel in the TF Object Detection API
+format, servable by TF Serving (C++ only) and loadable with plain `tf.saved_model.load`.
+
+Two signatures, resizing onto the canvas and pixel normalisation inside the graph:
+- `serving_default(images)`: uint8 `[batch, height, width, 3]`, any batch and size (one size
+  per call, as a tensor has);
+- `serving_bytes(image_bytes)`: `[batch]` strings of encoded JPEG/PNG images, each its own size.
+Outputs (as the TF OD API): `detection_boxes` `[batch, N, 4]` normalised (ymin, xmin, ymax,
+xmax) in [0, 1] of each input image, `detection_scores` `[batch, N]`, `detection_classes`
+`[batch, N]` float32 class ids starting at 1 (the model's label + 1; 0 on padding rows) and
+`num_detections` `[batch]` float32; `N` is the model's `max_detections`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import keras
+
+SIGNATURES = ("serving_default", "serving_bytes")
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def to_od_api(dets: dict, heights, widths) -> dict:
+    """Model detections (pixel xyxy, 0-based labels, -1 padding) -> TF OD API outputs.
+
+    `heights`/`widths` are `[batch]` input image sizes used to normalise the boxes."""
+    import tensorflow as tf
+
+    boxes = tf.cast(dets["boxes"], tf.float32)
+    h = tf.cast(tf.reshape(heights, [-1, 1]), tf.float32)
+    w = tf.cast(tf.reshape(widths, [-1, 1]), tf.float32)
+    x1, y1, x2, y2 = tf.unstack(boxes, axis=-1)
+    normalised = tf.stack([y1 / h, x1 / w, y2 / h, x2 / w], axis=-1)
+    classes = tf.cast(dets["classes"], tf.int32)
+    valid = classes >= 0
+    return {
+        "detection_boxes": tf.where(valid[..., None], normalised, 0.0),
+        "detection_scores": tf.where(valid, tf.cast(dets["scores"], tf.float32), 0.0),
+        "detection_classes": tf.cast(tf.where(valid, classes + 1, 0), tf.float32),
+        "num_detections": tf.cast(dets["num_detections"], tf.float32),
+    }
+
+
+def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: bool = False) -> Path:
+    """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring."""
+    import tensorflow as tf
+
+    from detection import transforms
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"SavedModel export needs KERAS_BACKEND=tensorflow, running "
+                           f"{keras.backend.backend()}")
+    canvas = tuple(int(s) for s in getattr(model, "image_size", ()))
+    if len(canvas) != 2:
+        raise ValueError(f"export_saved_model expects a detection.FasterRCNN (with image_size), "
+                         f"got {type(model).__name__}")
+
+    def from_images(images):
+        # The model itself resizes onto its canvas and normalises; the batch shares one size.
+        dets = model(tf.cast(images, tf.float32), training=False)
+        shape = tf.shape(images)
+        batch = shape[0]
+        return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]))
+
+    def _decode(contents):
+        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+        image.set_shape([None, None, 3])
+        size = tf.shape(image)[:2]
+        placed, scale = transforms.resize_to_canvas(image[None], canvas)
+        return placed[0], scale, size
+
+    def from_bytes(image_bytes):
+        # Images differ in size, so each is placed on the canvas first (the model's own
+        # resize_to_canvas, hence identical pixels) and boxes are mapped back per image.
+        placed, scales, sizes = tf.map_fn(
+            _decode, image_bytes, fn_output_signature=(
+                tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([2], tf.int32)))
+        dets = dict(model(placed, training=False))
+        boxes = tf.cast(dets["boxes"], tf.float32) / scales[:, None, None]
+        hw = tf.cast(sizes, tf.float32)
+        limits = tf.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=-1)[:, None, :]
+        dets["boxes"] = tf.clip_by_value(boxes, 0.0, limits)
+        return to_od_api(dets, sizes[:, 0], sizes[:, 1])
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", from_images,
+                         [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    archive.add_endpoint("serving_bytes", from_bytes,
+                         [tf.TensorSpec([None], tf.string, name="image_bytes")])
+    path = Path(path)
+    archive.write_out(str(path), verbose=verbose)
+    return path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="detection YAML the model was trained with")
+    parser.add_argument("--checkpoint", required=True,
+                        help="trained weights (.weights.h5) or a saved model (.keras)")
+    parser.add_argument("--out", required=True, help="SavedModel folder to write")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export a trained detector as a TF Serving SavedModel (TF OD API signature)."""
+    from detection.train import build_model, load_config
+
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.exists():
+        raise FileNotFoundError(f"--checkpoint {checkpoint} does not exist")
+    if checkpoint.suffix == ".keras":
+        model = keras.saving.load_model(checkpoint)
+    else:
+        model = build_model(load_config(args.config))
+        model.load_weights(checkpoint)
+    path = export_saved_model(model, args.out)
+    print(f"SavedModel written to {path} (signatures: {', '.join(SIGNATURES)})")
+    return 0
