@@ -69,6 +69,13 @@ def conv(filters: int, kernel: int, stride: int = 1, *, name: str, groups: int =
     return out
 
 
+def strided_shape(input_shape, stride: int, channels: int) -> tuple:
+    """NHWC shape after a PyTorch-padded stride: spatial sizes ceil(size / stride)."""
+    n, h, w, _ = input_shape
+    return (n, None if h is None else -(-h // stride), None if w is None else -(-w // stride),
+            channels)
+
+
 class _Composite(layers.Layer):
     """A layer made of named sub-layers, built eagerly so weights load before any call."""
 
@@ -144,10 +151,7 @@ class Shortcut(_Composite):
         return x
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        s = self.stride
-        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
-                self.filters)
+        return strided_shape(input_shape, self.stride, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride,
@@ -220,10 +224,7 @@ class _Block(_Composite):
         return y if self.preact else self.out_relu(y)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        s = self.stride
-        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
-                self.out_channels)
+        return strided_shape(input_shape, self.stride, self.out_channels)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "stride": self.stride,
@@ -324,10 +325,7 @@ class Stem(_Composite):
         return self._run(self.chain, x, training)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        s = 4 if self.kind == "imagenet" else 1
-        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
-                self.filters)
+        return strided_shape(input_shape, 4 if self.kind == "imagenet" else 1, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kind": self.kind,
