@@ -1,0 +1,130 @@
+"""Run a detector on image files; write `detections.json` and one PNG per image with boxes.
+
+    python -m detection predict a.jpg b.png --model runs/raccoon_tiny/saved_model --out preds
+
+`--model` is a SavedModel folder (from `python -m detection export`; its `serving_bytes`
+signature is used, so nothing of this project is needed to run it), a `.keras` file, or a
+`.weights.h5` file together with `--config`. Boxes in the JSON are pixel xyxy of each image,
+classes 0-based with their names when known.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _read_image(path: Path) -> tuple[bytes, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"image {path} does not exist")
+    data = path.read_bytes()
+    try:
+        with Image.open(path) as image:
+            if image.format not in {"JPEG", "PNG"}:
+                raise ValueError(f"image {path}: {image.format} is not JPEG or PNG")
+            pixels = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError as err:
+        raise ValueError(f"image {path} cannot be decoded: {err}") from err
+    return data, pixels
+
+
+def saved_model_predictor(path: str | Path):
+    """`predict(bytes, height, width) -> {"boxes" xyxy px, "scores", "classes"}` of a SavedModel."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(path)).signatures["serving_bytes"]
+
+    def predict(data: bytes, height: int, width: int) -> dict:
+        out = {k: v.numpy()[0] for k, v in signature(image_bytes=tf.constant([data])).items()}
+        n = int(out["num_detections"])
+        y1, x1, y2, x2 = out["detection_boxes"][:n].T
+        boxes = np.stack([x1 * width, y1 * height, x2 * width, y2 * height], -1)
+        return {"boxes": boxes, "scores": out["detection_scores"][:n],
+                "classes": out["detection_classes"][:n].astype(np.int64) - 1}
+
+    return predict
+
+
+def keras_predictor(model):
+    """The same interface over a Keras `FasterRCNN` (one image per call: sizes differ)."""
+
+    def predict(pixels: np.ndarray, height: int, width: int) -> dict:
+        dets = model.predict(pixels[None].astype("float32"), verbose=0)
+        n = int(dets["num_detections"][0])
+        return {"boxes": np.asarray(dets["boxes"][0, :n]), "scores": np.asarray(
+            dets["scores"][0, :n]), "classes": np.asarray(dets["classes"][0, :n], np.int64)}
+
+    return predict
+
+
+def load_predictor(model_path: str | Path, config: str | None = None):
+    """`(predict, wants_bytes, class_names)` for a SavedModel folder, `.keras` or `.weights.h5`."""
+    import keras
+
+    path = Path(model_path)
+    names = None
+    if config is not None:
+        from detection.train import class_names_of, load_config
+
+        cfg = load_config(config)
+        names = class_names_of(cfg)
+    if path.is_dir():
+        if not (path / "saved_model.pb").is_file():
+            raise ValueError(f"--model {path} is a folder without saved_model.pb")
+        return saved_model_predictor(path), True, names
+    if not path.is_file():
+        raise FileNotFoundError(f"--model {path} does not exist")
+    if path.suffix == ".keras":
+        return keras_predictor(keras.saving.load_model(path)), False, names
+    if path.name.endswith(".weights.h5"):
+        if config is None:
+            raise ValueError(f"--model {path} holds weights only: pass --config to build the model")
+        from detection.evaluate import load_detector
+
+        return keras_predictor(load_detector(cfg, path)), False, names
+    raise ValueError(f"--model {path}: expected a SavedModel folder, .keras or .weights.h5")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="JPEG/PNG files")
+    parser.add_argument("--model", required=True,
+                        help="SavedModel folder, .keras file, or .weights.h5 (with --config)")
+    parser.add_argument("--config", default=None, help="detection YAML (class names, weights)")
+    parser.add_argument("--out", default="predictions", help="folder for JSON and PNGs")
+    parser.add_argument("--score-threshold", type=float, default=0.5,
+                        help="keep detections scoring at least this (default 0.5)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Detect objects in image files; write detections.json and PNGs with drawn boxes."""
+    from detection.visualize import draw_detections
+
+    predict, wants_bytes, names = load_predictor(args.model, args.config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in args.images:
+        path = Path(name)
+        data, pixels = _read_image(path)
+        h, w = pixels.shape[:2]
+        pred = predict(data if wants_bytes else pixels, h, w)
+        keep = pred["scores"] >= args.score_threshold
+        pred = {k: np.asarray(v)[keep] for k, v in pred.items()}
+        png = draw_detections([pixels], [pred], out / f"{path.stem}.png", class_names=names,
+                              score_threshold=args.score_threshold, columns=1)
+        detections = [{"box_xyxy": [round(float(v), 2) for v in box], "score": float(score),
+                       "class": int(cls),
+                       **({"name": names[int(cls)]} if names else {})}
+                      for box, score, cls in zip(pred["boxes"], pred["scores"], pred["classes"],
+                                                 strict=True)]
+        results.append({"image": str(path), "height": h, "width": w, "png": str(png),
+                        "detections": detections})
+        print(f"{path}: {len(detections)} detection(s) -> {png}")
+    (out / "detections.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {out / 'detections.json'}")
+    return 0
