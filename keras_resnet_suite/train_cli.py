@@ -159,6 +159,7 @@ def cmd_train(args) -> dict:
     with strategy.scope():
         model = build(args.model, classes=num_classes)
         recipe.compile(model)
+        model.optimizer.build(model.trainable_variables)  # mirrored slots before any restore
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
@@ -187,7 +188,7 @@ def cmd_train(args) -> dict:
         scores = {k.removeprefix("val_"): v[-1] for k, v in history.items() if k.startswith("val_")}
     else:  # nothing left to train (a finished run re-run): evaluate again
         scores = model.evaluate(ds.test, return_dict=True, verbose=0)
-    step = int(model.optimizer.iterations)
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))  # also when mirrored
     summary = {
         "model": args.model, "data": args.data, "recipe": args.recipe, "iterations": step,
         "planned_iterations": total, "epochs_of_data": round(step / spe, 2),

@@ -42,10 +42,12 @@ def _train_args(folder, out, *extra):
 
 def test_train_resume_evaluate_export(folder, tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli.main(_train_args(folder, run)) == 0
+    # MirroredStrategy over the one local device: the same code path as a multi-GPU run
+    assert cli.main(_train_args(folder, run, "--strategy", "mirrored")) == 0
     text = capsys.readouterr().out
     assert "skipped 1 file(s)" in text and "notes.png: not an image" in text
     assert "resnet20 on cifar10 (paper-cifar): 4/4 iterations" in text
+    assert "on 1 replica(s)" in text
     for name in ("run.json", "model.keras", "history.csv", "error_curves.png", "summary.json",
                  "normalization.npz", "backup/step-00000004"):  # fmt: skip
         assert (run / name).exists(), name
