@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +119,31 @@ def test_loads_without_project_and_matches_predict(exported, tmp_path):
         _check(out["bytes"], b, _reference(model, image))
         boxes = out["bytes"]["detection_boxes"][b]
         assert boxes.min() >= 0.0 and boxes.max() <= 1.0
+
+
+def test_predict_cli_on_saved_model(exported, tmp_path, capsys):
+    from detection import cli
+
+    _, path = exported
+    files = []
+    for i, image in enumerate(_images()[1:]):
+        files.append(tmp_path / f"img{i}.png")
+        files[-1].write_bytes(_png(image))
+    out = tmp_path / "preds"
+    assert cli.main(["predict", *map(str, files), "--model", str(path), "--out", str(out),
+                     "--score-threshold", "0"]) == 0
+    written = json.loads((out / "detections.json").read_text())
+    assert [w["image"] for w in written] == [str(f) for f in files]
+    for entry, (h, w) in zip(written, SIZES[1:], strict=True):
+        assert (entry["height"], entry["width"]) == (h, w)
+        assert 0 < len(entry["detections"]) <= 10
+        for det in entry["detections"]:
+            x1, y1, x2, y2 = det["box_xyxy"]
+            assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
+            assert det["class"] in (0, 1, 2) and 0.0 <= det["score"] <= 1.0
+        assert (out / f"{Path(entry['image']).stem}.png").read_bytes()[:4] == b"\x89PNG"
+    printed = capsys.readouterr().out
+    assert all(f"{f}: " in printed for f in files) and "detections.json" in printed
 
 
 def test_export_refuses_non_detector(tmp_path):

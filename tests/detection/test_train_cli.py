@@ -1,5 +1,5 @@
-"""`python -m detection train / evaluate / export / predict` end to end on a tiny VOC-layout
-set: loss logged, step-exact resume, VOC mAP printed, SavedModel exported and used."""
+"""`python -m detection train / evaluate / export` end to end on a tiny VOC-layout
+set: loss logged, step-exact resume, VOC mAP printed, SavedModel exported."""
 
 import csv
 import json
@@ -44,7 +44,7 @@ def _config(tmp_path, **train):
     return path
 
 
-def test_train_resume_export_predict(tmp_path, capsys):
+def test_train_resume_evaluate_export(tmp_path, capsys):
     from detection import cli
 
     config = _config(tmp_path)
@@ -71,27 +71,14 @@ def test_train_resume_export_predict(tmp_path, capsys):
 
     weights = run_dir / "final.weights.h5"
     assert cli.main(["evaluate", "--config", str(config), "--checkpoint", str(weights),
-                     "--max-images", "2"]) == 0
+                     "--max-images", "1"]) == 0
     assert re.search(r"^mAP@0\.5 = \d\.\d{3}$", capsys.readouterr().out, re.MULTILINE)
 
     saved = tmp_path / "saved"
     assert cli.main(["export", "--config", str(config), "--checkpoint", str(weights),
                      "--out", str(saved)]) == 0
     assert (saved / "saved_model.pb").is_file()
-    images = sorted((tmp_path / "data" / "VOC2007" / "JPEGImages").glob("val_*.jpg"))[:2]
-    preds = tmp_path / "preds"
-    assert cli.main(["predict", *map(str, images), "--model", str(saved), "--config",
-                     str(config), "--out", str(preds), "--score-threshold", "0"]) == 0
-    written = json.loads((preds / "detections.json").read_text())
-    assert [w["image"] for w in written] == [str(p) for p in images]
-    for entry in written:
-        assert (entry["height"], entry["width"]) == (64, 64)
-        assert len(entry["detections"]) <= 10
-        for det in entry["detections"]:
-            x1, y1, x2, y2 = det["box_xyxy"]
-            assert 0 <= x1 <= x2 <= 64 and 0 <= y1 <= y2 <= 64
-            assert det["name"] in yaml.safe_load(config.read_text())["data"]["class_names"]
-        assert (preds / f"{images[0].stem}.png").read_bytes()[:4] == b"\x89PNG"
+    # the predict CLI is tested on a SavedModel in test_export.py
 
 
 def test_bad_arguments_are_reported(tmp_path, capsys):
