@@ -3,7 +3,8 @@
 `python -m detection demo [--out DIR]` runs offline on CPU: it renders train and held-out
 images, fits a C4 detector with a tiny ResNet (config `detection/configs/shapes_demo.yaml`),
 scores VOC mAP@0.5 on the held-out images, prints `mAP@0.5 = 0.xxx` and writes
-`detections.png` and the trained weights to `DIR`.
+`detections.png`, the trained weights and (TensorFlow backend) a SavedModel to `DIR`,
+checking that the SavedModel's detections equal the Keras model's.
 """
 
 from __future__ import annotations
@@ -67,9 +68,38 @@ def predict_samples(model, items: list[dict], batch_size: int = 16) -> list[dict
     return out
 
 
+def check_export(model, images: np.ndarray, predictions: list[dict], path: str | Path) -> dict:
+    """Export `model` as a SavedModel, run its `serving_default` on `images` (uint8, one size)
+    and compare with the Keras `predictions`: `{"path", "max_box_diff", "same_classes"}`.
+
+    Box differences are in pixels of the input images (the SavedModel's boxes are normalised
+    yxyx; they are scaled back here)."""
+    import tensorflow as tf
+
+    from detection.export import export_saved_model
+
+    path = export_saved_model(model, path)
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    out = {k: v.numpy() for k, v in serve(images=tf.constant(images, tf.uint8)).items()}
+    h, w = images.shape[1:3]
+    worst, same = 0.0, True
+    for b, pred in enumerate(predictions):
+        n = int(out["num_detections"][b])
+        y1, x1, y2, x2 = out["detection_boxes"][b, :n].T
+        boxes = np.stack([x1 * w, y1 * h, x2 * w, y2 * h], -1)
+        if n != len(pred["boxes"]):
+            same = False
+            continue
+        if n:
+            worst = max(worst, float(np.abs(boxes - pred["boxes"]).max()))
+            same &= bool(np.array_equal(out["detection_classes"][b, :n] - 1, pred["classes"]))
+    return {"path": path, "max_box_diff": worst, "same_classes": same}
+
+
 def run(out_dir: str | Path = "demo_output", config: dict | None = None, backbone=None,
         verbose: int | str = "auto") -> dict:
-    """Train, evaluate and draw; returns `{"mAP", "per_class", "seconds", "png", "weights"}`."""
+    """Train, evaluate, draw and export; returns `{"mAP", "per_class", "seconds", "png",
+    "weights", "model", "export"}`."""
     import keras
 
     from detection.data.transforms import training_batches
@@ -115,6 +145,13 @@ def run(out_dir: str | Path = "demo_output", config: dict | None = None, backbon
                           ground_truths=truths[:8])
     weights = out_dir / "detector.weights.h5"
     model.save_weights(weights)
+    exported = None
+    if keras.backend.backend() == "tensorflow":  # SavedModel export is TensorFlow-only
+        exported = check_export(model, np.stack([s["image"] for s in test_items]).astype(np.uint8),
+                                predictions, out_dir / "saved_model")
+        print(f"SavedModel {exported['path']}: max box difference vs Keras "
+              f"{exported['max_box_diff']:.2e} px over {len(test_items)} images, "
+              f"{'same' if exported['same_classes'] else 'DIFFERENT'} detections and classes")
     seconds = time.time() - start
     per_class = {names[int(k)]: float(v) for k, v in result["per_class"].items()}
     print("per-class AP@0.5: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
@@ -122,4 +159,4 @@ def run(out_dir: str | Path = "demo_output", config: dict | None = None, backbon
           f"detections drawn to {png}")
     print(f"mAP@0.5 = {result['mAP']:.3f}")
     return {"mAP": float(result["mAP"]), "per_class": per_class, "seconds": seconds,
-            "png": png, "weights": weights, "model": model}
+            "png": png, "weights": weights, "model": model, "export": exported}
