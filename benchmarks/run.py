@@ -48,7 +48,7 @@ MODES = {
                     train_batch=32, serving_batches=(1, 32), cifar_batches=50, detection=False,
                     det_repeats=1, with_v1=True),
     "quick": Mode("quick", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 8),
-                  train_batch=8, serving_batches=(1,), cifar_batches=10, detection=False,
+                  train_batch=8, serving_batches=(1,), cifar_batches=50, detection=False,
                   det_repeats=1, with_v1=False),
 }
 
