@@ -131,14 +131,15 @@ def _train_stream(config: dict, class_names: list[str], global_batch: int):
         raise ValueError(f"data.train has {count} usable images, fewer than one batch of "
                          f"{global_batch}")
     aug = dict(data.get("augment") or {})
-    # The detector rescales every image onto its fixed canvas, which would undo a random
-    # shorter side; only flip and colour jitter are applied here.
+    # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
+    # image meets the fixed canvas, so the canvas fit cannot undo it.
     stream = augment(base.repeat(), sizes=None, max_size=None, flip=bool(aug.get("flip", True)),
                      brightness=aug.get("brightness", 0.0), contrast=aug.get("contrast", 0.0),
                      saturation=aug.get("saturation"), seed=seed)
     image_size = tuple(config["model"]["image_size"])
     batches = training_batches(stream, image_size, global_batch,
-                               max_boxes=int(data.get("max_boxes", 50)), flip=False)
+                               max_boxes=int(data.get("max_boxes", 50)), flip=False,
+                               shorter_sides=aug.get("sizes"), seed=seed)
     return (lambda start: batches.skip(start)), count
 
 

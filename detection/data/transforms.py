@@ -1,7 +1,9 @@
 """Static-shape training batches for the detector (tf.data) and input checks.
 
 Every image is scaled by `min(H / h, W / w)` onto a fixed `H x W` canvas (aspect ratio kept),
-optionally flipped left-right with its boxes, and zero padded at the bottom/right. Boxes are
+or, for multi-scale training, to a shorter side drawn from `shorter_sides` (never beyond that
+fit: detectron2's ResizeShortestEdge under a static canvas), optionally flipped left-right
+with its boxes, and zero padded at the bottom/right. Boxes are
 clipped to the image; degenerate ones (zero or negative size) are dropped and counted in the
 element's `"num_dropped_boxes"`; ground truth is padded to `max_boxes` with label -1 so that
 images without objects batch and train like any other.
@@ -15,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 
-def _canvas_example(element, canvas, max_boxes, flip, seed):
+def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     image = element["images"]
     tf.debugging.assert_all_finite(
         tf.cast(image, tf.float32),
@@ -24,6 +26,14 @@ def _canvas_example(element, canvas, max_boxes, flip, seed):
     labels = tf.reshape(tf.cast(element["bounding_boxes"]["labels"], tf.int32), (-1,))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(canvas[0] / shape[0], canvas[1] / shape[1])
+    index = tf.cast(element.get("_index", 0), tf.int64)
+    if sides:
+        # Stateless per element: the same seed picks the same sizes on every run.
+        pick = tf.random.stateless_uniform((), seed=tf.stack([tf.cast(seed + 1, tf.int64),
+                                                              index]),
+                                           maxval=len(sides), dtype=tf.int32)
+        side = tf.gather(tf.constant(sides, tf.float32), pick)
+        scale = tf.minimum(scale, side / tf.reduce_min(shape))
     new_hw = tf.cast(tf.round(shape * scale), tf.int32)
     new_hw = tf.minimum(new_hw, tf.constant(canvas, tf.int32))
     image = tf.image.resize(tf.cast(image, tf.float32), new_hw)
@@ -34,7 +44,6 @@ def _canvas_example(element, canvas, max_boxes, flip, seed):
     boxes = tf.clip_by_value(boxes, lo, hi)
     if flip:
         # Stateless so the same seed gives the same flips on every run.
-        index = tf.cast(element.get("_index", 0), tf.int64)
         do_flip = tf.random.stateless_uniform((), seed=tf.stack([tf.cast(seed, tf.int64),
                                                                  index])) < 0.5
         image = tf.cond(do_flip, lambda: tf.image.flip_left_right(image), lambda: image)
@@ -59,18 +68,27 @@ def _canvas_example(element, canvas, max_boxes, flip, seed):
 
 
 def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: int = 100,
-              flip: bool = False, seed: int = 0) -> tf.data.Dataset:
-    """Map an unbatched `{"images", "bounding_boxes"}` dataset onto the fixed canvas."""
+              flip: bool = False, seed: int = 0,
+              shorter_sides: tuple[int, ...] | None = None) -> tf.data.Dataset:
+    """Map an unbatched `{"images", "bounding_boxes"}` dataset onto the fixed canvas.
+
+    `shorter_sides` (e.g. the paper's (600,) or COCO's 640..800) draws each image's shorter
+    side from that list, capped so the image still fits the canvas.
+    """
     canvas = (int(image_size[0]), int(image_size[1]))
-    if flip:
+    sides = tuple(float(s) for s in shorter_sides or ())
+    if any(s <= 0 for s in sides):
+        raise ValueError(f"shorter_sides must be positive, got {shorter_sides}")
+    if flip or sides:
         dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
-    return dataset.map(lambda e: _canvas_example(e, canvas, max_boxes, flip, seed),
+    return dataset.map(lambda e: _canvas_example(e, canvas, max_boxes, flip, seed, sides),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def training_batches(dataset: tf.data.Dataset, image_size: tuple[int, int], batch_size: int,
                      max_boxes: int = 100, flip: bool = True, shuffle: int = 0,
-                     seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+                     seed: int = 0, repeat: bool = False,
+                     shorter_sides: tuple[int, ...] | None = None) -> tf.data.Dataset:
     """Canvas-sized, fixed-shape batches for `FasterRCNN.fit` (`drop_remainder` keeps the
     batch dimension static, which `tf.distribute` and the static-shape ops need)."""
     if batch_size < 1:
@@ -79,7 +97,7 @@ def training_batches(dataset: tf.data.Dataset, image_size: tuple[int, int], batc
         dataset = dataset.shuffle(shuffle, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = to_canvas(dataset, image_size, max_boxes, flip, seed)
+    dataset = to_canvas(dataset, image_size, max_boxes, flip, seed, shorter_sides)
     dataset = dataset.map(lambda e: {"images": e["images"],
                                      "bounding_boxes": e["bounding_boxes"]})
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -77,6 +77,31 @@ def test_flip_moves_boxes_with_the_image():
     assert 0 < flipped < 16  # both outcomes occur
 
 
+def test_shorter_sides_rescale_within_the_canvas_deterministically():
+    image = np.full((100, 200, 3), 9, "uint8")  # fits a 128 x 256 canvas at scale 1.28
+    ds = tf.data.Dataset.from_tensors(_element(image, [[10, 20, 50, 60]], [0])).repeat(24)
+
+    def run(sides, seed=3):
+        return list(transforms.to_canvas(ds, (128, 256), 2, seed=seed,
+                                         shorter_sides=sides).as_numpy_iterator())
+
+    half = run((50,))[0]  # shorter side 100 -> 50: scale 0.5
+    np.testing.assert_allclose(half["bounding_boxes"]["boxes"][0], [5, 10, 25, 30], atol=1e-4)
+    assert (half["images"][:50, :100] == 9).all() and not half["images"][50:].any()
+    assert not half["images"][:, 100:].any()
+    capped = run((400,))[0]  # beyond the canvas: capped at the fitting scale 1.28
+    np.testing.assert_allclose(capped["bounding_boxes"]["boxes"][0], [12.8, 25.6, 64, 76.8],
+                               atol=1e-3)
+    widths = [e["bounding_boxes"]["boxes"][0, 2] - e["bounding_boxes"]["boxes"][0, 0]
+              for e in run((50, 100))]
+    assert sorted(set(np.round(widths, 3))) == [20.0, 40.0]  # both sizes are drawn
+    again = [e["bounding_boxes"]["boxes"][0, 2] - e["bounding_boxes"]["boxes"][0, 0]
+             for e in run((50, 100))]
+    assert widths == again  # same seed, same draws
+    with pytest.raises(ValueError, match="shorter_sides"):
+        transforms.to_canvas(ds, (128, 256), shorter_sides=(0,))
+
+
 def test_training_batches_have_static_shapes_and_empty_images_batch():
     elements = [_element(np.zeros((40, 40, 3), "uint8"), np.zeros((0, 4)), []),
                 _element(np.zeros((20, 30, 3), "uint8"), [[1, 1, 9, 9]], [2])]
