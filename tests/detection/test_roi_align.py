@@ -1,9 +1,12 @@
-"""RoIAlign equals a direct numpy bilinear reference (and torchvision when installed)."""
+"""RoIAlign equals a direct numpy bilinear reference (and torchvision when installed); the
+gather-based multilevel RoIAlign equals pooling on every level and selecting."""
 
 import importlib.util
+import math
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -138,6 +141,85 @@ def test_multilevel_picks_the_assigned_level(jit):
     np.testing.assert_allclose(got, want, atol=1e-6)
 
 
+def _multilevel_reference(features, strides, boxes, out, ratio, aligned):
+    """The former dense multilevel RoIAlign: pool on every level, keep the assigned one."""
+    levels = [int(round(math.log2(s))) for s in strides]
+    assignment = roi_align.fpn_levels(boxes, min(levels), max(levels))
+    res = 0.0
+    for feat, stride, level in zip(features, strides, levels, strict=True):
+        pooled = roi_align.roi_align(feat, boxes, out, 1.0 / stride, ratio, aligned)
+        res = res + pooled * ops.cast(assignment == level, pooled.dtype)[:, :, None, None, None]
+    return res
+
+
+STRIDES = [4, 8, 16, 32]
+
+
+def _pyramid_and_boxes(seed):
+    """P2..P5 of a 64x48 canvas (non-square), 20 boxes per image (2 images) on all levels:
+    tiny, partly or mostly outside the map."""
+    rng = np.random.default_rng(seed)
+    feats = [rng.normal(size=(2, h, w, 3)).astype("float32")
+             for h, w in [(16, 12), (8, 6), (4, 3), (2, 2)]]
+    sizes = np.array([0.3, 2, 9, 30, 60, 100, 120, 150, 200, 230, 260, 300, 400, 450, 500, 700,
+                      5, 50, 180, 350])
+    size = sizes * np.exp(rng.uniform(-0.1, 0.1, (2, 20)))
+    aspect = np.exp(rng.uniform(-0.7, 0.7, (2, 20)))
+    w, h = size * aspect, size / aspect
+    cx, cy = rng.uniform(-8, 56, (2, 20)), rng.uniform(-8, 72, (2, 20))
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).astype("float32")
+    levels = ops.convert_to_numpy(roi_align.fpn_levels(boxes, 2, 5))
+    assert set(levels[0].tolist()) == set(levels[1].tolist()) == {2, 3, 4, 5}
+    return feats, boxes
+
+
+@pytest.mark.parametrize("aligned,ratio", [(True, 2), (False, 2), (True, 1), (False, 3)])
+def test_multilevel_matches_dense_reference(aligned, ratio, jit):
+    feats, boxes = _pyramid_and_boxes(4)
+    fn = jit(lambda fs, b: roi_align.multilevel_roi_align(fs, STRIDES, b, 3, ratio, aligned))
+    got = ops.convert_to_numpy(fn(feats, boxes))
+    want = ops.convert_to_numpy(_multilevel_reference(feats, STRIDES, boxes, 3, ratio, aligned))
+    assert got.shape == (2, 20, 3, 3, 3)
+    assert np.abs(want).max() > 0.1  # not a vacuous comparison
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def _feature_grads(fn, feats, cotangent):
+    """d sum(fn(feats) * cotangent) / d feats with the active backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.grad(lambda fs: (fn(fs) * cotangent).sum())(feats)
+    if backend != "tensorflow":
+        pytest.skip(f"no gradient helper for {backend}")
+    import tensorflow as tf
+
+    feats = [tf.constant(f) for f in feats]
+    with tf.GradientTape() as tape:
+        tape.watch(feats)
+        loss = tf.reduce_sum(fn(feats) * cotangent)
+    return [tf.convert_to_tensor(g) for g in tape.gradient(loss, feats)]
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_multilevel_gradient_matches_dense_reference(aligned):
+    feats, boxes = _pyramid_and_boxes(5)
+    cotangent = np.random.default_rng(6).normal(size=(2, 20, 3, 3, 3)).astype("float32")
+    got = _feature_grads(
+        lambda fs: roi_align.multilevel_roi_align(fs, STRIDES, boxes, 3, 2, aligned),
+        feats, cotangent)
+    want = _feature_grads(
+        lambda fs: _multilevel_reference(fs, STRIDES, boxes, 3, 2, aligned), feats, cotangent)
+    for level, (g, w) in enumerate(zip(got, want, strict=True)):
+        w = ops.convert_to_numpy(w)
+        assert np.abs(w).max() > 0.1, f"P{level + 2} gets no gradient"
+        np.testing.assert_allclose(ops.convert_to_numpy(g), w, atol=1e-5, err_msg=f"P{level + 2}")
+
+
 def test_sampling_ratio_must_be_static():
     with pytest.raises(ValueError, match="sampling_ratio"):
         roi_align.roi_align(np.zeros((1, 4, 4, 1), "float32"), BOXES, 2, 1.0, sampling_ratio=0)
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        roi_align.multilevel_roi_align([np.zeros((1, 4, 4, 1), "float32")], [4], BOXES, 2,
+                                       sampling_ratio=0)
