@@ -18,9 +18,14 @@ COLUMNS = ("section", "contender", "model", "batch", "input", "dtype", "median_s
 
 
 def machine_info() -> dict:
-    """What the numbers were measured on: host, CPU, cores, Python, framework versions."""
+    """What the numbers were measured on: host, CPU, cores, Python, framework versions, GPUs.
+
+    TensorFlow is imported only under its own backend: the GPU machine runs the GPU mode
+    under JAX and may have no TensorFlow at all.
+    """
+    import os
+
     import keras
-    import tensorflow as tf
 
     cpu = platform.processor() or ""
     try:
@@ -29,18 +34,64 @@ def machine_info() -> dict:
                         if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    import os
-
+    backend = keras.backend.backend()
     return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
             "platform": platform.platform(), "python": platform.python_version(),
-            "keras": keras.__version__, "tensorflow": tf.__version__,
-            "backend": keras.backend.backend(), "accelerators": _accelerators()}
+            "keras": keras.__version__, "tensorflow": _version("tensorflow"),
+            "jax": _version("jax"), "torch": _version("torch"),
+            "backend": backend, "accelerators": _accelerators(backend)}
 
 
-def _accelerators() -> list[str]:
-    import tensorflow as tf
+def _version(dist: str) -> str | None:
+    """An installed distribution's version, without importing it (None when absent)."""
+    from importlib import metadata
 
-    return [d.name for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _accelerators(backend: str | None = None) -> list[str]:
+    """Names of the GPUs/TPUs the run can use, e.g. "NVIDIA H100 80GB HBM3 (gpu:0)".
+
+    Asks the current backend's framework (TensorFlow only under its own backend), then
+    torch where it is already loaded; an empty list means CPU only.
+    """
+    import sys
+
+    names: list[str] = []
+    if backend is None:
+        import keras
+
+        backend = keras.backend.backend()
+    if backend == "jax" or "jax" in sys.modules:
+        try:
+            import jax
+
+            names += [f"{d.device_kind} ({d.platform}:{d.id})" for d in jax.devices()
+                      if d.platform != "cpu"]
+        except Exception:  # a broken CUDA plugin must not lose the results
+            pass
+    if backend == "tensorflow" and not names:
+        try:
+            import tensorflow as tf
+
+            for d in tf.config.list_physical_devices():
+                if d.device_type != "CPU":
+                    details = tf.config.experimental.get_device_details(d)
+                    names.append(f"{details.get('device_name', d.name)} ({d.name})")
+        except ImportError:
+            pass
+    if not names and "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        try:
+            if torch.cuda.is_available():
+                names += [f"{torch.cuda.get_device_name(i)} (cuda:{i})"
+                          for i in range(torch.cuda.device_count())]
+        except Exception:
+            pass
+    return names
 
 
 def machine_slug(info: dict) -> str:
@@ -89,8 +140,7 @@ def markdown(result: dict) -> str:
     lines = [f"# Benchmarks {result['date']} ({result['mode']} mode)", "",
              f"- machine: `{m['host']}`, {m['cpu']}, {m['cores']} cores; accelerators: "
              f"{', '.join(m['accelerators']) or 'none'}",
-             f"- backend: {m['backend']} (TensorFlow {m['tensorflow']}, Keras {m['keras']}), "
-             f"Python {m['python']}",
+             f"- backend: {m['backend']} ({_frameworks(m)}), Python {m['python']}",
              f"- load average (1/5/15 min) at start {result['load_start']}, at end "
              f"{result['load_end']}; the machine is shared, so compare ratios (paired, "
              "alternating rounds), not absolute speeds",
@@ -114,6 +164,20 @@ def markdown(result: dict) -> str:
             _cell(r["median_s"]), thr, ratio, _cell(r.get("cpu_ratio")),
             _cell(r.get("peak_rss_mb")),
             _cell(r.get("delta_rss_mb"))]) + " |")
+    gpu_rows = [r for r in result["rows"] if "mfu" in r]
+    if gpu_rows:
+        lines += ["", "## GPU: model-FLOPs utilisation and device memory", "",
+                  "MFU = images/s x 3 x 2 x MACs/image / dense bf16 peak of the device "
+                  "(training = 3x the forward multiply-adds).", "",
+                  "| contender | device | images/s | MACs/image | bf16 peak TFLOP/s | MFU "
+                  "| peak device MiB |", "|---|---|---|---|---|---|---|"]
+        for r in gpu_rows:
+            peak = r.get("peak_bf16_tflops")
+            peak = "-" if peak is None else f"{peak:g} ({r.get('peak_source')})"
+            mfu = "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f} %"
+            lines.append(f"| {r['contender']} | {r.get('device')} | {_cell(r['throughput'])} "
+                         f"| {r['macs_per_image'] / 1e9:.3f} G | {peak} | {mfu} "
+                         f"| {_cell(r.get('peak_device_mb'))} |")
     checks = result.get("checks", [])
     if checks:
         lines += ["", "## Must-show checks", "",
@@ -127,6 +191,15 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {s}" for s in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _frameworks(m: dict) -> str:
+    names = {"tensorflow": "TensorFlow", "jax": "JAX", "torch": "PyTorch"}
+    main = names.get(m["backend"], m["backend"])
+    parts = [f"{main} {m.get(m['backend'], '?')}", f"Keras {m['keras']}"]
+    if m["backend"] != "torch" and m.get("torch"):
+        parts.append(f"PyTorch {m['torch']}")
+    return ", ".join(parts)
 
 
 def write(result: dict, out_dir: Path = RESULTS_DIR, suffix: str = "") -> tuple[Path, Path]:

@@ -4,9 +4,18 @@
     python -m benchmarks --quick    # smoke run, < 3 min: ResNet-50 only, small batches
     python -m benchmarks --only resnet50 serving --max-minutes 30
     python -m benchmarks --only detection --detection   # Faster R-CNN (long on a CPU)
+    KERAS_BACKEND=jax python -m benchmarks --only gpu --gpu    # on a GPU machine (no TF needed)
 
 Faster R-CNN at the 600-pixel canvas costs minutes per image on 2 CPU cores, so it is opt-in
 (`--detection`); its figures go to a results file of their own (suffix `-detection`).
+
+The GPU mode (`--gpu`, see benchmarks/gpu.py) is opt-in too and never part of the CPU run:
+ResNet-50 training images/s under JAX + XLA + mixed_bfloat16 against torchvision with
+channels_last + bf16 autocast on the same GPU, with model-FLOPs utilisation and peak device
+memory. Options: `--gpu-batch 256`, `--gpu-size 224`, `--gpu-steps 10` (steps per timed call),
+`--peak-tflops` (the device's dense bf16 peak, when not in gpu.PEAK_BF16_TFLOPS),
+`--torch-compile`. It refuses to run without KERAS_BACKEND=jax, and without a GPU unless
+`--allow-cpu` (a smoke run: batch 2 at 32x32, one step, one round).
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ import gc
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -46,7 +55,7 @@ class Mode:
 MODES = {
     "default": Mode("default", warmup=1, repeats=3, repeats_small=7, infer_batches=(1, 32),
                     train_batch=32, serving_batches=(1, 32), cifar_batches=50, detection=False,
-                    det_repeats=1, with_v1=True),
+                    det_repeats=3, with_v1=True),
     "quick": Mode("quick", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 8),
                   train_batch=8, serving_batches=(1,), cifar_batches=50, detection=False,
                   det_repeats=1, with_v1=False),
@@ -62,6 +71,7 @@ class Suite:
     notes: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
     checks: list = field(default_factory=list)
+    gpu: object = None  # benchmarks.gpu.Options of the GPU mode
 
     def log(self, msg: str) -> None:
         if self.verbose:
@@ -239,18 +249,30 @@ def detection(suite: Suite) -> None:
         return
     real_batch = next(iter(voc))
     reps = suite.mode.det_repeats
+    photo = f"{T.PHOTO[0]}x{T.PHOTO[1]} -> {canvas}"
+    peer = T.torchvision_cases(real_batch)
+    if peer is None:
+        suite.skipped.append("torchvision fasterrcnn_resnet50_fpn: torch/torchvision not "
+                             "installed or left out (optional peer)")
     for backbone, head in T.CONFIGS:
         label = f"{backbone}-{head}"
         t = time.perf_counter()
         model = T.build(backbone, head)
-        suite.log(f"built Faster R-CNN {label} in {time.perf_counter() - t:.1f} s")
-        suite.compare("detection inference", [T.predict_case(f"faster r-cnn {label}", model)],
-                      None, repeats=reps, model=f"faster_rcnn {label}", batch=1,
-                      input_size=f"600x800 -> {canvas}", dtype="float32", unit="images/s")
+        suite.log(f"built Faster R-CNN {label} (frozen BN, freeze_at=2) in "
+                  f"{time.perf_counter() - t:.1f} s")
+        cases = [T.predict_case(f"faster r-cnn {label}", model)]
+        if head == "fpn" and peer:
+            cases.append(peer[0])
+        suite.compare("detection inference", cases, cases[-1].name if peer else None,
+                      repeats=reps, model=f"faster_rcnn {label}", batch=1, input_size=photo,
+                      dtype="float32")
         cases = [T.train_case(f"faster r-cnn {label} step", model, real_batch)]
         if head == "c4":  # the VOC stream alternates with the step it would feed
             cases.append(D.stream_case("voc pipeline", voc, batch, 20))
-        rows = suite.compare("detection train step", cases, cases[0].name, repeats=reps,
+        elif peer:
+            cases.append(peer[1])
+        rows = suite.compare("detection train step", cases, cases[-1].name if head == "fpn"
+                             and peer else cases[0].name, repeats=reps,
                              model=f"faster_rcnn {label}", batch=batch, input_size=canvas,
                              dtype="float32")
         if head == "c4":
@@ -262,10 +284,19 @@ def detection(suite: Suite) -> None:
         _free(model, cases)
 
 
-# In priority order: when the time budget runs out, the last ones are skipped.
+def gpu(suite: Suite) -> None:
+    """ResNet-50 training on one GPU: JAX/XLA mixed_bfloat16 vs torchvision AMP, and MFU."""
+    from benchmarks import gpu as G
+
+    G.section(suite, suite.gpu or G.Options())
+
+
+# In priority order: when the time budget runs out, the last ones are skipped. "gpu" is
+# opt-in (--gpu) and never in the default run.
 SECTIONS = {"resnet50": lambda s: classification(s, 50), "serving": serving,
             "pipelines": pipelines, "resnet101": lambda s: classification(s, 101),
-            "detection": detection}
+            "detection": detection, "gpu": gpu}
+CPU_SECTIONS = [name for name in SECTIONS if name != "gpu"]
 
 
 def _import_torch_first() -> None:
@@ -293,35 +324,89 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave torchvision out (its calls slow the TF call that follows them)")
     p.add_argument("--detection", action="store_true",
                    help="also time Faster R-CNN R101-C4 / R50-FPN (minutes per step on a CPU)")
+    g = p.add_argument_group("GPU mode (KERAS_BACKEND=jax)")
+    g.add_argument("--gpu", action="store_true", help="run the GPU mode: ResNet-50 training, "
+                   "JAX/XLA mixed_bfloat16 vs torchvision AMP, and MFU (alone unless --only)")
+    g.add_argument("--allow-cpu", action="store_true", help="let the GPU mode run without a "
+                   "GPU as a smoke run (batch 2 at 32x32, 1 step, 1 round)")
+    g.add_argument("--gpu-batch", type=int, default=None, help="batch size (default 256)")
+    g.add_argument("--gpu-size", type=int, default=None, help="image side (default 224)")
+    g.add_argument("--gpu-steps", type=int, default=None,
+                   help="training steps per timed call (default 10)")
+    g.add_argument("--peak-tflops", type=float, default=None,
+                   help="dense bf16 peak of the device in TFLOP/s, for the MFU (default: "
+                   "looked up by device name in benchmarks.gpu.PEAK_BF16_TFLOPS)")
+    g.add_argument("--torch-compile", action="store_true",
+                   help="wrap the torchvision peer in torch.compile (default: eager)")
     a = p.parse_args(argv)
+    if a.only and "gpu" in a.only and not a.gpu:
+        p.error("the gpu section is opt-in: add --gpu (under KERAS_BACKEND=jax on a GPU "
+                "machine)")
+    sections = a.only or (["gpu"] if a.gpu else
+                          ["resnet50", "serving", "pipelines"] if a.quick else CPU_SECTIONS)
+    gpu_mode = "gpu" in sections
 
     if a.no_torchvision:
         os.environ["KRS_BENCH_NO_TORCHVISION"] = "1"
+    if gpu_mode:  # JAX would otherwise take 75 % of the GPU up front, leaving torch too little
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     _import_torch_first()
     import keras
 
     from benchmarks import report
     from benchmarks.timing import load_average
 
-    if keras.backend.backend() != "tensorflow":
+    gpu_opts = smoke = None
+    if gpu_mode:
+        from benchmarks import gpu as G
+
+        reason = G.refusal(keras.backend.backend(), a.allow_cpu)
+        if reason:
+            print(f"python -m benchmarks --gpu: refused: {reason}", file=sys.stderr)
+            return 2
+        smoke = G.jax_accelerator() is None
+        gpu_opts = G.Options(batch=a.gpu_batch or (2 if smoke else 256),
+                             size=a.gpu_size or (32 if smoke else 224),
+                             steps=a.gpu_steps or (1 if smoke else 10),
+                             peak_tflops=a.peak_tflops, torch_compile=a.torch_compile,
+                             allow_cpu=a.allow_cpu)
+    if keras.backend.backend() != "tensorflow" and set(sections) - {"gpu"}:
         print("note: the CPU figures of issue 5 are for KERAS_BACKEND=tensorflow; running "
               f"under {keras.backend.backend()!r}, SavedModel export may be unavailable",
               file=sys.stderr)
-    mode = MODES["quick" if a.quick else "default"]
+    mode = replace(MODES["quick" if a.quick else "default"])  # a copy: main() may run twice
+    if smoke:  # --allow-cpu without a GPU: plumbing only, one round
+        mode.warmup, mode.repeats, mode.repeats_small = 1, 1, 1
     if a.repeats:
         mode.repeats = a.repeats
+        if smoke:
+            mode.repeats_small = a.repeats
     mode.detection = a.detection
     start, load_start = time.perf_counter(), load_average()
     budget = a.max_minutes if a.max_minutes is not None else (3 if a.quick else 15)
-    suite = Suite(mode, deadline=start + 60 * budget)
-    keras.utils.set_random_seed(0)
+    suite = Suite(mode, deadline=start + 60 * budget, gpu=gpu_opts)
+    if gpu_mode:  # keras.utils.set_random_seed would import TensorFlow to seed it too
+        import random
+
+        import numpy as np
+
+        random.seed(0)  # Keras' default seeds come from Python's `random`
+        np.random.seed(0)
+    else:
+        keras.utils.set_random_seed(0)
     info = report.machine_info()
     suite.log(f"{mode.name} mode on {info['cpu']} ({info['cores']} cores), backend "
               f"{info['backend']}, load {load_start}")
-    if not info["accelerators"]:
-        suite.notes.append("no GPU on this machine: the GPU mode of issue 5 (KERAS_BACKEND=jax, "
-                           "bf16, XLA vs torchvision AMP, MFU) was not measured")
-    suffix = "" if not a.only else "-" + "-".join(sorted(a.only))
+    if smoke:
+        suite.notes.append("--allow-cpu smoke run of the GPU mode on the CPU (tiny batch and "
+                           "images, one round): checks the plumbing, not a figure to report; "
+                           f"on a GPU machine run `{G.GPU_COMMAND}`")
+    elif not info["accelerators"]:
+        suite.notes.append("no GPU on this machine, so the GPU mode of issue 5 (KERAS_BACKEND="
+                           "jax, bf16, XLA vs torchvision AMP, MFU) was not measured here: on a "
+                           "GPU machine run `KERAS_BACKEND=jax python -m benchmarks --only gpu "
+                           "--gpu`")
+    suffix = "-" + "-".join(sorted(sections)) if a.only or a.gpu else ""
 
     def save() -> tuple[Path, Path]:
         # Rewritten after every section, so an interrupted run keeps what it measured.
@@ -335,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                   "skipped": suite.skipped}
         return report.write(result, a.out or report.RESULTS_DIR, suffix=suffix)
 
-    default = ["resnet50", "serving", "pipelines"] if a.quick else list(SECTIONS)
-    for name in a.only or default:
+    for name in sections:
         t = time.perf_counter()
         if t > suite.deadline:
             suite.skipped.append(f"section {name}: time budget (--max-minutes {budget}) spent")
