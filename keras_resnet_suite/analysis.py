@@ -47,9 +47,12 @@ def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
             records.append((self.path, keras.ops.convert_to_numpy(out)))
         return out
 
+    from keras_resnet_suite.layers import bn_folding
+
     keras.layers.Conv2D.call, keras.layers.BatchNormalization.call = conv, bn
     try:
-        yield records
+        with bn_folding(False):  # a folded conv + BN would call neither
+            yield records
     finally:
         keras.layers.Conv2D.call, keras.layers.BatchNormalization.call = conv_call, bn_call
 
