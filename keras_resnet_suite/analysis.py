@@ -32,7 +32,11 @@ def _matplotlib():
 def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
     """Record `(bn_layer_path, output)` for every BN call whose input came straight from a
     `kernel_size` Conv2D (calls are recorded in execution order, also inside nested blocks)."""
-    conv_call, bn_call = keras.layers.Conv2D.call, keras.layers.BatchNormalization.call
+    from keras_resnet_suite.layers import BatchNormalization
+
+    # Keras' BN and ours (whose TensorFlow path does not go through Keras' call).
+    bn_classes = (keras.layers.BatchNormalization, BatchNormalization)
+    conv_call, bn_calls = keras.layers.Conv2D.call, [c.__dict__["call"] for c in bn_classes]
     last = {}
 
     def conv(self, inputs, *args, **kwargs):
@@ -40,21 +44,26 @@ def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
         last["conv"], last["out"] = self, out
         return out
 
-    def bn(self, inputs, *args, **kwargs):
-        out = bn_call(self, inputs, *args, **kwargs)
-        source = last.get("conv")
-        if source is not None and last.get("out") is inputs and source.kernel_size == kernel_size:
-            records.append((self.path, keras.ops.convert_to_numpy(out)))
-        return out
+    def wrap(bn_call):
+        def bn(self, inputs, *args, **kwargs):
+            out = bn_call(self, inputs, *args, **kwargs)
+            source = last.get("conv")
+            if source is not None and last.get("out") is inputs and \
+                    source.kernel_size == kernel_size:
+                records.append((self.path, keras.ops.convert_to_numpy(out)))
+                last["conv"] = None  # once, even when our call goes through Keras' call
+            return out
+        return bn
 
-    from keras_resnet_suite.layers import bn_folding
-
-    keras.layers.Conv2D.call, keras.layers.BatchNormalization.call = conv, bn
+    keras.layers.Conv2D.call = conv
+    for cls, call in zip(bn_classes, bn_calls, strict=True):
+        cls.call = wrap(call)
     try:
-        with bn_folding(False):  # a folded conv + BN would call neither
-            yield records
+        yield records
     finally:
-        keras.layers.Conv2D.call, keras.layers.BatchNormalization.call = conv_call, bn_call
+        keras.layers.Conv2D.call = conv_call
+        for cls, call in zip(bn_classes, bn_calls, strict=True):
+            cls.call = call
 
 
 def layer_responses(model: keras.Model, images, kernel_size: int = 3,

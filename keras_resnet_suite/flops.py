@@ -66,9 +66,6 @@ def count_macs(model: keras.Model, input_shape: tuple | None = None) -> int:
     input_shape = tuple(input_shape or model.input_shape[1:])
     if any(d is None for d in input_shape):
         raise ValueError(f"count_macs needs a fully defined input_shape, got {input_shape}")
-    from keras_resnet_suite.layers import bn_folding
-
-    # Unfolded, so that every convolution goes through the Conv2D call being recorded.
-    with _recording([]) as records, bn_folding(False):
+    with _recording([]) as records:
         model(np.zeros((1, *input_shape), "float32"), training=False)
     return sum(layer_macs(*r) for r in records)

@@ -8,9 +8,6 @@ and load as `.keras` files without Lambda layers.
 
 from __future__ import annotations
 
-import contextlib
-import math
-
 import keras
 from keras import layers, ops
 
@@ -26,18 +23,18 @@ HE_FAN_OUT = {"class_name": "VarianceScaling",
 
 @keras.saving.register_keras_serializable(PACKAGE)
 class BatchNormalization(layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` that trains with TensorFlow's fused kernel.
+    """`keras.layers.BatchNormalization` computed with TensorFlow's fused kernel.
 
-    Keras 3 normalises with separate moment, subtract and scale ops (and as many again in
-    the backward pass); TensorFlow's `FusedBatchNormV3` does each pass in one kernel, which
-    makes a ResNet-50 training step ~1.4x faster on CPU. Same results and the same moving-
-    statistics rule (biased batch variance); every other case (other backends, inference,
-    masks, renorm, synchronized BN) runs Keras' own code.
+    Keras 3 normalises with separate moment, subtract and scale ops (and as many again in the
+    backward pass); TensorFlow's `FusedBatchNormV3` does each pass in one kernel, and in
+    inference its graph optimiser fuses it into the preceding convolution. Same results and
+    the same moving-statistics rule (biased batch variance); every other case (other
+    backends, masks, renorm, synchronized BN) runs Keras' own code.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if training and self.trainable and self._fusable(inputs, mask):
-            return self._fused_training_call(inputs)
+        if self._fusable(inputs, mask):
+            return self._fused_call(inputs, bool(training and self.trainable))
         return super().call(inputs, training=training, mask=mask)
 
     def _fusable(self, inputs, mask) -> bool:
@@ -45,14 +42,20 @@ class BatchNormalization(layers.BatchNormalization):
                 and not self.synchronized and self.center and self.scale
                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
 
-    def _fused_training_call(self, inputs):
+    def _fused_call(self, inputs, training: bool):
         import tensorflow as tf
 
         x = tf.cast(inputs, "float32")
+        gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
         # The op clamps epsilon to >= 1.001e-5 (a cuDNN limit): 1e-5 moves results by ~1e-8.
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(self.moving_mean, "float32"),
+                variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                is_training=False)
+            return tf.cast(y, self.compute_dtype)
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            x, tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32"),
-            epsilon=self.epsilon, is_training=True)
+            x, gamma, beta, epsilon=self.epsilon, is_training=True)
         # The op returns the unbiased (n / (n - 1)) variance; Keras tracks the biased one.
         n = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
         variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
@@ -119,60 +122,6 @@ def strided_shape(input_shape, stride: int, channels: int) -> tuple:
             channels)
 
 
-_FOLD_BN = [True]
-
-
-@contextlib.contextmanager
-def bn_folding(enabled: bool):
-    """Switch off (or on) the inference-time conv + BN fusion of this module's blocks.
-
-    Outside training, a convolution followed by a batch norm that uses its moving
-    statistics is computed as one convolution with the BN folded into its kernel and bias
-    (where that is cheaper, see `_fold_pays`): the same function up to float rounding
-    (~1e-6 relative), with two fewer passes over the activations. `with bn_folding(False):`
-    runs conv and BN separately, as written.
-    """
-    previous = _FOLD_BN[0]
-    _FOLD_BN[0] = bool(enabled)
-    try:
-        yield
-    finally:
-        _FOLD_BN[0] = previous
-
-
-def _foldable(conv_layer, bn, x, training) -> bool:
-    """Whether `conv_layer` then `bn` may run as one folded convolution for input `x`."""
-    return (_FOLD_BN[0] and isinstance(conv_layer, layers.Conv2D)
-            and isinstance(bn, layers.BatchNormalization)
-            and not (training and bn.trainable)  # BN normalises with its moving statistics
-            and bn.axis in (-1, 3) and conv_layer.data_format == "channels_last"
-            and bn.center and bn.scale and conv_layer.activation is keras.activations.linear
-            and conv_layer.compute_dtype == "float32" and bn.compute_dtype == "float32"
-            and not isinstance(x, keras.KerasTensor) and _fold_pays(conv_layer, x))
-
-
-def _fold_pays(conv_layer, x) -> bool:
-    """Folding rescales the whole kernel on every call, and saves two passes over the output:
-    worth it where the output has at least as many elements as the kernel (early, large
-    maps; late stages only at large batches). Unknown spatial sizes: not folded."""
-    n, h, w = x.shape[0] or 1, x.shape[1], x.shape[2]
-    if h is None or w is None:
-        return False
-    stride_h, stride_w = conv_layer.strides
-    outputs = n * (h // stride_h) * (w // stride_w) * conv_layer.filters
-    return outputs >= math.prod(conv_layer.kernel.shape)
-
-
-def _conv_bn(conv_layer, bn, x):
-    """`bn(conv_layer(x))` with frozen statistics, as one convolution plus a bias."""
-    scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
-    bias = bn.beta - bn.moving_mean * scale
-    if conv_layer.use_bias:
-        bias = bias + conv_layer.bias * scale
-    y = conv_layer.convolution_op(ops.cast(x, "float32"), conv_layer.kernel * scale)
-    return y + bias
-
-
 class _Composite(layers.Layer):
     """A layer made of named sub-layers, built eagerly so weights load before any call."""
 
@@ -185,15 +134,8 @@ class _Composite(layers.Layer):
 
     @staticmethod
     def _run(chain, x, training=None):
-        i = 0
-        while i < len(chain):
-            layer = chain[i]
-            if i + 1 < len(chain) and _foldable(layer, chain[i + 1], x, training):
-                x = _conv_bn(layer, chain[i + 1], x)
-                i += 2
-                continue
+        for layer in chain:
             x = layer(x, training=training) if _takes_training(layer) else layer(x)
-            i += 1
         return x
 
 
