@@ -149,6 +149,10 @@ def multilevel_roi_align(
     batch, num_boxes = ops.shape(boxes)[0], boxes.shape[1]
 
     boxes = ops.cast(boxes, "float32")
+    # A non-finite box (diverged training) pools zeros, as the dense `roi_align` does,
+    # instead of turning into an out-of-range gather index.
+    finite = ops.all(ops.isfinite(boxes), axis=-1)  # [B, R]
+    boxes = ops.where(finite[..., None], boxes, 0.0)
     slot = fpn_levels(boxes, levels[0], levels[-1]) - levels[0]  # [B, R] index into levels
 
     def per_box(values, dtype):
@@ -171,6 +175,7 @@ def multilevel_roi_align(
     base = per_box(starts[:-1], "int32") + ops.arange(batch, dtype="int32")[:, None] * starts[-1]
     index = base[..., None, None, None, None] + yi * width[..., None, None, None, None] + xi
     weight = wy * wx / float(sampling_ratio**2)  # [B, R, out, out, 2s, 2s]
+    weight = weight * ops.cast(finite, "float32")[..., None, None, None, None]
     gathered = ops.take(table, ops.reshape(index, (-1,)), axis=0)  # [B * R * out^2 * taps, C]
     gathered = ops.reshape(gathered, (-1, taps, channels))
     weight = ops.cast(ops.reshape(weight, (-1, taps)), gathered.dtype)

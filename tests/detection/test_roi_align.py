@@ -223,3 +223,17 @@ def test_sampling_ratio_must_be_static():
     with pytest.raises(ValueError, match="sampling_ratio"):
         roi_align.multilevel_roi_align([np.zeros((1, 4, 4, 1), "float32")], [4], BOXES, 2,
                                        sampling_ratio=0)
+
+
+def test_multilevel_non_finite_box_pools_zeros(jit):
+    """A diverged proposal (NaN/inf) must not become an out-of-range gather index."""
+    rng = np.random.default_rng(5)
+    p2 = rng.normal(size=(1, 16, 16, 2)).astype("float32")
+    p3 = rng.normal(size=(1, 8, 8, 2)).astype("float32")
+    boxes = np.array([[[0, 0, 20, 20], [np.nan, 0, 30, 30], [0, -np.inf, 9, np.inf]]], "float32")
+    fn = jit(lambda a, b, r: roi_align.multilevel_roi_align([a, b], [4, 8], r, 3))
+    got = ops.convert_to_numpy(fn(p2, p3, boxes))
+    assert np.isfinite(got).all()
+    np.testing.assert_array_equal(got[0, 1:], 0.0)
+    want = ops.convert_to_numpy(roi_align.roi_align(p2, boxes[:, :1], 3, 0.25))
+    np.testing.assert_allclose(got[:, :1], want, atol=1e-6)
