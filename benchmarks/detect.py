@@ -54,10 +54,10 @@ def train_case(name: str, model, batch: dict) -> Case:
     n = int(batch["images"].shape[0])
 
     def step():
-        loss = model.train_on_batch(batch)
-        if not np.isfinite(loss):  # a diverged step would time NaN arithmetic
-            raise FloatingPointError(f"{name}: non-finite loss {loss}")
-        return loss
+        logs = model.train_on_batch(batch, return_dict=True)
+        if not np.isfinite(logs["loss"]):  # a diverged step would time NaN arithmetic
+            raise FloatingPointError(f"{name}: non-finite loss {logs}")
+        return logs
 
     return Case(name, step, items=n)
 
