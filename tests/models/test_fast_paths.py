@@ -13,7 +13,7 @@ def _inputs(shape, seed=0):
 
 
 def _randomise_bn(model, seed=1):
-    """Non-trivial BN statistics and affine weights, so a wrong fold cannot hide."""
+    """Non-trivial BN statistics and affine weights, so a wrong fused path cannot hide."""
     rng = np.random.default_rng(seed)
     for layer in model._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
