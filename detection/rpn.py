@@ -75,11 +75,13 @@ def generate_proposals(
     Per level: the `pre_nms_topk` highest-scoring anchors are decoded, clipped to the image
     and boxes not larger than `min_size` dropped; NMS at `nms_threshold` runs within each level
     (detectron2's FPN behaviour; one level for C4) and the best `post_nms_topk` over all
-    levels are kept. No gradient flows through proposals (the paper's approximate joint
-    training).
+    levels are kept. NMS runs level by level (L matrices of k^2 instead of one of (L k)^2: 3-4x
+    less work for FPN); a level can give at most `post_nms_topk`, so the merged top-k equals a
+    joint NMS whose levels cannot suppress each other. No gradient flows through proposals
+    (the paper's approximate joint training).
     """
-    cand_boxes, cand_scores, cand_levels = [], [], []
-    for level, (lg, dl, an) in enumerate(zip(logits, deltas, anchors, strict=True)):
+    cand_boxes, cand_scores, cand_valid = [], [], []
+    for lg, dl, an in zip(logits, deltas, anchors, strict=True):
         lg = ops.stop_gradient(ops.cast(lg, "float32"))
         dl = ops.stop_gradient(ops.cast(dl, "float32"))
         k = min(pre_nms_topk, lg.shape[1])
@@ -89,15 +91,22 @@ def generate_proposals(
         sel_anchors = ops.take(ops.convert_to_tensor(an), idx, axis=0)  # [B, k, 4]
         bx = box_ops.clip(box_ops.decode(sel_deltas, sel_anchors, box_ops.RPN_WEIGHTS),
                           image_height, image_width)
-        cand_boxes.append(bx)
-        cand_scores.append(scores)
-        cand_levels.append(ops.full(ops.shape(scores), level, "int32"))
+        keep_idx, keep = postprocess.nms(bx, scores, nms_threshold, min(post_nms_topk, k),
+                                         box_ops.nonempty(bx, min_size))
+        cand_boxes.append(ops.take_along_axis(bx, keep_idx[..., None], axis=1))
+        cand_scores.append(ops.take_along_axis(scores, keep_idx, axis=1))
+        cand_valid.append(keep)
     boxes = ops.concatenate(cand_boxes, axis=1)
-    scores = ops.concatenate(cand_scores, axis=1)
-    levels = ops.concatenate(cand_levels, axis=1)
-    valid = box_ops.nonempty(boxes, min_size)
-    idx, keep = postprocess.batched_nms(boxes, scores, levels, nms_threshold, post_nms_topk, valid)
-    proposals = ops.take_along_axis(boxes, idx[..., None], axis=1)
+    valid = ops.concatenate(cand_valid, axis=1)
+    scores = ops.where(valid, ops.concatenate(cand_scores, axis=1), -1e30)
+    k = min(post_nms_topk, scores.shape[1])
+    _, order = ops.top_k(scores, k)
+    order = ops.cast(order, "int32")
+    proposals = ops.take_along_axis(boxes, order[..., None], axis=1)
+    keep = ops.take_along_axis(valid, order, axis=1)
+    if k < post_nms_topk:  # fewer candidates than asked for: pad to the static size
+        proposals = ops.pad(proposals, [[0, 0], [0, post_nms_topk - k], [0, 0]])
+        keep = ops.pad(keep, [[0, 0], [0, post_nms_topk - k]])
     return ops.stop_gradient(proposals), keep
 
 

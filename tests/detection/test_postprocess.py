@@ -5,6 +5,7 @@ import pytest
 from keras import ops
 
 from detection import anchors, postprocess, rpn
+from detection import boxes as box_ops
 
 pytestmark = pytest.mark.jax
 
@@ -106,3 +107,37 @@ def test_proposals_decode_clip_and_nms(jit):
     np.testing.assert_array_equal(valid, [[True, True, False]])
     np.testing.assert_allclose(props[0, 0], [0, 0, 8, 8])  # clipped to the 20 x 20 image
     np.testing.assert_allclose(props[0, 1], [0, 8, 8, 20])  # anchor 2 (pre-NMS top 3)
+
+
+def _joint_proposals(logits, deltas, anchor_sets, size, pre, post, thr):
+    """The reference: one NMS over all levels' candidates, levels kept apart by offsets."""
+    boxes, scores, levels = [], [], []
+    for i, (lg, dl, an) in enumerate(zip(logits, deltas, anchor_sets, strict=True)):
+        k = min(pre, lg.shape[1])
+        s, idx = ops.top_k(lg, k)
+        d = ops.take_along_axis(dl, idx[..., None], axis=1)
+        a = ops.take(an, idx, axis=0)
+        boxes.append(box_ops.clip(box_ops.decode(d, a, box_ops.RPN_WEIGHTS), size, size))
+        scores.append(s)
+        levels.append(np.full(s.shape, i, "int32"))
+    boxes, scores = ops.concatenate(boxes, 1), ops.concatenate(scores, 1)
+    idx, keep = postprocess.batched_nms(boxes, scores, np.concatenate(levels, 1), thr, post,
+                                        box_ops.nonempty(boxes))
+    return ops.take_along_axis(boxes, idx[..., None], axis=1), keep
+
+
+def test_per_level_proposals_equal_one_joint_nms():
+    rng = np.random.default_rng(0)
+    shapes, strides = [(8, 8), (4, 4), (2, 2)], [4, 8, 16]
+    anchor_sets = [anchors.grid_anchors(h, w, s, (8 * s,), (0.5, 1.0, 2.0))
+                   for (h, w), s in zip(shapes, strides, strict=True)]
+    logits = [rng.normal(size=(2, len(a))).astype("float32") for a in anchor_sets]
+    deltas = [rng.normal(0, 0.3, size=(2, len(a), 4)).astype("float32") for a in anchor_sets]
+    for pre, post in [(50, 40), (300, 500)]:  # post beyond the candidates: padded
+        got, gv = rpn.generate_proposals(logits, deltas, anchor_sets, 32.0, 32.0, pre, post, 0.6)
+        want, wv = _joint_proposals(logits, deltas, anchor_sets, 32.0, pre, post, 0.6)
+        gv, wv = ops.convert_to_numpy(gv), ops.convert_to_numpy(wv)
+        np.testing.assert_array_equal(gv, wv)
+        assert 0 < gv.sum() < gv.size
+        np.testing.assert_allclose(ops.convert_to_numpy(got)[gv], ops.convert_to_numpy(want)[wv],
+                                   atol=1e-5)
