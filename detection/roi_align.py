@@ -17,24 +17,11 @@ from keras import ops
 
 
 def _axis_weights(start, end, out_size: int, length: int, sampling_ratio: int, aligned: bool):
-    """Averaged interpolation weights `[..., out_size, length]` along one axis."""
-    if not aligned:
-        # Legacy RoIAlign forces at least a 1x1 box.
-        end = start + ops.maximum(end - start, 1.0)
-    bin_size = (end - start) / out_size  # [...]
-    bins = ops.cast(ops.arange(out_size), "float32")
-    subs = (ops.cast(ops.arange(sampling_ratio), "float32") + 0.5) / sampling_ratio
-    offsets = bins[:, None] + subs[None, :]  # [out, s]
-    coords = start[..., None, None] + offsets * bin_size[..., None, None]  # [..., out, s]
-    inside = ops.logical_and(coords >= -1.0, coords <= float(length))
-    coords = ops.clip(coords, 0.0, float(length - 1))
-    low = ops.floor(coords)
-    frac = coords - low
-    high = ops.minimum(low + 1.0, float(length - 1))
-    grid = ops.cast(ops.arange(length), "float32")  # [L]
-    w = (1.0 - frac)[..., None] * ops.cast(low[..., None] == grid, "float32")
-    w = w + frac[..., None] * ops.cast(high[..., None] == grid, "float32")
-    w = w * ops.cast(inside, "float32")[..., None]
+    """Averaged interpolation weights `[..., out_size, length]` along one axis: the taps of
+    `_axis_taps` scattered onto the `length` grid."""
+    index, weight = _axis_taps(start, end, out_size, float(length), sampling_ratio, aligned)
+    grid = ops.arange(length, dtype="int32")  # [L]
+    w = ops.sum(weight[..., None] * ops.cast(index[..., None] == grid, "float32"), axis=-2)
     return ops.mean(w, axis=-2)  # average over the samples of a bin
 
 
@@ -89,17 +76,20 @@ def fpn_levels(boxes, min_level: int = 2, max_level: int = 5, canonical_size: fl
 
 
 def _axis_taps(start, end, out_size: int, length, sampling_ratio: int, aligned: bool):
-    """Bilinear taps along one axis, `[..., out_size, sampling_ratio, 2]` integer positions
-    (low, high) and weights, with the same rule as `_axis_weights`; `length [...]` may differ
-    per box."""
+    """Bilinear taps along one axis: integer positions (low, high) and their weights, each
+    `[..., out_size, sampling_ratio, 2]`, by detectron2/torchvision's rule (samples beyond one
+    pixel outside the map are zero, others clamp to the border). `length` is a float or a
+    `[...]` tensor (a per-box map size)."""
     if not aligned:
+        # Legacy RoIAlign forces at least a 1x1 box.
         end = start + ops.maximum(end - start, 1.0)
     bin_size = (end - start) / out_size
     bins = ops.cast(ops.arange(out_size), "float32")
     subs = (ops.cast(ops.arange(sampling_ratio), "float32") + 0.5) / sampling_ratio
     offsets = bins[:, None] + subs[None, :]  # [out, s]
     coords = start[..., None, None] + offsets * bin_size[..., None, None]  # [..., out, s]
-    length = length[..., None, None]
+    if not isinstance(length, float):
+        length = length[..., None, None]
     inside = ops.cast(ops.logical_and(coords >= -1.0, coords <= length), "float32")
     coords = ops.minimum(ops.maximum(coords, 0.0), length - 1.0)
     low = ops.floor(coords)
