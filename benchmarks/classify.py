@@ -8,7 +8,8 @@ from benchmarks import peers as P
 from benchmarks.timing import Case
 
 
-def _inputs(batch: int, size: int, seed: int = 0):
+def synthetic_batch(batch: int, size: int, seed: int = 0):
+    """Images in [-1, 1] and ImageNet labels, the same for every contender."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1.0, 1.0, (batch, size, size, 3)).astype("float32")
     y = rng.integers(0, 1000, (batch,)).astype("int32")
@@ -17,7 +18,7 @@ def _inputs(batch: int, size: int, seed: int = 0):
 
 def inference_cases(models: dict, batch: int, size: int = 224) -> list[Case]:
     """One `predict_on_batch` per run: the compiled inference path users get from Keras."""
-    x, _ = _inputs(batch, size)
+    x, _ = synthetic_batch(batch, size)
     return [Case(name, (lambda m=m: m.predict_on_batch(x)), items=batch)
             for name, m in models.items()]
 
@@ -33,7 +34,7 @@ def compile_for_training(model):
 
 def training_cases(models: dict, batch: int, size: int = 224) -> list[Case]:
     """One `train_on_batch` per run: forward, backward and SGD update."""
-    x, y = _inputs(batch, size)
+    x, y = synthetic_batch(batch, size)
     for m in models.values():
         compile_for_training(m)
     return [Case(name, (lambda m=m: m.train_on_batch(x, y)), items=batch)
@@ -47,7 +48,7 @@ def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224) -> l
         return []
     import torch
 
-    x = torch.from_numpy(_inputs(batch, size)[0]).permute(0, 3, 1, 2)
+    x = torch.from_numpy(synthetic_batch(batch, size)[0]).permute(0, 3, 1, 2)
     x = x.contiguous(memory_format=torch.channels_last)
     if not train:
         model.eval()
@@ -58,7 +59,7 @@ def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224) -> l
 
         return [Case(P.TORCHVISION, run, items=batch)]
     model.train()
-    y = torch.from_numpy(_inputs(batch, size)[1].astype("int64"))
+    y = torch.from_numpy(synthetic_batch(batch, size)[1].astype("int64"))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from benchmarks.timing import Case
@@ -69,7 +67,7 @@ def torchvision_cases(batch: dict, num_classes: int = 20,
     random weights. Returns (inference case, training-step case), or None without torch."""
     from benchmarks import peers as P
 
-    if not (P.installed("torch") and P.installed("torchvision")) or os.environ.get("KRS_BENCH_NO_TORCHVISION"):
+    if not P.torchvision_wanted():
         return None
     import torch
     from torchvision.models.detection import FasterRCNN

@@ -36,12 +36,11 @@ Without a GPU the section refuses to run, unless `--allow-cpu`: a smoke run (bat
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
-import numpy as np
-
+from benchmarks import peers as P
+from benchmarks.classify import synthetic_batch
 from benchmarks.timing import Case, median
 
 GPU_COMMAND = "KERAS_BACKEND=jax python -m benchmarks --only gpu --gpu"
@@ -107,13 +106,6 @@ def refusal(backend: str, allow_cpu: bool) -> str | None:
     return None
 
 
-def _inputs(batch: int, size: int):
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-1.0, 1.0, (batch, size, size, 3)).astype("float32")
-    y = rng.integers(0, 1000, (batch,)).astype("int32")
-    return x, y
-
-
 def ours_case(opts: Options) -> tuple[Case, object, int, str]:
     """Our ResNet-50 under JAX + XLA + mixed_bfloat16: (case, model, MACs/image, device name)."""
     import jax
@@ -133,18 +125,14 @@ def ours_case(opts: Options) -> tuple[Case, object, int, str]:
     # The default device (the GPU where there is one). Left uncommitted, as Keras' own
     # variables are: a committed input makes the second step compile the graph again.
     device = jax.devices()[0]
-    x, y = (jax.device_put(a) for a in _inputs(opts.batch, opts.size))
+    x, y = (jax.device_put(a) for a in synthetic_batch(opts.batch, opts.size))
 
     def run():
         for _ in range(opts.steps):
             loss = float(model.train_on_batch(x, y))  # a host float: waits for the device
         return loss
 
-    return Case(OURS, run, items=opts.batch * opts.steps), model, macs, _jax_name(device)
-
-
-def _jax_name(device) -> str:
-    return f"{device.device_kind} ({device.platform}:{device.id})"
+    return Case(OURS, run, items=opts.batch * opts.steps), model, macs, P.jax_device_name(device)
 
 
 def jax_peak_mb() -> float | None:
@@ -158,10 +146,7 @@ def jax_peak_mb() -> float | None:
 
 def torchvision_case(opts: Options) -> tuple[Case, str] | None:
     """torchvision ResNet-50 with channels_last + bf16 autocast, or None without torch."""
-    from benchmarks import peers as P
-
-    if not (P.installed("torch") and P.installed("torchvision")) or os.environ.get(
-            "KRS_BENCH_NO_TORCHVISION"):
+    if not P.torchvision_wanted():
         return None
     import torch
     import torchvision
@@ -175,7 +160,7 @@ def torchvision_case(opts: Options) -> tuple[Case, str] | None:
     model.train()
     if opts.torch_compile:
         model = torch.compile(model)
-    xn, yn = _inputs(opts.batch, opts.size)
+    xn, yn = synthetic_batch(opts.batch, opts.size)
     x = torch.from_numpy(xn).permute(0, 3, 1, 2).to(device).contiguous(
         memory_format=torch.channels_last)
     y = torch.from_numpy(yn.astype("int64")).to(device)

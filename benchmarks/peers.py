@@ -52,10 +52,20 @@ def _keras_hub_classifier(depth: int) -> keras.Model:
     return keras.Model(backbone.input, out, name=f"keras_hub_resnet{depth}")
 
 
+def torchvision_wanted() -> bool:
+    """torch and torchvision are installed and not left out (`--no-torchvision`)."""
+    return (installed("torch") and installed("torchvision")
+            and not os.environ.get("KRS_BENCH_NO_TORCHVISION"))
+
+
+def jax_device_name(device) -> str:
+    """A JAX device as results name it, e.g. "NVIDIA H100 80GB HBM3 (gpu:0)"."""
+    return f"{device.device_kind} ({device.platform}:{device.id})"
+
+
 def torchvision_model(depth: int):
     """torchvision's ResNet-50/101 in channels_last (its fastest CPU layout), or None."""
-    if not (installed("torch") and installed("torchvision")) or os.environ.get(
-            "KRS_BENCH_NO_TORCHVISION"):
+    if not torchvision_wanted():
         return None
     import torch
     import torchvision

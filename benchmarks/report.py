@@ -69,8 +69,9 @@ def _accelerators(backend: str | None = None) -> list[str]:
         try:
             import jax
 
-            names += [f"{d.device_kind} ({d.platform}:{d.id})" for d in jax.devices()
-                      if d.platform != "cpu"]
+            from benchmarks.peers import jax_device_name
+
+            names += [jax_device_name(d) for d in jax.devices() if d.platform != "cpu"]
         except Exception:  # a broken CUDA plugin must not lose the results
             pass
     if backend == "tensorflow" and not names:
