@@ -1,5 +1,11 @@
 """keras-resnet-suite: every ResNet of He et al. (2015) and its family, in Keras 3."""
 
+# ruff: noqa: E402  (the CPU default below must run before these imports load TensorFlow)
+from .runtime import default_for_our_commands as _fast_cpu_default
+
+_fast_cpu_default()  # this project's commands run TensorFlow's oneDNN kernels (runtime.py)
+
+# ruff: isort: split
 from . import backbones, layers, preprocessing, specs, weights
 from .flops import count_macs, count_params
 from .models import BUILDERS, build

@@ -1,0 +1,79 @@
+"""The CPU fast path (keras_resnet_suite.runtime): our commands turn TensorFlow's oneDNN kernels
+on before TensorFlow loads, an explicit TF_ENABLE_ONEDNN_OPTS is respected, library imports
+change nothing, and `onednn_enabled()` reports what TensorFlow actually does."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keras_resnet_suite import runtime
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A fresh interpreter that pretends to be started as `argv` (sys.orig_argv is what the package
+# reads), imports the library, then reports the variable and TensorFlow's own answer.
+PROBE = """
+import os, sys
+sys.orig_argv[:] = {argv!r}
+import keras_resnet_suite as krs
+print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), krs.runtime.onednn_enabled())
+"""
+
+
+def _probe(argv: list[str], value: str | None) -> tuple[str, bool]:
+    env = {k: v for k, v in os.environ.items() if k != runtime.ONEDNN_ENV}
+    env.update({"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if value is not None:
+        env[runtime.ONEDNN_ENV] = value
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    setting, enabled = proc.stdout.split()[-2:]
+    return setting, enabled == "True"
+
+
+@pytest.mark.parametrize("argv, ours", [
+    (["python", "-m", "keras_resnet_suite", "models"], True),
+    (["python", "-m", "detection", "train", "--config", "c.yaml"], True),
+    (["python", "-mbenchmarks", "--quick"], True),
+    (["python", "-X", "dev", "-W", "ignore", "-m", "keras_resnet_suite.training.benchmark"], True),
+    (["python", "-Bm", "detection"], True),
+    (["/venv/bin/python", "/venv/bin/keras-resnet-suite", "demo"], True),
+    (["python", str(REPO / "examples" / "cifar10_degradation.py"), "--budget"], True),
+    (["python", "-m", "pytest", "tests"], False),
+    (["python", "train.py", "-m", "detection"], False),
+    (["python", "-c", "import keras_resnet_suite"], False),
+    (["python"], False),
+])
+def test_our_commands_are_recognised(argv, ours):
+    assert runtime.started_by_our_command(argv) is ours
+
+
+def test_command_turns_onednn_on_and_tensorflow_agrees():
+    assert _probe(["python", "-m", "detection", "demo"], None) == ("1", True)
+
+
+def test_explicit_zero_is_respected():
+    assert _probe(["python", "/venv/bin/keras-resnet-suite", "demo"], "0") == ("0", False)
+
+
+def test_library_import_leaves_the_choice_to_the_user():
+    setting, _ = _probe(["python", "my_script.py"], None)  # TF's own default for this CPU
+    assert setting == "None"
+
+
+def test_enable_fast_cpu_before_and_after_tensorflow(monkeypatch):
+    monkeypatch.delenv(runtime.ONEDNN_ENV, raising=False)
+    monkeypatch.setattr(runtime, "onednn_enabled", lambda: False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)  # as if not imported yet
+    assert runtime.enable_fast_cpu() is True and os.environ[runtime.ONEDNN_ENV] == "1"
+    monkeypatch.setenv(runtime.ONEDNN_ENV, "0")
+    assert runtime.enable_fast_cpu() is False and os.environ[runtime.ONEDNN_ENV] == "0"
+    monkeypatch.delenv(runtime.ONEDNN_ENV)
+    monkeypatch.setitem(sys.modules, "tensorflow", object())  # too late to choose
+    with pytest.warns(RuntimeWarning, match="already imported"):
+        assert runtime.enable_fast_cpu() is False
+    assert runtime.ONEDNN_ENV not in os.environ
