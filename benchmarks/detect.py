@@ -17,7 +17,7 @@ CONFIGS = (("resnet101", "c4"), ("resnet50", "fpn"))
 def detection_available() -> str | None:
     """None when `detection.FasterRCNN` imports, else the reason it does not."""
     try:
-        from detection.faster_rcnn import FasterRCNN  # noqa: F401
+        from detection.modeling import FasterRCNN  # noqa: F401
     except Exception as exc:  # any import failure means the section cannot run
         return f"detection.FasterRCNN unavailable: {exc!r}"
     return None
@@ -29,7 +29,7 @@ def build(backbone: str, head: str, num_classes: int = 20):
     not depend on their values and downloads are not possible offline."""
     import keras
 
-    from detection.faster_rcnn import FasterRCNN
+    from detection.modeling import FasterRCNN
 
     model = FasterRCNN(num_classes=num_classes, backbone=backbone, head=head,
                        image_size=CANVAS, norm="frozen", freeze_at=2, seed=0)

@@ -52,7 +52,7 @@ def cifar_cases(archive: Path, batch: int, batches: int) -> list[Case]:
 def voc_training_batches(voc_dir: Path, canvas: tuple[int, int], batch: int):
     """The raccoon train split as FasterRCNN.fit receives it: decoded, on the canvas, flipped."""
     from detection.data import voc
-    from detection.data.transforms import training_batches
+    from detection.data.pipeline import training_batches
 
     ds = voc(str(voc_dir), year=2007, split="train", class_names=["raccoon"], shuffle=True,
              seed=0, verbose=False)

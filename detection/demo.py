@@ -10,7 +10,6 @@ checking that the SavedModel's detections equal the Keras model's.
 from __future__ import annotations
 
 import copy
-import importlib
 import time
 from pathlib import Path
 
@@ -33,8 +32,8 @@ def load_config(path: str | Path = CONFIG, overrides: dict | None = None) -> dic
 
 def build_detector(config: dict, backbone=None):
     """`FasterRCNN` from the config's `model` section (`backbone` may be a built model)."""
-    from detection.data.shapes import CLASS_NAMES
-    from detection.faster_rcnn import FasterRCNN
+    from detection.data.synthetic import CLASS_NAMES
+    from detection.modeling import FasterRCNN
 
     model_cfg = copy.deepcopy(config["model"])
     if backbone is not None:
@@ -102,12 +101,10 @@ def run(out_dir: str | Path = "demo_output", config: dict | None = None, backbon
     "weights", "model", "export"}`."""
     import keras
 
-    from detection.data.transforms import training_batches
+    from detection.data import synthetic as shapes_mod
+    from detection.data.pipeline import training_batches
     from detection.evaluation import voc_ap
     from detection.visualize import draw_detections
-
-    # The module, not the `detection.data.shapes` function the package exposes.
-    shapes_mod = importlib.import_module("detection.data.shapes")
     config = config or load_config()
     data_cfg, train_cfg = config["data"], config["train"]
     eval_cfg = config.get("eval", {})

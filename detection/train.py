@@ -80,7 +80,7 @@ def class_names_of(config: dict) -> list[str]:
 
 def build_model(config: dict):
     """`FasterRCNN` from the config's `model` section and class names."""
-    from detection.faster_rcnn import FasterRCNN
+    from detection.modeling import FasterRCNN
 
     return FasterRCNN(num_classes=len(class_names_of(config)), **copy.deepcopy(config["model"]))
 
@@ -121,7 +121,7 @@ def _train_stream(config: dict, class_names: list[str], global_batch: int):
     """`(make_train(start_step), images_in_split)`: an endless, seeded batch stream."""
     from detection.data.augment import augment
     from detection.data.build import dataset_from_config
-    from detection.data.transforms import training_batches
+    from detection.data.pipeline import training_batches
 
     data = config["data"]
     seed = int(data.get("seed", 0))

@@ -130,6 +130,11 @@ class _Composite(layers.Layer):
             if not layer.built:
                 layer.build(shape)
             shape = layer.compute_output_shape(shape)
+        if not self.trainable:
+            # Deserialised frozen (`trainable=False` in the config): the flag was set before
+            # these sub-layers existed, so hand it down now (as the `trainable` setter does).
+            for layer in chain:
+                layer.trainable = False
         return shape
 
     @staticmethod

@@ -100,6 +100,16 @@ def test_freeze_at_2_keeps_stem_and_conv2_while_later_stages_train():
     assert all(changed)
 
 
+@pytest.mark.jax
+def test_frozen_stages_stay_frozen_after_a_keras_round_trip(tmp_path):
+    model = backbones.build("resnet50", freeze_at=3, input_shape=(64, 64, 3), **TINY)
+    model.save(tmp_path / "backbone.keras")
+    loaded = keras.saving.load_model(tmp_path / "backbone.keras")
+    paths = sorted(v.path for v in model.trainable_weights)
+    assert paths == sorted(v.path for v in loaded.trainable_weights)
+    assert not any(p.startswith(("conv1/", "conv2_x/", "conv3_x/")) for p in paths)
+
+
 def test_from_classifier_shares_the_classifier_weights():
     clf = krs.build("resnet50", input_shape=(64, 64, 3), classes=3, **TINY)
     backbone = backbones.from_classifier(clf)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detection import anchors
+from detection.modeling.rpn import anchors
 
 pytestmark = pytest.mark.jax
 

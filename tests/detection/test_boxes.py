@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from detection import boxes as box_ops
+from detection.modeling.ops import boxes as box_ops
 
 pytestmark = pytest.mark.jax
 

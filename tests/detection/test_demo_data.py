@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detection.data import transforms
+from detection.data import pipeline as transforms
 
-shapes_mod = importlib.import_module("detection.data.shapes")
+shapes_mod = importlib.import_module("detection.data.synthetic")
 
 
 def _element(image, boxes, labels):

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.tf_only
 def _config(tmp_path, **train):
     from detector_helpers import TINY
 
-    from detection.data.shapes import CLASS_NAMES, write_voc
+    from detection.data.synthetic import CLASS_NAMES, write_voc
 
     for split, n in (("train", 8), ("val", 3)):
         write_voc(tmp_path / "data" / "VOC2007", n, split, image_size=64, seed=1)

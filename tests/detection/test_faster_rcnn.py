@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from detector_helpers import tiny_detector, toy_batch
 
-from detection import transforms
-from detection.faster_rcnn import LOSS_KEYS
+from detection.modeling import LOSS_KEYS
+from detection.modeling import transform as transforms
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ def test_gradients_reach_unfrozen_stages_only(trained_c4):
                if v.path in before and not np.allclose(before[v.path], v.numpy())}
     frozen = [p for p in before if p.startswith(("conv1/", "conv2_x/"))]
     assert frozen and not (set(frozen) & changed)
-    for stage in ("conv3_x/", "conv4_x/", "conv5_x/", "rpn_head/", "c4_box_head/"):
+    for stage in ("conv3_x/", "conv4_x/", "conv5_x/", "rpn/rpn_head/", "roi_heads/"):
         assert any(p.startswith(stage) for p in changed), f"no gradient reached {stage}"
 
 
@@ -104,7 +104,7 @@ def test_mixed_precision_trains_and_predicts():
         out = model.predict(toy_batch()["images"], verbose=0)
     finally:
         keras.config.set_dtype_policy("float32")
-    assert model.trunk.outputs[0].dtype == "float16"
+    assert model.backbone.outputs[0].dtype == "float16"
     assert all(np.isfinite(logs[k][0]) for k in LOSS_KEYS)
     assert out["boxes"].dtype == np.float32 and np.isfinite(out["boxes"]).all()
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from detection import matching
+from detection.modeling.ops import matching
 
 pytestmark = pytest.mark.jax
 

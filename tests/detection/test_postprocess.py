@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from keras import ops
 
-from detection import anchors, postprocess, rpn
-from detection import boxes as box_ops
+from detection.modeling.ops import boxes as box_ops
+from detection.modeling.ops import nms as postprocess
+from detection.modeling.rpn import anchors, rpn
 
 pytestmark = pytest.mark.jax
 

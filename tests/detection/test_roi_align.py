@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from detection import roi_align
+from detection.modeling.ops import roi_align
 
 pytestmark = pytest.mark.jax
 

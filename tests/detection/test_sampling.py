@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from detection import sampling
+from detection.modeling.ops import sampling
 
 pytestmark = pytest.mark.jax
 

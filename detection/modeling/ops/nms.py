@@ -15,7 +15,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from detection import boxes as box_ops
+from detection.modeling.ops import boxes as box_ops
 
 
 def _greedy_keep(suppress):

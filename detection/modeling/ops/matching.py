@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from keras import ops
 
-from detection import boxes as box_ops
+from detection.modeling.ops import boxes as box_ops
 
 RPN_THRESHOLDS = (0.3, 0.7)
 HEAD_THRESHOLDS = (0.5,)

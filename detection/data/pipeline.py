@@ -21,7 +21,7 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     image = element["images"]
     tf.debugging.assert_all_finite(
         tf.cast(image, tf.float32),
-        "detection.data.transforms: an image contains NaN or inf values")
+        "detection.data.pipeline: an image contains NaN or inf values")
     boxes = tf.reshape(tf.cast(element["bounding_boxes"]["boxes"], tf.float32), (-1, 4))
     labels = tf.reshape(tf.cast(element["bounding_boxes"]["labels"], tf.int32), (-1,))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)

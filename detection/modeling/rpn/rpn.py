@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 from keras import layers, ops
 
-from detection import boxes as box_ops
-from detection import matching, postprocess, sampling
+from detection.modeling.ops import boxes as box_ops
+from detection.modeling.ops import matching, nms, sampling
+from detection.modeling.ops.losses import sigmoid_cross_entropy, smooth_l1
+from detection.modeling.rpn import anchors as anchor_ops
 
 
 @keras.saving.register_keras_serializable(package="detection")
@@ -16,7 +19,7 @@ class RPNHead(layers.Layer):
     """3x3 conv + ReLU, then 1x1 convs for `A` objectness logits and `4A` deltas per cell.
 
     Shared across pyramid levels (FPN). Returns, per level, `[B, H*W*A]` logits and
-    `[B, H*W*A, 4]` deltas in the anchor order of `detection.anchors`.
+    `[B, H*W*A, 4]` deltas in the anchor order of `detection.modeling.rpn.anchors`.
     """
 
     def __init__(self, num_anchors: int, channels: int | None = None, **kwargs):
@@ -32,7 +35,10 @@ class RPNHead(layers.Layer):
         self._init = init
 
     def build(self, input_shape):
-        shape = input_shape[0] if isinstance(input_shape, list) else input_shape
+        if self.conv is not None:
+            return
+        nested = isinstance(input_shape[0], (list, tuple))
+        shape = tuple(input_shape[0] if nested else input_shape)
         channels = self.channels or shape[-1]
         self.conv = layers.Conv2D(channels, 3, padding="same", activation="relu",
                                   kernel_initializer=self._init, name="conv",
@@ -91,7 +97,7 @@ def generate_proposals(
         sel_anchors = ops.take(ops.convert_to_tensor(an), idx, axis=0)  # [B, k, 4]
         bx = box_ops.clip(box_ops.decode(sel_deltas, sel_anchors, box_ops.RPN_WEIGHTS),
                           image_height, image_width)
-        keep_idx, keep = postprocess.nms(bx, scores, nms_threshold, min(post_nms_topk, k),
+        keep_idx, keep = nms.nms(bx, scores, nms_threshold, min(post_nms_topk, k),
                                          box_ops.nonempty(bx, min_size))
         cand_boxes.append(ops.take_along_axis(bx, keep_idx[..., None], axis=1))
         cand_scores.append(ops.take_along_axis(scores, keep_idx, axis=1))
@@ -137,7 +143,7 @@ def rpn_losses(
     fg = ops.cast(ops.logical_and(sampled, labels == 1), "float32")
     targets_obj = ops.cast(labels == 1, "float32")
     logits = ops.cast(logits, "float32")
-    bce = ops.maximum(logits, 0.0) - logits * targets_obj + ops.log1p(ops.exp(-ops.abs(logits)))
+    bce = sigmoid_cross_entropy(logits, targets_obj)
     batch = ops.cast(ops.shape(logits)[0], "float32")
     normaliser = float(batch_size_per_image) * batch
     loss_obj = ops.sum(bce * sampled_f) / normaliser
@@ -148,9 +154,79 @@ def rpn_losses(
     return loss_obj, loss_box
 
 
-def smooth_l1(diff, beta: float):
-    """Elementwise smooth-L1 (Fast R-CNN eq. 3; beta=1 there); beta=0 is plain L1."""
-    absd = ops.abs(diff)
-    if beta <= 0:
-        return absd
-    return ops.where(absd < beta, 0.5 * diff * diff / beta, absd - 0.5 * beta)
+
+@keras.saving.register_keras_serializable(package="detection")
+class RPN(layers.Layer):
+    """The whole first stage: anchors on every feature map, the shared `RPNHead`, proposals
+    (decode, clip, per-level NMS, top-k) and, in training, its own losses.
+
+    `feature_shapes`/`strides` describe the maps it is called on (static: the detector's
+    canvas is fixed); `anchor_sizes` holds one tuple of sizes per map. `pre_nms_topk` and
+    `post_nms_topk` are `(train, test)` pairs. Calling it returns `(logits, deltas,
+    proposals, valid)`; `training_losses` gives `{"rpn_cls_loss", "rpn_box_loss"}`.
+    """
+
+    def __init__(self, image_size: Sequence[int], feature_shapes: Sequence[Sequence[int]],
+                 strides: Sequence[int], anchor_sizes: Sequence[Sequence[float]],
+                 anchor_ratios: Sequence[float] = anchor_ops.RATIOS,
+                 pre_nms_topk: Sequence[int] = (12000, 6000),
+                 post_nms_topk: Sequence[int] = (2000, 1000), nms_threshold: float = 0.7,
+                 batch_size_per_image: int = sampling.RPN_BATCH_SIZE,
+                 positive_fraction: float = sampling.RPN_POSITIVE_FRACTION,
+                 head_channels: int | None = None, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.feature_shapes = [tuple(int(v) for v in hw) for hw in feature_shapes]
+        self.strides = [int(s) for s in strides]
+        self.anchor_sizes = [tuple(float(a) for a in s) for s in anchor_sizes]
+        self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
+        if not len(self.feature_shapes) == len(self.strides) == len(self.anchor_sizes):
+            raise ValueError(f"RPN: {len(self.feature_shapes)} feature maps, "
+                             f"{len(self.strides)} strides and {len(self.anchor_sizes)} anchor "
+                             "size groups; they must match (one group of sizes per map)")
+        if len({len(s) for s in self.anchor_sizes}) != 1:
+            raise ValueError(f"RPN: every map needs the same number of anchor sizes (the head "
+                             f"is shared), got {self.anchor_sizes}")
+        self.pre_nms_topk = tuple(int(k) for k in pre_nms_topk)
+        self.post_nms_topk = tuple(int(k) for k in post_nms_topk)
+        self.nms_threshold = float(nms_threshold)
+        self.batch_size_per_image = int(batch_size_per_image)
+        self.positive_fraction = float(positive_fraction)
+        self.seed = seed
+        self.anchors = anchor_ops.multilevel_anchors(self.feature_shapes, self.strides,
+                                                     self.anchor_sizes, self.anchor_ratios)
+        num_anchors = len(self.anchor_sizes[0]) * len(self.anchor_ratios)
+        self.head = RPNHead(num_anchors, head_channels, name="rpn_head",
+                            dtype=self.dtype_policy)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        shapes = input_shape if isinstance(input_shape[0], (list, tuple)) else [input_shape]
+        self.head.build([tuple(s) for s in shapes])
+        self.built = True
+
+    def call(self, features, training=False):
+        logits, deltas = self.head(list(features))
+        i = 0 if training else 1
+        proposals, valid = generate_proposals(
+            logits, deltas, self.anchors, float(self.image_size[0]), float(self.image_size[1]),
+            self.pre_nms_topk[i], self.post_nms_topk[i], self.nms_threshold)
+        return logits, deltas, proposals, valid
+
+    def training_losses(self, logits, deltas, gt_boxes, gt_labels) -> dict:
+        """Objectness and box losses of the anchors sampled against the ground truth."""
+        cls_loss, box_loss = rpn_losses(
+            ops.concatenate(logits, axis=1), ops.concatenate(deltas, axis=1),
+            np.concatenate(self.anchors, axis=0), gt_boxes, gt_labels,
+            self.batch_size_per_image, self.positive_fraction, seed=self.seed_generator)
+        return {"rpn_cls_loss": cls_loss, "rpn_box_loss": box_loss}
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "image_size": self.image_size,
+                "feature_shapes": self.feature_shapes, "strides": self.strides,
+                "anchor_sizes": self.anchor_sizes, "anchor_ratios": self.anchor_ratios,
+                "pre_nms_topk": self.pre_nms_topk, "post_nms_topk": self.post_nms_topk,
+                "nms_threshold": self.nms_threshold,
+                "batch_size_per_image": self.batch_size_per_image,
+                "positive_fraction": self.positive_fraction,
+                "head_channels": self.head.channels, "seed": self.seed}

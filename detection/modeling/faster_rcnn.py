@@ -1,0 +1,197 @@
+"""Faster R-CNN as a composition (torchvision's `GeneralizedRCNN`): images -> `transform`
+(canvas + normalisation) -> `backbone` (feature maps) -> `rpn` (proposals) -> `roi_heads`
+(boxes, classes) -> the transform maps detections back to the input's pixels.
+
+Each part is a serializable Keras layer that owns its loss and post-processing; this file
+only wires them. `fit` takes `{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4]
+xyxy pixels, "labels": [B, M]}}` with ground truth padded by label -1; `call`/`predict`
+return padded `{"boxes", "scores", "classes", "num_detections"}` in the input's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import ops
+
+from detection.modeling import builder
+
+LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
+PARTS = ("backbone", "rpn", "roi_heads", "transform")
+
+
+@keras.saving.register_keras_serializable(package="detection")
+class GeneralizedRCNN(keras.Model):
+    """A two-stage detector from its four parts.
+
+    Args:
+        backbone: a `keras.Model` from normalised canvas images to the list of feature maps
+            the RPN runs on (C4: `[C4]`; FPN: `[P2, ..., P6]`, the neck included).
+        rpn: a `detection.modeling.rpn.RPN`.
+        roi_heads: a `detection.modeling.roi_heads.ROIHeads` (C4 or FPN).
+        transform: a `detection.modeling.transform.ImageTransform`.
+    """
+
+    def __init__(self, backbone: keras.Model, rpn, roi_heads, transform, **kwargs):
+        super().__init__(**kwargs)
+        parts = {"backbone": backbone, "rpn": rpn, "roi_heads": roi_heads,
+                 "transform": transform}
+        for key, part in parts.items():
+            if isinstance(part, dict):
+                parts[key] = keras.saving.deserialize_keras_object(part)
+        self.backbone, self.rpn = parts["backbone"], parts["rpn"]
+        self.roi_heads, self.transform = parts["roi_heads"], parts["transform"]
+        sizes = {p.image_size for p in (self.rpn, self.roi_heads, self.transform)}
+        if len(sizes) != 1:
+            raise ValueError(f"rpn, roi_heads and transform disagree on image_size: {sizes}")
+        self.loss_trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
+        self._build_parts()
+
+    def _build_parts(self):
+        """Create every weight now, so `fit`/`predict`/`summary`/loading work without a run."""
+        shapes = [tuple(o.shape) for o in self._backbone_outputs()]
+        if any(s is None for shape in shapes for s in shape[1:]):
+            raise ValueError("backbone feature maps need static sizes; build it on the canvas "
+                             f"{self.image_size}, got {shapes}")
+        self.rpn.build(shapes)
+        self.roi_heads.build(shapes)
+        self.built = True
+
+    def _backbone_outputs(self) -> list:
+        out = self.backbone.outputs
+        return list(out.values()) if isinstance(out, dict) else list(out)
+
+    @property
+    def num_classes(self) -> int:
+        return self.roi_heads.num_classes
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.transform.image_size
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
+                                      for k in PARTS}}
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None):
+        config = dict(config)
+        for key in PARTS:
+            config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
+        return cls(**config)
+
+    # ----------------------------------------------------------------------------- forward
+    def _features(self, images, training):
+        feats = self.backbone(images, training=training)
+        if isinstance(feats, dict):
+            return list(feats.values())
+        return list(feats) if isinstance(feats, (list, tuple)) else [feats]
+
+    def call(self, inputs, training=False):
+        if isinstance(inputs, dict):
+            if "images" not in inputs:
+                raise ValueError(f"{type(self).__name__} inputs: expected a dict with 'images', "
+                                 f"got keys {sorted(inputs)}")
+            images, truth = inputs["images"], inputs.get("bounding_boxes")
+        else:
+            images, truth = inputs, None
+        x, scale = self.transform(images)
+        features = self._features(x, training=training and truth is not None)
+        if training and truth is not None:
+            gt_boxes, gt_labels = self.transform.targets_to_canvas(truth, scale)
+            logits, deltas, proposals, valid = self.rpn(features, training=True)
+            return {**self.rpn.training_losses(logits, deltas, gt_boxes, gt_labels),
+                    **self.roi_heads.training_losses(features, proposals, valid, gt_boxes,
+                                                     gt_labels)}
+        _, _, proposals, valid = self.rpn(features, training=False)
+        dets = self.roi_heads.detect(features, proposals, valid)
+        shape = ops.shape(images)
+        return self.transform.detections_to_input(dets, scale, shape[1], shape[2])
+
+    # ----------------------------------------------------------------------------- training
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Sum of the four Faster R-CNN losses (plus regularisers), scaled for tf.distribute."""
+        if not isinstance(y_pred, dict) or not set(LOSS_KEYS) <= set(y_pred):
+            raise ValueError("FasterRCNN trains on elements {'images', 'bounding_boxes': "
+                             "{'boxes', 'labels'}} (see detection.data); got inputs without "
+                             "'bounding_boxes'")
+        total = ops.sum(ops.stack([y_pred[k] for k in LOSS_KEYS]))
+        for extra in self.losses:
+            total = total + ops.cast(ops.sum(extra), "float32")
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            if replicas > 1:  # gradients are summed over replicas
+                total = total / float(replicas)
+        return total
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        logs = super().compute_metrics(x, y, y_pred, sample_weight)
+        if isinstance(y_pred, dict) and set(LOSS_KEYS) <= set(y_pred):
+            for k, tracker in self.loss_trackers.items():
+                tracker.update_state(y_pred[k])
+                logs[k] = tracker.result()
+        return logs
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self.loss_trackers.values())
+
+    # ----------------------------------------------------------------------------- checks
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit` with the training data checked: labels vs `num_classes` and
+        NaN/inf images are refused with a ValueError (a tf.data set is checked batch by batch
+        inside its pipeline, arrays up front)."""
+        import tensorflow as tf
+
+        from detection.data import pipeline
+
+        if not isinstance(x, tf.data.Dataset):
+            pipeline.check_training_batch(x, self.num_classes)
+            return super().fit(x, y, *args, **kwargs)
+        try:
+            return super().fit(pipeline.checked_training_batches(x, self.num_classes), y,
+                               *args, **kwargs)
+        except tf.errors.InvalidArgumentError as e:
+            if pipeline.CHECK_TAG not in e.message:
+                raise
+            reason = e.message.split(pipeline.CHECK_TAG, 1)[1].split("]", 1)[0]
+            raise ValueError(reason) from None
+
+    def predict(self, x, *args, **kwargs):
+        """`keras.Model.predict`; numpy images with NaN/inf are refused up front."""
+        from detection.data.pipeline import check_images
+
+        check_images(x)
+        return super().predict(x, *args, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="detection")
+class FasterRCNN(GeneralizedRCNN):
+    """Faster R-CNN (Ren et al. 2015) with a ResNet backbone, C4 (paper App. A) or FPN head.
+
+    `FasterRCNN(num_classes, backbone="resnet101", head="c4", ...)` builds the four parts
+    with `detection.modeling.builder.build_parts` (its docstring lists every option);
+    `FasterRCNN(backbone=..., rpn=..., roi_heads=..., transform=...)` composes given parts.
+    """
+
+    def __init__(self, num_classes: int | None = None,
+                 backbone: str | keras.Model | dict = "resnet101", head: str = "c4",
+                 image_size: Sequence[int] = (608, 1024), *, rpn=None, roi_heads=None,
+                 transform=None, name: str = "faster_rcnn", **options):
+        if rpn is None and roi_heads is None and transform is None:
+            parts = builder.build_parts(num_classes, backbone, head, image_size, **options)
+        elif options or num_classes is not None:
+            raise ValueError("FasterRCNN: pass either the builder's arguments (num_classes, "
+                             "head, ...) or the parts (backbone, rpn, roi_heads, transform), "
+                             f"not both; got extra {sorted(options)}")
+        else:
+            parts = {"backbone": backbone, "rpn": rpn, "roi_heads": roi_heads,
+                     "transform": transform}
+        super().__init__(name=name, **parts)
+
+    @property
+    def head_type(self) -> str:
+        return "c4" if len(self.rpn.strides) == 1 else "fpn"

@@ -1,0 +1,133 @@
+"""What every second stage (Fast R-CNN) shares: training RoIs sampled from the proposals,
+the box-head losses and the test-time post-processing. A head subclass only says how it
+turns `(features, rois)` into class logits and class-specific box deltas (`predict`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers, ops
+
+from detection.modeling.ops import boxes as box_ops
+from detection.modeling.ops import matching, sampling
+from detection.modeling.ops.losses import box_head_losses
+from detection.modeling.ops.nms import postprocess_detections
+
+
+def sample_rois(
+    proposals,
+    proposal_valid,
+    gt_boxes,
+    gt_labels,
+    num_classes: int,
+    batch_size_per_image: int = sampling.HEAD_BATCH_SIZE,
+    positive_fraction: float = sampling.HEAD_POSITIVE_FRACTION,
+    thresholds: Sequence[float] = matching.HEAD_THRESHOLDS,
+    seed=None,
+):
+    """Training RoIs for the box head (Fast R-CNN sec. 2.3, Faster R-CNN sec. 3.2).
+
+    Ground-truth boxes are appended to the proposals (so every object has a perfect
+    foreground RoI early in training), matched at IoU 0.5 and sampled 25% foreground.
+    Returns `rois [B, S, 4]`, `valid [B, S]`, `class_targets [B, S]` (background =
+    `num_classes`) and `box_targets [B, S, 4]` encoded with the head weights (10, 10, 5, 5).
+    """
+    gt_boxes = ops.cast(gt_boxes, "float32")
+    gt_valid = ops.logical_and(gt_labels >= 0, box_ops.nonempty(gt_boxes))
+    candidates = ops.concatenate([ops.cast(proposals, "float32"), gt_boxes], axis=1)
+    cand_valid = ops.concatenate([ops.cast(proposal_valid, "bool"), gt_valid], axis=1)
+    matched, labels = matching.match_boxes(candidates, gt_boxes, gt_labels, thresholds)
+    labels = ops.where(cand_valid, labels, -1)
+    mask = sampling.subsample_labels(labels, batch_size_per_image, positive_fraction, seed)
+    idx, valid = sampling.sampled_indices(mask, batch_size_per_image)
+    rois = ops.take_along_axis(candidates, idx[..., None], axis=1)
+    fg = ops.logical_and(ops.take_along_axis(labels, idx, axis=1) == 1, valid)
+    gt_idx = ops.take_along_axis(matched, idx, axis=1)
+    matched_labels = ops.take_along_axis(ops.cast(gt_labels, "int32"), gt_idx, axis=1)
+    class_targets = ops.where(fg, matched_labels, num_classes)
+    matched_boxes = matching.gather_rows(gt_boxes, gt_idx)
+    box_targets = box_ops.encode(matched_boxes, rois, box_ops.HEAD_WEIGHTS)
+    return (ops.stop_gradient(rois), valid, ops.stop_gradient(class_targets),
+            ops.stop_gradient(box_targets))
+
+
+def predictors(num_classes: int, dtype) -> tuple[layers.Dense, layers.Dense]:
+    """Class logits (K + 1, background last) and class-specific deltas (4K), detectron2 init."""
+    cls = layers.Dense(num_classes + 1, name="class_logits", dtype=dtype,
+                       kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
+    box = layers.Dense(4 * num_classes, name="box_deltas", dtype=dtype,
+                       kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
+    return cls, box
+
+
+class ROIHeads(layers.Layer):
+    """Base of the RoI heads: sampling, losses and post-processing around `predict`.
+
+    Args:
+        num_classes: object classes (the background class is added internally, last).
+        image_size: the canvas `(height, width)` boxes are clipped to.
+        batch_size_per_image / positive_fraction: training RoIs per image (512 at 0.25).
+        score_threshold, nms_threshold, max_detections: post-processing (0.05, 0.5, 100).
+    """
+
+    def __init__(self, num_classes: int, image_size: Sequence[int],
+                 batch_size_per_image: int = sampling.HEAD_BATCH_SIZE,
+                 positive_fraction: float = sampling.HEAD_POSITIVE_FRACTION,
+                 score_threshold: float = 0.05, nms_threshold: float = 0.5,
+                 max_detections: int = 100, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        self.image_size = tuple(int(s) for s in image_size)
+        self.batch_size_per_image = int(batch_size_per_image)
+        self.positive_fraction = float(positive_fraction)
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self.max_detections = int(max_detections)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.cls, self.box = predictors(self.num_classes, self.dtype_policy)
+
+    def predict(self, features: Sequence, rois, training=False):
+        """`([B, R, K + 1] logits, [B, R, K, 4] deltas)` of `rois [B, R, 4]` (canvas xyxy)."""
+        raise NotImplementedError
+
+    def call(self, features, rois, training=False):
+        return self.predict(list(features), rois, training=training)
+
+    def _outputs(self, x, num_rois: int):
+        logits = ops.reshape(self.cls(x), (-1, num_rois, self.num_classes + 1))
+        deltas = ops.reshape(self.box(x), (-1, num_rois, self.num_classes, 4))
+        return logits, deltas
+
+    def sample(self, proposals, valid, gt_boxes, gt_labels):
+        """Training RoIs and their targets (see `sample_rois`)."""
+        return sample_rois(proposals, valid, gt_boxes, gt_labels, self.num_classes,
+                           self.batch_size_per_image, self.positive_fraction,
+                           seed=self.seed_generator)
+
+    def training_losses(self, features, proposals, valid, gt_boxes, gt_labels) -> dict:
+        """`{"roi_cls_loss", "roi_box_loss"}` on RoIs sampled from `proposals`."""
+        rois, roi_valid, cls_targets, box_targets = self.sample(proposals, valid, gt_boxes,
+                                                                gt_labels)
+        logits, deltas = self(features, rois, training=True)
+        cls_loss, box_loss = box_head_losses(logits, deltas, roi_valid, cls_targets, box_targets)
+        return {"roi_cls_loss": cls_loss, "roi_box_loss": box_loss}
+
+    def detect(self, features, proposals, valid) -> dict:
+        """Padded canvas detections `{"boxes", "scores", "classes", "num_detections"}`."""
+        logits, deltas = self(features, proposals, training=False)
+        probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
+        probs = probs * ops.cast(valid, "float32")[..., None]
+        class_boxes = box_ops.decode(deltas, proposals[:, :, None, :], box_ops.HEAD_WEIGHTS)
+        return postprocess_detections(
+            probs, class_boxes, float(self.image_size[0]), float(self.image_size[1]),
+            self.score_threshold, self.nms_threshold, self.max_detections)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "image_size": self.image_size, "batch_size_per_image": self.batch_size_per_image,
+                "positive_fraction": self.positive_fraction,
+                "score_threshold": self.score_threshold, "nms_threshold": self.nms_threshold,
+                "max_detections": self.max_detections, "seed": self.seed}
