@@ -1,9 +1,5 @@
-"""`python -m detection <command>`: the shapes demo, plus commands contributed by modules.
-
-`demo` lives here. Other commands (`train`, `evaluate`, `export`, `predict`) are modules
-`detection.<command>` exposing `configure(parser)` and `run(args) -> int | None`; they are
-listed when importable, so each can land independently.
-"""
+"""`python -m detection <command>`: the argument parsers; each command runs in the module that
+owns the work (`detection.engine.*`, `detection.export`)."""
 
 from __future__ import annotations
 
@@ -12,70 +8,94 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-PLUGIN_COMMANDS = ("train", "evaluate", "export", "predict")
+from detection.config import STRATEGIES
+
+# command -> (module whose `run(args) -> int` does it, one-line help)
+COMMANDS = {
+    "demo": ("detection.engine.demo", "train and evaluate on the synthetic shapes set (CPU, "
+             "offline); prints mAP@0.5"),
+    "train": ("detection.engine.train", "train a detector from a config (resumable), then "
+              "print VOC/COCO AP on data.eval"),
+    "evaluate": ("detection.engine.evaluate", "score a trained detector on a config's "
+                 "evaluation split"),
+    "export": ("detection.export", "export a trained detector as a TF Serving SavedModel (TF "
+               "OD API signature)"),
+    "predict": ("detection.engine.predict", "detect objects in image files; write "
+                "detections.json and PNGs with drawn boxes"),
+}
 
 
-def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="demo_output",
-                        help="folder for detections.png and the weights (default: demo_output)")
-    parser.add_argument("--config", default=None,
-                        help="demo YAML (default: detection/configs/shapes_demo.yaml)")
-    parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    parser.add_argument("--train-images", type=int, default=None,
-                        help="override data.train_images")
-    parser.add_argument("--test-images", type=int, default=None,
-                        help="override data.test_images")
+def _demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="demo_output",
+                   help="run folder: weights, detections.png, SavedModel (default: demo_output)")
+    p.add_argument("--config", default=None,
+                   help="demo YAML (default: detection/configs/shapes_demo.yaml)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train for this many passes over the training images (sets train.steps)")
+    p.add_argument("--train-images", type=int, default=None, help="override data.train.num_images")
+    p.add_argument("--test-images", type=int, default=None, help="override data.eval.num_images")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
-    from detection import demo
+def _train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True,
+                   help="detection YAML (a path, or a shipped name such as raccoon_tiny)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    p.add_argument("--steps", type=int, default=None, help="override train.steps")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="override train.batch_size (per replica)")
+    p.add_argument("--strategy", choices=STRATEGIES, default=None,
+                   help="override train.distribution")
+    p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
+                   help="override train.mixed_precision")
+    p.add_argument("--eval-images", type=int, default=None,
+                   help="evaluate on at most this many validation images")
 
-    overrides: dict = {}
-    if args.epochs is not None:
-        overrides.setdefault("train", {})["epochs"] = args.epochs
-    for key in ("train_images", "test_images"):
-        if getattr(args, key) is not None:
-            overrides.setdefault("data", {})[key] = getattr(args, key)
-    config = demo.load_config(args.config or demo.CONFIG, overrides)
-    demo.run(args.out, config)
-    return 0
+
+def _evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="detection YAML the model was trained with")
+    p.add_argument("--checkpoint", required=True, help=".weights.h5 or .keras file")
+    p.add_argument("--split", default="eval",
+                   help="data section to score (default: eval, i.e. data.eval)")
+    p.add_argument("--max-images", type=int, default=None, help="score only the first N")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
-def _plugins() -> dict:
-    found = {}
-    for name in PLUGIN_COMMANDS:
-        try:
-            module = importlib.import_module(f"detection.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"detection.{name}":
-                raise
-            continue
-        if hasattr(module, "configure") and hasattr(module, "run"):
-            found[name] = module
-    return found
+def _export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="detection YAML the model was trained with")
+    p.add_argument("--checkpoint", required=True,
+                   help="trained weights (.weights.h5) or a saved model (.keras)")
+    p.add_argument("--out", required=True, help="SavedModel folder to write")
+
+
+def _predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", help="JPEG/PNG files")
+    p.add_argument("--model", required=True,
+                   help="SavedModel folder, .keras file, or .weights.h5 (with --config)")
+    p.add_argument("--config", default=None, help="detection YAML (class names, weights)")
+    p.add_argument("--out", default="predictions", help="folder for JSON and PNGs")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="keep detections scoring at least this (default 0.5)")
+
+
+ARGUMENTS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "export": _export,
+             "predict": _predict}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m detection",
                                      description="Faster R-CNN with ResNet backbones.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo_parser = sub.add_parser("demo", help="train and evaluate on the synthetic shapes set "
-                                 "(CPU, offline); prints mAP@0.5")
-    _configure_demo(demo_parser)
-    demo_parser.set_defaults(handler=_run_demo)
-    for name, module in _plugins().items():
-        doc = (module.__doc__ or name).strip().splitlines()[0]
-        p = sub.add_parser(name, help=doc)
-        module.configure(p)
-        p.set_defaults(handler=module.run)
+    for name, (_, help_text) in COMMANDS.items():
+        ARGUMENTS[name](sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code (2 for bad input, with the reason)."""
     args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return int(args.handler(args) or 0)
+        return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -79,7 +79,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
           preset: str = "default", stride_in_1x1: bool | None = None,
           bn_epsilon: float | None = None, bn_momentum: float = 0.9,
           conv_bias: bool | None = None, shortcut: str | None = None,
-          name: str | None = None, **overrides) -> keras.Model:
+          name: str | None = None, load_weights: bool = True, **overrides) -> keras.Model:
     """A backbone whose output is a dict of the requested levels (C2..C5).
 
     `norm="frozen"` uses FrozenBatchNormalization (statistics never update);
@@ -87,7 +87,9 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     `output_stride=16|8` dilates the last stages instead of striding them;
     `preset="keras"` matches keras.applications' ResNet v1 so its weights load exactly;
     `weights` takes what `models.build` takes (a checkpoint name such as "imagenet" or
-    "torchvision-v2", a torchvision/timm/keras.applications file, or a Keras weights file).
+    "torchvision-v2", a torchvision/timm/keras.applications file, or a Keras weights file);
+    `load_weights=False` builds the architecture `weights` implies (and remembers its input
+    convention) without reading or downloading them: for loading trained weights over it.
     """
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
@@ -121,7 +123,10 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels, output_stride)
     _freeze(model, freeze_at, len(spec.depths))
-    weights_lib.load_for_build(model, weights, checkpoint)
+    if load_weights:
+        weights_lib.load_for_build(model, weights, checkpoint)
+    elif checkpoint is not None:
+        weights_lib.attach_preprocessing(model, checkpoint)
     return model
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from detection.config import CONFIGS as REPO_CONFIGS  # noqa: F401  (the shipped YAML files)
+
 _VAR = re.compile(r"\$\{(\w+)\}")
-REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"  # the shipped YAML files
 
 
 def expand_path(value: str) -> str:
@@ -29,27 +30,40 @@ def expand_path(value: str) -> str:
     return _VAR.sub(lookup, str(value))
 
 
+def loader_function(loader: str):
+    """The `detection.data` function a config's `loader:` names."""
+    import detection.data as data
+
+    names = ("voc", "coco", "shapes", "voc_tfds", "coco_tfds")
+    if loader not in names:
+        raise ValueError(f"data loader must be one of {', '.join(map(repr, names))}; "
+                         f"got {loader!r}")
+    return getattr(data, loader)
+
+
 def dataset_from_config(
     spec: Mapping, class_names: Sequence[str] | None = None, shuffle: bool = False,
     seed: int | None = None, verbose: bool = True,
 ) -> tf.data.Dataset:
-    """`{"loader": "voc" | "coco" | "voc_tfds" | "coco_tfds", ...loader arguments}` -> dataset.
+    """`{"loader": "voc" | "coco" | "shapes" | "voc_tfds" | "coco_tfds", ...its arguments}`
+    -> dataset.
 
     `class_names` (the config's `data.class_names`) applies to VOC-layout sets only.
     """
-    import detection.data as data
-
     spec = dict(spec)
-    loader = spec.pop("loader", None)
+    load = loader_function(spec.pop("loader", None))
+    loader = load.__name__
     if "data_dir" in spec and spec["data_dir"] is not None:
         spec["data_dir"] = expand_path(spec["data_dir"])
-    if loader == "voc":
-        if class_names is not None:
-            spec.setdefault("class_names", list(class_names))
-        return data.voc(shuffle=shuffle, seed=seed, verbose=verbose, **spec)
-    if loader == "coco":
-        return data.coco(shuffle=shuffle, seed=seed, verbose=verbose, **spec)
-    if loader in {"voc_tfds", "coco_tfds"}:
-        return getattr(data, loader)(shuffle=shuffle, seed=seed, **spec)
-    raise ValueError(f"data loader must be one of 'voc', 'coco', 'voc_tfds', 'coco_tfds'; "
-                     f"got {loader!r} in {dict(spec, loader=loader)}")
+    if loader == "voc" and class_names is not None:
+        spec.setdefault("class_names", list(class_names))
+    if loader == "shapes":  # rendered in memory: shuffled here, counted for the train loop
+        ds = load(**spec)
+        count = int(spec.get("num_images", 512))
+        if shuffle:
+            ds = ds.shuffle(count, seed=seed)
+        ds.num_examples = count
+        return ds
+    if loader in ("voc", "coco"):
+        spec["verbose"] = verbose
+    return load(shuffle=shuffle, seed=seed, **spec)

@@ -3,6 +3,7 @@ canvas), with detectron2's defaults; `FasterRCNN(num_classes, ...)` calls it."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import keras
@@ -71,6 +72,22 @@ def _fpn_parts(net, anchor_sizes, fpn_channels):
     return trunk, [_static_hw(p) for p in pyramid], strides, sizes
 
 
+def _check(num_classes, head, image_size) -> tuple[str, tuple[int, int]]:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) \
+            or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    head = str(head).lower()
+    if head not in ("c4", "fpn"):
+        raise ValueError(f"head must be 'c4' or 'fpn', got {head!r}")
+    image_size = tuple(int(s) for s in image_size)
+    if len(image_size) != 2 or min(image_size) < 32:
+        raise ValueError(f"image_size must be (height, width) >= 32, got {image_size}")
+    if head == "fpn" and any(s % 32 for s in image_size):
+        raise ValueError(f"image_size {image_size}: FPN needs multiples of 32 so that the "
+                         "top-down pathway's upsampled maps line up")
+    return head, image_size
+
+
 def build_parts(
     num_classes: int,
     backbone: str | keras.Model = "resnet101",
@@ -120,17 +137,7 @@ def build_parts(
         pixel_mean, pixel_std: explicit input normalisation (RGB, 0-255 scale); by default
             the backbone checkpoint's own convention (torch mean/std without weights).
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    head = str(head).lower()
-    if head not in ("c4", "fpn"):
-        raise ValueError(f"head must be 'c4' or 'fpn', got {head!r}")
-    image_size = tuple(int(s) for s in image_size)
-    if len(image_size) != 2 or min(image_size) < 32:
-        raise ValueError(f"image_size must be (height, width) >= 32, got {image_size}")
-    if head == "fpn" and any(s % 32 for s in image_size):
-        raise ValueError(f"image_size {image_size}: FPN needs multiples of 32 so that the "
-                         "top-down pathway's upsampled maps line up")
+    head, image_size = _check(num_classes, head, image_size)
     pretrained = backbone_weights is not None
     freeze_at = (2 if pretrained else 0) if freeze_at is None else freeze_at
     norm = ("frozen" if pretrained else "batch") if norm is None else norm
@@ -138,7 +145,7 @@ def build_parts(
                           backbone_kwargs)
     transform = ImageTransform(image_size, getattr(net, "preprocessing", None) or "torch",
                                pixel_mean, pixel_std, name="transform")
-    heads = {"num_classes": num_classes, "image_size": image_size,
+    heads = {"num_classes": int(num_classes), "image_size": image_size,
              "batch_size_per_image": roi_batch_size, "positive_fraction": roi_positive_fraction,
              "score_threshold": score_threshold, "nms_threshold": nms_threshold,
              "max_detections": max_detections, "seed": seed, "name": "roi_heads"}

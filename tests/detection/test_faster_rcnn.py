@@ -195,3 +195,92 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     results = json.loads(line[0][len("RESULT"):])
     for key in LOSS_KEYS + ("loss",):
         assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-4, abs=1e-6), key
+
+
+def _same_detections(a, b):
+    for key in ("boxes", "scores", "classes", "num_detections"):
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.jax
+@pytest.mark.parametrize("head", ["c4", "fpn"])
+def test_keras_round_trip_gives_identical_detections(head, tmp_path):
+    model = tiny_detector(head, freeze_at=2, score_threshold=0.0)
+    images = toy_batch()["images"]
+    model.save(tmp_path / "detector.keras")
+    loaded = keras.saving.load_model(tmp_path / "detector.keras")
+    assert type(loaded).__name__ == "FasterRCNN" and loaded.head_type == head
+    assert len(loaded.trainable_weights) == len(model.trainable_weights)
+    _same_detections(model.predict(images, verbose=0), loaded.predict(images, verbose=0))
+
+
+@pytest.mark.jax
+def test_a_detector_built_from_parts_or_a_backbone_object_serialises(tmp_path):
+    from detector_helpers import TINY
+
+    from detection import FasterRCNN
+    from detection.modeling.builder import build_parts
+    from keras_resnet_suite import backbones
+
+    net = backbones.build("resnet18", input_shape=(64, 64, 3), **TINY)
+    model = tiny_detector("c4", backbone=net, backbone_kwargs=None, score_threshold=0.0)
+    again = FasterRCNN.from_config(model.get_config())
+    again.set_weights(model.get_weights())
+    images = toy_batch()["images"]
+    _same_detections(model.predict(images, verbose=0), again.predict(images, verbose=0))
+    parts = build_parts(2, "resnet18", "fpn", (64, 64), backbone_kwargs=dict(TINY),
+                        anchor_sizes=((8,), (16,), (32,), (64,), (128,)), fc_dims=(16,),
+                        fpn_channels=8)
+    composed = FasterRCNN(**parts)
+    assert composed.num_classes == 2 and composed.image_size == (64, 64)
+    with pytest.raises(ValueError, match="either the builder's arguments .* or the parts"):
+        FasterRCNN(3, **parts)
+
+
+@pytest.mark.jax
+def test_input_normalisation_follows_the_backbone_checkpoint():
+    """A backbone with keras.applications ("caffe") weights is fed BGR minus the caffe mean;
+    built with `load_weights=False`, nothing is downloaded."""
+    from detection import FasterRCNN
+    from keras_resnet_suite.preprocessing import CAFFE_BGR_MEAN
+
+    kwargs = {"load_weights": False, "depths": (1, 1, 1, 1), "widths": (8, 16, 32, 64)}
+    model = FasterRCNN(2, backbone="resnet50", image_size=(64, 64), backbone_weights="keras",
+                       backbone_kwargs=kwargs)
+    assert model.transform.preprocessing == "caffe"
+    canvas = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    expected = canvas[..., ::-1] - np.asarray(CAFFE_BGR_MEAN, "float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.transform.normalize(canvas)),
+                               expected, rtol=1e-6, atol=1e-4)
+    plain = tiny_detector("c4")  # no weights: torch mean/std, as before
+    assert plain.transform.preprocessing == "torch"
+
+
+def test_loading_trained_weights_fetches_no_backbone_weights(tmp_path, monkeypatch):
+    """`evaluate`/`export`/`predict` load a `.weights.h5` over the config's architecture: with
+    `backbone_weights: imagenet` in the config and an empty weights cache, nothing is fetched."""
+    import yaml
+
+    from detection.config import CONFIGS, from_dict
+    from detection.engine.evaluate import load_detector
+    from detection.engine.train import build_model
+    from keras_resnet_suite import weights
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a saved detector must load without fetching backbone weights")
+
+    monkeypatch.setenv("KRS_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "fetch", no_download)
+    monkeypatch.setattr(weights, "convert_checkpoint", no_download)
+    raw = yaml.safe_load((CONFIGS / "raccoon_tiny.yaml").read_text())
+    raw["model"].update(backbone_weights="imagenet", image_size=[64, 64], score_threshold=0.0)
+    config = from_dict(raw)
+    trained = build_model(config, load_backbone_weights=False)
+    trained.save_weights(tmp_path / "final.weights.h5")
+    loaded = load_detector(config, tmp_path / "final.weights.h5")
+    assert loaded.transform.preprocessing == "torch"  # torchvision's IMAGENET1K_V1 convention
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    images = toy_batch()["images"]
+    _same_detections(trained.predict(images, verbose=0), loaded.predict(images, verbose=0))
+    with pytest.raises(AssertionError, match="without fetching"):
+        build_model(config)  # what loading used to do

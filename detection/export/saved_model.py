@@ -13,7 +13,6 @@ xmax) in [0, 1] of each input image, `detection_scores` `[batch, N]`, `detection
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -48,13 +47,13 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
     """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring."""
     import tensorflow as tf
 
-    from detection import transforms
 
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(f"SavedModel export needs KERAS_BACKEND=tensorflow, running "
                            f"{keras.backend.backend()}")
+    transform = getattr(model, "transform", None)
     canvas = tuple(int(s) for s in getattr(model, "image_size", ()))
-    if len(canvas) != 2:
+    if len(canvas) != 2 or transform is None:
         raise ValueError(f"export_saved_model expects a detection.FasterRCNN (with image_size), "
                          f"got {type(model).__name__}")
 
@@ -69,7 +68,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         image = tf.io.decode_image(contents, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
         size = tf.shape(image)[:2]
-        placed, scale = transforms.resize_to_canvas(image[None], canvas)
+        placed, scale = transform.resize(image[None])
         return placed[0], scale, size
 
     def from_bytes(image_bytes):
@@ -97,25 +96,12 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
     return path
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="detection YAML the model was trained with")
-    parser.add_argument("--checkpoint", required=True,
-                        help="trained weights (.weights.h5) or a saved model (.keras)")
-    parser.add_argument("--out", required=True, help="SavedModel folder to write")
+def run(args) -> int:
+    """`python -m detection export` (arguments in `detection.cli`)."""
+    from detection.config import load_config
+    from detection.engine.evaluate import load_detector
 
-
-def run(args: argparse.Namespace) -> int:
-    """Export a trained detector as a TF Serving SavedModel (TF OD API signature)."""
-    from detection.train import build_model, load_config
-
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"--checkpoint {checkpoint} does not exist")
-    if checkpoint.suffix == ".keras":
-        model = keras.saving.load_model(checkpoint)
-    else:
-        model = build_model(load_config(args.config))
-        model.load_weights(checkpoint)
+    model = load_detector(load_config(args.config), args.checkpoint)
     path = export_saved_model(model, args.out)
     print(f"SavedModel written to {path} (signatures: {', '.join(SIGNATURES)})")
     return 0

@@ -10,7 +10,6 @@ classes 0-based with their names when known.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -69,10 +68,10 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     path = Path(model_path)
     names = None
     if config is not None:
-        from detection.train import class_names_of, load_config
+        from detection.config import load_config
 
         cfg = load_config(config)
-        names = class_names_of(cfg)
+        names = cfg.class_names()
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ValueError(f"--model {path} is a folder without saved_model.pb")
@@ -84,25 +83,15 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     if path.name.endswith(".weights.h5"):
         if config is None:
             raise ValueError(f"--model {path} holds weights only: pass --config to build the model")
-        from detection.evaluate import load_detector
+        from detection.engine.evaluate import load_detector
 
         return keras_predictor(load_detector(cfg, path)), False, names
     raise ValueError(f"--model {path}: expected a SavedModel folder, .keras or .weights.h5")
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", help="JPEG/PNG files")
-    parser.add_argument("--model", required=True,
-                        help="SavedModel folder, .keras file, or .weights.h5 (with --config)")
-    parser.add_argument("--config", default=None, help="detection YAML (class names, weights)")
-    parser.add_argument("--out", default="predictions", help="folder for JSON and PNGs")
-    parser.add_argument("--score-threshold", type=float, default=0.5,
-                        help="keep detections scoring at least this (default 0.5)")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(args) -> int:
     """Detect objects in image files; write detections.json and PNGs with drawn boxes."""
-    from detection.visualize import draw_detections
+    from detection.engine.visualize import draw_detections
 
     predict, wants_bytes, names = load_predictor(args.model, args.config)
     out = Path(args.out)
