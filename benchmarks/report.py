@@ -165,6 +165,7 @@ def markdown(result: dict) -> str:
             _cell(r["median_s"]), thr, ratio, _cell(r.get("cpu_ratio")),
             _cell(r.get("peak_rss_mb")),
             _cell(r.get("delta_rss_mb"))]) + " |")
+    lines += settings_table(result["rows"])
     gpu_rows = [r for r in result["rows"] if "mfu" in r]
     if gpu_rows:
         lines += ["", "## GPU: model-FLOPs utilisation and device memory", "",
@@ -198,6 +199,45 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {s}" for s in skipped]
     return "\n".join(lines) + "\n"
+
+
+# Columns of the side-by-side table: which contender of a figure plays "ours" / "keras.apps".
+SIDE_BY_SIDE = {"ours": ("ours", "ours SavedModel, BN folded", "resnet20 train step"),
+                "keras.applications": ("keras.applications", "keras.applications SavedModel"),
+                "torchvision": ("torchvision",)}
+
+
+def settings_table(rows: list[dict]) -> list[str]:
+    """oneDNN on / off side by side: one line per figure, cells `ratio (median s)` against
+    that figure's baseline (rows from benchmarks.settings carry `setting` and `peer`)."""
+    tagged = [r for r in rows if "setting" in r]
+    if not tagged:
+        return []
+    cols = [("ours", "oneDNN on"), ("ours", "oneDNN off"), ("keras.applications", "oneDNN on"),
+            ("keras.applications", "oneDNN off"), ("torchvision", None)]
+    groups: dict[tuple, dict] = {}
+    for r in tagged:
+        key = (r["section"], r["model"], r["batch"])
+        for col, peers in SIDE_BY_SIDE.items():
+            if r["peer"] in peers and (col, r["setting"]) in cols:
+                groups.setdefault(key, {})[(col, r["setting"])] = r
+    if not groups:
+        return []
+    lines = ["", "## oneDNN on / off side by side", "",
+             "Paired ratio against the figure's baseline (> 1 is faster), and the median "
+             "seconds per call; SavedModel figures show ours BN-folded, the CIFAR figure the "
+             "ResNet-20 step.", "",
+             "| figure | baseline | " + " | ".join(
+                 f"{c} {s}" if s else c for c, s in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for (section, model, batch), cells in groups.items():
+        base = next(iter(cells.values()))["baseline"]
+        out = []
+        for col in cols:
+            r = cells.get(col)
+            out.append("-" if r is None else f"{_cell(r['ratio'])} ({_cell(r['median_s'])} s)")
+        lines.append(f"| {section}, {model}, batch {batch} | {base} | " + " | ".join(out) + " |")
+    return lines
 
 
 def _frameworks(m: dict) -> str:

@@ -1,10 +1,17 @@
 """Run the suite, print the table, write `benchmarks/results/<machine>-<date>.{json,md}`.
 
-    python -m benchmarks            # default mode, < 15 min on 2 cores
-    python -m benchmarks --quick    # smoke run, < 3 min: ResNet-50 only, small batches
+    python -m benchmarks            # default mode, about 30 min on 2 cores
+    python -m benchmarks --quick    # smoke run, about 6 min: ResNet-50 only, small batches
+    python -m benchmarks --onednn on          # one TensorFlow setting instead of both
     python -m benchmarks --only resnet50 serving --max-minutes 30
     python -m benchmarks --only detection --detection   # Faster R-CNN (long on a CPU)
     KERAS_BACKEND=jax python -m benchmarks --only gpu --gpu    # on a GPU machine (no TF needed)
+
+Every CPU figure times ours and keras.applications with TensorFlow's oneDNN kernels on and off
+side by side (issue 14), each setting in a worker process of its own since TensorFlow reads
+TF_ENABLE_ONEDNN_OPTS at import, and torchvision in a third; calls alternate across the
+processes round by round (benchmarks/settings.py, benchmarks/worker.py). Ratios are against
+keras.applications as users get it: under TensorFlow's default for this CPU.
 
 Faster R-CNN at the 600-pixel canvas costs minutes per image on 2 CPU cores, so it is opt-in
 (`--detection`); its figures go to a results file of their own (suffix `-detection`).
@@ -51,15 +58,19 @@ class Mode:
     det_repeats: int
     with_v1: bool  # time ours with stride_in_1x1 too (keras.applications' architecture)
     with_hub: bool  # keras-hub where installed (our default's architecture)
+    det_configs: tuple[tuple[str, str], ...] = (("resnet50", "fpn"), ("resnet101", "c4"))
 
 
+# Batch 16 is the issue's figure (oneDNN on/off, issue 14); every figure runs five contenders
+# (ours and keras.applications under both settings, and torchvision).
 MODES = {
-    "default": Mode("default", warmup=1, repeats=3, repeats_small=7, infer_batches=(1, 32),
-                    train_batch=32, serving_batches=(1, 32), cifar_batches=50, detection=False,
+    "default": Mode("default", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 16),
+                    train_batch=16, serving_batches=(1, 16), cifar_batches=50, detection=False,
                     det_repeats=3, with_v1=True, with_hub=True),
     "quick": Mode("quick", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 8),
                   train_batch=8, serving_batches=(1,), cifar_batches=50, detection=False,
-                  det_repeats=1, with_v1=False, with_hub=False),
+                  det_repeats=1, with_v1=False, with_hub=False,
+                  det_configs=(("resnet50", "fpn"),)),
 }
 
 
@@ -73,6 +84,9 @@ class Suite:
     skipped: list = field(default_factory=list)
     checks: list = field(default_factory=list)
     gpu: object = None  # benchmarks.gpu.Options of the GPU mode
+    settings: tuple[str, ...] = ("oneDNN on", "oneDNN off")  # TensorFlow's, side by side
+    tf_default: str = "oneDNN off"  # what TensorFlow picks on this CPU, variable unset
+    pool: object = None  # benchmarks.settings.Pool: the worker processes
 
     def log(self, msg: str) -> None:
         if self.verbose:
@@ -99,6 +113,43 @@ class Suite:
         for r in rows:
             self.log(f"  {r['contender']:<24} {r['median_s']:.4f} s  {r['throughput']} "
                      f"{r['unit']}  ratio {r['ratio']}  peak RSS {r['peak_rss_mb']} MiB")
+        return rows
+
+    def compare_remote(self, section: str, figure: str, plan: dict, baseline: str | None,
+                       repeats: int | None = None, items=None, extra: dict | None = None,
+                       **meta) -> list:
+        """`compare` across worker processes (benchmarks.settings): build `figure` in each
+        worker of `plan`, alternate single calls of all contenders, add one row per case."""
+        from benchmarks import settings as W
+        from benchmarks.report import rows_from_cases
+
+        what = f"{section} {meta.get('model')} batch {meta.get('batch')}"
+        if time.perf_counter() > self.deadline:
+            self.skipped.append(f"{what}: time budget (--max-minutes) spent")
+            self.log(self.skipped[-1])
+            return []
+        if repeats is None:
+            repeats = self.mode.repeats_small if meta.get("batch", 99) <= 8 else self.mode.repeats
+        batch = meta.get("batch", 1)
+        t = time.perf_counter()
+        try:
+            cases = W.setup(self.pool, figure, plan, items or (lambda _name: batch))
+            self.log(f"{what}: built {', '.join(c.name for c in cases)} in "
+                     f"{time.perf_counter() - t:.0f} s")
+            W.alternate(cases, self.mode.warmup, repeats, progress=self.log)
+        except W.WorkerError as exc:
+            self.skipped.append(f"{what}: {exc}")
+            self.log(f"{what} FAILED: {exc}")
+            self.pool.close()  # a fresh set of workers for the next figure
+            return []
+        rows = rows_from_cases(section, cases, baseline, extra=extra, **meta)
+        for r, c in zip(rows, cases, strict=True):
+            r["setting"], r["peer"] = c.setting, c.peer
+        self.rows += rows
+        for r in rows:
+            self.log(f"  {r['contender']:<36} {r['median_s']:.4f} s  {r['throughput']} "
+                     f"{r['unit']}  ratio {r['ratio']}  CPU ratio {r['cpu_ratio']}")
+        W.free(self.pool)
         return rows
 
     def check(self, name: str, rows: list, contender: str, target: float,
@@ -141,49 +192,97 @@ def _gmacs(model) -> str:
         return "?"
 
 
-def classification(suite: Suite, depth: int) -> None:
-    """ResNet-50/101 inference at batch 1 and 32, training step at batch 32, vs the peers."""
-    from benchmarks import classify
+def _plan(suite: Suite, on: list[str], off: list[str], torch: list[str], **args) -> dict:
+    """Which contenders each worker builds (the settings `--onednn` asks for)."""
+    from benchmarks import settings as S
+
+    want = suite.settings
+    return {S.ON: (on if S.ON in want else [], args), S.OFF: (off if S.OFF in want else [], args),
+            S.TORCH: (torch, args)}
+
+
+def _setting_checks(suite: Suite, figure: str, rows: list, peers: list[str], target: float = 1.0
+                    ) -> None:
+    """Like-for-like ratios behind the must-show ones: each peer with oneDNN on against itself
+    with it off (what the setting alone is worth)."""
+    from benchmarks import settings as S
+
+    for peer in peers:
+        suite.check(f"{figure}: {peer}, oneDNN on / off", rows, S.label(peer, S.ON), target,
+                    versus=S.label(peer, S.OFF), must_show=False)
+
+
+def _avx2_user_check(suite: Suite, figure: str, rows: list, target: float) -> None:
+    """Where TensorFlow's default is already oneDNN on (AVX-512 CPUs), also compare with
+    keras.applications as users of AVX2-only CPUs get it: oneDNN off."""
     from benchmarks import peers as P
+    from benchmarks import settings as S
+
+    if suite.tf_default == S.ON:
+        ours = S.label(P.OURS, S.ON)
+        suite.check(f"{figure}: {ours} / keras.applications, oneDNN off (as users of "
+                    "AVX2-only CPUs get it)", rows, ours, target,
+                    versus=S.label(P.KERAS_APPS, S.OFF), must_show=False)
+
+
+def classification(suite: Suite, depth: int) -> None:
+    """ResNet-50/101 inference and training steps: ours and keras.applications with oneDNN on
+    and off (separate processes), and torchvision, alternating round by round."""
+    from benchmarks import peers as P
+    from benchmarks import settings as S
 
     m = suite.mode
+    name = f"resnet{depth}"
+    hub = m.with_hub and depth == 50 and P.installed("keras_hub")
     if depth == 50:
         if not m.with_hub:
             suite.skipped.append(f"keras-hub ResNetBackbone: left out in {m.name} mode")
-        elif not P.installed("keras_hub"):
+        elif not hub:
             suite.skipped.append("keras-hub ResNetBackbone: keras_hub not installed "
                                  "(optional peer: pip install keras-hub)")
-        if os.environ.get("KRS_BENCH_NO_TORCHVISION"):
-            suite.skipped.append("torchvision: left out (--no-torchvision)")
-        elif not (P.installed("torch") and P.installed("torchvision")):
-            suite.skipped.append("torchvision ResNet-50/101: torch/torchvision not installed "
-                                 "(optional peer)")
-    name = f"resnet{depth}"
-    peers = P.keras_peers(depth, with_v1=m.with_v1 and depth == 50, with_hub=m.with_hub)
-    models = {k: b() for k, b in peers.items()}
-    suite.notes.append(f"{name} multiply-adds at 224x224 (krs.count_macs): " + ", ".join(
-        f"{k} {_gmacs(v)}" for k, v in models.items()))
+    tv = [P.TORCHVISION] if P.torchvision_wanted() else []
+    if not tv and depth == 50:
+        suite.skipped.append("torchvision ResNet-50/101: torch/torchvision not installed or left "
+                             "out (optional peer)")
+    # Our stride_in_1x1 variant and keras-hub explain the inference figures like for like
+    # (same architecture as keras.applications / as ours); oneDNN on only, to save time.
+    on = [P.OURS] + ([P.OURS_V1] if m.with_v1 and depth == 50 else []) + [P.KERAS_APPS]
+    on += [P.KERAS_HUB] if hub else []
+    off = [P.OURS, P.KERAS_APPS]
+    users = S.label(P.KERAS_APPS, suite.tf_default)  # keras.applications as users get it
+    ours = S.label(P.OURS, S.ON)
     for batch in m.infer_batches:
-        cases = classify.inference_cases(models, batch)
-        cases += classify.torchvision_cases(depth, batch, train=False)
-        rows = suite.compare("inference", cases, P.KERAS_APPS, model=name, batch=batch,
-                             input_size="224x224", dtype="float32")
+        rows = suite.compare_remote("inference", "classify-infer",
+                                    _plan(suite, on, off, tv, depth=depth, batch=batch), users,
+                                    model=name, batch=batch, input_size="224x224",
+                                    dtype="float32")
         if depth == 50:
-            suite.check(f"ResNet-50 inference batch {batch}: ours / keras.applications",
-                        rows, P.OURS, 1.0)
-            _same_architecture_checks(suite, f"ResNet-50 inference batch {batch}", rows)
-    # The same-FLOPs variant only explains inference gaps; training it too would double the
-    # longest figure (see the report for its training-step profile).
-    models.pop(P.OURS_V1, None)
-    cases = classify.training_cases(models, m.train_batch)
-    cases += classify.torchvision_cases(depth, m.train_batch, train=True)
-    rows = suite.compare("train step", cases, P.KERAS_APPS, model=name, batch=m.train_batch,
-                         input_size="224x224", dtype="float32")
+            must = batch == max(m.infer_batches)
+            fig = f"ResNet-50 inference batch {batch}"
+            suite.check(f"{fig}: {ours} / keras.applications as users get it "
+                        f"({suite.tf_default}, TF's default here)", rows, ours, 1.2,
+                        must_show=must)
+            suite.check(f"{fig}: {ours} / torchvision", rows, ours, 1.3,
+                        versus=P.TORCHVISION, must_show=must)
+            _avx2_user_check(suite, fig, rows, 1.2)
+            _same_architecture_checks(suite, fig, rows, ours=ours,
+                                      ours_v1=S.label(P.OURS_V1, S.ON),
+                                      keras_apps=S.label(P.KERAS_APPS, S.ON),
+                                      keras_hub=S.label(P.KERAS_HUB, S.ON))
+        _setting_checks(suite, f"{name} inference batch {batch}", rows, [P.OURS, P.KERAS_APPS])
+    on = [P.OURS, P.KERAS_APPS]  # the like-for-like variants would double the longest figure
+    rows = suite.compare_remote("train step", "classify-train",
+                                _plan(suite, on, off, tv, depth=depth, batch=m.train_batch),
+                                users, model=name, batch=m.train_batch, input_size="224x224",
+                                dtype="float32")
+    fig = f"ResNet-{depth} training batch {m.train_batch}"
     if depth == 50:
-        suite.check(f"ResNet-50 training batch {m.train_batch}: ours / keras.applications",
-                    rows, P.OURS, 1.0)
-        _same_architecture_checks(suite, f"ResNet-50 training batch {m.train_batch}", rows)
-    _free(models, cases)
+        suite.check(f"{fig}: {ours} / keras.applications as users get it "
+                    f"({suite.tf_default}, TF's default here)", rows, ours, 1.3)
+        suite.check(f"{fig}: {ours} / torchvision", rows, ours, 1.3, versus=P.TORCHVISION)
+        _avx2_user_check(suite, fig, rows, 1.3)
+    _setting_checks(suite, f"{name} training batch {m.train_batch}", rows,
+                    [P.OURS, P.KERAS_APPS])
 
 
 def _same_architecture_checks(suite: Suite, figure: str, rows: list, target: float = 1.0,
@@ -205,57 +304,51 @@ def _same_architecture_checks(suite: Suite, figure: str, rows: list, target: flo
 
 
 def serving(suite: Suite) -> None:
-    """SavedModel serving: ours with/without BN folding vs keras.applications, same exporter."""
+    """SavedModel serving: ours with/without BN folding vs keras.applications, same exporter,
+    each served with oneDNN on and off."""
     from benchmarks import peers as P
     from benchmarks import serving as S
+    from benchmarks import settings as W
 
     if S.exporter() is None:
         suite.skipped.append("SavedModel serving: keras_resnet_suite.export.export_saved_model "
                              "does not exist yet")
         return
-    import keras
-
-    import keras_resnet_suite as krs
-
-    models = {P.OURS: krs.build("resnet50"),
-              P.OURS_V1: krs.build("resnet50", stride_in_1x1=True),
-              P.KERAS_APPS: keras.applications.ResNet50(weights=None)}
     # The peers have no project blocks, so the exporter cannot fold their BNs: they are
     # exported exactly as ours is without folding. The stride_in_1x1 variant has
     # keras.applications' FLOPs (v1); keras-hub, where installed, has our default's (v1.5).
-    variants = {"ours SavedModel, BN folded": (P.OURS, True),
-                "ours SavedModel": (P.OURS, False),
-                "ours (stride_in_1x1) SavedModel, BN folded": (P.OURS_V1, True),
-                "keras.applications SavedModel": (P.KERAS_APPS, False)}
-    hub = P.keras_peers(50, with_hub=suite.mode.with_hub).get(P.KERAS_HUB)
-    if hub is not None:
-        models[P.KERAS_HUB] = hub()
-        variants["keras-hub SavedModel"] = (P.KERAS_HUB, False)
+    hub = suite.mode.with_hub and P.installed("keras_hub")
+    folded, apps = "ours SavedModel, BN folded", "keras.applications SavedModel"
     with S.temp_dir() as tmp:
         t = time.perf_counter()
-        paths = S.export_all(models, variants, Path(tmp))
+        exporter = suite.pool.get(W.ON if W.ON in suite.settings else W.OFF)
+        paths = exporter.request("call", fn="export_serving",
+                                 args={"workdir": tmp, "hub": hub})["result"]
         suite.log(f"exported {len(paths)} SavedModels in {time.perf_counter() - t:.1f} s")
-        _free(models)
+        users = W.label(apps, suite.tf_default)
         for batch in suite.mode.serving_batches:
-            cases, keep = S.serving_cases(paths, batch)
-            rows = suite.compare("SavedModel serving", cases, "keras.applications SavedModel",
-                                 model="resnet50", batch=batch, input_size="224x224",
-                                 dtype="float32", extra={"latency_ms": None})
+            rows = suite.compare_remote(
+                "SavedModel serving", "serving",
+                _plan(suite, list(paths), [folded, apps], [], paths=paths, batch=batch), users,
+                model="resnet50", batch=batch, input_size="224x224", dtype="float32",
+                extra={"latency_ms": None})
             for r in rows:
                 r["latency_ms"] = round(r["median_s"] * 1000, 2)
-            suite.check(f"SavedModel batch {batch}: ours BN-folded / keras.applications",
-                        rows, "ours SavedModel, BN folded", 1.1)
+            ours = W.label(folded, W.ON)
+            suite.check(f"SavedModel batch {batch}: {ours} / keras.applications as users get "
+                        f"it ({suite.tf_default})", rows, ours, 1.1)
             _same_architecture_checks(
-                suite, f"SavedModel batch {batch}, BN-folded", rows, 1.1,
-                ours="ours SavedModel, BN folded",
-                ours_v1="ours (stride_in_1x1) SavedModel, BN folded",
-                keras_apps="keras.applications SavedModel", keras_hub="keras-hub SavedModel")
-            del keep
+                suite, f"SavedModel batch {batch}, BN-folded", rows, 1.1, ours=ours,
+                ours_v1=W.label("ours (stride_in_1x1) SavedModel, BN folded", W.ON),
+                keras_apps=W.label(apps, W.ON),
+                keras_hub=W.label("keras-hub SavedModel", W.ON))
+            _setting_checks(suite, f"SavedModel batch {batch}", rows, [folded, apps])
 
 
 def pipelines(suite: Suite) -> None:
     """CIFAR pipeline vs the ResNet-20 step it feeds (the VOC one runs with detection)."""
     from benchmarks import pipelines as D
+    from benchmarks import settings as W
 
     root = D.data_dir()
     archive = root / "cifar10-jpeg.tar.gz" if root else None
@@ -263,18 +356,26 @@ def pipelines(suite: Suite) -> None:
         suite.skipped.append("CIFAR pipeline: ../shared/data/cifar10-jpeg.tar.gz not found "
                              "(set KRS_DATA_DIR)")
         return
-    batch = 128
-    cases = D.cifar_cases(archive, batch, suite.mode.cifar_batches)
-    rows = suite.compare("input pipeline", cases, "resnet20 train step", model="resnet20 / CIFAR",
-                         batch=batch, input_size="32x32", dtype="float32")
-    suite.check("CIFAR pipeline / ResNet-20 training step", rows, "cifar pipeline", 3.0)
-    _free(cases)
+    batch, both = 128, ["cifar pipeline", "resnet20 train step"]
+    step = W.label("resnet20 train step", suite.tf_default)
+    rows = suite.compare_remote("input pipeline", "cifar",
+                                _plan(suite, both, both, [], archive=str(archive), batch=batch,
+                                      batches=suite.mode.cifar_batches),
+                                step, model="resnet20 / CIFAR", batch=batch,
+                                input_size="32x32", dtype="float32",
+                                items=lambda n: batch * (suite.mode.cifar_batches
+                                                         if n == "cifar pipeline" else 1))
+    suite.check("CIFAR pipeline / ResNet-20 training step", rows,
+                W.label("cifar pipeline", W.ON), 3.0, versus=W.label(both[1], W.ON))
+    _setting_checks(suite, "CIFAR", rows, both)
 
 
 def detection(suite: Suite) -> None:
-    """Faster R-CNN R101-C4 and R50-FPN at the 600-pixel canvas; raccoon VOC pipeline."""
+    """Faster R-CNN R101-C4 and R50-FPN at the 600-pixel canvas, oneDNN on and off, against
+    torchvision's R50-FPN; raccoon VOC pipeline."""
     from benchmarks import detect as T
     from benchmarks import pipelines as D
+    from benchmarks import settings as W
 
     root = D.data_dir()
     voc_dir = root / "raccoon-voc" if root else None
@@ -282,51 +383,49 @@ def detection(suite: Suite) -> None:
         suite.skipped.append("VOC pipeline and detection steps: ../shared/data/raccoon-voc "
                              "not found")
         return
-    batch = 1
-    voc = D.voc_training_batches(voc_dir, T.CANVAS, batch)
     canvas = f"{T.CANVAS[0]}x{T.CANVAS[1]}"
     reason = (T.detection_available() if suite.mode.detection
               else "opt-in: python -m benchmarks --only detection --detection")
     if reason:
         suite.skipped.append(f"Faster R-CNN timings: {reason}")
-        suite.compare("input pipeline", [D.stream_case("voc pipeline", voc, batch, 20)], None,
-                      model="raccoon VOC", batch=batch, input_size=canvas, dtype="float32")
         return
-    real_batch = next(iter(voc))
-    reps = suite.mode.det_repeats
-    photo = f"{T.PHOTO[0]}x{T.PHOTO[1]} -> {canvas}"
-    peer = T.torchvision_cases(real_batch)
-    if peer is None:
+    from benchmarks import peers as P
+
+    tv = ["torchvision"] if P.torchvision_wanted() else []
+    if not tv:
         suite.skipped.append("torchvision fasterrcnn_resnet50_fpn: torch/torchvision not "
                              "installed or left out (optional peer)")
-    for backbone, head in T.CONFIGS:
+    photo = f"{T.PHOTO[0]}x{T.PHOTO[1]} -> {canvas}"
+    ours_on, ours_users = W.label("ours", W.ON), W.label("ours", suite.tf_default)
+    for backbone, head in suite.mode.det_configs:
         label = f"{backbone}-{head}"
-        t = time.perf_counter()
-        model = T.build(backbone, head)
-        suite.log(f"built Faster R-CNN {label} (frozen BN, freeze_at=2) in "
-                  f"{time.perf_counter() - t:.1f} s")
-        cases = [T.predict_case(f"faster r-cnn {label}", model)]
-        if head == "fpn" and peer:
-            cases.append(peer[0])
-        suite.compare("detection inference", cases, cases[-1].name if peer else None,
-                      repeats=reps, model=f"faster_rcnn {label}", batch=1, input_size=photo,
-                      dtype="float32")
-        cases = [T.train_case(f"faster r-cnn {label} step", model, real_batch)]
-        if head == "c4":  # the VOC stream alternates with the step it would feed
-            cases.append(D.stream_case("voc pipeline", voc, batch, 20))
-        elif peer:
-            cases.append(peer[1])
-        rows = suite.compare("detection train step", cases, cases[-1].name if head == "fpn"
-                             and peer else cases[0].name, repeats=reps,
-                             model=f"faster_rcnn {label}", batch=batch, input_size=canvas,
-                             dtype="float32")
-        if head == "c4":
-            for r in rows:
-                if r["contender"] == "voc pipeline":
-                    r["section"] = "input pipeline"
+        peer = tv if head == "fpn" else []
+        args = {"backbone": backbone, "head": head, "voc_dir": str(voc_dir)}
+        meta = {"model": f"faster_rcnn {label}", "batch": 1, "dtype": "float32",
+                "repeats": suite.mode.det_repeats}  # compare_remote takes `repeats` itself
+        base = "torchvision" if peer else ours_users
+        rows = suite.compare_remote("detection inference", "detection-infer",
+                                    _plan(suite, ["ours"], ["ours"], peer, **args), base,
+                                    input_size=photo, **meta)
+        _setting_checks(suite, f"Faster R-CNN {label} inference", rows, ["ours"])
+        if head == "fpn":
+            suite.check(f"Faster R-CNN {label} inference: {ours_on} / torchvision", rows,
+                        ours_on, 1.0, must_show=False)
+        # The VOC stream alternates with the R101-C4 step it would feed.
+        on = ["ours"] + (["voc pipeline"] if head == "c4" else [])
+        rows = suite.compare_remote("detection train step", "detection-train",
+                                    _plan(suite, on, ["ours"], peer, **args), base,
+                                    input_size=canvas, **meta)
+        for r in rows:
+            if r["contender"].startswith("voc pipeline"):
+                r["section"] = "input pipeline"
+        if head == "fpn":
+            suite.check(f"Faster R-CNN {label} training step: {ours_on} / torchvision", rows,
+                        ours_on, 1.0)
+        else:
             suite.check("VOC pipeline / Faster R-CNN R101-C4 training step", rows,
-                        "voc pipeline", 3.0)
-        _free(model, cases)
+                        W.label("voc pipeline", W.ON), 3.0, versus=ours_on)
+        _setting_checks(suite, f"Faster R-CNN {label} training step", rows, ["ours"])
 
 
 def gpu(suite: Suite) -> None:
@@ -342,6 +441,7 @@ SECTIONS = {"resnet50": lambda s: classification(s, 50), "serving": serving,
             "pipelines": pipelines, "resnet101": lambda s: classification(s, 101),
             "detection": detection, "gpu": gpu}
 CPU_SECTIONS = [name for name in SECTIONS if name != "gpu"]
+S_TORCH = "torch"  # benchmarks.settings.TORCH, without importing it here
 
 
 def _import_torch_first() -> None:
@@ -369,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave torchvision out (its calls slow the TF call that follows them)")
     p.add_argument("--detection", action="store_true",
                    help="also time Faster R-CNN R101-C4 / R50-FPN (minutes per step on a CPU)")
+    p.add_argument("--onednn", choices=("both", "on", "off"), default="both",
+                   help="TensorFlow's oneDNN kernels for our and keras.applications' figures: "
+                   "both side by side (default; one worker process per setting), or one")
     g = p.add_argument_group("GPU mode (KERAS_BACKEND=jax)")
     g.add_argument("--gpu", action="store_true", help="run the GPU mode: ResNet-50 training, "
                    "JAX/XLA mixed_bfloat16 vs torchvision AMP, and MFU (alone unless --only)")
@@ -395,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KRS_BENCH_NO_TORCHVISION"] = "1"
     if gpu_mode:  # JAX would otherwise take 75 % of the GPU up front, leaving torch too little
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    _import_torch_first()
+        _import_torch_first()
+    else:  # this command's own default (keras_resnet_suite.runtime); workers set it each
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import keras
 
     from benchmarks import report
@@ -428,8 +533,19 @@ def main(argv: list[str] | None = None) -> int:
             mode.repeats_small = a.repeats
     mode.detection = a.detection
     start, load_start = time.perf_counter(), load_average()
-    budget = a.max_minutes if a.max_minutes is not None else (3 if a.quick else 15)
+    budget = a.max_minutes if a.max_minutes is not None else (6 if a.quick else 40)
     suite = Suite(mode, deadline=start + 60 * budget, gpu=gpu_opts)
+    if not gpu_mode:
+        from benchmarks import settings as W
+
+        suite.pool = W.Pool()
+        suite.settings = {"both": (W.ON, W.OFF), "on": (W.ON,), "off": (W.OFF,)}[a.onednn]
+        suite.tf_default, how = W.tensorflow_default()
+        suite.notes.append(f"CPU vector extensions: {W.cpu_flags()}; {how}, so "
+                           f"keras.applications 'as users get it' is its {suite.tf_default} "
+                           "row. Each setting runs in a worker process of its own (TensorFlow "
+                           "reads TF_ENABLE_ONEDNN_OPTS at import), torchvision in a third; "
+                           "calls alternate across the processes round by round")
     if gpu_mode:  # keras.utils.set_random_seed would import TensorFlow to seed it too
         import random
 
@@ -465,18 +581,26 @@ def main(argv: list[str] | None = None) -> int:
                   "skipped": suite.skipped}
         return report.write(result, a.out or report.RESULTS_DIR, suffix=suffix)
 
-    for name in sections:
-        t = time.perf_counter()
-        if t > suite.deadline:
-            suite.skipped.append(f"section {name}: time budget (--max-minutes {budget}) spent")
-            continue
-        try:
-            SECTIONS[name](suite)
-        except Exception as exc:  # one broken section must not lose the others' figures
-            suite.skipped.append(f"section {name} failed: {type(exc).__name__}: {exc}")
-            suite.log(f"section {name} FAILED: {exc!r}")
-        suite.log(f"section {name}: {time.perf_counter() - t:.0f} s")
-        save()
+    try:
+        for name in sections:
+            t = time.perf_counter()
+            if t > suite.deadline:
+                suite.skipped.append(f"section {name}: time budget (--max-minutes {budget}) "
+                                     "spent")
+                continue
+            try:
+                SECTIONS[name](suite)
+            except Exception as exc:  # one broken section must not lose the others' figures
+                suite.skipped.append(f"section {name} failed: {type(exc).__name__}: {exc}")
+                suite.log(f"section {name} FAILED: {exc!r}")
+            suite.log(f"section {name}: {time.perf_counter() - t:.0f} s")
+            save()
+        if suite.pool is not None and S_TORCH in suite.pool.workers:
+            tinfo = suite.pool.workers[S_TORCH].request("call", fn="info")["result"]
+            suite.notes.append(f"torchvision ran with {tinfo.get('torch_threads')} threads")
+    finally:
+        if suite.pool is not None:
+            suite.pool.close()
     js, md = save()
     print(md.read_text())
     print(f"wrote {js} and {md}")
