@@ -31,7 +31,7 @@ _MOVED = {
     "detection.matching": "detection.modeling.ops.matching",
     "detection.postprocess": "detection.modeling.ops.nms",
     "detection.roi_align": "detection.modeling.ops.roi_align",
-    "detection.rpn": "detection.modeling.rpn.rpn",
+    "detection.rpn": "detection.modeling.rpn.proposal_network",
     "detection.sampling": "detection.modeling.ops.sampling",
     "detection.transforms": "detection.modeling.transform",
     "detection.train": "detection.engine.train",

@@ -6,7 +6,8 @@ from keras import ops
 
 from detection.modeling.ops import boxes as box_ops
 from detection.modeling.ops import nms as postprocess
-from detection.modeling.rpn import anchors, rpn
+from detection.modeling.rpn import anchors
+from detection.modeling.rpn import proposal_network as rpn
 
 pytestmark = pytest.mark.jax
 
