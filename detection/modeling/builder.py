@@ -148,7 +148,9 @@ def build_parts(
     heads = {"num_classes": int(num_classes), "image_size": image_size,
              "batch_size_per_image": roi_batch_size, "positive_fraction": roi_positive_fraction,
              "score_threshold": score_threshold, "nms_threshold": nms_threshold,
-             "max_detections": max_detections, "seed": seed, "name": "roi_heads"}
+             "max_detections": max_detections, "name": "roi_heads",
+             # its own random stream, not a copy of the RPN's anchor sampling draws
+             "seed": None if seed is None else seed + 1}
     if head == "c4":
         trunk, shapes, strides, sizes = _c4_parts(net, anchor_sizes)
         roi_heads = C4ROIHeads(net.get_layer("conv5_x"), pooled_size=roi_pooled_size or 14,
