@@ -22,6 +22,8 @@ COMMANDS = {
                "OD API signature)"),
     "predict": ("detection.engine.predict", "detect objects in image files; write "
                 "detections.json and PNGs with drawn boxes"),
+    "init-config": ("detection.data.discover", "recognise a VOC-XML folder or COCO JSON and "
+                    "write a starting config for it (class names, split, small model)"),
 }
 
 
@@ -36,9 +38,26 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-images", type=int, default=None, help="override data.eval.num_images")
 
 
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", default=None,
+                   help="image folder, when it is not beside the annotations")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of images held out for evaluation when the data has no split "
+                        "files (default 0.2; the split is seeded and reproducible)")
+
+
 def _train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True,
-                   help="detection YAML (a path, or a shipped name such as raccoon_tiny)")
+    p.add_argument("--config", default=None,
+                   help="detection YAML (a path, or a shipped name such as raccoon_tiny); "
+                        "optional with --data (then a small ResNet-18 C4 starting config)")
+    p.add_argument("--data", default=None,
+                   help="train on this data set instead of the config's data.train/eval: a "
+                        "VOC XML folder (labelImg, CVAT, Roboflow), a VOC tree, a COCO root or "
+                        "a COCO JSON file")
+    p.add_argument("--classes", default=None,
+                   help="'auto' (read from the annotations) or comma-separated class names; "
+                        "sets data.class_names")
+    _data_arguments(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
     p.add_argument("--batch-size", type=int, default=None,
@@ -77,8 +96,15 @@ def _predict(p: argparse.ArgumentParser) -> None:
                    help="keep detections scoring at least this (default 0.5)")
 
 
+def _init_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="VOC XML folder or tree, COCO root, or COCO JSON file")
+    p.add_argument("--out", default=None, help="YAML to write (default: <data name>.yaml here)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    _data_arguments(p)
+
+
 ARGUMENTS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "export": _export,
-             "predict": _predict}
+             "predict": _predict, "init-config": _init_config}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ class DataConfig:
     train: dict
     eval: dict | None = None
     num_classes: int | None = None
-    class_names: list[str] | None = None
+    class_names: list[str] | str | None = None  # or "auto": read from data.train's annotations
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     max_boxes: int = 50
     seed: int = 0
@@ -90,7 +90,8 @@ class Config:
         """`data.class_names`, checked against `data.num_classes`."""
         names = self.data.class_names
         if names is None:
-            raise ValueError("config data.class_names is missing (one name per label)")
+            raise ValueError("config data.class_names is missing (one name per label, or "
+                             "'auto' to read them from data.train)")
         if self.data.num_classes is not None and int(self.data.num_classes) != len(names):
             raise ValueError(f"config data.num_classes = {self.data.num_classes} but "
                              f"data.class_names has {len(names)} names")
@@ -165,6 +166,13 @@ def from_dict(raw: Mapping, source: str = "config") -> Config:
         if config.data.eval is not None:
             _check_loader(config.data.eval, "data.eval")
         _check_values(config)
+        if isinstance(config.data.class_names, str):
+            if config.data.class_names != "auto":
+                raise ValueError(f"data.class_names must be a list of names or 'auto', got "
+                                 f"{config.data.class_names!r}")
+            from detection.data.discover import class_names_of
+
+            config.data.class_names = class_names_of(config.data.train)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     return config

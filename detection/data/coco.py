@@ -1,4 +1,6 @@
-"""COCO from the official `annotations/instances_<split>.json` and image folder, as tf.data."""
+"""COCO instances JSON as tf.data: the official `annotations/instances_<split>.json` layout, or
+one JSON file as CVAT, Label Studio or Roboflow export it (no `area`, `iscrowd`, `info` or
+`licenses`, category ids starting anywhere, the images in one folder, no split)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from detection.data.records import Record, attach, check_images, clean_boxes, records_to_dataset
+from detection.data import split as splits
+from detection.data.records import (
+    Record,
+    attach,
+    clean_boxes,
+    inspect_images,
+    orient,
+    records_to_dataset,
+)
 from detection.data.report import DataReport
 
 
@@ -43,33 +53,160 @@ def _bbox(ann: dict) -> list[float] | None:
     return box if all(math.isfinite(v) for v in box) else None
 
 
+def find_coco_files(
+    data_dir: str | Path, split: str | None = None, annotation_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+) -> tuple[Path, Path | None, bool]:
+    """(annotation JSON, image folder or None to find per file, official layout?).
+
+    Official: `data_dir/annotations/instances_<split>.json` and `data_dir/<split>/`.
+    Exported: `data_dir` is the JSON file, or a folder holding exactly one JSON (directly or
+    in `annotations/`), or `annotation_file` is given.
+    """
+    data_dir = Path(data_dir).expanduser()
+    if annotation_file is not None:
+        return Path(annotation_file).expanduser(), _dir(image_dir), False
+    if data_dir.is_file():
+        return data_dir, _dir(image_dir), False
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"COCO data {data_dir} does not exist (a folder or a .json file)")
+    official = data_dir / "annotations" / f"instances_{split or 'train2017'}.json"
+    if official.is_file() or split not in (None, *splits.SPLITS, *splits.ALIASES):
+        folder = Path(image_dir) if image_dir else data_dir / (split or "train2017")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"COCO image folder {folder} not found")
+        return official, folder, True
+    found = sorted(data_dir.glob("*.json")) or sorted((data_dir / "annotations").glob("*.json"))
+    if len(found) != 1:
+        raise FileNotFoundError(
+            f"no COCO annotation file in {data_dir}: expected annotations/instances_"
+            f"{split or 'train2017'}.json or exactly one *.json in {data_dir} or "
+            f"{data_dir / 'annotations'} (found {[p.name for p in found] or 'none'}); pass "
+            "annotation_file")
+    return found[0], _dir(image_dir), False
+
+
+def _dir(image_dir: str | Path | None) -> Path | None:
+    if image_dir is None:
+        return None
+    folder = Path(image_dir).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"COCO image folder {folder} (image_dir) not found")
+    return folder
+
+
+def _image_path(folder: Path, file_name: str) -> Path:
+    """`folder/file_name`, else `folder/<last part of file_name>` (exports keep foreign paths)."""
+    path = folder / file_name
+    if path.is_file():
+        return path
+    name = file_name.replace("\\", "/").rsplit("/", 1)[-1]
+    return folder / name if (folder / name).is_file() else path
+
+
+def _find_image_dir(json_path: Path, file_names: list[str]) -> Path:
+    """The folder beside the JSON that holds most of the first 20 images: the JSON's own, its
+    `images/`, the parent's `images/`, or the parent."""
+    base = json_path.parent
+    candidates = list(dict.fromkeys([base, base / "images", base.parent / "images", base.parent]))
+    sample = file_names[:20]
+    scores = [sum(_image_path(c, f).is_file() for f in sample) if c.is_dir() else 0
+              for c in candidates]
+    if not sample:
+        return base
+    if max(scores) == 0:
+        raise FileNotFoundError(f"no image folder found for {json_path}: none of "
+                                f"{sample[0]!r}, ... is in " + ", ".join(map(str, candidates))
+                                + "; pass image_dir")
+    return candidates[scores.index(max(scores))]
+
+
+def coco_categories(data: dict, report: DataReport | None = None,
+                    used: set | None = None) -> list[dict]:
+    """The categories that are classes, in id order.
+
+    Exports (Roboflow) add a category that only groups the others (the data set's name, used
+    as their `supercategory`) and labels nothing: it is left out, with a note in `report`.
+    `used` holds the category ids that label at least one annotation.
+    """
+    if used is None:
+        used = {a.get("category_id") for a in data["annotations"]}
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    kept = []
+    for c in categories:
+        name = str(c.get("name", c["id"]))
+        others = [d for d in categories if d is not c and d.get("supercategory") == name]
+        if c["id"] not in used and others:
+            if report is not None:
+                report.note(f"category {c['id']} ({name!r}) labels nothing and is the "
+                            f"supercategory of {len(others)} others: not a class, left out")
+            continue
+        kept.append(c)
+    return kept
+
+
+def _group_objects(data: dict, images: dict, valid_ids: set, category_to_label: dict,
+                   skip_crowd: bool, report: DataReport, desc: str, name: str) -> dict:
+    """image id -> [(xyxy, label, crowd, area or NaN)] of the usable annotations of `images`."""
+    objects = defaultdict(list)
+    for k, ann in enumerate(tqdm(data["annotations"], desc=desc, leave=False)):
+        where = f"annotations[{k}] (id {ann.get('id')})"
+        box = _bbox(ann)
+        if box is None:
+            report.add("malformed_annotation", name, f"{where}: bbox must be 4 finite numbers")
+            continue
+        if ann.get("image_id") not in images:
+            if ann.get("image_id") not in valid_ids:
+                report.add("malformed_annotation", name,
+                           f"{where}: unknown image_id {ann.get('image_id')}")
+            continue  # else: an image of the other split
+        if ann.get("category_id") not in category_to_label:
+            report.add("unknown_class", name, f"{where}: category_id {ann.get('category_id')}")
+            continue
+        crowd = bool(ann.get("iscrowd") or 0)
+        if skip_crowd and crowd:
+            continue
+        x, y, w, h = box
+        area = ann.get("area")
+        if area is None:
+            report.add("area_from_box", name, f"{where}")
+        label = category_to_label[ann["category_id"]]
+        objects[ann["image_id"]].append(
+            ([x, y, x + w, y + h], label, crowd, float("nan") if area is None else float(area)))
+
+    return objects
+
+
 def coco_records(
     data_dir: str | Path,
-    split: str = "train2017",
+    split: str | None = None,
     report: DataReport | None = None,
     skip_empty: bool = False,
     skip_crowd: bool = False,
     verify_images: bool = False,
     annotation_file: str | Path | None = None,
     image_dir: str | Path | None = None,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
 ) -> tuple[list[Record], DataReport, dict]:
     """Parse a COCO split into records plus `{"class_names", "category_ids"}`.
 
-    Category ids (sparse, 1..90) map to contiguous labels 0..C-1 in id order; COCO's
-    `[x, y, w, h]` becomes xyxy; `area` is the annotation's own (segment) area, which
-    pycocotools uses for the small/medium/large ranges; crowd regions keep `iscrowd`.
+    Category ids (sparse, starting anywhere) map to contiguous labels 0..C-1 in id order, names
+    kept; COCO's `[x, y, w, h]` becomes xyxy; `area` is the annotation's own (segment) area,
+    which pycocotools uses for the small/medium/large ranges, or, where an export left it out,
+    the box area (reported as `area_from_box`); a missing `iscrowd` is 0; fields this loader
+    does not use are ignored. An exported JSON (see `find_coco_files`) has no split: `split`
+    is None/"all" for every image, or "train"/"val" of a seeded split of the image ids
+    (`val_fraction`, `split_seed`).
     """
-    data_dir = Path(data_dir).expanduser()
-    ann_path = Path(annotation_file) if annotation_file else (
-        data_dir / "annotations" / f"instances_{split}.json")
-    image_dir = Path(image_dir) if image_dir else data_dir / split
-    if not image_dir.is_dir():
-        raise FileNotFoundError(f"COCO image folder {image_dir} not found")
+    ann_path, image_dir, official = find_coco_files(data_dir, split, annotation_file, image_dir)
     data = load_coco_json(ann_path)
-    report = report if report is not None else DataReport(f"COCO {split}")
+    split = (split or "train2017") if official else (split or "all")
+    report = report if report is not None else DataReport(
+        f"COCO {split}" if official else f"{ann_path} {split}")
     name = ann_path.name
 
-    categories = sorted(data["categories"], key=lambda c: c["id"])
+    categories = coco_categories(data, report)
     category_ids = [int(c["id"]) for c in categories]
     class_names = [str(c.get("name", c["id"])) for c in categories]
     category_to_label = {cid: i for i, cid in enumerate(category_ids)}
@@ -81,58 +218,58 @@ def coco_records(
             report.add("malformed_annotation", name, f"images[{k}]: needs 'id' and 'file_name'")
             continue
         images[image["id"]] = image
-    objects = defaultdict(list)
-    for k, ann in enumerate(tqdm(data["annotations"], desc=f"COCO {split}", leave=False)):
-        where = f"annotations[{k}] (id {ann.get('id')})"
-        box = _bbox(ann)
-        if ann.get("image_id") not in images or box is None:
-            problem = "bbox must be 4 finite numbers" if box is None else (
-                f"unknown image_id {ann.get('image_id')}")
-            report.add("malformed_annotation", name, f"{where}: {problem}")
-            continue
-        if ann.get("category_id") not in category_to_label:
-            report.add("unknown_class", name, f"{where}: category_id {ann.get('category_id')}")
-            continue
-        crowd = bool(ann.get("iscrowd", 0))
-        if skip_crowd and crowd:
-            continue
-        x, y, w, h = box
-        area = float(ann.get("area", w * h))
-        label = category_to_label[ann["category_id"]]
-        objects[ann["image_id"]].append(([x, y, x + w, y + h], label, crowd, area))
-
+    valid_ids = set(images)
+    if not official:
+        ids = splits.seeded_split([str(i) for i in images], split, val_fraction, split_seed)
+        if splits.ALIASES.get(split, split) != "all":
+            report.note(splits.describe([str(i) for i in images], val_fraction, split_seed,
+                                        "images") + f"; this is {split!r} ({len(ids)})")
+        chosen_ids = set(ids)
+        images = {i: im for i, im in images.items() if str(i) in chosen_ids}
+        if image_dir is None:
+            image_dir = _find_image_dir(ann_path, [str(im["file_name"]) for im in images.values()])
+    objects = _group_objects(data, images, valid_ids, category_to_label, skip_crowd, report,
+                             f"COCO {split}", name)
     chosen = [im for im in images.values() if objects[im["id"]] or not skip_empty]
-    sizes = check_images([image_dir / im["file_name"] for im in chosen], report, verify_images)
+    infos = inspect_images([_image_path(image_dir, str(im["file_name"])) for im in chosen],
+                           report, verify_images)
     records = []
-    for image, size in zip(chosen, sizes, strict=True):
-        if size is None:
-            continue
-        declared = (image.get("width"), image.get("height"))
-        if None not in declared and tuple(declared) != size:
-            report.add("size_mismatch", image["file_name"],
-                       f"annotated {declared[0]}x{declared[1]}, file {size[0]}x{size[1]}")
-        objs = objects[image["id"]]
-        raw = np.array([o[0] for o in objs], np.float32).reshape(-1, 4)
-        boxes, keep = clean_boxes(raw, size[0], size[1], report, image["file_name"])
-        if skip_empty and not keep.any():
-            continue
-        records.append(Record(
-            image_path=str(image_dir / image["file_name"]), image_id=str(image["id"]),
-            width=size[0], height=size[1], boxes=boxes[keep],
-            labels=np.array([o[1] for o in objs], np.int32)[keep],
-            difficult=np.zeros(int(keep.sum()), bool),
-            iscrowd=np.array([o[2] for o in objs], bool)[keep],
-            area=np.array([o[3] for o in objs], np.float32)[keep],
-        ))
+    for image, info in zip(chosen, infos, strict=True):
+        record = None if info is None else _record(image, info, objects[image["id"]],
+                                                   image_dir, skip_empty, report)
+        if record is not None:
+            records.append(record)
     report.num_images += len(records)
     report.num_objects += sum(len(r.labels) for r in records)
     meta = {"class_names": class_names, "category_ids": category_ids}
     return records, report, meta
 
 
+def _record(image: dict, info, objs: list, image_dir: Path, skip_empty: bool,
+            report: DataReport) -> Record | None:
+    declared = (image.get("width"), image.get("height"))
+    declared = None if None in declared else (int(declared[0]), int(declared[1]))
+    raw = np.array([o[0] for o in objs], np.float32).reshape(-1, 4)
+    file = str(image["file_name"])
+    (width, height), raw = orient(info, declared, raw, report, file)
+    boxes, keep = clean_boxes(raw, width, height, report, file)
+    if skip_empty and not keep.any():
+        return None
+    area = np.array([o[3] for o in objs], np.float32).reshape(-1)
+    box_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    area = np.where(np.isnan(area), box_area, area)  # exports without `area`
+    return Record(
+        image_path=str(_image_path(image_dir, file)), image_id=str(image["id"]),
+        width=width, height=height, boxes=boxes[keep],
+        labels=np.array([o[1] for o in objs], np.int32)[keep],
+        difficult=np.zeros(int(keep.sum()), bool),
+        iscrowd=np.array([o[2] for o in objs], bool)[keep],
+        area=area[keep].astype(np.float32), orientation=info.orientation)
+
+
 def coco(
     data_dir: str | Path,
-    split: str = "train2017",
+    split: str | None = None,
     shuffle: bool = False,
     seed: int | None = None,
     report: DataReport | None = None,
@@ -142,14 +279,18 @@ def coco(
     annotation_file: str | Path | None = None,
     image_dir: str | Path | None = None,
     verbose: bool = True,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
 ) -> tf.data.Dataset:
-    """COCO instances as tf.data in the agreed element format.
+    """COCO instances (official layout or a tool's exported JSON) as tf.data in the agreed
+    element format. `data_dir` is the COCO root, a folder with one exported JSON, or the JSON.
 
     The dataset carries `class_names`, `report`, `num_examples`, `category_ids`,
-    `label_to_category` and `category_to_label` (to write results with COCO's own ids).
+    `label_to_category` and `category_to_label` (to write results with the file's own ids).
     """
     records, report, meta = coco_records(data_dir, split, report, skip_empty, skip_crowd,
-                                         verify_images, annotation_file, image_dir)
+                                         verify_images, annotation_file, image_dir,
+                                         val_fraction, split_seed)
     if verbose:
         print(report.summary())
     ids = meta["category_ids"]

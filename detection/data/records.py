@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -33,6 +34,21 @@ class Record:
     difficult: np.ndarray  # bool [N]
     iscrowd: np.ndarray  # bool [N]
     area: np.ndarray  # float32 [N]
+    orientation: int = 1  # EXIF orientation of the file, applied when it is decoded
+
+
+class ImageInfo(NamedTuple):
+    """What the up-front check learns of an image file: stored size and EXIF orientation."""
+
+    width: int
+    height: int
+    orientation: int = 1
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) once the EXIF orientation is applied (as viewers show the photo)."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (
+            self.width, self.height)
 
 
 def check_image(path: Path, report: DataReport, verify: bool = False) -> tuple[int, int] | None:
@@ -41,12 +57,19 @@ def check_image(path: Path, report: DataReport, verify: bool = False) -> tuple[i
     The default check reads the header and, for JPEG, looks for the end-of-image marker, which
     catches truncated downloads cheaply; `verify=True` decodes the whole file (slow, thorough).
     """
+    info = inspect_image(path, report, verify)
+    return None if info is None else (info.width, info.height)
+
+
+def inspect_image(path: Path, report: DataReport, verify: bool = False) -> ImageInfo | None:
+    """`check_image` plus the EXIF orientation tag (1 when absent or invalid)."""
     if not path.is_file():
         report.add("missing_image", path.name, f"not found: {path}")
         return None
     try:
         with Image.open(path) as image:
             size, mode, fmt = image.size, image.mode, image.format
+            orientation = _orientation(image)
             if verify:
                 image.load()
     except Exception as error:  # PIL raises many types for bad files; all mean "unusable"
@@ -68,7 +91,64 @@ def check_image(path: Path, report: DataReport, verify: bool = False) -> tuple[i
         report.add("grayscale_image", path.name, f"mode {mode}")
     elif mode == "CMYK":
         report.add("cmyk_image", path.name)
-    return size
+    return ImageInfo(int(size[0]), int(size[1]), orientation)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(0x0112, 1))  # 0x0112: the EXIF Orientation tag
+    except Exception:  # a damaged EXIF block is no reason to lose the photo
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def upright_boxes(boxes: np.ndarray, orientation: int, width: int, height: int) -> np.ndarray:
+    """xyxy boxes drawn on the stored pixels of a `width` x `height` file, moved to the frame of
+    the photo with EXIF `orientation` applied (the frame `records_to_dataset` decodes into)."""
+    x1, y1, x2, y2 = np.asarray(boxes, np.float32).reshape(-1, 4).T
+    w, h = float(width), float(height)
+    out = {
+        1: (x1, y1, x2, y2),
+        2: (w - x2, y1, w - x1, y2),  # mirrored left-right
+        3: (w - x2, h - y2, w - x1, h - y1),  # turned 180 degrees
+        4: (x1, h - y2, x2, h - y1),  # mirrored top-bottom
+        5: (y1, x1, y2, x2),  # transposed
+        6: (h - y2, x1, h - y1, x2),  # turned 90 degrees clockwise
+        7: (h - y2, w - x2, h - y1, w - x1),  # transverse
+        8: (y1, w - x2, y2, w - x1),  # turned 90 degrees counter-clockwise
+    }[int(orientation)]
+    return np.stack(out, axis=1).astype(np.float32)
+
+
+def orient(
+    info: ImageInfo, declared: tuple[int, int] | None, boxes: np.ndarray, report: DataReport,
+    file: str,
+) -> tuple[tuple[int, int], np.ndarray]:
+    """(upright size, boxes in the upright frame) of an image whose annotation declares
+    `declared` = (width, height), or None.
+
+    The image is always used upright (EXIF orientation applied, as every viewer and browser
+    shows it). The boxes' frame is read from the declared size: a tool that drew on the
+    upright photo writes the upright size, one that drew on the stored pixels the stored size;
+    those boxes are turned with the image. When both frames have the same size (a 180-degree
+    turn or a mirror) or no size is declared, the upright frame is assumed, and the report says
+    so. A declared size matching neither frame is a `size_mismatch`.
+    """
+    stored, upright = (info.width, info.height), info.upright_size
+    if declared is not None and declared not in (stored, upright):
+        report.add("size_mismatch", file, f"annotated {declared[0]}x{declared[1]}, file "
+                                          f"{upright[0]}x{upright[1]}")
+    if info.orientation == 1:
+        return upright, boxes
+    if declared == stored and stored != upright:
+        report.add("exif_rotated", file, f"orientation {info.orientation}; annotated size "
+                   f"{stored[0]}x{stored[1]} is the stored frame: boxes turned with the image")
+        return upright, upright_boxes(boxes, info.orientation, *stored)
+    frame = "the upright frame" if declared == upright and stored != upright else (
+        "ambiguous (same size either way), upright frame assumed")
+    report.add("exif_rotated", file, f"orientation {info.orientation}; annotated size is {frame}:"
+                                     " boxes kept")
+    return upright, boxes
 
 
 def _has_jpeg_end(path: Path, tail: int = 4096) -> bool:
@@ -83,9 +163,19 @@ def check_images(
     desc: str = "checking images",
 ) -> list[tuple[int, int] | None]:
     """`check_image` over many files with a thread pool (I/O bound); results in input order."""
+    infos = inspect_images(paths, report, verify, workers, desc)
+    return [None if i is None else (i.width, i.height) for i in infos]
+
+
+def inspect_images(
+    paths: list[Path], report: DataReport, verify: bool = False, workers: int = 8,
+    desc: str = "checking images",
+) -> list[ImageInfo | None]:
+    """`inspect_image` over many files with a thread pool; results in input order."""
     scratch = [DataReport() for _ in paths]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        jobs = pool.map(lambda a: check_image(a[0], a[1], verify), zip(paths, scratch, strict=True))
+        jobs = pool.map(lambda a: inspect_image(a[0], a[1], verify),
+                        zip(paths, scratch, strict=True))
         sizes = list(tqdm(jobs, total=len(paths), desc=desc, leave=False))
     for sub in scratch:  # merge in input order so the report is deterministic
         report.issues.extend(sub.issues)
@@ -135,6 +225,9 @@ def records_to_dataset(
     splits_t = tf.constant(splits)
     paths = tf.constant([r.image_path for r in records], tf.string)
     ids = tf.constant([r.image_id for r in records], tf.string)
+    orientations = [int(r.orientation) for r in records]
+    turn = any(o != 1 for o in orientations)
+    orientations_t = tf.constant(orientations or [1], tf.int32)
 
     def load(index: tf.Tensor) -> dict:
         start, stop = splits_t[index], splits_t[index + 1]
@@ -143,6 +236,8 @@ def records_to_dataset(
         # grayscale and CMYK files RGB.
         image = tf.io.decode_image(data, channels=3, expand_animations=False)
         image.set_shape([None, None, 3])
+        if turn:
+            image = upright_image(image, orientations_t[index])
         return {
             "images": tf.cast(image, tf.float32),
             "bounding_boxes": {"boxes": boxes[start:stop], "labels": labels[start:stop]},
@@ -159,6 +254,28 @@ def records_to_dataset(
     # Last line of defence: a file that passed the up-front check but still fails to decode
     # is dropped (with a logged warning) rather than ending the epoch.
     return ds.ignore_errors(log_warning=True)
+
+
+def upright_image(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """A decoded [H, W, C] image with its EXIF `orientation` (1..8) applied, as PIL's
+    `ImageOps.exif_transpose` and photo viewers do (TensorFlow's decoders ignore EXIF)."""
+    def transpose(x):
+        return tf.transpose(x, [1, 0, 2])
+
+    branches = [
+        lambda: image,
+        lambda: tf.image.flip_left_right(image),
+        lambda: tf.image.rot90(image, 2),
+        lambda: tf.image.flip_up_down(image),
+        lambda: transpose(image),
+        lambda: tf.image.rot90(image, 3),  # rot90 turns counter-clockwise: 3 = clockwise
+        lambda: tf.image.rot90(transpose(image), 2),
+        lambda: tf.image.rot90(image, 1),
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    out = tf.switch_case(index, branches)
+    out.set_shape([None, None, image.shape[-1]])
+    return out
 
 
 def attach(ds: tf.data.Dataset, **attributes) -> tf.data.Dataset:

@@ -18,6 +18,10 @@ KINDS = {
     "size_mismatch": "annotated image size differs from the file (file size used)",
     "grayscale_image": "single-channel image (converted to RGB)",
     "cmyk_image": "CMYK image (converted to RGB)",
+    "filename_mismatch": "XML <filename> names another file (image found by the XML's own name)",
+    "exif_rotated": "photo with an EXIF orientation (turned upright; boxes in its frame)",
+    "area_from_box": "annotation without 'area' (box area w*h used, e.g. for APs/APm/APl)",
+    "unannotated_image": "image without an annotation file (not used)",
 }
 
 
@@ -37,6 +41,11 @@ class DataReport:
         self.num_images = 0
         self.num_objects = 0
         self.known_classes: list[str] = []
+        self.notes: list[str] = []  # what the loader decided (classes found, split made)
+
+    def note(self, text: str) -> None:
+        """Record a decision the loader made (printed first by `summary()`)."""
+        self.notes.append(text)
 
     def add(self, kind: str, file: str, detail: str = "") -> None:
         """Record one problem of `kind` (a key of `KINDS`) in `file`."""
@@ -50,6 +59,7 @@ class DataReport:
         return dict(collections.Counter(issue.kind for issue in self.issues))
 
     def count(self, kind: str) -> int:
+        """Number of issues of `kind`."""
         return sum(issue.kind == kind for issue in self.issues)
 
     def files(self, kind: str) -> list[str]:
@@ -70,12 +80,14 @@ class DataReport:
         self.num_images += other.num_images
         self.num_objects += other.num_objects
         self.known_classes = self.known_classes or other.known_classes
+        self.notes.extend(other.notes)
         return self
 
     def summary(self, max_files: int = 5) -> str:
         """Totals, then one line per problem kind with up to `max_files` examples."""
         lines = [f"Data report for {self.name}: {self.num_images} images, "
                  f"{self.num_objects} objects kept"]
+        lines += [f"  {text}" for text in self.notes]
         if not self.issues:
             lines[0] += "; no problems found"
             return "\n".join(lines)

@@ -245,20 +245,32 @@ def print_metrics(metrics: dict, config: Config) -> None:
     if "mAP" in metrics:
         print(f"mAP@{config.eval.iou_threshold:g} = {metrics['mAP']:.3f}")
     elif "AP" in metrics:
+        if metrics.get("area_source") == "box":
+            print("note: APs/APm/APl use box areas (w*h); the annotations give no segment area")
         print(f"AP = {metrics['AP']:.3f}, AP50 = {metrics['AP50']:.3f}, "
               f"AP75 = {metrics['AP75']:.3f}")
 
 
 def run(args) -> int:
     """Train a detector from a config (resumable), then print VOC/COCO AP on data.eval."""
-    from detection.config import load_config
+    from detection.config import from_dict, load_config, merge
+    from detection.data.discover import data_overrides
 
     overrides: dict = {"train": {}}
     for key, name in (("steps", "steps"), ("batch_size", "batch_size"),
                       ("strategy", "distribution"), ("mixed_precision", "mixed_precision")):
         if getattr(args, key) is not None:
             overrides["train"][name] = getattr(args, key)
-    config = load_config(args.config, overrides)
+    # --data PATH / --classes: the data set replaces data.train/eval (and class names); without
+    # --config, a starting config for it (see `python -m detection init-config`)
+    base, overrides["data"] = data_overrides(args.data, args.images, args.classes,
+                                             args.val_fraction)
+    if args.config is None and base is None:
+        raise ValueError("train needs --config FILE, or --data PATH (a starting config for it)")
+    config = (load_config(args.config, overrides) if args.config is not None
+              else from_dict(merge(base, overrides), f"--data {args.data}"))
+    if args.data or args.classes:
+        print(f"classes ({len(config.class_names())}): {', '.join(config.class_names())}")
     out = Path(args.out or Path("runs") / str(config.name or Path(args.config).stem))
     result = train(config, out, max_eval_images=args.eval_images)
     history = result["history"]

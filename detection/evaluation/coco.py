@@ -115,11 +115,16 @@ def per_class_ap(evaluator) -> dict[int, float]:
 def coco_ap(
     predictions: Sequence[Mapping], ground_truths: Sequence[Mapping], verbose: bool = False
 ) -> dict:
-    """COCO box metrics {"AP", "AP50", "AP75", "APs", "APm", "APl", AR..., "per_class"}.
+    """COCO box metrics {"AP", "AP50", "AP75", "APs", "APm", "APl", AR..., "per_class",
+    "area_source"}.
 
     Size ranges use each ground truth's `area` (COCO's segment area) when given, else the box
-    area; `iscrowd` objects are matched as crowd regions. pycocotools' "-1" (no objects of a
-    size) is returned as NaN so it cannot be averaged by mistake.
+    area; `area_source` says which the figures rest on: "box" when every area used equals its
+    box's w*h (no `area` given, or an export that wrote box areas; the loaders fill a missing
+    `area` with the box area), else "annotation". APs/APm/APl from box areas differ from
+    official figures, which use segment areas. `iscrowd` objects are matched as crowd regions.
+    pycocotools' "-1" (no objects of a size) is returned as NaN so it cannot be averaged by
+    mistake.
     """
     if len(predictions) != len(ground_truths):
         raise ValueError(f"coco_ap needs one prediction per ground truth image: got "
@@ -131,4 +136,15 @@ def coco_ap(
     stats = {name: (float(v) if v > -1 else float("nan"))
              for name, v in zip(STAT_NAMES, evaluator.stats, strict=True)}
     stats["per_class"] = {cat - 1: ap for cat, ap in per_class_ap(evaluator).items()}
+    stats["area_source"] = area_source(gt_dict["annotations"])
     return stats
+
+
+def area_source(annotations: Sequence[Mapping]) -> str:
+    """"box" when every annotation's `area` is its bbox's w*h (to float32 precision), else
+    "annotation" (at least one area comes from elsewhere: COCO's segment areas)."""
+    for a in annotations:
+        box_area = float(a["bbox"][2]) * float(a["bbox"][3])
+        if abs(float(a["area"]) - box_area) > 1e-4 * max(box_area, 1.0):
+            return "annotation"
+    return "box"
