@@ -40,6 +40,8 @@ _MOVED = {
     "detection.demo": "detection.engine.demo",
     "detection.visualize": "detection.engine.visualize",
     "detection.data.transforms": "detection.data.pipeline",
+    "detection.evaluation.voc": "detection.evaluation.voc_metric",
+    "detection.evaluation.coco": "detection.evaluation.coco_metric",
 }
 
 

@@ -9,7 +9,7 @@ from detection.evaluation.dataset import (
     ground_truth_of,
     predict_dataset,
 )
-from detection.evaluation.voc import average_precision, iou_matrix, voc_ap
+from detection.evaluation.voc_metric import average_precision, iou_matrix, voc_ap
 
 __all__ = [
     "EvaluationCallback", "average_precision", "coco_ap", "evaluate_dataset", "format_table",
@@ -18,15 +18,15 @@ __all__ = [
 
 
 def coco_ap(predictions, ground_truths, verbose: bool = False) -> dict:
-    """COCO AP/AP50/AP75/APs/APm/APl via pycocotools; see `detection.evaluation.coco.coco_ap`."""
-    from detection.evaluation.coco import coco_ap as _coco_ap
+    """COCO AP/AP50/AP75/APs/APm/APl via pycocotools; see `detection.evaluation.coco_metric.coco_ap`."""
+    from detection.evaluation.coco_metric import coco_ap as _coco_ap
 
     return _coco_ap(predictions, ground_truths, verbose)
 
 
 def to_coco_results(predictions, image_ids, label_to_category) -> list[dict]:
-    """Official COCO results JSON entries; see `detection.evaluation.coco.to_coco_results`."""
-    from detection.evaluation.coco import to_coco_results as _to_coco_results
+    """Official COCO results JSON entries; see `detection.evaluation.coco_metric.to_coco_results`."""
+    from detection.evaluation.coco_metric import to_coco_results as _to_coco_results
 
     return _to_coco_results(predictions, image_ids, label_to_category)
 
