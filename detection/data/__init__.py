@@ -1,4 +1,5 @@
-"""Detection data: PASCAL VOC, COCO and TFDS loaders, the data report, box-aware augmentation.
+"""Detection data: PASCAL VOC, COCO and TFDS loaders (also as labelling tools export them: see
+`voc` and `coco`), the data report, box-aware augmentation.
 
 `shapes` (the synthetic set, module `synthetic`), `pipeline` (fixed-canvas training batches)
 and `augment` are imported on first use, so importing this package stays light.
@@ -9,11 +10,11 @@ import importlib
 from detection.data.build import dataset_from_config
 from detection.data.coco import coco, coco_records
 from detection.data.report import DataReport
-from detection.data.voc import VOC_CLASSES, voc, voc_records
+from detection.data.voc import VOC_CLASSES, voc, voc_class_names, voc_records
 
 __all__ = [
     "DataReport", "VOC_CLASSES", "coco", "coco_records", "coco_tfds", "dataset_from_config",
-    "voc", "voc_records",
+    "voc", "voc_class_names", "voc_records",
     "voc_tfds", "augment", "pipeline", "shapes",
 ]
 

@@ -239,8 +239,9 @@ def voc_records(
     image_dir: str | Path | None = None,
     val_fraction: float = 0.2,
     split_seed: int = 0,
-) -> tuple[list[Record], DataReport, list[str]]:
-    """Parse a VOC split into (records, report, class names); bad files are skipped and counted.
+) -> tuple[list[Record], DataReport]:
+    """Parse a VOC split into records; bad files are skipped and counted in the report, whose
+    `known_classes` are the class names used (label i = name i).
 
     Boxes go from VOC's 1-based inclusive pixel indices to continuous xyxy
     (xmin - 1, ymin - 1, xmax, ymax), as detectron2 does, so width = xmax - xmin + 1.
@@ -269,7 +270,7 @@ def voc_records(
                     for item, info in zip(parsed, infos, strict=True) if info is not None]
     report.num_images += len(records)
     report.num_objects += sum(len(r.labels) for r in records)
-    return records, report, names
+    return records, report
 
 
 def voc(
@@ -296,11 +297,12 @@ def voc(
     `name_to_label`. `year=(2007, 2012)` concatenates both (VOC 07+12). See `voc_records` for
     `class_names=None`/"auto" and the seeded split of a folder without split files.
     """
-    records, report, names = voc_records(data_dir, year, split, class_names, skip_difficult,
+    records, report = voc_records(data_dir, year, split, class_names, skip_difficult,
                                          report, verify_images, image_dir, val_fraction,
                                          split_seed)
     if verbose:
         print(report.summary())
+    names = list(report.known_classes)
     ds = records_to_dataset(records, shuffle=shuffle, seed=seed)
     return attach(ds, class_names=names, report=report, num_examples=len(records),
                   label_to_name=dict(enumerate(names)),
