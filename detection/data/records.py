@@ -144,8 +144,12 @@ def orient(
         report.add("exif_rotated", file, f"orientation {info.orientation}; annotated size "
                    f"{stored[0]}x{stored[1]} is the stored frame: boxes turned with the image")
         return upright, upright_boxes(boxes, info.orientation, *stored)
-    frame = "the upright frame" if declared == upright and stored != upright else (
-        "ambiguous (same size either way), upright frame assumed")
+    if declared is None:
+        frame = "not written, upright frame assumed"
+    elif declared == upright and stored != upright:
+        frame = "the upright frame"
+    else:
+        frame = "ambiguous (same size either way), upright frame assumed"
     report.add("exif_rotated", file, f"orientation {info.orientation}; annotated size is {frame}:"
                                      " boxes kept")
     return upright, boxes

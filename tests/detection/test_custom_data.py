@@ -300,3 +300,33 @@ def test_coco_export_loads_trains_and_states_area(shared_data, tmp_path, capsys)
     assert re.search(r"^AP = \d\.\d{3}, AP50 = \d\.\d{3}", printed, re.MULTILINE)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 20 and np.isfinite(metrics["loss_last_epoch"])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_turns_pixels_and_boxes_alike(tmp_path, orientation):
+    """Every EXIF orientation: the decoded image equals PIL's `exif_transpose`, and a box
+    drawn on the stored pixels lands on the same bright patch in the upright image."""
+    import tensorflow as tf
+    from PIL import ImageOps
+
+    from detection.data.records import inspect_image, upright_boxes, upright_image
+    from detection.data.report import DataReport
+
+    pixels = np.full((40, 60, 3), 20, np.uint8)
+    pixels[5:15, 10:25] = 250  # the box (10, 5, 25, 15) in the stored frame
+    photo = Image.fromarray(pixels)
+    exif = photo.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "photo.jpg"
+    photo.save(path, exif=exif, quality=100)
+    info = inspect_image(path, DataReport())
+    assert info.orientation == orientation
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)), np.float32)
+    image = upright_image(tf.io.decode_image(path.read_bytes(), channels=3),
+                          tf.constant(orientation)).numpy()
+    assert image.shape == expected.shape and info.upright_size == image.shape[1::-1]
+    assert np.abs(image - expected).mean() < 1
+    ys, xs = np.nonzero(expected[..., 0] > 128)
+    np.testing.assert_array_equal(upright_boxes([[10, 5, 25, 15]], orientation, 60, 40),
+                                  [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
+
