@@ -108,8 +108,9 @@ def measure(model_name: str, batch: int, size: int, steps: int) -> dict:
 
 
 def _median(values: list[float]) -> float | None:
-    values = sorted(values)
-    return values[len(values) // 2] if values else None
+    import statistics
+
+    return statistics.median(values) if values else None
 
 
 def run_variant(name: str, batch: int, size: int, steps: int) -> dict:
