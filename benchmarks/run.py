@@ -144,7 +144,7 @@ class Suite:
             return []
         rows = rows_from_cases(section, cases, baseline, extra=extra, **meta)
         for r, c in zip(rows, cases, strict=True):
-            r["setting"], r["peer"] = c.setting, c.peer
+            r["setting"], r["peer"], r["items"] = c.setting, c.peer, c.items
         self.rows += rows
         for r in rows:
             self.log(f"  {r['contender']:<36} {r['median_s']:.4f} s  {r['throughput']} "
@@ -167,8 +167,9 @@ class Suite:
             return
         value, cpu = row["ratio"], row.get("cpu_ratio")
         if versus is not None:
-            value = round(paired_speed_ratio(row["times_s"], base["times_s"]), 3)
-            cpu = round(paired_speed_ratio(row["cpu_times_s"], base["cpu_times_s"]), 3)
+            items = row.get("items", 1), base.get("items", 1)  # per call: a stream vs a step
+            value = round(paired_speed_ratio(row["times_s"], base["times_s"], *items), 3)
+            cpu = round(paired_speed_ratio(row["cpu_times_s"], base["cpu_times_s"], *items), 3)
         self.checks.append({"check": name, "value": value, "cpu_value": cpu,
                             "target": f">= {target}", "passed": bool(value >= target),
                             "cpu_passed": None if cpu is None else bool(cpu >= target),
