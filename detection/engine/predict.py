@@ -2,10 +2,11 @@
 
     python -m detection predict a.jpg b.png --model runs/raccoon_tiny/saved_model --out preds
 
-`--model` is a SavedModel folder (from `python -m detection export`; its `serving_bytes`
+`--model` is a SavedModel folder (from `python -m detection export`; its `serving_default`
 signature is used, so nothing of this project is needed to run it), a `.keras` file, or a
-`.weights.h5` file together with `--config`. Boxes in the JSON are pixel xyxy of each image,
-classes 0-based with their names when known.
+`.weights.h5` file together with `--config`. Photos are turned upright by their EXIF
+orientation first. Boxes in the JSON are pixel xyxy of each (upright) image, classes 0-based
+with their names when known.
 """
 
 from __future__ import annotations
@@ -16,30 +17,32 @@ from pathlib import Path
 import numpy as np
 
 
-def _read_image(path: Path) -> tuple[bytes, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
+def _read_image(path: Path) -> np.ndarray:
+    """RGB pixels of a JPEG/PNG file, turned upright by its EXIF orientation as viewers show it
+    (TensorFlow's decoders ignore EXIF, so a phone photo would be detected on its side)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
-    data = path.read_bytes()
     try:
         with Image.open(path) as image:
             if image.format not in {"JPEG", "PNG"}:
                 raise ValueError(f"image {path}: {image.format} is not JPEG or PNG")
-            pixels = np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except UnidentifiedImageError as err:
         raise ValueError(f"image {path} cannot be decoded: {err}") from err
-    return data, pixels
 
 
 def saved_model_predictor(path: str | Path):
-    """`predict(bytes, height, width) -> {"boxes" xyxy px, "scores", "classes"}` of a SavedModel."""
+    """`predict(pixels, height, width) -> {"boxes" xyxy px, "scores", "classes"}` of a
+    SavedModel, through its `serving_default` (uint8 images)."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(path)).signatures["serving_bytes"]
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
 
-    def predict(data: bytes, height: int, width: int) -> dict:
-        out = {k: v.numpy()[0] for k, v in signature(image_bytes=tf.constant([data])).items()}
+    def predict(pixels: np.ndarray, height: int, width: int) -> dict:
+        out = {k: v.numpy()[0] for k, v in
+               signature(images=tf.constant(pixels[None], tf.uint8)).items()}
         n = int(out["num_detections"])
         y1, x1, y2, x2 = out["detection_boxes"][:n].T
         boxes = np.stack([x1 * width, y1 * height, x2 * width, y2 * height], -1)
@@ -62,7 +65,7 @@ def keras_predictor(model):
 
 
 def load_predictor(model_path: str | Path, config: str | None = None):
-    """`(predict, wants_bytes, class_names)` for a SavedModel folder, `.keras` or `.weights.h5`."""
+    """`(predict, class_names)` for a SavedModel folder, `.keras` or `.weights.h5`."""
     import keras
 
     path = Path(model_path)
@@ -75,17 +78,17 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ValueError(f"--model {path} is a folder without saved_model.pb")
-        return saved_model_predictor(path), True, names
+        return saved_model_predictor(path), names
     if not path.is_file():
         raise FileNotFoundError(f"--model {path} does not exist")
     if path.suffix == ".keras":
-        return keras_predictor(keras.saving.load_model(path)), False, names
+        return keras_predictor(keras.saving.load_model(path)), names
     if path.name.endswith(".weights.h5"):
         if config is None:
             raise ValueError(f"--model {path} holds weights only: pass --config to build the model")
         from detection.engine.evaluate import load_detector
 
-        return keras_predictor(load_detector(cfg, path)), False, names
+        return keras_predictor(load_detector(cfg, path)), names
     raise ValueError(f"--model {path}: expected a SavedModel folder, .keras or .weights.h5")
 
 
@@ -93,15 +96,15 @@ def run(args) -> int:
     """Detect objects in image files; write detections.json and PNGs with drawn boxes."""
     from detection.engine.visualize import draw_detections
 
-    predict, wants_bytes, names = load_predictor(args.model, args.config)
+    predict, names = load_predictor(args.model, args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.images:
         path = Path(name)
-        data, pixels = _read_image(path)
+        pixels = _read_image(path)
         h, w = pixels.shape[:2]
-        pred = predict(data if wants_bytes else pixels, h, w)
+        pred = predict(pixels, h, w)
         keep = pred["scores"] >= args.score_threshold
         pred = {k: np.asarray(v)[keep] for k, v in pred.items()}
         png = draw_detections([pixels], [pred], out / f"{path.stem}.png", class_names=names,
