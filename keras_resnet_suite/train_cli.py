@@ -248,7 +248,14 @@ def _load_model(out: Path, model_file: str | None):
 
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--run", help="run directory written by `train` (or --model and --weights)")
+    p.add_argument("--model", help="with --weights: a CIFAR model name (resnet20, resnet56, ...)")
+    p.add_argument("--weights", help="with --model: a checkpoint file (.th/.pth/.safetensors/"
+                   ".keras weights) or name (cifar10) to evaluate on --data-dir's test set")
+    p.add_argument("--preprocessing", choices=("caffe", "tf", "torch"), help="with --weights: "
+                   "input convention (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--save-logits", help="with --weights: write the test logits as this .npy")
     p.add_argument("--mode", nargs="+", default=["center"], choices=EVAL_MODES,
                    help="1-crop (center), 10-crop, and/or fully-convolutional multi-scale")
     p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
@@ -315,14 +322,51 @@ def evaluate_run(run: str | Path, modes=("center",), model_file: str | None = No
     return results
 
 
+def evaluate_weights(model_name: str, weights: str, data_dir: str, limit: int | None = None,
+                     batch_size: int = 500, preprocessing: str | None = None,
+                     save_logits: str | None = None) -> dict[str, dict]:
+    """Top-1/top-5 error of a CIFAR model with given weights (e.g. a published checkpoint) on
+    the test split of `data_dir`, its images fed as the checkpoint wants (1-crop)."""
+    from keras_resnet_suite import build, get_spec
+    from keras_resnet_suite.data import load_cifar_arrays, topk_error
+    from keras_resnet_suite.preprocessing import preprocess_input
+
+    if get_spec(model_name).dataset != "cifar":
+        raise SystemExit(f"error: --weights evaluates the CIFAR models, not {model_name}")
+    model = build(model_name, weights=weights, classifier_activation=None)
+    mode = preprocessing or getattr(model, "preprocessing", None)
+    if mode is None:
+        raise SystemExit(f"error: {weights} carries no input convention; pass --preprocessing")
+    _, _, images, labels, _, _ = load_cifar_arrays(data_dir, model.output_shape[-1])
+    if limit:
+        images, labels = images[:limit * batch_size], labels[:limit * batch_size]
+    scores = np.concatenate([
+        np.asarray(model.predict_on_batch(preprocess_input(images[i:i + batch_size], mode)))
+        for i in range(0, len(images), batch_size)])
+    if save_logits:
+        np.save(save_logits, scores.astype(np.float32))
+    return {"center": {"top1_error": topk_error(scores, labels, 1),
+                       "top5_error": topk_error(scores, labels, 5), "images": int(len(labels)),
+                       "preprocessing": mode}}
+
+
 def cmd_evaluate(args) -> dict:
-    """Evaluate a run: 1-crop, 10-crop and fully-convolutional multi-scale test error."""
-    results = evaluate_run(args.run, args.mode, args.model_file, args.data_dir, args.limit)
+    """Evaluate a run (1-crop, 10-crop, multi-scale test error), or a CIFAR model's --weights."""
+    if bool(args.run) == bool(args.weights or args.model):
+        raise SystemExit("error: evaluate takes --run RUN, or --model, --weights, --data-dir")
+    if args.run:
+        results = evaluate_run(args.run, args.mode, args.model_file, args.data_dir, args.limit)
+    elif not (args.model and args.weights and args.data_dir) or args.mode != ["center"]:
+        raise SystemExit("error: --weights needs --model and --data-dir; it evaluates 1-crop")
+    else:
+        results = evaluate_weights(args.model, args.weights, args.data_dir, args.limit,
+                                   args.batch_size, args.preprocessing, args.save_logits)
     print(f"\n{'mode':12s} {'images':>7s} {'top-1 err':>10s} {'top-5 err':>10s}")
     for mode, r in results.items():
         print(f"{mode:12s} {r['images']:7d} {100 * r['top1_error']:9.2f}% "
               f"{100 * r['top5_error']:9.2f}%")  # fmt: skip
-    Path(args.run, "evaluation.json").write_text(json.dumps(results, indent=1))
+    if args.run:
+        Path(args.run, "evaluation.json").write_text(json.dumps(results, indent=1))
     return results
 
 

@@ -1,7 +1,8 @@
 """Checkpoint files as plain name -> numpy array dicts: safetensors, PyTorch `.pth`, Keras h5.
 
 Nothing here executes code from a file: safetensors is parsed by hand (header JSON + raw
-buffers), `.pth` only through `torch.load(weights_only=True)`, h5 through h5py.
+buffers), `torch.save` files by `torch_file`'s restricted unpickler (no PyTorch needed), h5
+through h5py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import struct
 
 import numpy as np
 
-TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+from .torch_file import load_torch_file
+
+TORCH_SUFFIXES = (".pth", ".th", ".pt", ".bin", ".safetensors")
 
 _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
               "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
@@ -73,22 +76,15 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike) -
 
 
 def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A PyTorch state dict loaded with `torch.load(weights_only=True)`, as numpy arrays.
+    """A PyTorch state dict from a `torch.save` file (`.pth`/`.th`/`.pt`/`.bin`), as arrays.
 
-    Training checkpoints that wrap it ({"state_dict": ...} or {"model": ...}) are unwrapped
-    and DataParallel's "module." prefix dropped; anything else than tensors is refused.
+    Read by `torch_file.load_torch_file`, which needs no PyTorch and runs no code from the
+    file. Training checkpoints that wrap it ({"state_dict": ...} or {"model": ...}) are
+    unwrapped and DataParallel's "module." prefix dropped; anything else than tensors is
+    refused. Floating-point tensors come back as float32.
     """
     path = os.fspath(path)
-    try:
-        import torch
-    except ImportError as err:
-        raise ImportError(f"{path}: reading a .pth file needs PyTorch (pip install torch); "
-                          "or save the state dict as .safetensors, which needs nothing") from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError, RuntimeError, ... by version
-        raise ValueError(f"{path}: refused: not a plain tensor checkpoint "
-                         f"(torch.load(weights_only=True) failed: {err})") from err
+    obj = load_torch_file(path)
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -96,22 +92,20 @@ def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: refused: holds a {type(obj).__name__}, not a state dict "
                          "(name -> tensor)")
-    bad = sorted(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    bad = sorted(str(k) for k, v in obj.items()
+                 if not isinstance(k, str) or not isinstance(v, np.ndarray))
     if bad:
         raise ValueError(f"{path}: refused: not a plain tensor dict; non-tensor entries: "
                          f"{bad[:10]}")
     out = {}
-    for key, tensor in obj.items():
+    for key, array in obj.items():
         key = key[len("module."):] if key.startswith("module.") else key
-        tensor = tensor.detach().cpu()
-        if tensor.is_floating_point():
-            tensor = tensor.float()
-        out[key] = tensor.numpy().copy()
+        out[key] = array.astype(np.float32) if array.dtype.kind == "f" else array
     return out
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """A torchvision/timm state dict from `.safetensors` or `.pth`/`.pt`/`.bin`."""
+    """A torchvision/timm state dict from `.safetensors` or `.pth`/`.th`/`.pt`/`.bin`."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such checkpoint file")

@@ -46,7 +46,9 @@ def model_targets(model: keras.Model) -> dict[str, keras.layers.Layer]:
     return out
 
 
-# --- torchvision / timm ------------------------------------------------------------------
+# --- torchvision / timm / CIFAR ResNets -----------------------------------------------------
+# The CIFAR ResNets of akamaster/pytorch_resnet_cifar10 share torchvision's names (conv1, bn1,
+# layer1.0.conv1, ...) with a `linear` head; their option-A shortcuts have no parameters.
 
 _TORCH_BLOCK = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[012])\.(\w+)$")
 _TORCH_BN = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
@@ -59,7 +61,7 @@ _DOWN = {False: {"downsample.0": "down.conv", "downsample.1": "down.bn"},
 
 
 def _torch_key(key: str, avg_down: bool = False) -> tuple[str, str] | None:
-    """torchvision/timm key -> (canonical key, field), None when it is no parameter of ours.
+    """torchvision/timm/CIFAR key -> (canonical key, field), None when it is no parameter of ours.
 
     `avg_down`: the checkpoint's projections are ResNet-D's (pool, conv, bn)."""
     if key.endswith("num_batches_tracked"):
@@ -71,7 +73,7 @@ def _torch_key(key: str, avg_down: bool = False) -> tuple[str, str] | None:
                                                             else "bias")
     if head in ("bn1", "stem.bn1", "stem.bn2") and field in _TORCH_BN:
         return ("stem.bn" if head == "bn1" else head), _TORCH_BN[field]
-    if head == "fc" and field in ("weight", "bias"):
+    if head in ("fc", "linear") and field in ("weight", "bias"):  # linear: CIFAR ResNets
         return "fc", "kernel" if field == "weight" else "bias"
     m = _TORCH_BLOCK.match(key)
     if not m:
