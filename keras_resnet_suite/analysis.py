@@ -18,6 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resnet_suite import compat
+
 
 def _matplotlib():
     import matplotlib
@@ -36,16 +38,17 @@ def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
 
     # Keras' BN and ours (whose TensorFlow path does not go through Keras' call).
     bn_classes = (keras.layers.BatchNormalization, BatchNormalization)
-    conv_call, bn_calls = keras.layers.Conv2D.call, [c.__dict__["call"] for c in bn_classes]
     last = {}
 
-    def conv(self, inputs, *args, **kwargs):
-        out = conv_call(self, inputs, *args, **kwargs)
-        last["conv"], last["out"] = self, out
-        return out
+    def conv(conv_call):
+        def call(self, inputs, *args, **kwargs):
+            out = conv_call(self, inputs, *args, **kwargs)
+            last["conv"], last["out"] = self, out
+            return out
+        return call
 
-    def wrap(bn_call):
-        def bn(self, inputs, *args, **kwargs):
+    def bn(bn_call):
+        def call(self, inputs, *args, **kwargs):
             out = bn_call(self, inputs, *args, **kwargs)
             source = last.get("conv")
             if source is not None and last.get("out") is inputs and \
@@ -53,17 +56,10 @@ def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
                 records.append((self.path, keras.ops.convert_to_numpy(out)))
                 last["conv"] = None  # once, even when our call goes through Keras' call
             return out
-        return bn
+        return call
 
-    keras.layers.Conv2D.call = conv
-    for cls, call in zip(bn_classes, bn_calls, strict=True):
-        cls.call = wrap(call)
-    try:
+    with compat.wrapped_calls({keras.layers.Conv2D: conv, **dict.fromkeys(bn_classes, bn)}):
         yield records
-    finally:
-        keras.layers.Conv2D.call = conv_call
-        for cls, call in zip(bn_classes, bn_calls, strict=True):
-            cls.call = call
 
 
 def layer_responses(model: keras.Model, images, kernel_size: int = 3,

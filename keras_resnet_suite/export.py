@@ -22,6 +22,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resnet_suite import compat
+
 SIGNATURES = ("serving_default", "serving_bytes")
 
 
@@ -60,7 +62,7 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     count = 0
-    for layer in copy._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.flatten_layers(copy):
         for attr, chain in list(vars(layer).items()):
             if attr.startswith("_") or not isinstance(chain, list):
                 continue
@@ -72,12 +74,8 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
                 new[i : i + 2] = [_folded_conv(chain[i], chain[i + 1])]
             # The block is built, so Keras locked its layer tracking; swapping a chain is the
             # one structural edit an inference copy needs, hence the brief unlock.
-            tracker = getattr(layer, "_tracker", None)
-            if tracker is not None:
-                tracker.unlock()
-            setattr(layer, attr, new)
-            if tracker is not None:
-                tracker.lock()
+            with compat.unlocked_tracking(layer):
+                setattr(layer, attr, new)
             count += len(folds)
     if not count:
         raise ValueError(f"{model.name}: no Conv2D -> BatchNormalization pair inside this "

@@ -103,51 +103,10 @@ def enable_multiworker_fit(model) -> None:
     implementation rejects (keras-team/keras#20585). Only shapes matter there, so this
     instance-level override builds from this worker's first local replica batch instead.
     Its per-step log reduction also averages scalar logs along an axis 0 they do not have;
-    `_patch_log_reduction` averages them across workers without an axis. A no-op for models
-    not created under a multi-worker strategy.
+    they are averaged across workers without an axis instead. Both reach into the private
+    trainer, so they live in `keras_resnet_suite.compat`. A no-op for models not created
+    under a multi-worker strategy.
     """
-    import types
+    from keras_resnet_suite import compat
 
-    import tensorflow as tf
-
-    strategy = getattr(model, "_distribute_strategy", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    _patch_log_reduction()
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, it in iterator:
-                batch = next(it)
-                data_batch = tf.nest.map_structure(
-                    lambda v: (
-                        self.distribute_strategy.experimental_local_results(v)[0]
-                        if isinstance(v, tf.distribute.DistributedValues)
-                        else v
-                    ),
-                    batch,
-                )
-                break
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=data_batch)
-
-    model._maybe_symbolic_build = types.MethodType(_maybe_symbolic_build, model)
-
-
-def _patch_log_reduction() -> None:
-    import tensorflow as tf
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "_krs_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction="auto"):
-        if reduction in ("auto", "mean") and isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy
-        ):
-            return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica._krs_patched = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    compat.fit_under_multiworker(model)

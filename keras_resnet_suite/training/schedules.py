@@ -96,6 +96,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 def schedule_of(optimizer) -> object | None:
     """The LearningRateSchedule driving `optimizer` (through a LossScaleOptimizer), or None."""
+    from keras_resnet_suite import compat
+
     opt = getattr(optimizer, "inner_optimizer", optimizer)
-    lr = getattr(opt, "_learning_rate", None)
+    lr = compat.learning_rate_object(opt)
     return lr if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) else None

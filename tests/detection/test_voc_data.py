@@ -7,7 +7,7 @@ import tensorflow as tf
 from PIL import Image
 
 import detection.data
-from detection.data.augment import RandomShorterSide, augment
+from detection.data.augment import augment
 from detection.data.tfds import from_tfds_voc
 
 RACCOON = ["raccoon"]
@@ -178,7 +178,7 @@ def _toy(n=6):
 @pytest.mark.jax  # tf.data code, but it must also work when the detector trains on JAX
 def test_augment_moves_boxes_with_pixels_and_is_seeded():
     def pipeline(seed):
-        return augment(_toy(), sizes=(30, 40), max_size=90, seed=seed, num_parallel_calls=4)
+        return augment(_toy(), seed=seed, num_parallel_calls=4)
 
     def same(xs, ys):
         return all(np.array_equal(x["images"], y["images"]) for x, y in zip(xs, ys, strict=True))
@@ -192,7 +192,6 @@ def test_augment_moves_boxes_with_pixels_and_is_seeded():
     for out, raw in zip(a, collect(_toy()), strict=True):
         h, w = out["images"].shape[:2]
         h0, w0 = raw["images"].shape[:2]
-        assert min(h, w) in (30, 40) or max(h, w) == 90  # shorter side drawn, longer capped
         assert out["images"].min() >= 0 and out["images"].max() <= 255
         sx, sy = w / w0, h / h0
         box = out["bounding_boxes"]["boxes"][0]
@@ -206,18 +205,9 @@ def test_augment_moves_boxes_with_pixels_and_is_seeded():
     assert 0 < flipped < len(a)  # per-image draws, not one flip for the whole set
 
 
-@pytest.mark.jax
-def test_random_shorter_side_layer_and_inference_size():
-    layer = RandomShorterSide(sizes=(64,), max_size=100)
-    data = {"images": tf.zeros([50, 80, 3]),
-            "bounding_boxes": {"boxes": tf.constant([[10.0, 5.0, 40.0, 25.0]]),
-                               "labels": tf.constant([0])}}
-    out = layer(data, training=False)  # 50 -> 64 would make 80 -> 102.4 > 100: capped
-    assert tuple(out["images"].shape) == (62, 100, 3)
-    np.testing.assert_allclose(out["bounding_boxes"]["boxes"], [[12.5, 6.2, 50.0, 31.0]])
-    assert RandomShorterSide.from_config(layer.get_config()).sizes == [64]
-    with pytest.raises(ValueError, match="xyxy"):
-        RandomShorterSide(bounding_box_format="yxyx")
+def test_augment_leaves_the_shorter_side_to_the_canvas():
+    with pytest.raises(ValueError, match="shorter_sides"):
+        augment(_toy(), sizes=(30, 40))
 
 
 def test_tfds_voc_element_maps_to_pixel_xyxy():
