@@ -257,7 +257,9 @@ def assign(model: keras.Model, params: dict, origin: dict, unexpected: list[str]
 
 def torch_layout(model: keras.Model) -> dict[str, bool]:
     """`torch_name`'s layout flags for `model`: ResNet-D's deep stem and pooled shortcuts."""
-    sublayers = model._flatten_layers(include_self=False, recursive=True)
+    from keras_resnet_suite.compat import flatten_layers
+
+    sublayers = flatten_layers(model)
     return {"deep_stem": "stem.conv1" in model_targets(model),
             "avg_down": any(getattr(layer, "avg_down", False) for layer in sublayers)}
 
