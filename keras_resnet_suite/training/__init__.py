@@ -22,7 +22,7 @@ from keras_resnet_suite.training.losses import SmoothedCrossEntropy
 from keras_resnet_suite.training.mixing import cutmix, mix_batches, mixup
 from keras_resnet_suite.training.optimizers import SGDL2
 from keras_resnet_suite.training.recipes import RECIPES, Recipe, get_recipe
-from keras_resnet_suite.training.schedules import StepDecay, WarmupCosine
+from keras_resnet_suite.training.schedules import StepDecay, WarmupCosine, WarmupStepLR
 
 __all__ = [
     "RECIPES",
@@ -34,6 +34,7 @@ __all__ = [
     "SmoothedCrossEntropy",
     "StepDecay",
     "WarmupCosine",
+    "WarmupStepLR",
     "WarmupUntilError",
     "atomic_save",
     "cutmix",

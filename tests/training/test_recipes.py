@@ -177,3 +177,20 @@ def test_mix_batches_one_hots_and_is_seeded():
     for (x1, y1), (x2, y2) in zip(a, b, strict=True):
         np.testing.assert_array_equal(x1, x2)
         np.testing.assert_array_equal(y1, y2)
+
+
+@pytest.mark.jax
+def test_warmup_step_lr_is_detectron2s_and_old_name_loads():
+    from keras_resnet_suite.training import WarmupStepLR
+
+    s = WarmupStepLR(0.02, steps=[100, 200], gamma=0.1, warmup_steps=10, warmup_factor=0.001)
+    assert float(s(0)) == pytest.approx(0.02 * 0.001)
+    assert float(s(5)) == pytest.approx(0.02 * (0.001 * 0.5 + 0.5))
+    assert [float(s(k)) for k in (10, 150, 250)] == pytest.approx([0.02, 0.002, 0.0002])
+    config = keras.saving.serialize_keras_object(s)
+    assert config["registered_name"] == "keras_resnet_suite>WarmupStepLR"
+    old = {**config, "module": "detection.train", "registered_name": "detection>WarmupStepLR"}
+    clone = keras.saving.deserialize_keras_object(old)
+    assert isinstance(clone, WarmupStepLR) and clone.get_config() == s.get_config()
+    with pytest.raises(ValueError, match="increasing"):
+        WarmupStepLR(0.1, steps=[5, 3])
