@@ -547,6 +547,12 @@ def main(argv: list[str] | None = None) -> int:
                            "row. Each setting runs in a worker process of its own (TensorFlow "
                            "reads TF_ENABLE_ONEDNN_OPTS at import), torchvision in a third; "
                            "calls alternate across the processes round by round")
+        caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+                if os.environ.get(k)}
+        if caps:  # e.g. an AVX2-only CPU emulated on an AVX-512 one
+            suite.notes.append("instruction sets capped for every contender: " + ", ".join(
+                f"{k}={v}" for k, v in caps.items()) + " (oneDNN's kernels in TensorFlow and "
+                "torch, torch's ATen kernels; TensorFlow's own Eigen kernels are compiled in)")
     if gpu_mode:  # keras.utils.set_random_seed would import TensorFlow to seed it too
         import random
 
