@@ -20,37 +20,9 @@ from pathlib import Path
 
 import keras
 import yaml
-from keras import ops
 
 from detection.config import STRATEGIES, Config
-from keras_resnet_suite.training.schedules import WarmupCosine
-
-
-@keras.saving.register_keras_serializable("detection")
-class WarmupStepLR(keras.optimizers.schedules.LearningRateSchedule):
-    """detectron2's `WarmupMultiStepLR`: `lr * gamma**k * w(step)` where `k` counts the passed
-    `steps` and `w` rises linearly from `warmup_factor` to 1 over `warmup_steps`."""
-
-    def __init__(self, base_lr: float, steps=(), gamma: float = 0.1, warmup_steps: int = 0,
-                 warmup_factor: float = 0.001):
-        if list(steps) != sorted(steps):
-            raise ValueError(f"lr_steps must be increasing, got {list(steps)}")
-        self.base_lr, self.steps, self.gamma = float(base_lr), [int(s) for s in steps], gamma
-        self.warmup_steps, self.warmup_factor = int(warmup_steps), float(warmup_factor)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        lr = ops.convert_to_tensor(self.base_lr, "float32")
-        for boundary in self.steps:
-            lr = lr * ops.where(step >= boundary, self.gamma, 1.0)
-        if self.warmup_steps:
-            alpha = ops.minimum(step / self.warmup_steps, 1.0)
-            lr = lr * (self.warmup_factor * (1.0 - alpha) + alpha)
-        return lr
-
-    def get_config(self) -> dict:
-        return {"base_lr": self.base_lr, "steps": self.steps, "gamma": self.gamma,
-                "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor}
+from keras_resnet_suite.training.schedules import WarmupCosine, WarmupStepLR
 
 
 def build_model(config: Config, load_backbone_weights: bool = True):
