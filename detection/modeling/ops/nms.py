@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from detection.modeling.ops import boxes as box_ops
+from keras_resnet_suite import compat
 
 
 def _greedy_keep(suppress):
@@ -69,9 +70,7 @@ def _native_nms(boxes, scores, valid, iou_threshold: float, max_output: int):
 
     def one(args):
         b, s = args
-        idx, count = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=b, scores=s, max_output_size=k, iou_threshold=float(iou_threshold),
-            score_threshold=lowest, pad_to_max_output_size=True)
+        idx, count = compat.non_max_suppression_padded(b, s, k, float(iou_threshold), lowest)
         return idx, tf.range(k) < count
 
     ranks, valid = tf.map_fn(one, (boxes, scores), fn_output_signature=(tf.int32, tf.bool))
