@@ -16,8 +16,9 @@ Outputs: `probabilities` `[batch, classes]`, `top_k_classes` (int32) and `top_k_
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -83,14 +84,48 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
     return copy, count
 
 
-def _preprocess_bytes(contents, size: tuple[int, int], resize: int, mean, std):
-    """Encoded image -> the model's float input: shorter side to `resize`, centre crop, normalise."""
+def require_tensorflow_backend() -> None:
+    """SavedModels are TensorFlow graphs: refuse clearly under another Keras backend."""
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(f"SavedModel export needs KERAS_BACKEND=tensorflow, running "
+                           f"{keras.backend.backend()}")  # fmt: skip
+
+
+def map_decoded(fn: Callable, image_bytes, output_signature: Any):
+    """`fn(image)` for each of a `[batch]` string tensor of encoded images, decoded to uint8
+    RGB `[H, W, 3]` (each its own size), stacked as `output_signature` says: the input side of
+    every `serving_bytes` signature."""
+    import tensorflow as tf
+
+    from keras_resnet_suite.data.images import decode_rgb
+
+    return tf.map_fn(lambda contents: fn(decode_rgb(contents)), image_bytes,
+                     fn_output_signature=output_signature)
+
+
+def write_saved_model(model: keras.Model, path: str | os.PathLike,
+                      endpoints: Mapping[str, tuple[Callable, list]],
+                      verbose: bool = False) -> Path:
+    """Write `model`'s variables and one signature per `endpoints` entry, `name: (fn,
+    input_specs)` (named `tf.TensorSpec`s, so clients call with keywords), as a SavedModel
+    that plain `tf.saved_model.load` serves without this project."""
+    require_tensorflow_backend()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for name, (fn, specs) in endpoints.items():
+        archive.add_endpoint(name, fn, specs)
+    path = Path(path)
+    archive.write_out(str(path), verbose=verbose)
+    return path
+
+
+def _preprocess(image, size: tuple[int, int], resize: int, mean, std):
+    """Decoded image -> the model's float input: shorter side to `resize`, centre crop,
+    normalise."""
     import tensorflow as tf
 
     from keras_resnet_suite.data import augment
 
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
     image = augment.resize_shorter_side(image, resize)
     h, w = tf.shape(image)[0], tf.shape(image)[1]
     top, left = (h - size[0]) // 2, (w - size[1]) // 2
@@ -129,9 +164,7 @@ def export_saved_model(
     """
     import tensorflow as tf
 
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(f"SavedModel export needs KERAS_BACKEND=tensorflow, running "
-                           f"{keras.backend.backend()}")  # fmt: skip
+    require_tensorflow_backend()
     shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or shape[-1] != 3:
         raise ValueError(f"export_saved_model expects an image model [H, W, 3], got input {shape}")
@@ -167,16 +200,11 @@ def export_saved_model(
         return out
 
     def from_bytes(image_bytes):
-        images = tf.map_fn(lambda b: _preprocess_bytes(b, size, resize, mean, std), image_bytes,
-                           fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))  # fmt: skip
-        return outputs(images)
+        return outputs(map_decoded(lambda image: _preprocess(image, size, resize, mean, std),
+                                   image_bytes, tf.TensorSpec([*size, 3], tf.float32)))
 
-    archive = keras.export.ExportArchive()
-    archive.track(served)
-    archive.add_endpoint("serving_default", outputs,
-                         [tf.TensorSpec([None, *size, 3], tf.float32, name="images")])  # fmt: skip
-    archive.add_endpoint("serving_bytes", from_bytes,
-                         [tf.TensorSpec([None], tf.string, name="image_bytes")])  # fmt: skip
-    path = Path(path)
-    archive.write_out(str(path), verbose=verbose)
-    return path
+    return write_saved_model(served, path, {
+        "serving_default": (outputs, [tf.TensorSpec([None, *size, 3], tf.float32,
+                                                    name="images")]),
+        "serving_bytes": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+    }, verbose)

@@ -12,8 +12,11 @@ from keras import ops
 
 MODES = ("caffe", "tf", "torch")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-TORCH_MEAN = (0.485, 0.456, 0.406)
-TORCH_STD = (0.229, 0.224, 0.225)
+# Per-channel statistics of ImageNet RGB pixels scaled to [0, 1] (torchvision, timm); times
+# 255 for 0-255 pixels. The one copy: data pipelines and detection use these names.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TORCH_MEAN, TORCH_STD = IMAGENET_MEAN, IMAGENET_STD  # the "torch" mode's statistics
 
 
 def _mode(mode) -> str:
@@ -43,6 +46,6 @@ def preprocess_input(images, mode="torch"):
         return ops.flip(x, axis=-1) - ops.convert_to_tensor(CAFFE_BGR_MEAN, "float32")
     if name == "tf":
         return x / 127.5 - 1.0
-    mean = ops.convert_to_tensor(TORCH_MEAN, "float32")
-    std = ops.convert_to_tensor(TORCH_STD, "float32")
+    mean = ops.convert_to_tensor(IMAGENET_MEAN, "float32")
+    std = ops.convert_to_tensor(IMAGENET_STD, "float32")
     return (x / 255.0 - mean) / std

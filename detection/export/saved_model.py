@@ -18,6 +18,8 @@ from pathlib import Path
 
 import keras
 
+from keras_resnet_suite.export import map_decoded, require_tensorflow_backend, write_saved_model
+
 SIGNATURES = ("serving_default", "serving_bytes")
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
@@ -47,10 +49,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
     """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring."""
     import tensorflow as tf
 
-
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(f"SavedModel export needs KERAS_BACKEND=tensorflow, running "
-                           f"{keras.backend.backend()}")
+    require_tensorflow_backend()
     transform = getattr(model, "transform", None)
     canvas = tuple(int(s) for s in getattr(model, "image_size", ()))
     if len(canvas) != 2 or transform is None:
@@ -64,20 +63,16 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         batch = shape[0]
         return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]))
 
-    def _decode(contents):
-        image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
-        size = tf.shape(image)[:2]
+    def _place(image):
         placed, scale = transform.resize(image[None])
-        return placed[0], scale, size
+        return placed[0], scale, tf.shape(image)[:2]
 
     def from_bytes(image_bytes):
         # Images differ in size, so each is placed on the canvas first (the model's own
         # resize_to_canvas, hence identical pixels) and boxes are mapped back per image.
-        placed, scales, sizes = tf.map_fn(
-            _decode, image_bytes, fn_output_signature=(
-                tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([2], tf.int32)))
+        placed, scales, sizes = map_decoded(_place, image_bytes, (
+            tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([], tf.float32),
+            tf.TensorSpec([2], tf.int32)))
         dets = dict(model(placed, training=False))
         boxes = tf.cast(dets["boxes"], tf.float32) / scales[:, None, None]
         hw = tf.cast(sizes, tf.float32)
@@ -85,15 +80,11 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         dets["boxes"] = tf.clip_by_value(boxes, 0.0, limits)
         return to_od_api(dets, sizes[:, 0], sizes[:, 1])
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", from_images,
-                         [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
-    archive.add_endpoint("serving_bytes", from_bytes,
-                         [tf.TensorSpec([None], tf.string, name="image_bytes")])
-    path = Path(path)
-    archive.write_out(str(path), verbose=verbose)
-    return path
+    return write_saved_model(model, path, {
+        "serving_default": (from_images, [tf.TensorSpec([None, None, None, 3], tf.uint8,
+                                                        name="images")]),
+        "serving_bytes": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
+    }, verbose)
 
 
 def run(args) -> int:

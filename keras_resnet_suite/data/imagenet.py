@@ -23,20 +23,15 @@ from keras_resnet_suite.data.folder import (
     resolve_folder_root,
     scan_image_folder,
 )
+from keras_resnet_suite.data.images import decode_rgb
 from keras_resnet_suite.data.report import ClassificationData, DataReport
+from keras_resnet_suite.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 MULTISCALE_SIZES = (224, 256, 384, 480, 640)
-# Per-channel statistics of ImageNet RGB pixels (0..255), as torchvision and timm use.
-CHANNEL_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-CHANNEL_STD = np.array([58.395, 57.12, 57.375], np.float32)
+# Per-channel statistics of ImageNet RGB pixels on the 0..255 scale these pipelines feed.
+CHANNEL_MEAN = (np.asarray(IMAGENET_MEAN) * 255).astype(np.float32)
+CHANNEL_STD = (np.asarray(IMAGENET_STD) * 255).astype(np.float32)
 EVAL_MODES = ("center", "ten_crop", "images")
-
-
-def decode(contents: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [H, W, 3]."""
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def eval_view(image: tf.Tensor, mode: str, size: int = 224, resize: int = 256) -> tf.Tensor:
@@ -60,13 +55,10 @@ def pixel_mean(
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(files), size=min(samples, len(files)), replace=False)
     ds = tf.data.Dataset.from_tensor_slices([files[i] for i in sorted(pick)])
-    ds = (
-        ds.map(
-            lambda f: eval_view(decode(tf.io.read_file(f)), "center", size, resize), stream.AUTOTUNE
-        )
-        .ignore_errors()
-        .batch(64)
-    )
+    def view(file):
+        return eval_view(decode_rgb(tf.io.read_file(file)), "center", size, resize)
+
+    ds = ds.map(view, stream.AUTOTUNE).ignore_errors().batch(64)
     total, count = np.zeros((size, size, 3), np.float64), 0
     for batch in ds:
         total += batch.numpy().sum(axis=0)
@@ -155,7 +147,7 @@ def imagenet(
         files_t, labels_t = tf.constant(files), tf.constant(labels.astype(np.int32))
 
         def load(i: tf.Tensor, seed_pair: tf.Tensor):
-            image = decode(tf.io.read_file(tf.gather(files_t, i)))
+            image = decode_rgb(tf.io.read_file(tf.gather(files_t, i)))
             return train_view(image, seed_pair), tf.gather(labels_t, i)
 
         # ignore_errors is a last guard for files that passed a header-only check
@@ -171,13 +163,13 @@ def imagenet(
         train = train_raw.shuffle(10_000, seed=seed).repeat().enumerate()
         train = train.skip(int(start_step) * batch_size)
         train = train.map(
-            lambda g, ex: (train_view(decode(ex[0]), tf.stack([seed64, g])), ex[1]),
+            lambda g, ex: (train_view(decode_rgb(ex[0]), tf.stack([seed64, g])), ex[1]),
             stream.AUTOTUNE,
         ).ignore_errors(log_warning=True)
     train = train.batch(batch_size, drop_remainder=True).prefetch(stream.AUTOTUNE)
 
     def test_map(contents, y):
-        view = eval_view(decode(contents), eval_mode, image_size, eval_resize)
+        view = eval_view(decode_rgb(contents), eval_mode, image_size, eval_resize)
         return augment.normalize(view, mean, std), y
 
     test = test_raw.map(test_map, stream.AUTOTUNE).ignore_errors(log_warning=True)
