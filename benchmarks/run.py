@@ -470,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="leave torchvision out (its calls slow the TF call that follows them)")
     p.add_argument("--detection", action="store_true",
                    help="also time Faster R-CNN R101-C4 / R50-FPN (minutes per step on a CPU)")
+    p.add_argument("--tag", default="", help="appended to the results file names, e.g. "
+                   "avx2cap for a run under ONEDNN_MAX_CPU_ISA=AVX2")
     p.add_argument("--onednn", choices=("both", "on", "off"), default="both",
                    help="TensorFlow's oneDNN kernels for our and keras.applications' figures: "
                    "both side by side (default; one worker process per setting), or one")
@@ -575,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                            "GPU machine run `KERAS_BACKEND=jax python -m benchmarks --only gpu "
                            "--gpu`")
     suffix = "-" + "-".join(sorted(sections)) if a.only or a.gpu else ""
+    suffix += f"-{a.tag}" if a.tag else ""
 
     def save() -> tuple[Path, Path]:
         # Rewritten after every section, so an interrupted run keeps what it measured.
