@@ -1,0 +1,86 @@
+"""Batch normalisation of the ResNet blocks: Keras' BN computed with TensorFlow's fused kernel,
+and a frozen BN for detection fine-tuning (detectron2's `FrozenBatchNorm2d`)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+PACKAGE = "keras_resnet_suite"
+NORMS = ("batch", "frozen")
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class BatchNormalization(layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed with TensorFlow's fused kernel.
+
+    Keras 3 normalises with separate moment, subtract and scale ops (and as many again in the
+    backward pass); TensorFlow's `FusedBatchNormV3` does each pass in one kernel, and in
+    inference its graph optimiser fuses it into the preceding convolution. Same results and
+    the same moving-statistics rule (biased batch variance); every other case (other
+    backends, masks, renorm, synchronized BN) runs Keras' own code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if self._fusable(inputs, mask):
+            return self._fused_call(inputs, bool(training and self.trainable))
+        return super().call(inputs, training=training, mask=mask)
+
+    def _fusable(self, inputs, mask) -> bool:
+        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                and not self.synchronized and self.center and self.scale
+                and len(inputs.shape) == 4 and self.axis in (-1, 3))
+
+    def _fused_call(self, inputs, training: bool):
+        import tensorflow as tf
+
+        x = tf.cast(inputs, "float32")
+        gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
+        # The op clamps epsilon to >= 1.001e-5 (a cuDNN limit): 1e-5 moves results by ~1e-8.
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.cast(self.moving_mean, "float32"),
+                variance=tf.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                is_training=False)
+            return tf.cast(y, self.compute_dtype)
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=self.epsilon, is_training=True)
+        # The op returns the unbiased (n / (n - 1)) variance; Keras tracks the biased one.
+        n = tf.cast(tf.size(x) // tf.shape(x)[-1], "float32")
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype)
+                                * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m
+                                    + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m))
+        return tf.cast(y, self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(PACKAGE)
+class FrozenBatchNormalization(BatchNormalization):
+    """Batch norm that always uses its stored statistics and has no trainable weights.
+
+    Detection fine-tuning uses tiny per-GPU batches, whose statistics are useless
+    (detectron2's `FrozenBatchNorm2d`). Unlike `trainable=False` on a plain BN, this
+    cannot be switched back on by `model.trainable = True`.
+    """
+
+    @property
+    def trainable(self) -> bool:
+        return False
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        pass  # frozen by definition
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
+
+
+def norm_layer(norm: str, name: str, epsilon: float, momentum: float, zero_init: bool = False):
+    """A batch-norm layer of the requested kind; `zero_init` starts gamma at 0 (Goyal et al.)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    cls = FrozenBatchNormalization if norm == "frozen" else BatchNormalization
+    return cls(epsilon=epsilon, momentum=momentum, name=name,
+               gamma_initializer="zeros" if zero_init else "ones")
