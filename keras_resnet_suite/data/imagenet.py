@@ -80,6 +80,50 @@ def _folder_splits(root: Path, validate: str, report: DataReport):
     return train, evals
 
 
+def _cached_pixel_mean(files: Sequence[str], image_size: int, eval_resize: int,
+                       samples: int, seed: int, cache) -> np.ndarray:
+    """`pixel_mean` of the training files, computed once per file list and cached as .npy."""
+    key = hashlib.sha1("\n".join(files).encode()).hexdigest()[:16]
+    path = cache_dir(cache) / f"imagenet-mean-{key}-{image_size}-{samples}.npy"
+    if path.exists():
+        return np.load(path)
+    mean = pixel_mean(files, image_size, eval_resize, samples, seed)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npy")
+    np.save(tmp, mean)
+    os.replace(tmp, path)
+    return mean
+
+
+def _folder_train(files: Sequence[str], labels: np.ndarray, train_view, batch_size: int,
+                  seed: int, start_step: int) -> tf.data.Dataset:
+    """The endless training stream of image files, each element's augmentation seeded by
+    (seed, global index), resumable at `start_step`."""
+    files_t, labels_t = tf.constant(files), tf.constant(labels.astype(np.int32))
+    seed64 = tf.constant(seed, tf.int64)
+
+    def load(i: tf.Tensor, seed_pair: tf.Tensor):
+        image = decode_rgb(tf.io.read_file(tf.gather(files_t, i)))
+        return train_view(image, seed_pair), tf.gather(labels_t, i)
+
+    # ignore_errors is a last guard for files that passed a header-only check
+    train = stream.index_stream(len(files), batch_size, seed, start_step)
+    train = train.map(lambda g, i: load(i, tf.stack([seed64, g])), stream.AUTOTUNE)
+    return train.ignore_errors(log_warning=True)
+
+
+def _tfds_train(train_raw: tf.data.Dataset, train_view, batch_size: int, seed: int,
+                start_step: int) -> tf.data.Dataset:
+    """The endless training stream of TFDS examples (encoded image, label), resumable."""
+    # TFDS reads sequentially: a seeded shuffle buffer stands in for the permutation.
+    seed64 = tf.constant(seed, tf.int64)
+    train = train_raw.shuffle(10_000, seed=seed).repeat().enumerate()
+    train = train.skip(int(start_step) * batch_size)
+    return train.map(
+        lambda g, ex: (train_view(decode_rgb(ex[0]), tf.stack([seed64, g])), ex[1]),
+        stream.AUTOTUNE,
+    ).ignore_errors(log_warning=True)
+
+
 def imagenet(
     source: str | os.PathLike,
     *,
@@ -124,17 +168,8 @@ def imagenet(
             root, validate, report
         )
         num_train, num_test = len(files), len(test_files)
-    mean, std = (CHANNEL_MEAN, CHANNEL_STD) if normalization == "channel" else (None, None)
-    if normalization == "pixel_mean":
-        key = hashlib.sha1("\n".join(files).encode()).hexdigest()[:16]
-        path = cache_dir(cache) / f"imagenet-mean-{key}-{image_size}-{mean_samples}.npy"
-        if path.exists():
-            mean = np.load(path)
-        else:
-            mean = pixel_mean(files, image_size, eval_resize, mean_samples, seed)
-            tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npy")
-            np.save(tmp, mean)
-            os.replace(tmp, path)
+    mean, std = (CHANNEL_MEAN, CHANNEL_STD) if normalization == "channel" else (
+        _cached_pixel_mean(files, image_size, eval_resize, mean_samples, seed, cache), None)
 
     def train_view(image: tf.Tensor, seed_pair: tf.Tensor) -> tf.Tensor:
         s_geo, s_col = augment.split_seed(seed_pair, 2)
@@ -144,28 +179,11 @@ def imagenet(
         return augment.normalize(image, mean, std)
 
     if files is not None:
-        files_t, labels_t = tf.constant(files), tf.constant(labels.astype(np.int32))
-
-        def load(i: tf.Tensor, seed_pair: tf.Tensor):
-            image = decode_rgb(tf.io.read_file(tf.gather(files_t, i)))
-            return train_view(image, seed_pair), tf.gather(labels_t, i)
-
-        # ignore_errors is a last guard for files that passed a header-only check
-        train = stream.index_stream(num_train, batch_size, seed, start_step)
-        seed64 = tf.constant(seed, tf.int64)
-        train = train.map(lambda g, i: load(i, tf.stack([seed64, g])), stream.AUTOTUNE)
-        train = train.ignore_errors(log_warning=True)
+        train = _folder_train(files, labels, train_view, batch_size, seed, start_step)
         test_raw = tf.data.Dataset.from_tensor_slices((test_files, test_labels.astype(np.int32)))
         test_raw = test_raw.map(lambda f, y: (tf.io.read_file(f), y))
     else:
-        # TFDS reads sequentially: a seeded shuffle buffer stands in for the permutation.
-        seed64 = tf.constant(seed, tf.int64)
-        train = train_raw.shuffle(10_000, seed=seed).repeat().enumerate()
-        train = train.skip(int(start_step) * batch_size)
-        train = train.map(
-            lambda g, ex: (train_view(decode_rgb(ex[0]), tf.stack([seed64, g])), ex[1]),
-            stream.AUTOTUNE,
-        ).ignore_errors(log_warning=True)
+        train = _tfds_train(train_raw, train_view, batch_size, seed, start_step)
     train = train.batch(batch_size, drop_remainder=True).prefetch(stream.AUTOTUNE)
 
     def test_map(contents, y):
@@ -175,16 +193,9 @@ def imagenet(
     test = test_raw.map(test_map, stream.AUTOTUNE).ignore_errors(log_warning=True)
     test = test.batch(1 if eval_mode == "images" else test_batch_size or batch_size)
     return ClassificationData(
-        train=train,
-        test=test.prefetch(stream.AUTOTUNE),
-        num_classes=len(names),
-        class_names=names,
-        num_train=num_train,
-        num_test=num_test,
-        batch_size=batch_size,
-        steps_per_epoch=stream.steps_per_epoch(num_train, batch_size),
-        mean=mean,
-        std=std,
+        train=train, test=test.prefetch(stream.AUTOTUNE), num_classes=len(names),
+        class_names=names, num_train=num_train, num_test=num_test, batch_size=batch_size,
+        steps_per_epoch=stream.steps_per_epoch(num_train, batch_size), mean=mean, std=std,
         report=report,
     )
 
