@@ -114,6 +114,8 @@ class DataReport:
         sizes = [", ".join(f"{k}={v}" for k, v in self.loaded.items())] if self.loaded else []
         if self.num_images or not self.loaded:
             sizes.append(f"{self.num_images} images, {self.num_objects} objects kept")
+        if self.loaded or self.num_skipped:
+            sizes.append(f"skipped {self.num_skipped} file(s)")
         lines = [f"Data report for {self.source}: {'; '.join(sizes)}"]
         lines += [f"  {text}" for text in self.notes]
         if not self.issues:

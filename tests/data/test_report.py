@@ -21,7 +21,7 @@ def test_skip_and_kinds_share_one_report_and_round_trip():
     assert report.counts == {"skipped": 1, "corrupt_image": 1}
     assert report.files("corrupt_image") == ["b.jpg"] and report.name == "toy"
     text = report.summary()
-    assert text.startswith("Data report for toy: train=3; 2 images, 5 objects kept")
+    assert text.startswith("Data report for toy: train=3; 2 images, 5 objects kept; skipped 1")
     assert "classes discovered" in text and "b.jpg: truncated" in text and "a.txt" in text
     again = _Kinds.from_dict(report.to_dict())
     assert again.summary() == text and again.counts == report.counts
