@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
+from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
+
 DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
-# run.json keys that must match when a run directory is reused (resume)
-_IDENTITY = ("model", "data", "recipe", "batch_size", "total_steps", "seed", "num_classes")
-
-
 def _num_classes(dataset: str, given: int | None) -> int | None:
     return given or {"cifar10": 10, "cifar100": 100}.get(dataset)
 
@@ -41,30 +39,6 @@ def load_data(cfg: dict, start_step: int = 0, eval_mode: str = "center"):
     return data.imagenet(cfg["data_dir"], batch_size=cfg["batch_size"], seed=cfg["seed"],
                          start_step=start_step, eval_mode=mode,
                          normalization=cfg["normalization"])  # fmt: skip
-
-
-def _fit_schedule(total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
-    """`(steps per fit epoch, epochs)` covering exactly `total_steps`: the largest divisor of
-    `total_steps` not above the data's epoch (an "epoch" is then one evaluation interval),
-    unless that divisor is under half an epoch, in which case the total is rounded up."""
-    if total_steps <= steps_per_epoch:
-        return total_steps, 1
-    div = max(d for d in range(1, steps_per_epoch + 1) if total_steps % d == 0)
-    if div >= steps_per_epoch // 2:
-        return div, total_steps // div
-    return steps_per_epoch, math.ceil(total_steps / steps_per_epoch)
-
-
-def _check_run_dir(out: Path, cfg: dict) -> None:
-    path = out / "run.json"
-    if not path.exists():
-        return
-    old = json.loads(path.read_text())
-    diff = {k: (old.get(k), cfg.get(k)) for k in _IDENTITY if old.get(k) != cfg.get(k)}
-    if diff:
-        changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
-        raise SystemExit(f"error: {out} holds a different run ({changes}); resume it with the "
-                         "same arguments or choose another --out")  # fmt: skip
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
@@ -95,21 +69,9 @@ def cmd_train(args) -> dict:
     import keras
 
     from keras_resnet_suite import analysis, build, count_params, get_spec, training
-    from keras_resnet_suite.specs import available_models
     from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_text
 
-    if args.model not in available_models():
-        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
-    if args.recipe not in training.RECIPES:
-        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
-                         f"{', '.join(training.RECIPES)}")  # fmt: skip
-    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
-    if data_dir != "tfds" and not Path(data_dir).exists():
-        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    for flag in ("epochs", "steps", "batch_size", "save_every"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be positive, got {value}")
+    data_dir = _checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
     recipe0 = training.get_recipe(args.recipe)
@@ -162,17 +124,7 @@ def cmd_train(args) -> dict:
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
-    callbacks = list(recipe.callbacks())
-    if chief:
-        callbacks += [
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-            analysis.ErrorCurvePlot(out / "history.csv", out / "error_curves.png", fit_spe),
-        ]  # fmt: skip
-        if _have_tensorboard():
-            callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard"),
-                                                         update_freq="epoch"))  # fmt: skip
-        else:
-            print("note: TensorBoard logs skipped (pip install tensorboard to get them)")
+    callbacks = list(recipe.callbacks()) + (_run_callbacks(out, fit_spe) if chief else [])
     # MultiWorkerMirroredStrategy: every worker saves, only the chief's copy is kept
     backup = out / "backup" if chief else Path(tempfile.mkdtemp(prefix="krs-backup-"))
     start = time.perf_counter()
@@ -183,35 +135,82 @@ def cmd_train(args) -> dict:
         validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    summary = _summary(args, model, history, ds, total, seconds)
+    if chief:
+        atomic_save(model, out / "model.keras")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        analysis.plot_error_curves(out / "history.csv", out / "error_curves.png", fit_spe)
+    _print_result(summary, seconds, out)
+    return summary
+
+
+cmd_train.configure = _configure_train
+
+
+def _checked_data_dir(args) -> str:
+    """`--data-dir` resolved, after refusing an unknown model or recipe and counts below 1."""
+    from keras_resnet_suite import training
+    from keras_resnet_suite.specs import available_models
+
+    if args.model not in available_models():
+        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
+    if args.recipe not in training.RECIPES:
+        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
+                         f"{', '.join(training.RECIPES)}")  # fmt: skip
+    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
+    if data_dir != "tfds" and not Path(data_dir).exists():
+        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
+    for flag in ("epochs", "steps", "batch_size", "save_every"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be positive, got {value}")
+    return data_dir
+
+
+def _run_callbacks(out: Path, fit_spe: int) -> list:
+    """The chief's logs in the run directory: history.csv, error curves, TensorBoard."""
+    import keras
+
+    from keras_resnet_suite import analysis
+
+    callbacks = [keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+                 analysis.ErrorCurvePlot(out / "history.csv", out / "error_curves.png", fit_spe)]
+    if _have_tensorboard():
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "tensorboard"),
+                                                     update_freq="epoch"))  # fmt: skip
+    else:
+        print("note: TensorBoard logs skipped (pip install tensorboard to get them)")
+    return callbacks
+
+
+def _summary(args, model, history: dict, ds, total: int, seconds: float) -> dict:
+    """summary.json: iterations done and the final test scores."""
+    import keras
+
     if history.get("val_accuracy"):  # fit has just evaluated the final weights
         scores = {k.removeprefix("val_"): v[-1] for k, v in history.items() if k.startswith("val_")}
     else:  # nothing left to train (a finished run re-run): evaluate again
         scores = model.evaluate(ds.test, return_dict=True, verbose=0)
     step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))  # also when mirrored
-    summary = {
+    return {
         "model": args.model, "data": args.data, "recipe": args.recipe, "iterations": step,
-        "planned_iterations": total, "epochs_of_data": round(step / spe, 2),
+        "planned_iterations": total, "epochs_of_data": round(step / ds.steps_per_epoch, 2),
         "test_accuracy": round(float(scores["accuracy"]), 4),
         "test_error": round(1 - float(scores["accuracy"]), 4),
         "test_top5_error": round(1 - float(scores.get("top5", float("nan"))), 4),
         "test_loss": round(float(scores["loss"]), 4), "train_seconds_this_call": round(seconds, 1),
         "stopped_early": bool(model.stop_training and step < total),
     }  # fmt: skip
-    if chief:
-        atomic_save(model, out / "model.keras")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-        analysis.plot_error_curves(out / "history.csv", out / "error_curves.png", fit_spe)
-    print(f"\n== {args.model} on {args.data} ({args.recipe}): {step}/{total} iterations, "
-          f"{summary['epochs_of_data']} epochs, {seconds:.0f} s this call\n"
-          f"   test accuracy {100 * summary['test_accuracy']:.2f}%  (error "
-          f"{100 * summary['test_error']:.2f}%, top-5 error "
-          f"{100 * summary['test_top5_error']:.2f}%)\n"
+
+
+def _print_result(summary: dict, seconds: float, out: Path) -> None:
+    s = summary
+    print(f"\n== {s['model']} on {s['data']} ({s['recipe']}): {s['iterations']}/"
+          f"{s['planned_iterations']} iterations, {s['epochs_of_data']} epochs, {seconds:.0f} s "
+          f"this call\n   test accuracy {100 * s['test_accuracy']:.2f}%  (error "
+          f"{100 * s['test_error']:.2f}%, top-5 error {100 * s['test_top5_error']:.2f}%)\n"
           f"   run directory {out}: model.keras, history.csv, error_curves.png, summary.json",
           flush=True)  # fmt: skip
-    return summary
-
-
-cmd_train.configure = _configure_train
 
 
 def _have_tensorboard() -> bool:
