@@ -30,6 +30,16 @@ def _matplotlib():
     return plt
 
 
+def _save(fig, ax, path: str | os.PathLike, legend_size: float | None = None) -> Path:
+    """Grid, legend and a tight layout, written to `path` (PNG, 80 dpi); the figure is closed."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    _matplotlib().close(fig)
+    return Path(path)
+
+
 @contextlib.contextmanager
 def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
     """Record `(bn_layer_path, output)` for every BN call whose input came straight from a
@@ -102,12 +112,7 @@ def plot_layer_responses(results: Mapping[str, Mapping], path: str | os.PathLike
     ax.set_xlabel("layer index" + (" (sorted by magnitude)" if sort else ""))
     ax.set_ylabel("std")
     ax.set_title("responses of 3x3 layers after BN, before the nonlinearity")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path)
 
 
 def block_of(variable_path: str) -> str:
@@ -208,12 +213,7 @@ def plot_gradient_norms(logger: GradientNormLogger, path: str | os.PathLike) -> 
         ax.semilogy(np.arange(len(row)), row, marker=".", label=f"step {step}")
     ax.set_xticks(np.arange(len(logger.blocks)), logger.blocks, rotation=90, fontsize=6)
     ax.set_ylabel("gradient L2 norm")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, legend_size=7)
 
 
 def read_history(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -247,12 +247,7 @@ def plot_error_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike,
         ax.plot(steps, 100 * (1 - h["val_accuracy"]), "-", lw=2, label="test error")
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
-    return Path(png_path)
+    return _save(fig, ax, png_path)
 
 
 class ErrorCurvePlot(keras.callbacks.Callback):
