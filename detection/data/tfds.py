@@ -82,12 +82,10 @@ def _drop(element: dict, mask: tf.Tensor) -> dict:
 
 
 def _load(name: str, split: str, data_dir, shuffle: bool, seed, download: bool):
-    try:
-        import tensorflow_datasets as tfds
-    except ImportError as error:
-        raise ImportError(f"loading {name} from TFDS needs tensorflow-datasets "
-                          "(pip install tensorflow-datasets); the VOCdevkit / COCO file "
-                          "loaders detection.data.voc and detection.data.coco do not") from error
+    from keras_resnet_suite.data.tfds import import_tfds
+
+    tfds = import_tfds("the VOCdevkit / COCO file loaders detection.data.voc and "
+                       f"detection.data.coco instead of {name} from TFDS")
     read_config = tfds.ReadConfig(shuffle_seed=seed) if seed is not None else None
     ds, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
                          shuffle_files=shuffle, read_config=read_config, with_info=True)

@@ -14,15 +14,19 @@ import numpy as np
 from keras_resnet_suite.data.report import DataReport
 
 
-def _tfds() -> Any:
+def import_tfds(
+    instead: str = "pass a directory / .tar.gz of the data instead of 'tfds'",
+) -> Any:
+    """The `tensorflow_datasets` module, or an ImportError saying how to install it and what
+    works `instead` without it."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError(
-            "TFDS sources need the tensorflow-datasets package: pip install tensorflow-datasets "
-            "(or pass a directory / .tar.gz of the data instead of 'tfds')"
-        ) from e
+        raise ImportError("TFDS sources need the tensorflow-datasets package: pip install "
+                          f"tensorflow-datasets (or {instead})") from e
     return tfds
+
+
 
 
 def _data_dir(data_dir: str | os.PathLike | None) -> str | None:
@@ -31,7 +35,7 @@ def _data_dir(data_dir: str | os.PathLike | None) -> str | None:
 
 def builder(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Any:
     """A prepared TFDS builder for `name`, downloading it if needed and allowed."""
-    tfds = _tfds()
+    tfds = import_tfds()
     data_dir = _data_dir(data_dir)
     try:
         b = tfds.builder(name, data_dir=data_dir)
@@ -52,7 +56,7 @@ def builder(name: str, data_dir: str | os.PathLike | None = None, download: bool
 
 def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: bool = True):
     """uint8 arrays of a small image set: `(x_train, y_train, x_test, y_test, names, report)`."""
-    tfds = _tfds()
+    tfds = import_tfds()
     b = builder(name, data_dir, download)
     out, report = {}, DataReport(f"tfds {name}")
     for split in ("train", "test"):
@@ -66,7 +70,7 @@ def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: 
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None):
     """`(tf.data.Dataset of (encoded image bytes, label), num_examples, class_names)` for large
     sets decoded in the pipeline (ImageNet)."""
-    tfds = _tfds()
+    tfds = import_tfds()
     b = builder(name, data_dir, download=True)
     ds = b.as_dataset(
         split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()}
