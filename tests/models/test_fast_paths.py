@@ -6,6 +6,7 @@ import pytest
 
 import keras_resnet_suite as krs
 from keras_resnet_suite import layers as L
+from keras_resnet_suite.compat import flatten_layers
 
 
 def _inputs(shape, seed=0):
@@ -15,7 +16,7 @@ def _inputs(shape, seed=0):
 def _randomise_bn(model, seed=1):
     """Non-trivial BN statistics and affine weights, so a wrong fused path cannot hide."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers():
+    for layer in flatten_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
@@ -24,7 +25,7 @@ def _randomise_bn(model, seed=1):
 
 def _keras_bn_only(model):
     """Route every BN of `model` through Keras' own call (the reference)."""
-    for layer in model._flatten_layers():
+    for layer in flatten_layers(model):
         if isinstance(layer, L.BatchNormalization):
             layer._fusable = lambda *a: False
     return model
