@@ -416,7 +416,8 @@ def detection(suite: Suite) -> None:
         on = ["ours"] + (["voc pipeline"] if head == "c4" else [])
         rows = suite.compare_remote("detection train step", "detection-train",
                                     _plan(suite, on, ["ours"], peer, **args), base,
-                                    input_size=canvas, **meta)
+                                    input_size=canvas, items=lambda n: STREAM if n ==
+                                    "voc pipeline" else 1, **meta)
         for r in rows:
             if r["contender"].startswith("voc pipeline"):
                 r["section"] = "input pipeline"
@@ -427,6 +428,9 @@ def detection(suite: Suite) -> None:
             suite.check("VOC pipeline / Faster R-CNN R101-C4 training step", rows,
                         W.label("voc pipeline", W.ON), 3.0, versus=ours_on)
         _setting_checks(suite, f"Faster R-CNN {label} training step", rows, ["ours"])
+
+
+STREAM = 20  # batches the VOC stream pulls per timed call (benchmarks.worker.detection)
 
 
 def gpu(suite: Suite) -> None:
