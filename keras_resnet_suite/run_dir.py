@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 # run.json keys that must match when a run directory is reused (resume)
@@ -23,14 +24,32 @@ def fit_schedule(total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
     return steps_per_epoch, math.ceil(total_steps / steps_per_epoch)
 
 
+def differences(old: Mapping, new: Mapping, prefix: str = "") -> dict[str, tuple]:
+    """`{dotted.key: (old, new)}` for every value that differs between two nested configs
+    (what stops a run folder from being resumed by another run)."""
+    out = {}
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out.update(differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+def describe_changes(diff: Mapping[str, tuple]) -> str:
+    """`key: old -> new, ...` of `differences`."""
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+
+
 def check_run_dir(out: Path, cfg: dict) -> None:
     """Refuse to resume `out` when its `run.json` describes another run (`IDENTITY` keys)."""
     path = out / "run.json"
     if not path.exists():
         return
     old = json.loads(path.read_text())
-    diff = {k: (old.get(k), cfg.get(k)) for k in IDENTITY if old.get(k) != cfg.get(k)}
+    diff = differences({k: old.get(k) for k in IDENTITY}, {k: cfg.get(k) for k in IDENTITY})
     if diff:
-        changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        changes = describe_changes(diff)
         raise SystemExit(f"error: {out} holds a different run ({changes}); resume it with the "
                          "same arguments or choose another --out")  # fmt: skip

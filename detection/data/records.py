@@ -17,6 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from detection.data.report import DataReport
+from keras_resnet_suite.data.images import decode_rgb
 
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
@@ -236,10 +237,7 @@ def records_to_dataset(
     def load(index: tf.Tensor) -> dict:
         start, stop = splits_t[index], splits_t[index + 1]
         data = tf.io.read_file(paths[index])
-        # decode_image handles JPEG (incl. CMYK), PNG, BMP and GIF; channels=3 makes
-        # grayscale and CMYK files RGB.
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
-        image.set_shape([None, None, 3])
+        image = decode_rgb(data)  # JPEG (CMYK too), PNG, BMP, GIF; grayscale made RGB
         if turn:
             image = upright_image(image, orientations_t[index])
         return {

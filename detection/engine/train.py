@@ -41,22 +41,20 @@ def build_model(config: Config, load_backbone_weights: bool = True):
 
 def check_run_dir(out_dir: Path, config: Config) -> None:
     """Refuse to resume a run folder that holds another run (any change but `train.steps`)."""
+    from keras_resnet_suite.run_dir import describe_changes, differences
+
     path = out_dir / "config.yaml"
     if not path.is_file():
         return
     old, new = yaml.safe_load(path.read_text()) or {}, yaml.safe_load(_dump(config))
     for cfg in (old, new):
-        cfg.pop("eval", None)
-        cfg.get("train", {}).pop("steps", None)
-    diff = [f"{section}.{key}" for section in sorted(set(old) | set(new))
-            for key in sorted(set(old.get(section) or {}) | set(new.get(section) or {}))
-            if isinstance(old.get(section, {}), dict)
-            and (old.get(section) or {}).get(key) != (new.get(section) or {}).get(key)]
-    diff += [k for k in ("name",) if old.get(k) != new.get(k)]
+        cfg.pop("eval", None)  # scoring may change between runs of the same training
+        cfg.get("train", {}).pop("steps", None)  # a longer schedule resumes
+    diff = differences(old, new)
     if diff:
-        raise ValueError(f"{out_dir} holds a different run ({', '.join(diff)} changed since "
-                         f"{path}); resume it with the same config (only train.steps may grow) "
-                         "or choose another --out")
+        raise ValueError(f"{out_dir} holds a different run ({describe_changes(diff)}, against "
+                         f"{path}); resume it with the same config (only train.steps may "
+                         "grow) or choose another --out")
 
 
 def _dump(config: Config) -> str:
@@ -114,7 +112,7 @@ def _train_stream(config: Config, class_names: list[str], global_batch: int):
                          f"{global_batch}")
     # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
     # image meets the fixed canvas, so the canvas fit cannot undo it.
-    stream = augment(base.repeat(), sizes=None, max_size=None, flip=aug.flip,
+    stream = augment(base.repeat(), flip=aug.flip,
                      brightness=aug.brightness, contrast=aug.contrast,
                      saturation=aug.saturation, seed=data.seed)
     batches = training_batches(stream, tuple(config.model["image_size"]), global_batch,
