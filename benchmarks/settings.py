@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import timing
 from benchmarks.timing import Case
 
 REPO = Path(__file__).resolve().parents[1]
@@ -135,19 +136,7 @@ def _call(case: RemoteCase) -> tuple[float, float]:
 def alternate(cases: list[RemoteCase], warmup: int, repeats: int,
               progress: Callable[[str], None] | None = None) -> list[RemoteCase]:
     """`timing.alternate` across processes: warm-up, then rounds in a rotating order."""
-    for case in cases:
-        for _ in range(warmup):
-            _call(case)
-    for r in range(repeats):
-        k = r % len(cases) if cases else 0
-        for case in cases[k:] + cases[:k]:
-            wall, cpu = _call(case)
-            case.times.append(wall)
-            case.cpu_times.append(cpu)
-        if progress:
-            progress(f"round {r + 1}/{repeats}: " + ", ".join(
-                f"{c.name} {c.times[-1]:.3f}s" for c in cases))
-    return cases
+    return timing.alternate(cases, warmup, repeats, progress, call=_call)
 
 
 def free(pool: Pool) -> None:

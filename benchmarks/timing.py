@@ -78,12 +78,15 @@ def _call(case: Case) -> tuple[float, float]:
 
 
 def alternate(cases: list[Case], warmup: int, repeats: int,
-              progress: Callable[[str], None] | None = None) -> list[Case]:
+              progress: Callable[[str], None] | None = None,
+              call: Callable[[Case], tuple[float, float]] | None = None) -> list[Case]:
     """Warm every case up, then time `repeats` rounds, rotating the order each round.
 
     Rotation spreads the machine's load drift over all contenders instead of favouring
-    whichever always runs first; paired rounds also give per-round ratios.
+    whichever always runs first; paired rounds also give per-round ratios. `call(case) ->
+    (wall, cpu)` times one call (default: in this process).
     """
+    call = call or _call
     if not cases:
         return cases
     for case in cases:
