@@ -91,11 +91,11 @@ def alternate(cases: list[Case], warmup: int, repeats: int,
         return cases
     for case in cases:
         for _ in range(warmup):
-            _call(case)
+            call(case)
     for r in range(repeats):
         k = r % len(cases)
         for case in cases[k:] + cases[:k]:
-            wall, cpu = _call(case)
+            wall, cpu = call(case)
             case.times.append(wall)
             case.cpu_times.append(cpu)
         if progress:

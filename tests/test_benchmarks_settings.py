@@ -20,6 +20,7 @@ def test_workers_run_under_their_setting_and_alternate():
                                            "keras.applications, oneDNN off"]
         S.alternate(cases, warmup=1, repeats=2)
         assert all(len(c.times) == 2 and c.cpu_times and c.peak_rss_mb > 0 for c in cases)
+        assert min(t for c in cases for t in c.times) > 1e-3  # a ResNet-50 call in the worker
         with pytest.raises(S.WorkerError, match="KeyError"):  # answered, worker still serving
             pool.get(S.ON).request("run", case="nobody")
         S.free(pool)
