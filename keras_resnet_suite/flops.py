@@ -8,6 +8,8 @@ import math
 import keras
 import numpy as np
 
+from . import compat
+
 _STATISTICS = ("moving_mean", "moving_variance")
 
 
@@ -30,8 +32,6 @@ def _recording(records: list):
     Works through nested layers (our blocks and stages) and for any Keras model, which a
     walk over `model.layers` cannot.
     """
-    originals = {cls: cls.call for cls in (keras.layers.Conv2D, keras.layers.Dense)}
-
     def wrap(original):
         def call(self, inputs, *args, **kwargs):
             outputs = original(self, inputs, *args, **kwargs)
@@ -39,13 +39,8 @@ def _recording(records: list):
             return outputs
         return call
 
-    try:
-        for cls, original in originals.items():
-            cls.call = wrap(original)
+    with compat.wrapped_calls(dict.fromkeys((keras.layers.Conv2D, keras.layers.Dense), wrap)):
         yield records
-    finally:
-        for cls, original in originals.items():
-            cls.call = original
 
 
 def layer_macs(layer, input_shape: tuple, output_shape: tuple) -> int:
