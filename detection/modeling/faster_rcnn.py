@@ -21,6 +21,13 @@ LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
 PARTS = ("backbone", "rpn", "roi_heads", "transform")
 
 
+def _feature_list(out) -> list:
+    """A backbone's maps as a list, whether it returns a dict, a list or (one output) a tensor."""
+    if isinstance(out, dict):
+        return list(out.values())
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
 @keras.saving.register_keras_serializable(package="detection")
 class GeneralizedRCNN(keras.Model):
     """A two-stage detector from its four parts.
@@ -50,17 +57,13 @@ class GeneralizedRCNN(keras.Model):
 
     def _build_parts(self):
         """Create every weight now, so `fit`/`predict`/`summary`/loading work without a run."""
-        shapes = [tuple(o.shape) for o in self._backbone_outputs()]
+        shapes = [tuple(o.shape) for o in _feature_list(self.backbone.outputs)]
         if any(s is None for shape in shapes for s in shape[1:]):
             raise ValueError("backbone feature maps need static sizes; build it on the canvas "
                              f"{self.image_size}, got {shapes}")
         self.rpn.build(shapes)
         self.roi_heads.build(shapes)
         self.built = True
-
-    def _backbone_outputs(self) -> list:
-        out = self.backbone.outputs
-        return list(out.values()) if isinstance(out, dict) else list(out)
 
     @property
     def num_classes(self) -> int:
@@ -83,10 +86,7 @@ class GeneralizedRCNN(keras.Model):
 
     # ----------------------------------------------------------------------------- forward
     def _features(self, images, training):
-        feats = self.backbone(images, training=training)
-        if isinstance(feats, dict):
-            return list(feats.values())
-        return list(feats) if isinstance(feats, (list, tuple)) else [feats]
+        return _feature_list(self.backbone(images, training=training))
 
     def call(self, inputs, training=False):
         if isinstance(inputs, dict):
