@@ -1,0 +1,194 @@
+"""Detector checkpoint files as name -> numpy array dicts, read without running their code.
+
+detectron2's model zoo ships pickles of `{"model": {name: ndarray}, "__author__": ...,
+"matching_heuristics": ...}` (Detectron-converted ones hold `"blobs"`); they are read by an
+unpickler that rebuilds numpy arrays and nothing else. torchvision ships `torch.save` files,
+read through `torch.load(weights_only=True)` when PyTorch is installed, else through
+`keras_resnet_suite.convert`'s torch-free reader. `normalize_torchvision_keys` gives every
+torchvision file the names of torchvision 0.29's current `state_dict()`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import os
+import pickle
+import re
+import zipfile
+
+import numpy as np
+
+try:  # numpy >= 2 (numpy 1.26 has the same names, for reading numpy 2 pickles)
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # pragma: no cover - numpy < 1.26
+    from numpy.core import multiarray as _multiarray
+    from numpy.core import numeric as _numeric
+
+# What pickled numpy arrays need, under numpy 1 ("numpy.core") and numpy 2 ("numpy._core")
+# module paths: the array/scalar rebuilders, the types, and `_codecs.encode` (protocol-2
+# pickles written by Python 3 store bytes through it).
+_SAFE_GLOBALS = {
+    **{(f"numpy.{core}.multiarray", name): getattr(_multiarray, name)
+       for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): _numeric._frombuffer
+       for core in ("core", "_core")},
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("_codecs", "encode"): codecs.encode,
+}
+ALLOWED_GLOBALS = tuple(sorted(f"{module}.{name}" for module, name in _SAFE_GLOBALS))
+
+
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    """A checkpoint pickle asks for a global outside `ALLOWED_GLOBALS`."""
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only `_SAFE_GLOBALS`; any other global is refused before it is called."""
+
+    def __init__(self, file, source: str):
+        super().__init__(file, encoding="latin1")  # Python 2 pickles (Detectron, early d2)
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _SAFE_GLOBALS:
+            return _SAFE_GLOBALS[(module, name)]
+        raise UnsafePickleError(
+            f"{self.source}: refused: its pickle asks for the global '{module}.{name}'; only "
+            f"numpy arrays and plain containers are read (allowed: {', '.join(ALLOWED_GLOBALS)})")
+
+
+def _arrays(source: str, tensors: dict) -> dict[str, np.ndarray]:
+    """Name -> numeric array (floats as float32); anything else is refused by name."""
+    out, bad = {}, []
+    for key, value in tensors.items():
+        array = np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
+        if not isinstance(key, str) or array is None or array.dtype.kind not in "fiub":
+            bad.append(f"{key!r} ({type(value).__name__})")
+            continue
+        out[key] = array.astype(np.float32) if array.dtype.kind == "f" else array
+    if bad:
+        raise ValueError(f"{source}: refused: not a plain array dict; non-array entries: "
+                         f"{bad[:10]}")
+    return out
+
+
+def read_detectron2_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The state dict of a detectron2 model-zoo `.pkl` ("model", or Detectron's "blobs"
+    without their "_momentum" entries), floats as float32, no code from the file run."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        try:
+            data = _ArrayUnpickler(f, path).load()
+        except UnsafePickleError:
+            raise
+        except Exception as err:  # corrupt pickles fail in many ways
+            raise ValueError(f"{path}: not a readable detectron2 .pkl "
+                             f"({type(err).__name__}: {err})") from err
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        return _arrays(path, data["model"])
+    if isinstance(data, dict) and isinstance(data.get("blobs"), dict):
+        blobs = {k: v for k, v in data["blobs"].items() if not k.endswith("_momentum")}
+        return _arrays(path, blobs)
+    keys = sorted(map(str, data))[:10] if isinstance(data, dict) else type(data).__name__
+    raise ValueError(f"{path}: refused: a detectron2 checkpoint holds a 'model' (or Detectron "
+                     f"'blobs') dict of arrays; this pickle holds {keys}")
+
+
+def _torch_load(path: str) -> dict:
+    """The file's tensors through PyTorch (`weights_only`: no code run), as numpy arrays."""
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: refused: holds a {type(obj).__name__}, not a state dict")
+    return {k.removeprefix("module."): v.detach().cpu().float().numpy()
+            if torch.is_tensor(v) and v.is_floating_point()
+            else v.numpy() if torch.is_tensor(v) else v for k, v in obj.items()}
+
+
+def read_torchvision_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A `torch.save` state dict (bare, or wrapped in "model"/"state_dict") as arrays: by
+    PyTorch when installed, else by `keras_resnet_suite.convert.read_torch` (no PyTorch)."""
+    path = os.fspath(path)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from keras_resnet_suite.convert import read_torch
+
+        return read_torch(path)
+    return _arrays(path, _torch_load(path))
+
+
+_FPN_OLD = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
+_RPN_OLD = re.compile(r"^(rpn\.head\.conv)\.(weight|bias)$")
+
+
+def normalize_torchvision_keys(state: dict) -> dict:
+    """torchvision detector keys as torchvision 0.29 names them, whatever release wrote them.
+
+    Replicates the renames of `FeaturePyramidNetwork._load_from_state_dict` and
+    `RPNHead._load_from_state_dict` (both `_version = 2`): before those modules became
+    `Conv2dNormActivation`s, `fpn.{inner,layer}_blocks.N.{weight,bias}` now are
+    `...N.0.{weight,bias}`, and `rpn.head.conv.{weight,bias}` now is
+    `rpn.head.conv.0.0.{weight,bias}`. `num_batches_tracked` counters (no weights; torchvision's
+    FrozenBatchNorm2d drops them too) and DataParallel's "module." prefix are dropped.
+    """
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.endswith("num_batches_tracked"):
+            continue
+        key = _FPN_OLD.sub(r"\1.0.\2", key)
+        key = _RPN_OLD.sub(r"\1.0.0.\2", key)
+        if key in out:
+            raise ValueError(f"two entries map to {key!r} (old and new names both present)")
+        out[key] = value
+    return out
+
+
+def library_of(state: dict) -> str:
+    """"torchvision" or "detectron2", told by the module names of a detector state dict."""
+    keys = list(state)
+    if any(k.startswith(("backbone.bottom_up.", "proposal_generator.")) for k in keys):
+        return "detectron2"
+    if any(k.startswith(("backbone.body.", "rpn.head.")) for k in keys):
+        return "torchvision"
+    raise ValueError(f"not a torchvision or detectron2 Faster R-CNN state dict (first keys: "
+                     f"{keys[:5]})")
+
+
+def _is_torch_save(path: str) -> bool:
+    """A `torch.save` file: a zip archive, or a legacy stream whose first pickle is torch's
+    10-byte magic number (protocol 2, LONG1); detectron2's pickles open with a dict."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return zipfile.is_zipfile(path) or head == b"\x80\x02\x8a\x0a"
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
+    """(library, state dict) of a detector checkpoint file: `.pkl` pickles of arrays, or
+    `torch.save` files / `.safetensors`; the library is told by the keys, and torchvision keys
+    come normalised (`normalize_torchvision_keys`)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.endswith(".safetensors"):
+        from keras_resnet_suite.convert import read_safetensors
+
+        state = read_safetensors(path)
+    elif _is_torch_save(path):
+        state = read_torchvision_pth(path)
+    else:
+        state = read_detectron2_pkl(path)
+    library = library_of(state)
+    if library == "torchvision":
+        state = normalize_torchvision_keys(state)
+    return library, state
