@@ -64,20 +64,19 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]))
 
     def _place(image):
-        placed, scale = transform.resize(image[None])
-        return placed[0], scale, tf.shape(image)[:2]
+        x, scale, extent = transform(image[None])
+        return x[0], scale[0], extent[0], tf.shape(image)[:2]
 
     def from_bytes(image_bytes):
-        # Images differ in size, so each is placed on the canvas first (the model's own
-        # resize_to_canvas, hence identical pixels) and boxes are mapped back per image.
-        placed, scales, sizes = map_decoded(_place, image_bytes, (
-            tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([2], tf.int32)))
-        dets = dict(model(placed, training=False))
-        boxes = tf.cast(dets["boxes"], tf.float32) / scales[:, None, None]
+        # Images differ in size, so each goes through the model's own transform first
+        # (identical pixels), then the batch is detected on the canvas and each image's
+        # boxes are mapped back with its own scale.
+        placed, scales, extents, sizes = map_decoded(_place, image_bytes, (
+            tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([2], tf.float32),
+            tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.int32)))
+        dets = dict(model.detect_canvas(placed, extents))
         hw = tf.cast(sizes, tf.float32)
-        limits = tf.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], axis=-1)[:, None, :]
-        dets["boxes"] = tf.clip_by_value(boxes, 0.0, limits)
+        dets["boxes"] = transform.detections_to_input(dets, scales, hw[:, :1], hw[:, 1:])["boxes"]
         return to_od_api(dets, sizes[:, 0], sizes[:, 1])
 
     return write_saved_model(model, path, {

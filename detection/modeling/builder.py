@@ -59,10 +59,10 @@ def _c4_parts(net, anchor_sizes):
     return trunk, [_static_hw(c4)], [stride], sizes
 
 
-def _fpn_parts(net, anchor_sizes, fpn_channels):
+def _fpn_parts(net, anchor_sizes, fpn_channels, fpn_norm=None):
     """C2..C5 + the FPN neck as one `[P2, ..., P6]` model."""
     outs = [_output(net, level) for level in FPN_LEVELS]
-    pyramid = FPN(fpn_channels, name="fpn")(outs)
+    pyramid = FPN(fpn_channels, norm=fpn_norm, name="fpn")(outs)
     trunk = keras.Model(net.inputs, pyramid, name="backbone_fpn")
     strides = [int(net.feature_info[level]["stride"]) for level in FPN_LEVELS]
     strides.append(strides[-1] * 2)
@@ -116,6 +116,13 @@ def build_parts(
     pixel_mean: Sequence[float] | None = None,
     pixel_std: Sequence[float] | None = None,
     seed: int | None = None,
+    # reference conventions (the checkpoint presets of detection.checkpoints set them)
+    resize: str = "canvas", resize_min_size: float = 800.0, resize_max_size: float = 1333.0,
+    quantize_resized: bool = False, pad_after_normalize: bool = False,
+    anchor_strides: str = "nominal", rounded_anchors: bool = False, rpn_min_size: float = 0.0,
+    rpn_head_convs: int = 1, fpn_norm: str | None = None, roi_aligned: bool = True,
+    roi_level_rule: str = "detectron2", box_head_convs: Sequence[int] = (),
+    detection_min_size: float = 0.0, detection_pre_nms_topk: int = 1000,
 ) -> dict:
     """`{"backbone", "rpn", "roi_heads", "transform"}` of a Faster R-CNN.
 
@@ -124,45 +131,71 @@ def build_parts(
         backbone: a `keras_resnet_suite.backbones` name (`"resnet101"`, ...) or a built
             backbone `keras.Model` with dict outputs C2..C5 and `feature_info`.
         head: `"c4"` (RoIAlign on C4, conv5_x per RoI) or `"fpn"` (P2-P6, 2x1024 FC head).
-        image_size: the fixed `(height, width)` canvas; inputs of any size are scaled by
-            `min(H / h, W / w)` and zero padded (both multiples of 32 for FPN).
-        backbone_weights, freeze_at, norm: passed to the backbone builder; by default stages
-            up to conv2_x are frozen and BN frozen only for pretrained weights (detectron2).
+        image_size: the fixed `(height, width)` canvas (both multiples of 32 for FPN).
+        backbone_weights, freeze_at, norm, backbone_kwargs: for the backbone builder; by
+            default conv1-conv2_x frozen, BN frozen only with pretrained weights.
         anchor_sizes: C4: one tuple of sizes; FPN: one tuple per level P2..P6.
         rpn_pre_nms_topk / rpn_post_nms_topk: `(train, test)`; defaults per `RPN_TOPK`.
         roi_batch_size / roi_positive_fraction: head sampling (512 at 0.25).
-        roi_pooled_size, roi_sampling_ratio: RoIAlign output (14 for C4, 7 for FPN) and
-            samples per bin side.
-        score_threshold, nms_threshold, max_detections: post-processing (0.05, 0.5, 100).
+        roi_pooled_size, roi_sampling_ratio, roi_aligned, roi_level_rule: RoIAlign output
+            (14 for C4, 7 for FPN), samples per bin side (0: adaptive), pixel-centre
+            alignment and FPN level rule (see `detection.modeling.ops.roi_align`).
+        score_threshold, nms_threshold, max_detections, detection_min_size,
+        detection_pre_nms_topk: post-processing (see `ROIHeads`).
         pixel_mean, pixel_std: explicit input normalisation (RGB, 0-255 scale); by default
             the backbone checkpoint's own convention (torch mean/std without weights).
+        resize, resize_min_size, resize_max_size, quantize_resized, pad_after_normalize:
+            the input size rule and padding (see `detection.modeling.transform`).
+        anchor_strides, rounded_anchors, rpn_min_size, rpn_head_convs: see `RPN`.
+        fpn_norm, box_head_convs: FPN BatchNorm; 3x3 convs before the FC head (torchvision
+            v2: "batch", (256,) * 4).
     """
+    options = dict(locals())
     head, image_size = _check(num_classes, head, image_size)
     pretrained = backbone_weights is not None
     freeze_at = (2 if pretrained else 0) if freeze_at is None else freeze_at
     norm = ("frozen" if pretrained else "batch") if norm is None else norm
     net = _backbone_model(backbone, image_size, backbone_weights, freeze_at, norm,
                           backbone_kwargs)
-    transform = ImageTransform(image_size, getattr(net, "preprocessing", None) or "torch",
-                               pixel_mean, pixel_std, name="transform")
-    heads = {"num_classes": int(num_classes), "image_size": image_size,
-             "batch_size_per_image": roi_batch_size, "positive_fraction": roi_positive_fraction,
-             "score_threshold": score_threshold, "nms_threshold": nms_threshold,
-             "max_detections": max_detections, "name": "roi_heads",
-             # its own random stream, not a copy of the RPN's anchor sampling draws
-             "seed": None if seed is None else seed + 1}
+    transform = ImageTransform(
+        image_size, getattr(net, "preprocessing", None) or "torch", pixel_mean, pixel_std,
+        resize=resize, min_size=resize_min_size, max_size=resize_max_size,
+        quantize=quantize_resized, pad_after_normalize=pad_after_normalize, name="transform")
     if head == "c4":
         trunk, shapes, strides, sizes = _c4_parts(net, anchor_sizes)
-        roi_heads = C4ROIHeads(net.get_layer("conv5_x"), pooled_size=roi_pooled_size or 14,
-                               stride=strides[0], sampling_ratio=roi_sampling_ratio, **heads)
     else:
-        trunk, shapes, strides, sizes = _fpn_parts(net, anchor_sizes, fpn_channels)
-        roi_heads = FPNROIHeads(strides=strides[:4], pooled_size=roi_pooled_size or 7,
-                                fc_dims=fc_dims, sampling_ratio=roi_sampling_ratio, **heads)
+        trunk, shapes, strides, sizes = _fpn_parts(net, anchor_sizes, fpn_channels, fpn_norm)
+    return {"backbone": trunk, "rpn": _rpn(head, image_size, shapes, strides, sizes, options),
+            "roi_heads": _roi_heads(net, head, image_size, strides, options),
+            "transform": transform}
+
+
+def _rpn(head: str, image_size, shapes, strides, sizes, o: dict) -> RPN:
+    """The RPN from `build_parts`' options `o`."""
     (train_pre, train_post), (test_pre, test_post) = RPN_TOPK[head]
-    rpn = RPN(image_size, shapes, strides, sizes, anchor_ratios,
-              pre_nms_topk=rpn_pre_nms_topk or (train_pre, test_pre),
-              post_nms_topk=rpn_post_nms_topk or (train_post, test_post),
-              nms_threshold=rpn_nms_threshold, batch_size_per_image=rpn_batch_size,
-              positive_fraction=rpn_positive_fraction, seed=seed, name="rpn")
-    return {"backbone": trunk, "rpn": rpn, "roi_heads": roi_heads, "transform": transform}
+    return RPN(image_size, shapes, strides, sizes, o["anchor_ratios"],
+               pre_nms_topk=o["rpn_pre_nms_topk"] or (train_pre, test_pre),
+               post_nms_topk=o["rpn_post_nms_topk"] or (train_post, test_post),
+               nms_threshold=o["rpn_nms_threshold"], batch_size_per_image=o["rpn_batch_size"],
+               positive_fraction=o["rpn_positive_fraction"], seed=o["seed"],
+               anchor_strides=o["anchor_strides"], rounded_anchors=o["rounded_anchors"],
+               min_size=o["rpn_min_size"], head_convs=o["rpn_head_convs"], name="rpn")
+
+
+def _roi_heads(net, head: str, image_size, strides, o: dict):
+    """The C4 or FPN second stage from `build_parts`' options `o`."""
+    common = {"num_classes": int(o["num_classes"]), "image_size": image_size,
+              "batch_size_per_image": o["roi_batch_size"],
+              "positive_fraction": o["roi_positive_fraction"],
+              "score_threshold": o["score_threshold"], "nms_threshold": o["nms_threshold"],
+              "max_detections": o["max_detections"], "min_size": o["detection_min_size"],
+              "pre_nms_topk": o["detection_pre_nms_topk"], "name": "roi_heads",
+              "sampling_ratio": o["roi_sampling_ratio"], "aligned": o["roi_aligned"],
+              # its own random stream, not a copy of the RPN's anchor sampling draws
+              "seed": None if o["seed"] is None else o["seed"] + 1}
+    if head == "c4":
+        return C4ROIHeads(net.get_layer("conv5_x"), pooled_size=o["roi_pooled_size"] or 14,
+                          stride=strides[0], **common)
+    return FPNROIHeads(strides=strides[:4], pooled_size=o["roi_pooled_size"] or 7,
+                       fc_dims=o["fc_dims"], level_rule=o["roi_level_rule"],
+                       conv_dims=o["box_head_convs"], **common)

@@ -96,18 +96,25 @@ class GeneralizedRCNN(keras.Model):
             images, truth = inputs["images"], inputs.get("bounding_boxes")
         else:
             images, truth = inputs, None
-        x, scale = self.transform(images)
-        features = self._features(x, training=training and truth is not None)
+        x, scale, extent = self.transform(images)
         if training and truth is not None:
-            gt_boxes, gt_labels = self.transform.targets_to_canvas(truth, scale)
-            logits, deltas, proposals, valid = self.rpn(features, training=True)
+            features = self._features(x, training=True)
+            gt_boxes, gt_labels = self.transform.targets_to_canvas(truth, scale, extent)
+            logits, deltas, proposals, valid = self.rpn(features, training=True,
+                                                        image_extent=extent)
             return {**self.rpn.training_losses(logits, deltas, gt_boxes, gt_labels),
                     **self.roi_heads.training_losses(features, proposals, valid, gt_boxes,
                                                      gt_labels)}
-        _, _, proposals, valid = self.rpn(features, training=False)
-        dets = self.roi_heads.detect(features, proposals, valid)
+        dets = self.detect_canvas(x, extent)
         shape = ops.shape(images)
         return self.transform.detections_to_input(dets, scale, shape[1], shape[2])
+
+    def detect_canvas(self, x, extent) -> dict:
+        """Inference on normalised canvas images `x` (the transform's output): padded
+        detections in canvas pixels, clipped to each image's `extent [B, 2]` (h, w)."""
+        features = self._features(x, training=False)
+        _, _, proposals, valid = self.rpn(features, training=False, image_extent=extent)
+        return self.roi_heads.detect(features, proposals, valid, image_extent=extent)
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -12,31 +12,57 @@ from keras import layers
 class FPN(layers.Layer):
     """Feature pyramid: lateral 1x1 + top-down nearest upsampling + 3x3 output convs; P6 is
     a stride-2 subsampling of P5 (detectron2 `LastLevelMaxPool`). Inputs C2..C5, outputs
-    P2..P6 (strides 4..64), all `channels` wide."""
+    P2..P6 (strides 4..64), all `channels` wide. `norm="batch"` puts a BatchNormalization
+    after every conv (which then has no bias), as torchvision's v2 detector does."""
 
-    def __init__(self, channels: int = 256, num_inputs: int = 4, **kwargs):
+    def __init__(self, channels: int = 256, num_inputs: int = 4, norm: str | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
+        if norm not in (None, "batch"):
+            raise ValueError(f"FPN norm must be None or 'batch', got {norm!r}")
         self.channels = channels
-        self.lateral = [layers.Conv2D(channels, 1, name=f"lateral{i + 2}", dtype=self.dtype_policy)
-                        for i in range(num_inputs)]
-        self.output_convs = [layers.Conv2D(channels, 3, padding="same", name=f"output{i + 2}",
-                                           dtype=self.dtype_policy) for i in range(num_inputs)]
+        self.norm = norm
+        bias = norm is None
+
+        def convs(kernel, prefix):
+            return [layers.Conv2D(channels, kernel, padding="same", use_bias=bias,
+                                  name=f"{prefix}{i + 2}", dtype=self.dtype_policy)
+                    for i in range(num_inputs)]
+
+        def norms(prefix):
+            if norm is None:
+                return []
+            return [layers.BatchNormalization(epsilon=1e-5, name=f"{prefix}{i + 2}_bn",
+                                              dtype=self.dtype_policy)
+                    for i in range(num_inputs)]
+
+        self.lateral, self.output_convs = convs(1, "lateral"), convs(3, "output")
+        self.lateral_norms, self.output_norms = norms("lateral"), norms("output")
         self.p6 = layers.MaxPooling2D(1, strides=2, name="p6", dtype=self.dtype_policy)
         self.upsample = layers.UpSampling2D(2, interpolation="nearest", dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        for lateral, output, shape in zip(self.lateral, self.output_convs, input_shape,
-                                          strict=True):
-            lateral.build(tuple(shape))
-            output.build(tuple(shape[:-1]) + (self.channels,))
+        for i, shape in enumerate(input_shape):
+            out = tuple(shape[:-1]) + (self.channels,)
+            self.lateral[i].build(tuple(shape))
+            self.output_convs[i].build(out)
+            for norm_layers in (self.lateral_norms, self.output_norms):
+                if norm_layers:
+                    norm_layers[i].build(out)
         self.built = True
 
-    def call(self, features: Sequence):
-        laterals = [conv(f) for conv, f in zip(self.lateral, features, strict=True)]
+    def _apply(self, convs, norms, xs, training):
+        outs = [conv(x) for conv, x in zip(convs, xs, strict=True)]
+        if norms:
+            outs = [bn(x, training=training) for bn, x in zip(norms, outs, strict=True)]
+        return outs
+
+    def call(self, features: Sequence, training=None):
+        laterals = self._apply(self.lateral, self.lateral_norms, features, training)
         merged = [laterals[-1]]
         for lat in reversed(laterals[:-1]):
             merged.insert(0, lat + self.upsample(merged[0]))
-        outs = [conv(m) for conv, m in zip(self.output_convs, merged, strict=True)]
+        outs = self._apply(self.output_convs, self.output_norms, merged, training)
         return outs + [self.p6(outs[-1])]
 
     def compute_output_shape(self, input_shape):
@@ -48,4 +74,4 @@ class FPN(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "channels": self.channels,
-                "num_inputs": len(self.lateral)}
+                "num_inputs": len(self.lateral), "norm": self.norm}

@@ -1,15 +1,28 @@
 """Model-side resizing: any input size onto the detector's fixed canvas, and back.
 
-An image `h x w` is scaled by `s = min(H / h, W / w)` (shorter side up to the canvas, the
-longer side capped: the paper's "shorter side 600, longer at most 1000" for a 600 x 1000
-canvas) and placed in the top-left corner, the rest zero. Bilinear resizing is separable, so
-it is two einsums with interpolation matrices: the output shape is static (the canvas) even
-when the input size is only known at run time, as after Keras retraces `predict` with
-relaxed shapes. Half-pixel centres as `tf.image.resize(..., "bilinear")`, no antialiasing.
+Three size rules (`resize`):
+- `"canvas"`: scale by `s = min(H / h, W / w)` (shorter side up to the canvas, the longer
+  side capped: the paper's "shorter side 600, longer at most 1000" on a 600 x 1000 canvas);
+  the image covers `round(h * s) x round(w * s)` pixels.
+- `"torchvision"`: `s = min(min_size / short, max_size / long)`, size `floor(h * s)` per
+  axis (torchvision's `GeneralizedRCNNTransform`); each axis samples at its own `size / h`.
+- `"detectron2"`: the same `s`, size `int(h * s + 0.5)` (detectron2's `ResizeShortestEdge`);
+  with `quantize` the result is rounded to integers as its PIL resize on uint8 does.
+The two reference rules are further capped by the canvas, so an image always fits: when
+the canvas is at least the reference's padded size, the model sees exactly what the
+reference sees. The image lies in the top-left corner; the rest is zero, before
+normalisation (`"canvas"`) or after it (`pad_after_normalize`, both references).
+
+Bilinear resizing is separable, so it is two einsums with interpolation matrices: the output
+shape is static (the canvas) even when the input size is only known at run time. Half-pixel
+centres as `tf.image.resize(..., "bilinear")` and torch's `interpolate(align_corners=False)`;
+no antialiasing. Sizes are computed in Python (double precision, as the references do) when
+the input shape is static, else in float32 in the graph.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import keras
@@ -18,9 +31,12 @@ from keras import layers, ops
 from detection.modeling.ops import boxes as box_ops
 from keras_resnet_suite.preprocessing import MODES, preprocess_input
 
+RESIZE_RULES = ("canvas", "torchvision", "detectron2")
 
-def _interp_matrix(out_len: int, in_len, scale):
-    """`[out_len, in_len]` bilinear weights; rows past the scaled extent are zero (padding)."""
+
+def _interp_matrix(out_len: int, in_len, scale, extent):
+    """`[out_len, in_len]` bilinear weights sampling at `scale`; rows from `extent` on are
+    zero (padding)."""
     in_len_f = ops.cast(in_len, "float32")
     dst = ops.cast(ops.arange(out_len), "float32")
     src = ops.clip((dst + 0.5) / scale - 0.5, 0.0, in_len_f - 1.0)
@@ -30,7 +46,7 @@ def _interp_matrix(out_len: int, in_len, scale):
     grid = ops.cast(ops.arange(in_len), "float32")
     w = (1.0 - frac)[:, None] * ops.cast(low[:, None] == grid[None], "float32")
     w = w + frac[:, None] * ops.cast(high[:, None] == grid[None], "float32")
-    inside = dst < ops.round(in_len_f * scale)
+    inside = dst < ops.cast(extent, "float32")
     return w * ops.cast(inside, "float32")[:, None]
 
 
@@ -41,26 +57,78 @@ def canvas_scale(height, width, canvas: tuple[int, int]):
     return ops.minimum(canvas[0] / h, canvas[1] / w)
 
 
-def resize_to_canvas(images, canvas: tuple[int, int]):
-    """`images [B, h, w, C]` -> `([B, H, W, C] float32, scale)`, aspect ratio kept, zero padded."""
+def _static_sizes(h: int, w: int, canvas, rule: str, min_size: float, max_size: float):
+    """`(extent_h, extent_w, scale_h, scale_w)` in Python arithmetic, as each reference."""
+    fit = min(canvas[0] / h, canvas[1] / w)
+    if rule != "canvas":
+        s = min(min_size / min(h, w), max_size / max(h, w))
+        if rule == "torchvision":
+            eh, ew = math.floor(float(h) * s), math.floor(float(w) * s)
+        else:  # detectron2's ResizeShortestEdge.get_output_shape
+            s = min_size / min(h, w)
+            nh, nw = (min_size, s * w) if h < w else (s * h, min_size)
+            if max(nh, nw) > max_size:
+                shrink = max_size / max(nh, nw)
+                nh, nw = nh * shrink, nw * shrink
+            eh, ew = int(nh + 0.5), int(nw + 0.5)
+        if eh <= canvas[0] and ew <= canvas[1]:
+            return eh, ew, eh / h, ew / w
+    return round(h * fit), round(w * fit), fit, fit
+
+
+def _graph_sizes(h, w, canvas, rule: str, min_size: float, max_size: float):
+    """`_static_sizes` for sizes known only at run time (float32)."""
+    hf, wf = ops.cast(h, "float32"), ops.cast(w, "float32")
+    fit = canvas_scale(h, w, canvas)
+    fit_h, fit_w = ops.round(hf * fit), ops.round(wf * fit)
+    if rule == "canvas":
+        return fit_h, fit_w, fit, fit
+    s = ops.minimum(min_size / ops.minimum(hf, wf), max_size / ops.maximum(hf, wf))
+    rounding = ops.floor if rule == "torchvision" else (lambda v: ops.floor(v + 0.5))
+    eh, ew = rounding(hf * s), rounding(wf * s)
+    fits = ops.logical_and(eh <= canvas[0], ew <= canvas[1])
+    return (ops.where(fits, eh, fit_h), ops.where(fits, ew, fit_w),
+            ops.where(fits, eh / hf, fit), ops.where(fits, ew / wf, fit))
+
+
+def resize_to_canvas(images, canvas: tuple[int, int], rule: str = "canvas",
+                     min_size: float = 800.0, max_size: float = 1333.0):
+    """`images [B, h, w, C]` -> `(canvas [B, H, W, C] float32, scale (y, x), extent (h, w))`.
+
+    `scale` is the per-axis factor from input to canvas pixels and `extent` the size the
+    image covers on the canvas (see the module doc for the rules); zero elsewhere.
+    """
     images = ops.cast(images, "float32")
-    static_hw = tuple(images.shape[1:3])
-    if static_hw == tuple(canvas):
-        return images, ops.convert_to_tensor(1.0, "float32")
-    shape = ops.shape(images)
-    h, w = shape[1], shape[2]
-    scale = canvas_scale(h, w, canvas)
-    ay = _interp_matrix(canvas[0], h, scale)
-    ax = _interp_matrix(canvas[1], w, scale)
+    h, w = images.shape[1], images.shape[2]
+    if h is not None and w is not None:
+        eh, ew, sy, sx = _static_sizes(int(h), int(w), canvas, rule, min_size, max_size)
+        if (h, w) == tuple(canvas) and (eh, ew) == (h, w):
+            one = ops.convert_to_tensor([1.0, 1.0], "float32")
+            return images, one, ops.convert_to_tensor([float(h), float(w)], "float32")
+        eh, ew, sy, sx = (ops.convert_to_tensor(float(v), "float32") for v in (eh, ew, sy, sx))
+    else:
+        shape = ops.shape(images)
+        h, w = shape[1], shape[2]
+        eh, ew, sy, sx = _graph_sizes(h, w, canvas, rule, min_size, max_size)
+    ay = _interp_matrix(canvas[0], h, sy, eh)
+    ax = _interp_matrix(canvas[1], w, sx, ew)
     out = ops.einsum("Hh,bhwc->bHwc", ay, images)
     out = ops.einsum("Ww,bHwc->bHWc", ax, out)
-    return out, scale
+    return out, ops.stack([sy, sx]), ops.stack([eh, ew])
+
+
+def _xyxy(pair):
+    """`[..., 2]` (y, x) pairs -> `[..., 1, 4]` factors for xyxy boxes."""
+    return ops.stack([pair[..., 1], pair[..., 0], pair[..., 1], pair[..., 0]], axis=-1)[..., None, :]
 
 
 def boxes_to_input(boxes, scale, height, width):
-    """Canvas-pixel xyxy boxes back to the input image's pixels, clipped to it."""
-    boxes = boxes / scale
-    limits = ops.stack([ops.cast(width, "float32"), ops.cast(height, "float32")] * 2)
+    """Canvas-pixel xyxy boxes back to the input image's pixels, clipped to it. `scale` is
+    a scalar or the per-axis `(y, x)` factor (`[2]` or `[B, 2]`); `height`/`width` are
+    scalars or `[B, 1]`."""
+    scale = ops.convert_to_tensor(scale, "float32")
+    boxes = boxes / (scale if len(scale.shape) == 0 else _xyxy(scale))
+    limits = ops.stack([ops.cast(width, "float32"), ops.cast(height, "float32")] * 2, axis=-1)
     return ops.minimum(ops.maximum(boxes, 0.0), limits)
 
 
@@ -69,11 +137,19 @@ class ImageTransform(layers.Layer):
     """The model's input side: images of any size onto the fixed canvas, normalised as the
     backbone's checkpoint was trained (`preprocessing`: "torch", "caffe" or "tf" of
     `keras_resnet_suite.preprocessing`), and detections mapped back to the input's pixels.
-    `pixel_mean`/`pixel_std` (RGB, 0-255 scale) replace the mode when given."""
+    `pixel_mean`/`pixel_std` (RGB, 0-255 scale) replace the mode when given. `resize`,
+    `min_size`, `max_size`, `quantize` and `pad_after_normalize`: see the module doc.
+
+    Calling it returns `(x, scale, extent)`: the normalised canvas `[B, H, W, 3]`, the
+    per-image `(y, x)` input-to-canvas factors `[B, 2]` and the `(h, w)` the image covers
+    on the canvas `[B, 2]` (boxes are clipped to it).
+    """
 
     def __init__(self, image_size: Sequence[int], preprocessing: str = "torch",
                  pixel_mean: Sequence[float] | None = None,
-                 pixel_std: Sequence[float] | None = None, **kwargs):
+                 pixel_std: Sequence[float] | None = None, resize: str = "canvas",
+                 min_size: float = 800.0, max_size: float = 1333.0, quantize: bool = False,
+                 pad_after_normalize: bool = False, **kwargs):
         super().__init__(**kwargs)
         image_size = tuple(int(s) for s in image_size)
         if len(image_size) != 2 or min(image_size) < 32:
@@ -82,31 +158,59 @@ class ImageTransform(layers.Layer):
             raise ValueError(f"preprocessing must be one of {MODES}, got {preprocessing!r}")
         if (pixel_mean is None) != (pixel_std is None):
             raise ValueError("pixel_mean and pixel_std go together (or neither: preprocessing)")
+        if resize not in RESIZE_RULES:
+            raise ValueError(f"resize must be one of {RESIZE_RULES}, got {resize!r}")
         self.image_size = image_size
         self.preprocessing = preprocessing
         self.pixel_mean = None if pixel_mean is None else tuple(float(v) for v in pixel_mean)
         self.pixel_std = None if pixel_std is None else tuple(float(v) for v in pixel_std)
+        self.resize_rule = resize
+        self.min_size, self.max_size = float(min_size), float(max_size)
+        self.quantize = bool(quantize)
+        self.pad_after_normalize = bool(pad_after_normalize)
 
     def resize(self, images):
-        """`(canvas images [B, H, W, 3] float32 0-255, scale)`."""
-        return resize_to_canvas(images, self.image_size)
+        """`(canvas images [B, H, W, 3] float32 0-255, scale (y, x), extent (h, w))`."""
+        canvas, scale, extent = resize_to_canvas(images, self.image_size, self.resize_rule,
+                                                 self.min_size, self.max_size)
+        if self.quantize:  # detectron2 resizes uint8 images with PIL
+            canvas = ops.round(ops.clip(canvas, 0.0, 255.0))
+        return canvas, scale, extent
 
-    def normalize(self, canvas):
-        """What the backbone is fed: the canvas in its checkpoint's convention."""
+    def normalize(self, canvas, extent=None):
+        """What the backbone is fed: the canvas in its checkpoint's convention (zero outside
+        `extent` when padding comes after normalisation)."""
         if self.pixel_mean is None:
-            return preprocess_input(canvas, self.preprocessing)
-        mean = ops.convert_to_tensor(self.pixel_mean, "float32")
-        return (canvas - mean) / ops.convert_to_tensor(self.pixel_std, "float32")
+            x = preprocess_input(canvas, self.preprocessing)
+        else:
+            mean = ops.convert_to_tensor(self.pixel_mean, "float32")
+            x = (canvas - mean) / ops.convert_to_tensor(self.pixel_std, "float32")
+        if self.pad_after_normalize and extent is not None:
+            x = x * self.inside_mask(extent)
+        return x
+
+    def inside_mask(self, extent):
+        """`[B, H, W, 1]` float: 1 where the canvas holds the image (`extent [B, 2]`)."""
+        extent = ops.reshape(ops.cast(extent, "float32"), (-1, 1, 2))
+        ys = ops.cast(ops.arange(self.image_size[0]), "float32")[None, :, None]
+        xs = ops.cast(ops.arange(self.image_size[1]), "float32")[None, None, :]
+        inside = ops.logical_and(ys < extent[..., :1], xs < extent[..., 1:])
+        return ops.cast(inside, "float32")[..., None]
 
     def call(self, images):
-        canvas, scale = self.resize(images)
-        return self.normalize(canvas), scale
+        canvas, scale, extent = self.resize(images)
+        per_image = ops.zeros_like(canvas[:, 0, 0, :2])  # [B, 2], the batch may be dynamic
+        scale, extent = per_image + scale, per_image + extent
+        return self.normalize(canvas, extent), scale, extent
 
-    def targets_to_canvas(self, truth: dict, scale):
+    def targets_to_canvas(self, truth: dict, scale, extent=None):
         """Ground truth `{"boxes", "labels"}` (input pixels) -> canvas boxes and labels, -1
-        where the box is padding or nothing of it is left inside the canvas."""
-        boxes = ops.cast(truth["boxes"], "float32") * scale
-        boxes = box_ops.clip(boxes, float(self.image_size[0]), float(self.image_size[1]))
+        where the box is padding or nothing of it is left inside the image."""
+        boxes = ops.cast(truth["boxes"], "float32") * _xyxy(ops.cast(scale, "float32"))
+        if extent is None:
+            boxes = box_ops.clip(boxes, float(self.image_size[0]), float(self.image_size[1]))
+        else:
+            boxes = box_ops.clip(boxes, extent[:, :1], extent[:, 1:])
         labels = ops.cast(truth["labels"], "int32")
         valid = ops.logical_and(labels >= 0, box_ops.nonempty(boxes))
         return boxes, ops.where(valid, labels, -1)
@@ -120,4 +224,6 @@ class ImageTransform(layers.Layer):
     def get_config(self) -> dict:
         return {**super().get_config(), "image_size": self.image_size,
                 "preprocessing": self.preprocessing, "pixel_mean": self.pixel_mean,
-                "pixel_std": self.pixel_std}
+                "pixel_std": self.pixel_std, "resize": self.resize_rule,
+                "min_size": self.min_size, "max_size": self.max_size,
+                "quantize": self.quantize, "pad_after_normalize": self.pad_after_normalize}

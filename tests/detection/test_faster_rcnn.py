@@ -140,15 +140,36 @@ def test_resize_to_canvas_matches_tf_image_resize():
     rng = np.random.default_rng(0)
     # 25 x 50 -> scale 64 / 50 = 1.28 on both axes, i.e. a 32 x 64 image on the 64 x 64 canvas.
     images = rng.uniform(0, 255, (2, 25, 50, 3)).astype("float32")
-    out, scale = transforms.resize_to_canvas(images, (64, 64))
+    out, scale, extent = transforms.resize_to_canvas(images, (64, 64))
     out = keras.ops.convert_to_numpy(out)
-    assert float(scale) == pytest.approx(1.28)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scale), [1.28, 1.28])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(extent), [32, 64])
     want = tf.image.resize(images, (32, 64)).numpy()
     np.testing.assert_allclose(out[:, :32], want, atol=1e-3)
     assert (out[:, 32:] == 0).all()
     back = keras.ops.convert_to_numpy(
         transforms.boxes_to_input(np.array([[6.4, 12.8, 70.0, 32.0]], "float32"), scale, 25, 50))
     np.testing.assert_allclose(back, [[5, 10, 50, 25]], atol=1e-4)
+
+
+@pytest.mark.parametrize("rule, size", [("torchvision", (31, 51)), ("detectron2", (32, 51))])
+def test_reference_resize_rules(rule, size):
+    # 25 x 40, shortest side 32, longest at most 51: s = min(32 / 25, 51 / 40) = 1.275.
+    # torchvision floors: 31.875 -> 31, 51.0 -> 51; detectron2 rounds: int(31.875 + 0.5) = 32.
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (1, 25, 40, 3)).astype("float32")
+    out, scale, extent = transforms.resize_to_canvas(images, (64, 64), rule, 32, 51)
+    h, w = (int(v) for v in keras.ops.convert_to_numpy(extent))
+    assert (h, w) == size
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scale), [h / 25, w / 40], rtol=1e-6)
+    want = tf.image.resize(images, (h, w)).numpy()  # half-pixel bilinear at (h / 25, w / 40)
+    out = keras.ops.convert_to_numpy(out)
+    np.testing.assert_allclose(out[:, :h, :w], want, atol=1e-3)
+    assert (out[:, h:] == 0).all() and (out[:, :, w:] == 0).all()
+    # Unknown sizes (a SavedModel's input) give the same sizes from float32 graph arithmetic.
+    _, _, dynamic = tf.function(lambda x: transforms.resize_to_canvas(x, (64, 64), rule, 32, 51),
+                                input_signature=[tf.TensorSpec([1, None, None, 3])])(images)
+    assert tuple(dynamic.numpy()) == (h, w)
 
 
 MIRRORED = textwrap.dedent("""

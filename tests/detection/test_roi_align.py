@@ -45,16 +45,18 @@ def _reference(feat, box, out, scale, ratio, aligned):
     if not aligned:
         rw, rh = max(rw, 1.0), max(rh, 1.0)
     bh, bw = rh / out, rw / out
+    # sampling_ratio 0: ceil(bin size) samples per side, as torchvision/detectron2.
+    ny, nx = (ratio, ratio) if ratio else (max(math.ceil(bh), 1), max(math.ceil(bw), 1))
     res = np.zeros((out, out, feat.shape[-1]))
     for py in range(out):
         for px in range(out):
             acc = 0.0
-            for iy in range(ratio):
-                for ix in range(ratio):
-                    y = y1 + py * bh + (iy + 0.5) * bh / ratio
-                    x = x1 + px * bw + (ix + 0.5) * bw / ratio
+            for iy in range(ny):
+                for ix in range(nx):
+                    y = y1 + py * bh + (iy + 0.5) * bh / ny
+                    x = x1 + px * bw + (ix + 0.5) * bw / nx
                     acc = acc + _bilinear(feat, y, x)
-            res[py, px] = acc / ratio**2
+            res[py, px] = acc / (ny * nx)
     return res
 
 
@@ -62,16 +64,31 @@ BOXES = np.array([[[3.0, 5.0, 40.0, 30.0], [-6.0, -4.0, 20.0, 12.0], [50.0, 40.0
                    [10.0, 10.0, 10.5, 11.0]]], "float32")
 
 
-@pytest.mark.parametrize("aligned", [True, False])
-def test_matches_numpy_reference(aligned, jit):
+@pytest.mark.parametrize("aligned, ratio", [(True, 2), (False, 2), (True, 0), (False, 0)])
+def test_matches_numpy_reference(aligned, ratio, jit):
     rng = np.random.default_rng(0)
     feat = rng.normal(size=(1, 9, 8, 3)).astype("float32")
-    fn = jit(lambda f, b: roi_align.roi_align(f, b, 4, 1 / 8, sampling_ratio=2, aligned=aligned))
+    fn = jit(lambda f, b: roi_align.roi_align(f, b, 4, 1 / 8, sampling_ratio=ratio,
+                                              aligned=aligned))
     got = ops.convert_to_numpy(fn(feat, BOXES))
     assert got.shape == (1, 4, 4, 4, 3)
     for r in range(BOXES.shape[1]):
-        want = _reference(feat[0], BOXES[0, r], 4, 1 / 8, 2, aligned)
+        want = _reference(feat[0], BOXES[0, r], 4, 1 / 8, ratio, aligned)
         np.testing.assert_allclose(got[0, r], want, atol=1e-5, err_msg=f"box {r}")
+
+
+def test_adaptive_sampling_takes_up_to_six_samples_per_bin(jit):
+    # Boxes whose bins span 1..6 feature pixels take 1..6 samples a side (one 48 px map).
+    rng = np.random.default_rng(4)
+    feat = rng.normal(size=(1, 48, 48, 2)).astype("float32")
+    boxes = np.array([[[1, 2, 1 + k, 1.5 + k] for k in range(1, 7)]], "float32")
+    got = ops.convert_to_numpy(jit(lambda f, b: roi_align.roi_align(f, b, 1, 1.0, 0))(feat,
+                                                                                   boxes))
+    for r in range(6):
+        want = _reference(feat[0], boxes[0, r], 1, 1.0, 0, True)
+        np.testing.assert_allclose(got[0, r], want, atol=1e-5, err_msg=f"box {r}")
+    multi = jit(lambda f, b: roi_align.multilevel_roi_align([f], [1], b, 1, 0))(feat, boxes)
+    np.testing.assert_allclose(ops.convert_to_numpy(multi), got, atol=1e-5)
 
 
 def test_batched_boxes_use_their_own_image(jit):
@@ -100,8 +117,10 @@ import torch
 from torchvision.ops import roi_align
 feat, boxes = np.load(sys.argv[1]), np.load(sys.argv[2])
 rois = torch.tensor(np.concatenate([np.zeros((len(boxes), 1)), boxes], 1), dtype=torch.float32)
-out = roi_align(torch.tensor(feat).permute(0, 3, 1, 2), rois, (4, 4), 1 / 8, 2, aligned=True)
-np.save(sys.argv[3], out.permute(0, 2, 3, 1).numpy())
+for ratio, aligned in ((2, True), (2, False), (0, True)):
+    out = roi_align(torch.tensor(feat).permute(0, 3, 1, 2), rois, (4, 4), 1 / 8, ratio,
+                    aligned=aligned)
+    np.save(f"{sys.argv[3]}_{ratio}_{aligned}.npy", out.permute(0, 2, 3, 1).numpy())
 """
 
 
@@ -115,12 +134,13 @@ def test_torchvision_parity(tmp_path):
     np.save(tmp_path / "feat.npy", feat)
     np.save(tmp_path / "boxes.npy", BOXES[0])
     proc = subprocess.run([sys.executable, "-c", TORCHVISION, str(tmp_path / "feat.npy"),
-                           str(tmp_path / "boxes.npy"), str(tmp_path / "out.npy")],
+                           str(tmp_path / "boxes.npy"), str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    want = np.load(tmp_path / "out.npy")
-    got = ops.convert_to_numpy(roi_align.roi_align(feat, BOXES, 4, 1 / 8, 2, aligned=True))
-    np.testing.assert_allclose(got[0], want, atol=1e-5)
+    for ratio, aligned in ((2, True), (2, False), (0, True)):
+        want = np.load(tmp_path / f"out_{ratio}_{aligned}.npy")
+        got = roi_align.roi_align(feat, BOXES, 4, 1 / 8, ratio, aligned=aligned)
+        np.testing.assert_allclose(ops.convert_to_numpy(got)[0], want, atol=1e-5)
 
 
 def test_fpn_level_assignment():
@@ -217,12 +237,12 @@ def test_multilevel_gradient_matches_dense_reference(aligned):
         np.testing.assert_allclose(ops.convert_to_numpy(g), w, atol=1e-5, err_msg=f"P{level + 2}")
 
 
-def test_sampling_ratio_must_be_static():
+def test_sampling_ratio_must_be_a_non_negative_int():
     with pytest.raises(ValueError, match="sampling_ratio"):
-        roi_align.roi_align(np.zeros((1, 4, 4, 1), "float32"), BOXES, 2, 1.0, sampling_ratio=0)
+        roi_align.roi_align(np.zeros((1, 4, 4, 1), "float32"), BOXES, 2, 1.0, sampling_ratio=-1)
     with pytest.raises(ValueError, match="sampling_ratio"):
         roi_align.multilevel_roi_align([np.zeros((1, 4, 4, 1), "float32")], [4], BOXES, 2,
-                                       sampling_ratio=0)
+                                       sampling_ratio=1.5)
 
 
 def test_multilevel_non_finite_box_pools_zeros(jit):

@@ -122,12 +122,15 @@ def postprocess_detections(
     iou_threshold: float = 0.5,
     max_detections: int = 100,
     pre_nms_topk: int = 1000,
+    min_size: float = 0.0,
 ):
     """Final detections (Faster R-CNN at test time): threshold, per-class NMS, top-k per image.
 
     `class_probs [B, R, K + 1]` (last column background) and `class_boxes [B, R, K, 4]`
-    (decoded). Candidates are every (box, class) pair with score >= `score_threshold`; the
-    best `pre_nms_topk` go through per-class NMS (a cap detectron2 does not have, to bound the
+    (decoded), clipped to `image_height`/`image_width` (floats, or `[B, 1]` per image).
+    Candidates are every (box, class) pair with score > `score_threshold` (strictly, as
+    torchvision and detectron2) whose box is wider and taller than `min_size`; the best
+    `pre_nms_topk` go through per-class NMS (a cap the references do not have, to bound the
     `[N, N]` NMS matrix). Returns padded `{"boxes", "scores", "classes", "num_detections"}`.
     """
     num_rois, num_classes = class_boxes.shape[1], class_boxes.shape[2]
@@ -137,13 +140,13 @@ def postprocess_detections(
     cand_boxes = box_ops.clip(cand_boxes, image_height, image_width)
     classes = ops.tile(ops.arange(num_classes, dtype="int32"), (num_rois,))  # [R * K]
     classes = ops.broadcast_to(classes[None], ops.shape(scores))
-    keep = ops.logical_and(scores >= score_threshold, box_ops.nonempty(cand_boxes))
+    keep = ops.logical_and(scores > score_threshold, box_ops.nonempty(cand_boxes, min_size))
     k = min(pre_nms_topk, num_rois * num_classes)
     top_scores, top = ops.top_k(ops.where(keep, scores, -1.0), k)
     top = ops.cast(top, "int32")
     top_boxes = ops.take_along_axis(cand_boxes, top[..., None], axis=1)
     top_classes = ops.take_along_axis(classes, top, axis=1)
-    top_valid = top_scores >= score_threshold
+    top_valid = top_scores > score_threshold
     idx, valid = batched_nms(top_boxes, top_scores, top_classes, iou_threshold, max_detections,
                              top_valid)
     det_boxes = ops.take_along_axis(top_boxes, idx[..., None], axis=1)

@@ -15,6 +15,16 @@ from collections.abc import Sequence
 
 from keras import ops
 
+# Most samples per bin side that `sampling_ratio=0` (adaptive) takes: enough for any RoI
+# up to 1333 px on a C4 (stride 16, 14 bins: 6) or FPN level-5 map (stride 32, 7 bins: 6).
+MAX_ADAPTIVE_SAMPLES = 6
+
+
+def _check_sampling(sampling_ratio: int, where: str) -> None:
+    if not isinstance(sampling_ratio, int) or sampling_ratio < 0:
+        raise ValueError(f"{where}: sampling_ratio must be an int >= 0 (0: adaptive, "
+                         f"ceil(bin size) samples per bin side), got {sampling_ratio!r}")
+
 
 def _axis_weights(start, end, out_size: int, length: int, sampling_ratio: int, aligned: bool):
     """Averaged interpolation weights `[..., out_size, length]` along one axis: the taps of
@@ -22,7 +32,7 @@ def _axis_weights(start, end, out_size: int, length: int, sampling_ratio: int, a
     index, weight = _axis_taps(start, end, out_size, float(length), sampling_ratio, aligned)
     grid = ops.arange(length, dtype="int32")  # [L]
     w = ops.sum(weight[..., None] * ops.cast(index[..., None] == grid, "float32"), axis=-2)
-    return ops.mean(w, axis=-2)  # average over the samples of a bin
+    return ops.sum(w, axis=-2)  # the taps carry 1 / samples: this is the bin's average
 
 
 def roi_align(
@@ -37,15 +47,13 @@ def roi_align(
     `[B, R, out_h, out_w, C]`.
 
     `spatial_scale` is 1 / stride. `aligned=True` shifts box coordinates by -0.5 pixel so that
-    pixel centres line up (the corrected RoIAlign of detectron2). `sampling_ratio` must be a
-    positive int: the adaptive `0` of torchvision has data-dependent shapes.
+    pixel centres line up (the corrected RoIAlign of detectron2). `sampling_ratio` samples
+    per bin side; `0` is the adaptive rule of torchvision/detectron2 (`ceil(bin size)` per
+    box), with at most `MAX_ADAPTIVE_SAMPLES` to keep shapes static.
     """
     if isinstance(output_size, int):
         output_size = (output_size, output_size)
-    if sampling_ratio <= 0:
-        raise ValueError(
-            f"roi_align: sampling_ratio must be a positive int (static shapes), got {sampling_ratio}"
-        )
+    _check_sampling(sampling_ratio, "roi_align")
     height, width = features.shape[1], features.shape[2]
     if height is None or width is None:
         raise ValueError("roi_align: feature maps need static height and width (fixed canvas)")
@@ -64,14 +72,23 @@ def roi_align(
     return ops.einsum("brph,brhqc->brpqc", ay, tmp)
 
 
+LEVEL_RULES = ("detectron2", "torchvision")
+
+
 def fpn_levels(boxes, min_level: int = 2, max_level: int = 5, canonical_size: float = 224.0,
-               canonical_level: int = 4):
-    """FPN level of each box, `k = floor(k0 + log2(sqrt(wh) / 224))` clamped (Lin et al. eq. 1)."""
+               canonical_level: int = 4, rule: str = "detectron2"):
+    """FPN level of each box, `k = floor(k0 + log2(sqrt(wh) / 224))` clamped (Lin et al. eq. 1).
+
+    The small epsilon keeps boxes of exactly 224 px at level 4 despite float error; it sits
+    inside the log in detectron2 (`+ 1e-8`) and outside in torchvision (`+ 1e-6`)."""
     w = boxes[..., 2] - boxes[..., 0]
     h = boxes[..., 3] - boxes[..., 1]
     size = ops.sqrt(ops.maximum(w * h, 1e-8))
-    # The small epsilon keeps boxes of exactly 224 px at level 4 despite float error.
-    level = ops.floor(canonical_level + ops.log(size / canonical_size + 1e-8) / math.log(2.0))
+    if rule == "torchvision":
+        log2 = ops.log(size / canonical_size) / math.log(2.0) + 1e-6
+    else:
+        log2 = ops.log(size / canonical_size + 1e-8) / math.log(2.0)
+    level = ops.floor(canonical_level + log2)
     return ops.cast(ops.clip(level, min_level, max_level), "int32")
 
 
@@ -79,14 +96,21 @@ def _axis_taps(start, end, out_size: int, length, sampling_ratio: int, aligned: 
     """Bilinear taps along one axis: integer positions (low, high) and their weights, each
     `[..., out_size, sampling_ratio, 2]`, by detectron2/torchvision's rule (samples beyond one
     pixel outside the map are zero, others clamp to the border). `length` is a float or a
-    `[...]` tensor (a per-box map size)."""
+    `[...]` tensor (a per-box map size). The weights include the bin's `1 / samples`; with
+    `sampling_ratio=0` each box takes `ceil(bin size)` samples (at most
+    `MAX_ADAPTIVE_SAMPLES`) and the unused sample slots weigh zero."""
     if not aligned:
         # Legacy RoIAlign forces at least a 1x1 box.
         end = start + ops.maximum(end - start, 1.0)
     bin_size = (end - start) / out_size
     bins = ops.cast(ops.arange(out_size), "float32")
-    subs = (ops.cast(ops.arange(sampling_ratio), "float32") + 0.5) / sampling_ratio
-    offsets = bins[:, None] + subs[None, :]  # [out, s]
+    slots = sampling_ratio or MAX_ADAPTIVE_SAMPLES
+    index = ops.cast(ops.arange(slots), "float32")
+    if sampling_ratio:
+        count = ops.convert_to_tensor(float(sampling_ratio))[None, None]
+    else:  # [..., 1, 1]
+        count = ops.clip(ops.ceil(bin_size), 1.0, float(slots))[..., None, None]
+    offsets = bins[:, None] + (index[None, :] + 0.5) / count  # [..., out, s]
     coords = start[..., None, None] + offsets * bin_size[..., None, None]  # [..., out, s]
     if not isinstance(length, float):
         length = length[..., None, None]
@@ -95,9 +119,10 @@ def _axis_taps(start, end, out_size: int, length, sampling_ratio: int, aligned: 
     low = ops.floor(coords)
     frac = coords - low
     high = ops.minimum(low + 1.0, length - 1.0)
-    index = ops.cast(ops.stack([low, high], axis=-1), "int32")
-    weight = ops.stack([1.0 - frac, frac], axis=-1) * inside[..., None]
-    return index, weight
+    used = ops.cast(ops.broadcast_to(index, ops.shape(coords)) < count, "float32") / count
+    weight = ops.stack([1.0 - frac, frac], axis=-1) * (inside * used)[..., None]
+    taps = ops.cast(ops.stack([low, high], axis=-1), "int32")
+    return taps, weight
 
 
 def multilevel_roi_align(
@@ -107,6 +132,7 @@ def multilevel_roi_align(
     output_size: int,
     sampling_ratio: int = 2,
     aligned: bool = True,
+    level_rule: str = "detectron2",
 ):
     """RoIAlign each box on its FPN level (`features` P2..P5 in order, `strides` 4..32).
 
@@ -117,12 +143,9 @@ def multilevel_roi_align(
     taps on its own level, `out^2 * sampling_ratio^2 * 4` rows, weighted and summed (~10x
     faster on CPU). Level sizes and strides are looked up per box from its level, so shapes
     stay static; the gradient w.r.t. the features is a scatter-add. The result equals
-    `roi_align` on the assigned level (same sampling rule).
+    `roi_align` on the assigned level (same sampling rule); `level_rule` see `fpn_levels`.
     """
-    if sampling_ratio <= 0:
-        raise ValueError(
-            f"multilevel_roi_align: sampling_ratio must be a positive int, got {sampling_ratio}"
-        )
+    _check_sampling(sampling_ratio, "multilevel_roi_align")
     levels = [int(round(math.log2(s))) for s in strides]
     if levels != list(range(levels[0], levels[0] + len(levels))):
         raise ValueError(f"multilevel_roi_align: strides must be consecutive powers of 2, "
@@ -143,7 +166,7 @@ def multilevel_roi_align(
     # instead of turning into an out-of-range gather index.
     finite = ops.all(ops.isfinite(boxes), axis=-1)  # [B, R]
     boxes = ops.where(finite[..., None], boxes, 0.0)
-    slot = fpn_levels(boxes, levels[0], levels[-1]) - levels[0]  # [B, R] index into levels
+    slot = fpn_levels(boxes, levels[0], levels[-1], rule=level_rule) - levels[0]  # [B, R] index into levels
 
     def per_box(values, dtype):
         return ops.take(ops.convert_to_tensor(values, dtype), slot)
@@ -156,15 +179,14 @@ def multilevel_roi_align(
                         ops.cast(height, "float32"), sampling_ratio, aligned)
     xi, wx = _axis_taps(scaled[..., 0], scaled[..., 2], output_size,
                         ops.cast(width, "float32"), sampling_ratio, aligned)
-    # Taps of a bin: (y sample, y corner) x (x sample, x corner), 4 * sampling_ratio^2 in all.
-    taps = (2 * sampling_ratio) ** 2
-    yi, wy = (ops.reshape(t, (-1, num_boxes, output_size, 1, 2 * sampling_ratio, 1))
-              for t in (yi, wy))
-    xi, wx = (ops.reshape(t, (-1, num_boxes, 1, output_size, 1, 2 * sampling_ratio))
-              for t in (xi, wx))
+    # Taps of a bin: (y sample, y corner) x (x sample, x corner), 4 * samples^2 in all.
+    side = 2 * (sampling_ratio or MAX_ADAPTIVE_SAMPLES)
+    taps = side**2
+    yi, wy = (ops.reshape(t, (-1, num_boxes, output_size, 1, side, 1)) for t in (yi, wy))
+    xi, wx = (ops.reshape(t, (-1, num_boxes, 1, output_size, 1, side)) for t in (xi, wx))
     base = per_box(starts[:-1], "int32") + ops.arange(batch, dtype="int32")[:, None] * starts[-1]
     index = base[..., None, None, None, None] + yi * width[..., None, None, None, None] + xi
-    weight = wy * wx / float(sampling_ratio**2)  # [B, R, out, out, 2s, 2s]
+    weight = wy * wx  # [B, R, out, out, 2s, 2s], each axis already averaged
     weight = weight * ops.cast(finite, "float32")[..., None, None, None, None]
     gathered = ops.take(table, ops.reshape(index, (-1,)), axis=0)  # [B * R * out^2 * taps, C]
     gathered = ops.reshape(gathered, (-1, taps, channels))

@@ -70,13 +70,16 @@ class ROIHeads(layers.Layer):
         image_size: the canvas `(height, width)` boxes are clipped to.
         batch_size_per_image / positive_fraction: training RoIs per image (512 at 0.25).
         score_threshold, nms_threshold, max_detections: post-processing (0.05, 0.5, 100).
+        min_size: detections must be wider and taller (torchvision: 0.01 px).
+        pre_nms_topk: (box, class) candidates per image that enter the per-class NMS.
     """
 
     def __init__(self, num_classes: int, image_size: Sequence[int],
                  batch_size_per_image: int = sampling.HEAD_BATCH_SIZE,
                  positive_fraction: float = sampling.HEAD_POSITIVE_FRACTION,
                  score_threshold: float = 0.05, nms_threshold: float = 0.5,
-                 max_detections: int = 100, seed: int | None = None, **kwargs):
+                 max_detections: int = 100, seed: int | None = None, min_size: float = 0.0,
+                 pre_nms_topk: int = 1000, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.image_size = tuple(int(s) for s in image_size)
@@ -85,6 +88,8 @@ class ROIHeads(layers.Layer):
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_detections = int(max_detections)
+        self.min_size = float(min_size)
+        self.pre_nms_topk = int(pre_nms_topk)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.cls, self.box = predictors(self.num_classes, self.dtype_policy)
@@ -115,19 +120,26 @@ class ROIHeads(layers.Layer):
         cls_loss, box_loss = box_head_losses(logits, deltas, roi_valid, cls_targets, box_targets)
         return {"roi_cls_loss": cls_loss, "roi_box_loss": box_loss}
 
-    def detect(self, features, proposals, valid) -> dict:
-        """Padded canvas detections `{"boxes", "scores", "classes", "num_detections"}`."""
+    def detect(self, features, proposals, valid, image_extent=None) -> dict:
+        """Padded canvas detections `{"boxes", "scores", "classes", "num_detections"}`, boxes
+        clipped to `image_extent [B, 2]` (the image's part of the canvas) or the canvas."""
         logits, deltas = self(features, proposals, training=False)
         probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
         probs = probs * ops.cast(valid, "float32")[..., None]
         class_boxes = box_ops.decode(deltas, proposals[:, :, None, :], box_ops.HEAD_WEIGHTS)
+        if image_extent is None:
+            height, width = float(self.image_size[0]), float(self.image_size[1])
+        else:
+            extent = ops.cast(image_extent, "float32")
+            height, width = extent[:, :1], extent[:, 1:]
         return postprocess_detections(
-            probs, class_boxes, float(self.image_size[0]), float(self.image_size[1]),
-            self.score_threshold, self.nms_threshold, self.max_detections)
+            probs, class_boxes, height, width, self.score_threshold, self.nms_threshold,
+            self.max_detections, self.pre_nms_topk, self.min_size)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes,
                 "image_size": self.image_size, "batch_size_per_image": self.batch_size_per_image,
                 "positive_fraction": self.positive_fraction,
                 "score_threshold": self.score_threshold, "nms_threshold": self.nms_threshold,
-                "max_detections": self.max_detections, "seed": self.seed}
+                "max_detections": self.max_detections, "seed": self.seed,
+                "min_size": self.min_size, "pre_nms_topk": self.pre_nms_topk}

@@ -17,7 +17,7 @@ class C4ROIHeads(ROIHeads):
     (ImageNet-pretrained when the backbone is), and the trunk stops at C4."""
 
     def __init__(self, res5: layers.Layer, num_classes: int, image_size, pooled_size: int = 14,
-                 stride: int = 16, sampling_ratio: int = 2, **kwargs):
+                 stride: int = 16, sampling_ratio: int = 2, aligned: bool = True, **kwargs):
         super().__init__(num_classes, image_size, **kwargs)
         if isinstance(res5, dict):
             res5 = keras.saving.deserialize_keras_object(res5)
@@ -25,6 +25,7 @@ class C4ROIHeads(ROIHeads):
         self.pooled_size = int(pooled_size)
         self.stride = int(stride)
         self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
         self.pool = layers.GlobalAveragePooling2D(name="res5_pool", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -43,11 +44,11 @@ class C4ROIHeads(ROIHeads):
     def predict(self, features, rois, training=False):
         r = rois.shape[1]
         pooled = roi_align.roi_align(features[0], rois, self.pooled_size, 1.0 / self.stride,
-                                     self.sampling_ratio, aligned=True)
+                                     self.sampling_ratio, aligned=self.aligned)
         pooled = ops.reshape(pooled, (-1,) + tuple(pooled.shape[2:]))
         return self._outputs(self.pool(self.res5(pooled, training=training)), r)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "res5": keras.saving.serialize_keras_object(self.res5),
                 "pooled_size": self.pooled_size, "stride": self.stride,
-                "sampling_ratio": self.sampling_ratio}
+                "sampling_ratio": self.sampling_ratio, "aligned": self.aligned}

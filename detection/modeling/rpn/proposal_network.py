@@ -16,23 +16,31 @@ from detection.modeling.rpn import anchors as anchor_ops
 
 @keras.saving.register_keras_serializable(package="detection")
 class RPNHead(layers.Layer):
-    """3x3 conv + ReLU, then 1x1 convs for `A` objectness logits and `4A` deltas per cell.
+    """`convs` 3x3 conv + ReLU layers (1 in the paper; torchvision's v2 uses 2), then 1x1
+    convs for `A` objectness logits and `4A` deltas per cell.
 
     Shared across pyramid levels (FPN). Returns, per level, `[B, H*W*A]` logits and
     `[B, H*W*A, 4]` deltas in the anchor order of `detection.modeling.rpn.anchors`.
     """
 
-    def __init__(self, num_anchors: int, channels: int | None = None, **kwargs):
+    def __init__(self, num_anchors: int, channels: int | None = None, convs: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_anchors = num_anchors
         self.channels = channels
+        self.num_convs = int(convs)
         init = keras.initializers.RandomNormal(stddev=0.01)
-        self.conv = None
+        self.conv = None  # the paper's 3x3 conv; `more_convs` holds any further ones
+        self.more_convs: list = []
         self.objectness = layers.Conv2D(num_anchors, 1, kernel_initializer=init,
                                         name="objectness", dtype=self.dtype_policy)
         self.deltas = layers.Conv2D(4 * num_anchors, 1, kernel_initializer=init,
                                     name="deltas", dtype=self.dtype_policy)
         self._init = init
+
+    @property
+    def convs(self) -> list:
+        return ([self.conv] if self.conv is not None else []) + self.more_convs
 
     def build(self, input_shape):
         if self.conv is not None:
@@ -40,19 +48,28 @@ class RPNHead(layers.Layer):
         nested = isinstance(input_shape[0], (list, tuple))
         shape = tuple(input_shape[0] if nested else input_shape)
         channels = self.channels or shape[-1]
-        self.conv = layers.Conv2D(channels, 3, padding="same", activation="relu",
-                                  kernel_initializer=self._init, name="conv",
-                                  dtype=self.dtype_policy)
-        self.conv.build(shape)
-        self.objectness.build(shape[:-1] + (channels,))
-        self.deltas.build(shape[:-1] + (channels,))
+        for i in range(self.num_convs):
+            conv = layers.Conv2D(channels, 3, padding="same", activation="relu",
+                                 kernel_initializer=self._init,
+                                 name="conv" if i == 0 else f"conv{i + 1}",
+                                 dtype=self.dtype_policy)
+            conv.build(shape)
+            shape = shape[:-1] + (channels,)
+            if i == 0:
+                self.conv = conv
+            else:
+                self.more_convs.append(conv)
+        self.objectness.build(shape)
+        self.deltas.build(shape)
 
     def call(self, features):
         single = not isinstance(features, (list, tuple))
         feats = [features] if single else features
         logits, deltas = [], []
         for f in feats:
-            h = self.conv(f)
+            h = f
+            for conv in self.convs:
+                h = conv(h)
             lg = self.objectness(h)
             dl = self.deltas(h)
             n = f.shape[1] * f.shape[2] * self.num_anchors
@@ -62,7 +79,7 @@ class RPNHead(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_anchors": self.num_anchors,
-                "channels": self.channels}
+                "channels": self.channels, "convs": self.num_convs}
 
 
 def generate_proposals(
@@ -79,7 +96,8 @@ def generate_proposals(
     """Proposals `[B, post_nms_topk, 4]` and their validity from per-level RPN outputs.
 
     Per level: the `pre_nms_topk` highest-scoring anchors are decoded, clipped to the image
-    and boxes not larger than `min_size` dropped; NMS at `nms_threshold` runs within each level
+    (`image_height`/`image_width`: floats or `[B, 1]` per-image extents) and boxes not
+    larger than `min_size` dropped; NMS at `nms_threshold` runs within each level
     (detectron2's FPN behaviour; one level for C4) and the best `post_nms_topk` over all
     levels are kept. NMS runs level by level (L matrices of k^2 instead of one of (L k)^2: 3-4x
     less work for FPN); a level can give at most `post_nms_topk`, so the merged top-k equals a
@@ -162,8 +180,13 @@ class RPN(layers.Layer):
 
     `feature_shapes`/`strides` describe the maps it is called on (static: the detector's
     canvas is fixed); `anchor_sizes` holds one tuple of sizes per map. `pre_nms_topk` and
-    `post_nms_topk` are `(train, test)` pairs. Calling it returns `(logits, deltas,
-    proposals, valid)`; `training_losses` gives `{"rpn_cls_loss", "rpn_box_loss"}`.
+    `post_nms_topk` are `(train, test)` pairs. `anchor_strides="padded"` takes each map's
+    `(y, x)` anchor stride as canvas size // map size (torchvision: its P6 stride on an 800
+    canvas is 61, not 64) and `rounded_anchors` rounds the cell anchors as torchvision does;
+    `min_size` drops smaller proposals and `head_convs` sets the head's 3x3 convs.
+    Calling it returns `(logits, deltas, proposals, valid)`, proposals clipped to
+    `image_extent [B, 2]` when given (the image's part of the canvas), else the canvas;
+    `training_losses` gives `{"rpn_cls_loss", "rpn_box_loss"}`.
     """
 
     def __init__(self, image_size: Sequence[int], feature_shapes: Sequence[Sequence[int]],
@@ -173,7 +196,9 @@ class RPN(layers.Layer):
                  post_nms_topk: Sequence[int] = (2000, 1000), nms_threshold: float = 0.7,
                  batch_size_per_image: int = sampling.RPN_BATCH_SIZE,
                  positive_fraction: float = sampling.RPN_POSITIVE_FRACTION,
-                 head_channels: int | None = None, seed: int | None = None, **kwargs):
+                 head_channels: int | None = None, seed: int | None = None,
+                 anchor_strides: str = "nominal", rounded_anchors: bool = False,
+                 min_size: float = 0.0, head_convs: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.image_size = tuple(int(s) for s in image_size)
         self.feature_shapes = [tuple(int(v) for v in hw) for hw in feature_shapes]
@@ -193,10 +218,19 @@ class RPN(layers.Layer):
         self.batch_size_per_image = int(batch_size_per_image)
         self.positive_fraction = float(positive_fraction)
         self.seed = seed
-        self.anchors = anchor_ops.multilevel_anchors(self.feature_shapes, self.strides,
-                                                     self.anchor_sizes, self.anchor_ratios)
+        if anchor_strides not in ("nominal", "padded"):
+            raise ValueError(f"RPN: anchor_strides must be 'nominal' or 'padded', got "
+                             f"{anchor_strides!r}")
+        self.anchor_strides = anchor_strides
+        self.rounded_anchors = bool(rounded_anchors)
+        self.min_size = float(min_size)
+        strides = self.strides if anchor_strides == "nominal" else [
+            (self.image_size[0] // h, self.image_size[1] // w) for h, w in self.feature_shapes]
+        self.anchors = anchor_ops.multilevel_anchors(self.feature_shapes, strides,
+                                                     self.anchor_sizes, self.anchor_ratios,
+                                                     rounded=self.rounded_anchors)
         num_anchors = len(self.anchor_sizes[0]) * len(self.anchor_ratios)
-        self.head = RPNHead(num_anchors, head_channels, name="rpn_head",
+        self.head = RPNHead(num_anchors, head_channels, head_convs, name="rpn_head",
                             dtype=self.dtype_policy)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -205,12 +239,17 @@ class RPN(layers.Layer):
         self.head.build([tuple(s) for s in shapes])
         self.built = True
 
-    def call(self, features, training=False):
+    def call(self, features, training=False, image_extent=None):
         logits, deltas = self.head(list(features))
         i = 0 if training else 1
+        if image_extent is None:
+            height, width = float(self.image_size[0]), float(self.image_size[1])
+        else:
+            extent = ops.cast(image_extent, "float32")
+            height, width = extent[:, :1], extent[:, 1:]
         proposals, valid = generate_proposals(
-            logits, deltas, self.anchors, float(self.image_size[0]), float(self.image_size[1]),
-            self.pre_nms_topk[i], self.post_nms_topk[i], self.nms_threshold)
+            logits, deltas, self.anchors, height, width, self.pre_nms_topk[i],
+            self.post_nms_topk[i], self.nms_threshold, self.min_size)
         return logits, deltas, proposals, valid
 
     def training_losses(self, logits, deltas, gt_boxes, gt_labels) -> dict:
@@ -229,4 +268,6 @@ class RPN(layers.Layer):
                 "nms_threshold": self.nms_threshold,
                 "batch_size_per_image": self.batch_size_per_image,
                 "positive_fraction": self.positive_fraction,
-                "head_channels": self.head.channels, "seed": self.seed}
+                "head_channels": self.head.channels, "seed": self.seed,
+                "anchor_strides": self.anchor_strides, "rounded_anchors": self.rounded_anchors,
+                "min_size": self.min_size, "head_convs": self.head.num_convs}
