@@ -70,9 +70,24 @@ def _train(p: argparse.ArgumentParser) -> None:
                    help="evaluate on at most this many validation images")
 
 
+WEIGHTS_HELP = ("published COCO weights: a registry name (torchvision/fasterrcnn_resnet50_fpn, "
+                "detectron2/faster_rcnn_R_101_C4_3x, ...) or a torchvision .pth / detectron2 "
+                ".pkl file")
+
+
+def _model_source(p: argparse.ArgumentParser, checkpoint_help: str) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--checkpoint", help=checkpoint_help + " (with --config)")
+    group.add_argument("--weights", help=WEIGHTS_HELP)
+
+
 def _evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="detection YAML the model was trained with")
-    p.add_argument("--checkpoint", required=True, help=".weights.h5 or .keras file")
+    p.add_argument("--config", default=None,
+                   help="detection YAML: the model (with --checkpoint) and the data")
+    _model_source(p, ".weights.h5 or .keras file")
+    p.add_argument("--data", default=None,
+                   help="with --weights: a COCO root/JSON or VOC folder to score on (instead "
+                        "of --config)")
     p.add_argument("--split", default="eval",
                    help="data section to score (default: eval, i.e. data.eval)")
     p.add_argument("--max-images", type=int, default=None, help="score only the first N")
@@ -80,16 +95,20 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="detection YAML the model was trained with")
-    p.add_argument("--checkpoint", required=True,
-                   help="trained weights (.weights.h5) or a saved model (.keras)")
+    p.add_argument("--config", default=None, help="detection YAML the model was trained with")
+    _model_source(p, "trained weights (.weights.h5) or a saved model (.keras)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="with --weights: the canvas (default: the preset's, 800 x 1344)")
     p.add_argument("--out", required=True, help="SavedModel folder to write")
 
 
 def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="JPEG/PNG files")
-    p.add_argument("--model", required=True,
-                   help="SavedModel folder, .keras file, or .weights.h5 (with --config)")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--model",
+                       help="SavedModel folder, .keras file, or .weights.h5 (with --config)")
+    group.add_argument("--weights", help=WEIGHTS_HELP + "; each image runs at the size the "
+                                                        "library would run it")
     p.add_argument("--config", default=None, help="detection YAML (class names, weights)")
     p.add_argument("--out", default="predictions", help="folder for JSON and PNGs")
     p.add_argument("--score-threshold", type=float, default=0.5,

@@ -32,13 +32,34 @@ def load_detector(config, checkpoint: str | Path):
     return model
 
 
+def _data_config(args):
+    """The config that says what to score on: `--config`, or one made for `--data`."""
+    from detection.config import from_dict, load_config
+
+    if args.config is not None:
+        return load_config(args.config)
+    if getattr(args, "data", None) is None:
+        raise ValueError("evaluate: give --config (a detection YAML) or, with --weights, "
+                         "--data (a COCO root/JSON or VOC folder)")
+    from detection.data.discover import inspect_data, starting_config
+
+    return from_dict(starting_config(inspect_data(args.data), "evaluate"), source=args.data)
+
+
 def run(args) -> int:
     """`python -m detection evaluate` (arguments in `detection.cli`)."""
-    from detection.config import load_config
     from detection.engine.train import evaluate_config, print_metrics
 
-    config = load_config(args.config)
-    model = load_detector(config, args.checkpoint)
+    config = _data_config(args)
+    if args.weights is not None:
+        from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+
+        # Each image at its reference size; classes matched to the data's by name.
+        model = ReferenceSizes(from_checkpoint(args.weights), class_names=config.class_names())
+    else:
+        if args.config is None:
+            raise ValueError("evaluate --checkpoint needs --config (the model's YAML)")
+        model = load_detector(config, args.checkpoint)
     result = evaluate_config(model, config, args.split, max_images=args.max_images)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2, default=float))

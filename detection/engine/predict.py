@@ -92,11 +92,25 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     raise ValueError(f"--model {path}: expected a SavedModel folder, .keras or .weights.h5")
 
 
+def checkpoint_predictor(weights: str):
+    """`(predict, class_names, category_ids)` for published weights: each image runs on the
+    canvas its library would use (`detection.checkpoints.pretrained.ReferenceSizes`)."""
+    from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+
+    detector = ReferenceSizes(from_checkpoint(weights))
+    return ((lambda pixels, height, width: detector(pixels)), detector.model.class_names,
+            detector.model.category_ids)
+
+
 def run(args) -> int:
     """Detect objects in image files; write detections.json and PNGs with drawn boxes."""
     from detection.engine.visualize import draw_detections
 
-    predict, names = load_predictor(args.model, args.config)
+    ids = None
+    if getattr(args, "weights", None):
+        predict, names, ids = checkpoint_predictor(args.weights)
+    else:
+        predict, names = load_predictor(args.model, args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -111,7 +125,8 @@ def run(args) -> int:
                               score_threshold=args.score_threshold, columns=1)
         detections = [{"box_xyxy": [round(float(v), 2) for v in box], "score": float(score),
                        "class": int(cls),
-                       **({"name": names[int(cls)]} if names else {})}
+                       **({"name": names[int(cls)]} if names else {}),
+                       **({"category_id": ids[int(cls)]} if ids else {})}
                       for box, score, cls in zip(pred["boxes"], pred["scores"], pred["classes"],
                                                  strict=True)]
         results.append({"image": str(path), "height": h, "width": w, "png": str(png),

@@ -7,8 +7,10 @@ Two signatures, resizing onto the canvas and pixel normalisation inside the grap
 - `serving_bytes(image_bytes)`: `[batch]` strings of encoded JPEG/PNG images, each its own size.
 Outputs (as the TF OD API): `detection_boxes` `[batch, N, 4]` normalised (ymin, xmin, ymax,
 xmax) in [0, 1] of each input image, `detection_scores` `[batch, N]`, `detection_classes`
-`[batch, N]` float32 class ids starting at 1 (the model's label + 1; 0 on padding rows) and
-`num_detections` `[batch]` float32; `N` is the model's `max_detections`.
+`[batch, N]` float32 class ids (the model's label + 1, or the official category id for a model
+with `category_ids` such as the COCO checkpoints; 0 on padding rows) and `num_detections`
+`[batch]` float32; `N` is the model's `max_detections`. A model with `class_names` also gets
+`assets.extra/label_map.pbtxt`, the TF OD API label map.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ SIGNATURES = ("serving_default", "serving_bytes")
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
 
-def to_od_api(dets: dict, heights, widths) -> dict:
+def to_od_api(dets: dict, heights, widths, category_ids=None) -> dict:
     """Model detections (pixel xyxy, 0-based labels, -1 padding) -> TF OD API outputs.
 
-    `heights`/`widths` are `[batch]` input image sizes used to normalise the boxes."""
+    `heights`/`widths` are `[batch]` input image sizes used to normalise the boxes;
+    `category_ids[k]` is the id reported for label k (default k + 1)."""
     import tensorflow as tf
 
     boxes = tf.cast(dets["boxes"], tf.float32)
@@ -37,12 +40,23 @@ def to_od_api(dets: dict, heights, widths) -> dict:
     normalised = tf.stack([y1 / h, x1 / w, y2 / h, x2 / w], axis=-1)
     classes = tf.cast(dets["classes"], tf.int32)
     valid = classes >= 0
+    if category_ids is None:
+        ids = classes + 1
+    else:
+        ids = tf.gather(tf.constant(list(category_ids), tf.int32), tf.maximum(classes, 0))
     return {
         "detection_boxes": tf.where(valid[..., None], normalised, 0.0),
         "detection_scores": tf.where(valid, tf.cast(dets["scores"], tf.float32), 0.0),
-        "detection_classes": tf.cast(tf.where(valid, classes + 1, 0), tf.float32),
+        "detection_classes": tf.cast(tf.where(valid, ids, 0), tf.float32),
         "num_detections": tf.cast(dets["num_detections"], tf.float32),
     }
+
+
+def label_map(class_names, category_ids=None) -> str:
+    """The TF OD API `label_map.pbtxt` text: one `item {id, name}` per class."""
+    ids = category_ids or range(1, len(class_names) + 1)
+    return "".join(f'item {{\n  id: {i}\n  name: "{name}"\n}}\n'
+                   for i, name in zip(ids, class_names, strict=True) if name != "N/A")
 
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: bool = False) -> Path:
@@ -61,7 +75,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         dets = model(tf.cast(images, tf.float32), training=False)
         shape = tf.shape(images)
         batch = shape[0]
-        return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]))
+        return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]), ids)
 
     def _place(image):
         x, scale, extent = transform(image[None])
@@ -77,21 +91,33 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         dets = dict(model.detect_canvas(placed, extents))
         hw = tf.cast(sizes, tf.float32)
         dets["boxes"] = transform.detections_to_input(dets, scales, hw[:, :1], hw[:, 1:])["boxes"]
-        return to_od_api(dets, sizes[:, 0], sizes[:, 1])
+        return to_od_api(dets, sizes[:, 0], sizes[:, 1], ids)
 
-    return write_saved_model(model, path, {
+    names, ids = getattr(model, "class_names", None), getattr(model, "category_ids", None)
+    out = write_saved_model(model, path, {
         "serving_default": (from_images, [tf.TensorSpec([None, None, None, 3], tf.uint8,
                                                         name="images")]),
         "serving_bytes": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
     }, verbose)
+    if names:
+        (out / "assets.extra").mkdir(exist_ok=True)
+        (out / "assets.extra" / "label_map.pbtxt").write_text(label_map(names, ids))
+    return out
 
 
 def run(args) -> int:
     """`python -m detection export` (arguments in `detection.cli`)."""
-    from detection.config import load_config
-    from detection.engine.evaluate import load_detector
+    if getattr(args, "weights", None):
+        from detection.checkpoints.pretrained import from_checkpoint
 
-    model = load_detector(load_config(args.config), args.checkpoint)
+        model = from_checkpoint(args.weights, args.image_size)
+    else:
+        from detection.config import load_config
+        from detection.engine.evaluate import load_detector
+
+        if args.config is None:
+            raise ValueError("export --checkpoint needs --config (the model's YAML)")
+        model = load_detector(load_config(args.config), args.checkpoint)
     path = export_saved_model(model, args.out)
     print(f"SavedModel written to {path} (signatures: {', '.join(SIGNATURES)})")
     return 0

@@ -199,6 +199,16 @@ class FasterRCNN(GeneralizedRCNN):
                      "transform": transform}
         super().__init__(name=name, **parts)
 
+    @classmethod
+    def from_checkpoint(cls, name_or_path, image_size: Sequence[int] | None = None,
+                        **overrides) -> FasterRCNN:
+        """A detector with a library's published COCO weights: a registry name
+        (`detection.checkpoints.names()`, e.g. "torchvision/fasterrcnn_resnet50_fpn") or a
+        torchvision `.pth` / detectron2 `.pkl` file; see `detection.checkpoints.pretrained`."""
+        from detection.checkpoints.pretrained import from_checkpoint
+
+        return from_checkpoint(name_or_path, image_size, **overrides)
+
     @property
     def head_type(self) -> str:
         return "c4" if len(self.rpn.strides) == 1 else "fpn"
