@@ -2,11 +2,14 @@
 
 Run with a torch + torchvision interpreter (never tensorflow/keras in this process), e.g.::
 
-    PYTHONPATH=$DETECTRON2_SRC python tests/detection/parity/make_reference.py --skeletons
+    python tests/detection/parity/make_reference.py --skeletons     # skeletons/<arch>.json
+    python tests/detection/parity/make_reference.py --calibrate     # skeletons/calibration.json
     python tests/detection/parity/make_reference.py                 # all archs x photos
+    python tests/detection/parity/make_reference.py --verify        # rerun == stored npz
     python tests/detection/parity/make_reference.py --arch d2_r50_c4 --image coco139
     python tests/detection/parity/make_reference.py --time tv_r50_fpn_v1 --repeats 2
 
+detectron2 is imported from ``$DETECTRON2_SRC`` (default /work/detectron2-src), uncompiled.
 See README.md next to this file for what the ``reference/<arch>__<image>.npz`` files hold.
 """
 
@@ -511,6 +514,50 @@ def write_references(archs, images, out_dir: Path):
             t_build = 0.0
 
 
+def plain_detections(arch: str, image: str, model) -> dict[str, np.ndarray]:
+    """Final detections of the plain reference call (no hooks, no wrappers)."""
+    path = data_dir() / IMAGES[image]
+    if arch.startswith("tv_"):
+        with torch.no_grad():
+            d = model([read_rgb_float(path)])[0]
+        boxes, scores, labels = d["boxes"], d["scores"], d["labels"]
+    else:
+        inst = model(read_bgr(path))["instances"]
+        boxes, scores, labels = inst.pred_boxes.tensor, inst.scores, inst.pred_classes
+    return {
+        "det_boxes": _np(boxes).astype(np.float32),
+        "det_scores": _np(scores).astype(np.float32),
+        "det_labels": _np(labels).astype(np.int32),
+    }
+
+
+def verify(archs, images, ref_dir: Path) -> bool:
+    """Stored npz == a fresh run (bit for bit), and its detections == the plain model call."""
+    ok = True
+    for arch in archs:
+        model = seeded_model(arch)
+        for image in images:
+            path = ref_dir / f"{arch}__{image}.npz"
+            with np.load(path) as f:
+                stored = {k: f[k] for k in f.files}
+            fresh = run_one(arch, image, model)
+            plain = plain_detections(arch, image, model)
+            bad = sorted(
+                k for k in stored.keys() | fresh.keys() if k not in stored or k not in fresh
+            )
+            bad += [
+                k
+                for k in stored.keys() & fresh.keys()
+                if stored[k].shape != fresh[k].shape or not np.array_equal(stored[k], fresh[k])
+            ]
+            bad += [f"plain:{k}" for k, v in plain.items() if not np.array_equal(v, stored[k])]
+            ok &= not bad
+            print(f"{path.name}: {'identical' if not bad else 'DIFFERS ' + ', '.join(bad)}")
+    if "detectron2._C" in sys.modules:
+        print("note: detectron2._C was imported")
+    return ok
+
+
 def write_skeletons():
     seeded.SKELETON_DIR.mkdir(parents=True, exist_ok=True)
     for arch in seeded.ARCHS:
@@ -568,6 +615,9 @@ def main(argv=None):
     p.add_argument("--image", action="append", choices=sorted(IMAGES), help="default: both")
     p.add_argument("--out", type=Path, default=HERE / "reference")
     p.add_argument("--time", metavar="ARCH", choices=seeded.ARCHS)
+    p.add_argument(
+        "--verify", action="store_true", help="rerun and compare with the stored npz files"
+    )
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
@@ -580,6 +630,8 @@ def main(argv=None):
     if args.calibrate:
         calibrate(args.arch or list(seeded.ARCHS), list(IMAGES))
         return
+    if args.verify:
+        sys.exit(0 if verify(args.arch or list(seeded.ARCHS), images, args.out) else 1)
     if args.time:
         print(json.dumps(time_arch(args.time, images[0], args.repeats)), flush=True)
         return
