@@ -92,11 +92,13 @@ def _graph_sizes(h, w, canvas, rule: str, min_size: float, max_size: float):
 
 
 def resize_to_canvas(images, canvas: tuple[int, int], rule: str = "canvas",
-                     min_size: float = 800.0, max_size: float = 1333.0):
+                     min_size: float = 800.0, max_size: float = 1333.0, quantize: bool = False):
     """`images [B, h, w, C]` -> `(canvas [B, H, W, C] float32, scale (y, x), extent (h, w))`.
 
     `scale` is the per-axis factor from input to canvas pixels and `extent` the size the
     image covers on the canvas (see the module doc for the rules); zero elsewhere.
+    `quantize` resizes as PIL does on uint8 images: the horizontal pass first, each pass
+    rounded half up to an integer.
     """
     images = ops.cast(images, "float32")
     h, w = images.shape[1], images.shape[2]
@@ -112,8 +114,15 @@ def resize_to_canvas(images, canvas: tuple[int, int], rule: str = "canvas",
         eh, ew, sy, sx = _graph_sizes(h, w, canvas, rule, min_size, max_size)
     ay = _interp_matrix(canvas[0], h, sy, eh)
     ax = _interp_matrix(canvas[1], w, sx, ew)
-    out = ops.einsum("Hh,bhwc->bHwc", ay, images)
-    out = ops.einsum("Ww,bHwc->bHWc", ax, out)
+    if quantize:
+        def pil_round(v):
+            return ops.floor(ops.clip(v, 0.0, 255.0) + 0.5)
+
+        out = pil_round(ops.einsum("Ww,bhwc->bhWc", ax, images))
+        out = pil_round(ops.einsum("Hh,bhWc->bHWc", ay, out))
+    else:
+        out = ops.einsum("Hh,bhwc->bHwc", ay, images)
+        out = ops.einsum("Ww,bHwc->bHWc", ax, out)
     return out, ops.stack([sy, sx]), ops.stack([eh, ew])
 
 
@@ -171,11 +180,9 @@ class ImageTransform(layers.Layer):
 
     def resize(self, images):
         """`(canvas images [B, H, W, 3] float32 0-255, scale (y, x), extent (h, w))`."""
-        canvas, scale, extent = resize_to_canvas(images, self.image_size, self.resize_rule,
-                                                 self.min_size, self.max_size)
-        if self.quantize:  # detectron2 resizes uint8 images with PIL
-            canvas = ops.round(ops.clip(canvas, 0.0, 255.0))
-        return canvas, scale, extent
+        # detectron2 resizes uint8 images with PIL: `quantize` rounds as it does.
+        return resize_to_canvas(images, self.image_size, self.resize_rule, self.min_size,
+                                self.max_size, self.quantize)
 
     def normalize(self, canvas, extent=None):
         """What the backbone is fed: the canvas in its checkpoint's convention (zero outside

@@ -117,6 +117,16 @@ def test_predict_and_export_with_weights(tmp_path, shared_data, monkeypatch):
     assert 'name: "person"' in (out / "assets.extra" / "label_map.pbtxt").read_text()
     served = tf.saved_model.load(str(out)).signatures["serving_default"]
     pixels = np.asarray(Image.open(image).convert("RGB"))
-    got = served(images=tf.constant(pixels[None]))
-    ids = got["detection_classes"].numpy()[0][: int(got["num_detections"].numpy()[0])]
-    assert len(ids) and set(ids.astype(int)) <= COCO_IDS
+    got = {k: v.numpy()[0] for k, v in served(images=tf.constant(pixels[None])).items()}
+    n = int(got["num_detections"])
+    assert n > 0 and set(got["detection_classes"][:n].astype(int)) <= COCO_IDS
+    # The SavedModel serves the Keras model's detections (same canvas, same weights).
+    model = pretrained.from_checkpoint(path, (256, 320))
+    want = {k: v[0] for k, v in model.predict(pixels[None].astype("float32"), verbose=0).items()}
+    assert int(want["num_detections"]) == n
+    h, w = pixels.shape[:2]
+    boxes = want["boxes"][:n][:, [1, 0, 3, 2]] / np.array([h, w, h, w], "float32")
+    np.testing.assert_allclose(got["detection_boxes"][:n], boxes, atol=1e-4)
+    np.testing.assert_allclose(got["detection_scores"][:n], want["scores"][:n], atol=1e-5)
+    ids = np.asarray(model.category_ids)[want["classes"][:n]]
+    np.testing.assert_array_equal(got["detection_classes"][:n].astype(int), ids)
