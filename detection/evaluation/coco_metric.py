@@ -108,7 +108,7 @@ def per_class_ap(evaluator) -> dict[int, float]:
     for k, cat_id in enumerate(evaluator.params.catIds):
         p = precision[:, :, k]
         p = p[p > -1]
-        out[cat_id] = float(np.mean(p)) if p.size else float("nan")
+        out[int(cat_id)] = float(np.mean(p)) if p.size else float("nan")
     return out
 
 
