@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+# Before TensorFlow loads: this command runs on the CPU fast path, as users' commands do.
+import keras_resnet_suite  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 PARITY = REPO / "tests" / "detection" / "parity"
 CASES = {"tv_r50_fpn_v1": ("torchvision/fasterrcnn_resnet50_fpn", "torchvision 0.29"),
@@ -98,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"pretrained-{platform.node() or 'host'}-{datetime.date.today()}"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    from keras_resnet_suite import runtime
+
     (out / f"{stem}.json").write_text(json.dumps({"rows": rows, "image": IMAGE,
-                                                   "repeats": a.repeats, "rounds": a.rounds},
+                                                   "repeats": a.repeats, "rounds": a.rounds,
+                                                   "tensorflow": runtime.describe()},
                                                   indent=2))
     lines = ["| checkpoint | canvas | ours (s/image) | peer | peer (s/image) | peer / ours |",
              "| --- | --- | --- | --- | --- | --- |"]
