@@ -3,8 +3,8 @@
 Sub-packages follow the data: `modeling` (the model: transform, backbone, RPN, RoI heads,
 and the pure `ops` they use), `data` (datasets), `evaluation` (VOC/COCO AP), `export`
 (TF Serving SavedModels), `engine` (train/evaluate/predict loops), `config` (the typed run
-configuration). Each is imported on first use, so `detection.evaluation` or the data
-loaders work without building Keras models.
+configuration), `checkpoints` (torchvision and detectron2 COCO weights). Each is imported on
+first use, so `detection.evaluation` or the data loaders work without building Keras models.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 import types
 import warnings
 
-__all__ = ["FasterRCNN", "GeneralizedRCNN", "config", "data", "engine", "evaluation", "export",
-           "modeling"]
+__all__ = ["FasterRCNN", "GeneralizedRCNN", "checkpoints", "config", "data", "engine",
+           "evaluation", "export", "modeling"]
 
-_SUBMODULES = ("config", "data", "engine", "evaluation", "export", "modeling")
+_SUBMODULES = ("checkpoints", "config", "data", "engine", "evaluation", "export", "modeling")
 
 # Modules of the flat layout before the redesign, kept importable for users' code.
 _MOVED = {

@@ -35,7 +35,8 @@ from .specs import ResNetSpec
 
 
 def cache_dir() -> str:
-    """Where downloads and converted models live: `$KRS_WEIGHTS_DIR` or ~/.keras/krs."""
+    """Where downloads and converted models live: `$KRS_WEIGHTS_DIR` or
+    ~/.keras/keras_resnet_suite."""
     return os.environ.get("KRS_WEIGHTS_DIR") or os.path.join(
         os.path.expanduser("~"), ".keras", "keras_resnet_suite")
 
