@@ -47,6 +47,22 @@ def test_inference_equals_keras_bn(name):
         keras.backend.backend() == "tensorflow")
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow fused kernel")
+@pytest.mark.parametrize("affine", [True, False])
+def test_both_inference_paths_equal_keras_bn(monkeypatch, affine):
+    # oneDNN on: one multiply-add (not fused into the convolution as slow post-ops); off:
+    # FusedBatchNormV3, which TensorFlow fuses into Eigen's convolution.
+    from keras_resnet_suite import normalization
+
+    monkeypatch.setattr(normalization, "_affine_inference", lambda: affine)
+    model = krs.build("resnet20", input_shape=(32, 32, 3))
+    _randomise_bn(model)
+    x = _inputs((2, 32, 32, 3))
+    fast = keras.ops.convert_to_numpy(model.predict(x, verbose=0))  # compiled: the graph path
+    plain = keras.ops.convert_to_numpy(_keras_bn_only(model)(x, training=False))
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
+
+
 def test_count_macs_and_analysis_see_every_layer():
     # resnet50 at 224 (v1.5): 4.09 GMACs, the torchvision figure
     assert krs.count_macs(krs.build("resnet50"), (224, 224, 3)) == pytest.approx(4.089e9, rel=2e-3)
