@@ -4,6 +4,7 @@ and a frozen BN for detection fine-tuning (detectron2's `FrozenBatchNorm2d`)."""
 from __future__ import annotations
 
 import functools
+import os
 
 import keras
 from keras import layers
@@ -22,7 +23,8 @@ class BatchNormalization(layers.BatchNormalization):
     the same moving-statistics rule (biased batch variance); every other case (other
     backends, masks, renorm, synchronized BN) runs Keras' own code.
 
-    Inference with oneDNN on is one multiply-add instead (`_affine_inference`).
+    A single image with oneDNN on an AVX2 CPU is one multiply-add instead
+    (`_affine_inference`).
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -40,7 +42,7 @@ class BatchNormalization(layers.BatchNormalization):
 
         x = tf.cast(inputs, "float32")
         gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
-        if not training and _affine_inference():
+        if not training and inputs.shape[0] == 1 and _affine_inference():
             scale = gamma * tf.math.rsqrt(tf.cast(self.moving_variance, "float32")
                                           + self.epsilon)
             shift = beta - tf.cast(self.moving_mean, "float32") * scale
@@ -67,18 +69,31 @@ class BatchNormalization(layers.BatchNormalization):
 
 @functools.cache
 def _affine_inference() -> bool:
-    """Whether inference BN runs as `x * scale + shift` rather than `FusedBatchNormV3`.
+    """Whether inference BN on a batch of one runs as `x * scale + shift` rather than
+    `FusedBatchNormV3`: with oneDNN on a CPU without AVX-512.
 
-    With oneDNN on, TensorFlow fuses an inference `FusedBatchNormV3` into the convolution
-    before it as four binary post-ops, and oneDNN's GEMM convolution (its choice for a single
-    image on AVX2-only CPUs) runs those ~100x slower than the convolution itself: ResNet-50
-    took 1.35 s per image instead of 0.08 s. A multiply-add is not fused that way. With oneDNN
-    off, the fusion into Eigen's convolution is the faster path (0.92 against 1.11 s for a
-    batch of 16), so it stays.
+    There TensorFlow fuses an inference `FusedBatchNormV3` into the convolution before it as
+    four binary post-ops, and for a single image oneDNN picks its GEMM convolution, which runs
+    those ~100x slower than the convolution itself: ResNet-50 took 1.33 s per image instead of
+    0.11 s. A multiply-add is not fused that way. Everywhere else the fused kernel is faster
+    (paired, same process: ResNet-50 at batch 16 0.86x the time of the multiply-add under an
+    AVX2 cap, 0.91x with AVX-512; CIFAR ResNet-56 at batch 1000 0.84x), so it stays.
     """
     from keras_resnet_suite.runtime import onednn_enabled
 
-    return onednn_enabled()
+    return onednn_enabled() and not _onednn_has_avx512()
+
+
+def _onednn_has_avx512() -> bool:
+    """Whether oneDNN may use AVX-512 here: the CPU has it and `ONEDNN_MAX_CPU_ISA` allows it."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap != "ALL" and "AVX512" not in cap and "AMX" not in cap:
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "avx512f" in f.read()
+    except OSError:  # not Linux: no evidence of the slow GEMM path, keep TensorFlow's fusion
+        return True
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

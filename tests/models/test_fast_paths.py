@@ -50,17 +50,33 @@ def test_inference_equals_keras_bn(name):
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow fused kernel")
 @pytest.mark.parametrize("affine", [True, False])
 def test_both_inference_paths_equal_keras_bn(monkeypatch, affine):
-    # oneDNN on: one multiply-add (not fused into the convolution as slow post-ops); off:
-    # FusedBatchNormV3, which TensorFlow fuses into Eigen's convolution.
+    # One image with oneDNN on an AVX2 CPU: one multiply-add (not fused into the convolution
+    # as slow post-ops); otherwise FusedBatchNormV3, fused into the convolution.
     from keras_resnet_suite import normalization
 
-    monkeypatch.setattr(normalization, "_affine_inference", lambda: affine)
+    asked = []
+    monkeypatch.setattr(normalization, "_affine_inference", lambda: asked.append(1) or affine)
     model = krs.build("resnet20", input_shape=(32, 32, 3))
     _randomise_bn(model)
-    x = _inputs((2, 32, 32, 3))
-    fast = keras.ops.convert_to_numpy(model.predict(x, verbose=0))  # compiled: the graph path
+    x = _inputs((1, 32, 32, 3))
+    fast = keras.ops.convert_to_numpy(model.predict_on_batch(x))  # compiled: the graph path
     plain = keras.ops.convert_to_numpy(_keras_bn_only(model)(x, training=False))
     np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-6)
+    assert len(asked) >= 19  # every BN of the batch-of-one graph chose its path
+
+
+def test_affine_inference_rule(monkeypatch):
+    from keras_resnet_suite import normalization, runtime
+
+    monkeypatch.setattr(runtime, "onednn_enabled", lambda: True)
+    rule = normalization._affine_inference.__wrapped__
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert rule()
+    monkeypatch.setattr(normalization, "_onednn_has_avx512", lambda: True)
+    assert not rule()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(runtime, "onednn_enabled", lambda: False)
+    assert not rule()
 
 
 def test_count_macs_and_analysis_see_every_layer():
