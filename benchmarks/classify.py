@@ -41,12 +41,22 @@ def training_cases(models: dict, batch: int, size: int = 224) -> list[Case]:
             for name, m in models.items()]
 
 
-def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224) -> list[Case]:
-    """torchvision at the same batch and size (only where torch is installed)."""
+def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224,
+                      bf16: bool = False) -> list[Case]:
+    """torchvision at the same batch and size (only where torch is installed); `bf16` runs it
+    under `torch.autocast("cpu", torch.bfloat16)`, torch's counterpart of mixed_bfloat16."""
     model = P.torchvision_model(depth)
     if model is None:
         return []
+    import contextlib
+
     import torch
+
+    name = P.TORCHVISION_BF16 if bf16 else P.TORCHVISION
+
+    def precision():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
 
     x = torch.from_numpy(synthetic_batch(batch, size)[0]).permute(0, 3, 1, 2)
     x = x.contiguous(memory_format=torch.channels_last)
@@ -54,10 +64,10 @@ def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224) -> l
         model.eval()
 
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), precision():
                 return model(x)
 
-        return [Case(P.TORCHVISION, run, items=batch)]
+        return [Case(name, run, items=batch)]
     model.train()
     y = torch.from_numpy(synthetic_batch(batch, size)[1].astype("int64"))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -65,9 +75,10 @@ def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224) -> l
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x), y)
+        with precision():
+            loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
         return loss
 
-    return [Case(P.TORCHVISION, step, items=batch)]
+    return [Case(name, step, items=batch)]

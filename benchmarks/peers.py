@@ -15,14 +15,16 @@ import keras
 BLOCKS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3]}
 OURS, OURS_V1, KERAS_APPS, KERAS_HUB, TORCHVISION = (
     "ours", "ours (stride_in_1x1)", "keras.applications", "keras-hub", "torchvision")
+# bfloat16 compute on CPUs with AVX512_BF16 / AMX (oneDNN's bf16 kernels in both frameworks)
+OURS_BF16, TORCHVISION_BF16 = "ours (mixed_bfloat16)", "torchvision (bf16 autocast)"
 
 
 def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def keras_peers(depth: int, with_v1: bool = False,
-                with_hub: bool = True) -> dict[str, Callable[[], keras.Model]]:
+def keras_peers(depth: int, with_v1: bool = False, with_hub: bool = True,
+                with_bf16: bool = False) -> dict[str, Callable[[], keras.Model]]:
     """Builders of 1000-class, 224x224 ImageNet classifiers under the current Keras backend.
 
     `ours` is the library default (ResNet v1.5: stride on the 3x3, 4.1 GMACs for ResNet-50);
@@ -33,10 +35,23 @@ def keras_peers(depth: int, with_v1: bool = False,
     peers = {OURS: lambda: krs.build(f"resnet{depth}")}
     if with_v1:
         peers[OURS_V1] = lambda: krs.build(f"resnet{depth}", stride_in_1x1=True)
+    if with_bf16:
+        peers[OURS_BF16] = lambda: _mixed_bfloat16(lambda: krs.build(f"resnet{depth}"))
     peers[KERAS_APPS] = lambda: getattr(keras.applications, f"ResNet{depth}")(weights=None)
     if with_hub and installed("keras_hub"):
         peers[KERAS_HUB] = lambda: _keras_hub_classifier(depth)
     return peers
+
+
+def _mixed_bfloat16(build: Callable[[], keras.Model]) -> keras.Model:
+    """A model built under Keras' `mixed_bfloat16` policy (bf16 compute, float32 variables and
+    softmax), as a user gets it with `keras.mixed_precision.set_global_policy`."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        return build()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _keras_hub_classifier(depth: int) -> keras.Model:

@@ -180,10 +180,11 @@ def markdown(result: dict) -> str:
             lines.append(f"| {r['contender']} | {r.get('device')} | {_cell(r['throughput'])} "
                          f"| {r['macs_per_image'] / 1e9:.3f} G | {peak} | {mfu} "
                          f"| {_cell(r.get('peak_device_mb'))} |")
+    lines += ceiling_table(result["rows"])
     checks = result.get("checks", [])
     titles = {True: "Must-show checks",
-              False: "Same-architecture checks (explain the must-show ones: same stride "
-                     "placement, same multiply-adds)"}
+              False: "Like-for-like checks (explain the must-show ones: same stride "
+                     "placement, same multiply-adds, same precision; and bfloat16)"}
     for must_show, title in titles.items():
         group = [c for c in checks if c.get("must_show", True) is must_show]
         if not group:
@@ -199,6 +200,30 @@ def markdown(result: dict) -> str:
     if skipped:
         lines += ["", "## Not measured", ""] + [f"- {s}" for s in skipped]
     return "\n".join(lines) + "\n"
+
+
+def ceiling_table(rows: list[dict]) -> list[str]:
+    """Inference and training against the CPU's ceiling (`benchmarks.ceiling`): model FLOP/s
+    and their share of the best GEMM rate of their precision, measured on the same cores in
+    the same run."""
+    gemm = [r for r in rows if r["section"] == "CPU ceiling"]
+    figures = [r for r in rows if "of_gemm_rate" in r]
+    if not gemm or not figures:
+        return []
+    lines = ["", "## Against the CPU's ceiling", "",
+             "Each framework's GEMM rate on these cores (one n x n x n product per call), and "
+             "each figure's model FLOP/s (2 x multiply-adds x batch / time for inference, 6 x "
+             "for a training step: forward and both backward products) as a share of the best "
+             "GEMM rate of its precision. A figure near 100 % cannot get much faster at the "
+             "same precision and multiply-adds.", "",
+             "| GEMM | dtype | GFLOP/s (median) |", "|---|---|---|"]
+    lines += [f"| {r['contender']} | {r['dtype']} | {_cell(r['throughput'])} |" for r in gemm]
+    lines += ["", "| figure | contender | batch | dtype | median s | model GFLOP/s | of the "
+              "GEMM rate |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['section']}, {r['model']} | {r['contender']} | {r['batch']} | {r['dtype']} | "
+              f"{_cell(r['median_s'])} | {_cell(r['model_gflops_s'])} | "
+              f"{100 * r['of_gemm_rate']:.0f} % |" for r in figures]
+    return lines
 
 
 # Columns of the side-by-side table: which contender of a figure plays "ours" / "keras.apps".

@@ -58,6 +58,7 @@ class Mode:
     det_repeats: int
     with_v1: bool  # time ours with stride_in_1x1 too (keras.applications' architecture)
     with_hub: bool  # keras-hub where installed (our default's architecture)
+    with_bf16: bool = True  # ResNet-50 in bfloat16 too, where the CPU computes it natively
     det_configs: tuple[tuple[str, str], ...] = (("resnet50", "fpn"), ("resnet101", "c4"))
 
 
@@ -69,7 +70,7 @@ MODES = {
                     det_repeats=3, with_v1=True, with_hub=True),
     "quick": Mode("quick", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 8),
                   train_batch=8, serving_batches=(1,), cifar_batches=50, detection=False,
-                  det_repeats=1, with_v1=False, with_hub=False,
+                  det_repeats=1, with_v1=False, with_hub=False, with_bf16=False,
                   det_configs=(("resnet50", "fpn"),)),
 }
 
@@ -87,6 +88,7 @@ class Suite:
     settings: tuple[str, ...] = ("oneDNN on", "oneDNN off")  # TensorFlow's, side by side
     tf_default: str = "oneDNN off"  # what TensorFlow picks on this CPU, variable unset
     pool: object = None  # benchmarks.settings.Pool: the worker processes
+    gemm: dict | None = None  # best GEMM FLOP/s by dtype (benchmarks.ceiling)
 
     def log(self, msg: str) -> None:
         if self.verbose:
@@ -250,13 +252,26 @@ def classification(suite: Suite, depth: int) -> None:
     on = [P.OURS] + ([P.OURS_V1] if m.with_v1 and depth == 50 else []) + [P.KERAS_APPS]
     on += [P.KERAS_HUB] if hub else []
     off = [P.OURS, P.KERAS_APPS]
+    # bfloat16 (ours under mixed_bfloat16, torchvision under autocast) where the CPU has bf16
+    # instructions: the largest inference batch and the training step, oneDNN on.
+    bf16, why_not = (False, "") if depth != 50 else _bf16_wanted(m)
+    if why_not:
+        suite.skipped.append(f"ResNet-50 in bfloat16: {why_not}")
+    on_bf16 = on + [P.OURS_BF16] if bf16 else on
+    tv_bf16 = tv + [P.TORCHVISION_BF16] if bf16 and tv else tv
     users = S.label(P.KERAS_APPS, suite.tf_default)  # keras.applications as users get it
     ours = S.label(P.OURS, S.ON)
     for batch in m.infer_batches:
+        last = batch == max(m.infer_batches)
         rows = suite.compare_remote("inference", "classify-infer",
-                                    _plan(suite, on, off, tv, depth=depth, batch=batch), users,
+                                    _plan(suite, on_bf16 if last else on, off,
+                                          tv_bf16 if last else tv, depth=depth, batch=batch),
+                                    users,
                                     model=name, batch=batch, input_size="224x224",
                                     dtype="float32")
+        _mark_bf16(rows)
+        if batch == max(m.infer_batches):
+            ceiling(suite, rows, depth, tv)
         if depth == 50:
             must = batch == max(m.infer_batches)
             fig = f"ResNet-50 inference batch {batch}"
@@ -270,20 +285,102 @@ def classification(suite: Suite, depth: int) -> None:
                                       ours_v1=S.label(P.OURS_V1, S.ON),
                                       keras_apps=S.label(P.KERAS_APPS, S.ON),
                                       keras_hub=S.label(P.KERAS_HUB, S.ON))
+            _bf16_checks(suite, fig, rows, users, 1.3)
         _setting_checks(suite, f"{name} inference batch {batch}", rows, [P.OURS, P.KERAS_APPS])
     on = [P.OURS, P.KERAS_APPS]  # the like-for-like variants would double the longest figure
+    on += [P.OURS_BF16] if bf16 else []
     rows = suite.compare_remote("train step", "classify-train",
-                                _plan(suite, on, off, tv, depth=depth, batch=m.train_batch),
+                                _plan(suite, on, off, tv_bf16, depth=depth,
+                                      batch=m.train_batch),
                                 users, model=name, batch=m.train_batch, input_size="224x224",
                                 dtype="float32")
+    _mark_bf16(rows)
     fig = f"ResNet-{depth} training batch {m.train_batch}"
+    ceiling(suite, rows, depth, tv)
     if depth == 50:
         suite.check(f"{fig}: {ours} / keras.applications as users get it "
                     f"({suite.tf_default}, TF's default here)", rows, ours, 1.3)
         suite.check(f"{fig}: {ours} / torchvision", rows, ours, 1.3, versus=P.TORCHVISION)
         _avx2_user_check(suite, fig, rows, 1.3)
+        _bf16_checks(suite, fig, rows, users, 1.3)
     _setting_checks(suite, f"{name} training batch {m.train_batch}", rows,
                     [P.OURS, P.KERAS_APPS])
+
+
+def _bf16_wanted(mode: Mode) -> tuple[bool, str]:
+    """Whether to time bfloat16 contenders, and why not when not."""
+    from benchmarks import ceiling as G
+
+    if not mode.with_bf16:
+        return False, f"left out in {mode.name} mode"
+    return (True, "") if G.native_bf16() else (False, G.NO_BF16)
+
+
+def _bf16_checks(suite: Suite, figure: str, rows: list, users: str, target: float) -> None:
+    """bfloat16 against torchvision in bfloat16 (same precision), and what switching to it is
+    worth against keras.applications as users get it and against our float32."""
+    from benchmarks import peers as P
+    from benchmarks import settings as S
+
+    ours = S.label(P.OURS_BF16, S.ON)
+    if not any(r["contender"] == ours for r in rows):
+        return
+    suite.check(f"{figure}, bfloat16: {ours} / {P.TORCHVISION_BF16}", rows, ours, target,
+                versus=P.TORCHVISION_BF16, must_show=False)
+    suite.check(f"{figure}: {ours} / keras.applications as users get it (float32)", rows,
+                ours, target, versus=users, must_show=False)
+    suite.check(f"{figure}: {ours} / ours, float32", rows, ours, 1.0,
+                versus=S.label(P.OURS, S.ON), must_show=False)
+
+
+def _mark_bf16(rows: list) -> list:
+    """The bfloat16 contenders' rows say so (the figure's dtype is float32)."""
+    from benchmarks import peers as P
+
+    for r in rows:
+        if r.get("peer") in (P.OURS_BF16, P.TORCHVISION_BF16):
+            r["dtype"] = "mixed bfloat16"
+    return rows
+
+
+def ceiling(suite: Suite, rows: list, depth: int, tv: list[str]) -> None:
+    """Measure each framework's GEMM rate once (float32, and bfloat16 in TensorFlow), then give
+    every inference and training row its model FLOP/s and their share of the best GEMM rate of
+    its dtype."""
+    from benchmarks import ceiling as G
+    from benchmarks import peers as P
+
+    if suite.gemm is None:
+        tf_gemm = [G.TF_GEMM] + ([G.TF_GEMM_BF16] if G.native_bf16() else [])
+        plan = _plan(suite, tf_gemm, [G.TF_GEMM], [G.TORCH_GEMM] if tv else [])
+        gemm_rows = suite.compare_remote(
+            "CPU ceiling", "gemm", plan, None, repeats=5, items=lambda _n: G.gemm_flops() / 1e9,
+            model=f"GEMM {G.GEMM_N}^3", batch=1, input_size=f"{G.GEMM_N}x{G.GEMM_N}",
+            dtype="float32", unit="GFLOP/s")
+        suite.gemm = {}
+        for r in gemm_rows:
+            r["dtype"] = "bfloat16" if r.get("peer") == G.TF_GEMM_BF16 else "float32"
+            suite.gemm[r["dtype"]] = max(suite.gemm.get(r["dtype"], 0.0),
+                                         r["throughput"] * 1e9)
+    if not suite.gemm:
+        return
+    import keras_resnet_suite as krs
+
+    macs = {P.OURS: krs.count_macs(krs.build(f"resnet{depth}"), (224, 224, 3))}
+    # torchvision's ResNets stride the 3x3 too (v1.5); bf16 changes no multiply-add
+    for peer in (P.TORCHVISION, P.OURS_BF16, P.TORCHVISION_BF16):
+        macs[peer] = macs[P.OURS]
+    macs[P.KERAS_APPS] = krs.count_macs(krs.build(f"resnet{depth}", stride_in_1x1=True),
+                                        (224, 224, 3))  # keras.applications: stride in 1x1
+    for r in rows:
+        peak = suite.gemm.get("bfloat16" if "bfloat16" in r["dtype"] else "float32")
+        if r.get("peer") not in macs or not r.get("median_s") or not peak:
+            continue
+        per_image = (G.step_flops(macs[r["peer"]], 1) if r["section"] == "train step"
+                     else G.inference_flops(macs[r["peer"]], 1))
+        flops = per_image * r["batch"] / r["median_s"]
+        r["model_gflops_s"] = round(flops / 1e9, 1)
+        r["of_gemm_rate"] = round(flops / peak, 3)
 
 
 def _same_architecture_checks(suite: Suite, figure: str, rows: list, target: float = 1.0,

@@ -47,7 +47,8 @@ def _keras_models(state: State, depth: int, contenders: list[str]) -> dict:
     from benchmarks import peers as P
 
     builders = P.keras_peers(depth, with_v1=P.OURS_V1 in contenders,
-                             with_hub=P.KERAS_HUB in contenders)
+                             with_hub=P.KERAS_HUB in contenders,
+                             with_bf16=P.OURS_BF16 in contenders)
     for name in contenders:
         if name in builders and (depth, name) not in state.models:
             state.models[(depth, name)] = builders[name]()
@@ -61,12 +62,14 @@ def classify(state: State, depth: int, batch: int, contenders: list[str], train:
     from benchmarks import peers as P
 
     cases = []
-    keras_names = [n for n in contenders if n != P.TORCHVISION]
+    torch_names = [n for n in contenders if n in (P.TORCHVISION, P.TORCHVISION_BF16)]
+    keras_names = [n for n in contenders if n not in torch_names]
     if keras_names:
         models = _keras_models(state, depth, keras_names)
         cases += (C.training_cases if train else C.inference_cases)(models, batch, size)
-    if P.TORCHVISION in contenders:
-        cases += C.torchvision_cases(depth, batch, train=train, size=size)
+    for name in torch_names:
+        cases += C.torchvision_cases(depth, batch, train=train, size=size,
+                                     bf16=name == P.TORCHVISION_BF16)
     return cases
 
 
@@ -114,6 +117,16 @@ def detection(state: State, backbone: str, head: str, contenders: list[str], tra
     return cases
 
 
+def gemm(state: State, contenders: list[str], n: int = 0) -> list[Case]:
+    """The GEMM rate of this worker's framework (`benchmarks.ceiling`)."""
+    from benchmarks import ceiling as G
+
+    n = n or G.GEMM_N
+    if os.environ.get(ROLE_ENV) == "torch":
+        return G.torch_cases(contenders, n)
+    return G.tensorflow_cases(contenders, n)
+
+
 FIGURES = {
     "classify-infer": lambda s, **a: classify(s, train=False, **a),
     "classify-train": lambda s, **a: classify(s, train=True, **a),
@@ -121,6 +134,7 @@ FIGURES = {
     "cifar": cifar,
     "detection-infer": lambda s, **a: detection(s, train=False, **a),
     "detection-train": lambda s, **a: detection(s, train=True, **a),
+    "gemm": gemm,
 }
 
 

@@ -88,6 +88,6 @@ def test_same_architecture_checks_pair_two_contenders_of_one_figure(tmp_path):
               "repeats": 3, "load_start": [], "load_end": [], "wall_s": 1.0, "rows": rows,
               "checks": suite.checks}
     text = report.markdown(result)
-    must_part, same_part = text.split("## Same-architecture checks")
+    must_part, same_part = text.split("## Like-for-like checks")
     assert "| must | 1.000 |" in must_part and "both v1" not in must_part
     assert "| fig: ours / keras-hub, both v1.5 | 1.100 | 1.100 | >= 1.0 | yes / yes |" in same_part
