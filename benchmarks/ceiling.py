@@ -1,7 +1,7 @@
 """How close inference and a training step come to what the CPU can do: the float32 (and bfloat16) GEMM rate
 of each framework on the same cores, and each figure's model FLOP/s as a share of the best one.
 
-A ResNet-50 step at batch 16 is ~88 % convolution time (TensorFlow's profiler, oneDNN on), and
+A ResNet-50 step at batch 16 is ~87 % convolution op time (TensorFlow's profiler, oneDNN on), and
 oneDNN computes those convolutions in TensorFlow and in torch alike. Where a step already runs
 near the GEMM rate, no library can be much faster at the same precision and multiply-adds;
 this section measures that instead of asserting it.
