@@ -71,12 +71,10 @@ NO_BF16 = ("this CPU has no bfloat16 instructions (AVX512_BF16 or AMX), or oneDN
 def native_bf16() -> bool:
     """Whether oneDNN may compute bfloat16 natively here: AVX512_BF16 or AMX in the CPU flags,
     and no `ONEDNN_MAX_CPU_ISA` cap below them."""
+    from benchmarks.settings import cpu_flags
+
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
     if cap and cap != "ALL" and "BF16" not in cap and "AMX" not in cap:
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags = cpu_flags().split(", ")
+    return "avx512_bf16" in flags or "amx_tile" in flags

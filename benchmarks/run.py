@@ -28,6 +28,7 @@ memory. Options: `--gpu-batch 256`, `--gpu-size 224`, `--gpu-steps 10` (steps pe
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import sys
@@ -343,6 +344,15 @@ def _mark_bf16(rows: list) -> list:
     return rows
 
 
+@functools.cache
+def _macs(depth: int, stride_in_1x1: bool) -> int:
+    """Multiply-adds of one 224x224 image through our ResNet-`depth` (v1 or v1.5)."""
+    import keras_resnet_suite as krs
+
+    return krs.count_macs(krs.build(f"resnet{depth}", stride_in_1x1=stride_in_1x1),
+                          (224, 224, 3))
+
+
 def ceiling(suite: Suite, rows: list, depth: int, tv: list[str]) -> None:
     """Measure each framework's GEMM rate once (float32, and bfloat16 in TensorFlow), then give
     every inference and training row its model FLOP/s and their share of the best GEMM rate of
@@ -364,15 +374,11 @@ def ceiling(suite: Suite, rows: list, depth: int, tv: list[str]) -> None:
                                          r["throughput"] * 1e9)
     if not suite.gemm:
         return
-    import keras_resnet_suite as krs
-
-    macs = {P.OURS: krs.count_macs(krs.build(f"resnet{depth}"), (224, 224, 3))}
-    # torchvision's ResNets stride the 3x3 too (v1.5); bf16 changes no multiply-add
-    for peer in (P.TORCHVISION, P.OURS_BF16, P.TORCHVISION_BF16):
-        macs[peer] = macs[P.OURS]
-    macs[P.KERAS_APPS] = krs.count_macs(krs.build(f"resnet{depth}", stride_in_1x1=True),
-                                        (224, 224, 3))  # keras.applications: stride in 1x1
-    macs[P.OURS_V1] = macs[P.KERAS_APPS]
+    v15, v1 = _macs(depth, False), _macs(depth, True)
+    # torchvision's ResNets stride the 3x3 too (v1.5), keras.applications' the 1x1 (v1);
+    # bf16 changes no multiply-add
+    macs = {P.OURS: v15, P.TORCHVISION: v15, P.OURS_BF16: v15, P.TORCHVISION_BF16: v15,
+            P.KERAS_APPS: v1, P.OURS_V1: v1}
     for r in rows:
         peak = suite.gemm.get("bfloat16" if "bfloat16" in r["dtype"] else "float32")
         if r.get("peer") not in macs or not r.get("median_s") or not peak:
