@@ -9,8 +9,6 @@ this section measures that instead of asserting it.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from benchmarks.timing import Case
@@ -71,10 +69,6 @@ NO_BF16 = ("this CPU has no bfloat16 instructions (AVX512_BF16 or AMX), or oneDN
 def native_bf16() -> bool:
     """Whether oneDNN may compute bfloat16 natively here: AVX512_BF16 or AMX in the CPU flags,
     and no `ONEDNN_MAX_CPU_ISA` cap below them."""
-    from benchmarks.settings import cpu_flags
+    from keras_resnet_suite.runtime import onednn_may_use
 
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if cap and cap != "ALL" and "BF16" not in cap and "AMX" not in cap:
-        return False
-    flags = cpu_flags().split(", ")
-    return "avx512_bf16" in flags or "amx_tile" in flags
+    return onednn_may_use(("avx512_bf16", "amx_tile"), ("BF16", "AMX"), unknown=False)

@@ -4,7 +4,6 @@ and a frozen BN for detection fine-tuning (detectron2's `FrozenBatchNorm2d`)."""
 from __future__ import annotations
 
 import functools
-import os
 
 import keras
 from keras import layers
@@ -89,15 +88,11 @@ def _affine_inference() -> bool:
 
 
 def _onednn_has_avx512() -> bool:
-    """Whether oneDNN may use AVX-512 here: the CPU has it and `ONEDNN_MAX_CPU_ISA` allows it."""
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    if cap and cap != "ALL" and "AVX512" not in cap and "AMX" not in cap:
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "avx512f" in f.read()
-    except OSError:  # not Linux: no evidence of the slow GEMM path, keep TensorFlow's fusion
-        return True
+    """Whether oneDNN may use AVX-512 here: the CPU has it and `ONEDNN_MAX_CPU_ISA` allows it.
+    Not Linux: no evidence of the slow GEMM path, so TensorFlow's fusion stays."""
+    from keras_resnet_suite.runtime import onednn_may_use
+
+    return onednn_may_use(("avx512f",), ("AVX512", "AMX"), unknown=True)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

@@ -79,6 +79,23 @@ def onednn_enabled() -> bool:
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
+def onednn_may_use(flags: Sequence[str], isa_words: Sequence[str], unknown: bool) -> bool:
+    """Whether oneDNN may use an instruction set here: the CPU reports one of `flags` (Linux
+    `/proc/cpuinfo` names, e.g. "avx512f") and `ONEDNN_MAX_CPU_ISA`, where set, names an ISA
+    containing one of `isa_words` (e.g. "AVX512"). `unknown` answers where the flags cannot be
+    read (not Linux)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap != "ALL" and not any(word in cap for word in isa_words):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            found = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")),
+                         [])
+    except OSError:
+        return unknown
+    return any(flag in found for flag in flags)
+
+
 def _entry(argv: Sequence[str]) -> tuple[str, str] | None:
     """("module", name) for `-m name`, ("script", path), or None (`-c`, interactive)."""
     i = 0
