@@ -15,6 +15,7 @@ from keras_resnet_suite.normalization import (  # noqa: F401  (part of this modu
     NORMS,
     BatchNormalization,
     FrozenBatchNormalization,
+    batch_of_one_branch,
     norm_layer,
 )
 
@@ -325,7 +326,7 @@ class Stem(_Composite):
         self.built = True
 
     def call(self, x, training=None):
-        return self._run(self.chain, x, training)
+        return batch_of_one_branch(lambda t: self._run(self.chain, t, training), x, training)
 
     def compute_output_shape(self, input_shape):
         return strided_shape(input_shape, 1 if self.kind == "cifar" else 4, self.filters)
@@ -372,7 +373,7 @@ class Stage(_Composite):
         self.built = True
 
     def call(self, x, training=None):
-        return self._run(self.blocks, x, training)
+        return batch_of_one_branch(lambda t: self._run(self.blocks, t, training), x, training)
 
     def compute_output_shape(self, input_shape):
         return _chain_shape(self.blocks, input_shape)

@@ -163,3 +163,49 @@ def test_bfloat16_activations_go_through_the_kernel_as_they_are(training):
     assert any(k.startswith("FusedBatchNorm") for k in kinds)
     assert not any(op.type == "Cast" and op.inputs[0].dtype == tf.bfloat16
                    for op in graph.get_operations())  # the activations stay bf16
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow graph paths")
+def test_dynamic_batch_branches_on_the_batch_size(monkeypatch):
+    # A SavedModel, model.predict and model.export trace with a None batch: one image must
+    # still take the multiply-add path where the rule says so, larger batches the fused one.
+    import tensorflow as tf
+
+    from keras_resnet_suite import normalization
+
+    monkeypatch.setattr(normalization, "_affine_inference", lambda: True)
+    model = krs.build("resnet20", input_shape=(32, 32, 3))
+    _randomise_bn(model)
+    fn = tf.function(lambda x: model(x, training=False),
+                     input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
+    graph = fn.get_concrete_function().graph.as_graph_def()
+    branches = {f.signature.name: {n.op for n in f.node_def} for f in graph.library.function}
+    conds = [n for n in graph.node if n.op in ("If", "StatelessIf")]
+    assert len(conds) == 4  # the stem and three stages, not one per BN
+    for node in conds:
+        one, many = node.attr["then_branch"].func.name, node.attr["else_branch"].func.name
+        assert "FusedBatchNormV3" not in branches[one]
+        assert "FusedBatchNormV3" in branches[many]
+    plain = _keras_bn_only(krs.build("resnet20", input_shape=(32, 32, 3)))
+    plain.set_weights(model.get_weights())
+    for batch in (1, 3):
+        x = _inputs((batch, 32, 32, 3), seed=batch)
+        np.testing.assert_allclose(fn(x).numpy(), keras.ops.convert_to_numpy(plain(x)),
+                                   rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow graph paths")
+@pytest.mark.parametrize("rule", [True, False])
+def test_no_branch_where_it_cannot_matter(monkeypatch, rule):
+    # Without the rule (AVX-512, oneDNN off, GPU), or with a static batch, the graph is as before.
+    import tensorflow as tf
+
+    from keras_resnet_suite import normalization
+
+    monkeypatch.setattr(normalization, "_affine_inference", lambda: rule)
+    model = krs.build("resnet20", input_shape=(32, 32, 3))
+    batch = 2 if rule else None
+    fn = tf.function(lambda x: model(x, training=False),
+                     input_signature=[tf.TensorSpec([batch, 32, 32, 3], tf.float32)])
+    ops = {n.op for n in fn.get_concrete_function().graph.as_graph_def().node}
+    assert not ops & {"If", "StatelessIf"}
