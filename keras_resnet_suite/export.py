@@ -28,6 +28,10 @@ from keras_resnet_suite import compat
 SIGNATURES = ("serving_default", "serving_bytes")
 
 
+class NothingToFold(ValueError):
+    """`fold_batchnorm` found no Conv2D -> BN pair inside this project's blocks."""
+
+
 def _folds(chain: list) -> list[int]:
     """Indices `i` where `chain[i]` is a Conv2D whose output feeds only `chain[i + 1]`, a BN."""
     return [
@@ -79,9 +83,19 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, int]:
                 setattr(layer, attr, new)
             count += len(folds)
     if not count:
-        raise ValueError(f"{model.name}: no Conv2D -> BatchNormalization pair inside this "
+        raise NothingToFold(f"{model.name}: no Conv2D -> BatchNormalization pair inside this "
                          "project's blocks to fold")  # fmt: skip
     return copy, count
+
+
+def _folded_or_none(model: keras.Model, required: bool) -> keras.Model | None:
+    """`fold_batchnorm(model)`'s copy, or None where nothing folds and folding is optional."""
+    try:
+        return fold_batchnorm(model)[0]
+    except NothingToFold:
+        if required:
+            raise
+        return None
 
 
 def require_tensorflow_backend() -> None:
@@ -150,7 +164,7 @@ def export_saved_model(
     top_k: int = 5,
     resize: int | None = None,
     from_logits: bool | None = None,
-    fold_bn: bool = False,
+    fold_bn: bool | None = None,
     verbose: bool = False,
 ) -> Path:
     """Write `model` as a SavedModel with the `serving_default` (float images) and
@@ -160,7 +174,10 @@ def export_saved_model(
     normalisation, applied in `serving_bytes`; `resize` is the shorter side before the centre
     crop (default: the paper's 256 for 224 inputs, i.e. input side * 8 / 7, and no resizing
     beyond the input side for inputs up to 64 px such as CIFAR). `from_logits` (default: unless
-    the last layer is a softmax) adds the softmax. `fold_bn` serves `fold_batchnorm(model)`.
+    the last layer is a softmax) adds the softmax. `fold_bn` serves `fold_batchnorm(model)`:
+    by default wherever a BN follows a convolution (every model of this project), since the
+    folded graph has no BN left to take a slow path at any batch size on any CPU; `False`
+    serves the model as it is; `True` also refuses a model with nothing to fold.
     """
     import tensorflow as tf
 
@@ -186,7 +203,8 @@ def export_saved_model(
     std = None if std is None else np.asarray(std, np.float32)
     if from_logits is None:
         from_logits = not _is_softmax(model)
-    served = fold_batchnorm(model)[0] if fold_bn else model
+    served = model if fold_bn is False else _folded_or_none(model, required=bool(fold_bn))
+    served = served or model
     labels = None if class_names is None else tf.constant([str(c) for c in class_names])
 
     def outputs(images):

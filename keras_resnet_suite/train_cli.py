@@ -376,7 +376,8 @@ def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory written by `train`")
     p.add_argument("--out", required=True, help="SavedModel directory to write")
     p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
-    p.add_argument("--fold-bn", action="store_true", help="fold BN into the convolutions")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold BN into the convolutions (default: wherever a BN follows one)")
     p.add_argument("--top-k", type=int, default=5)
 
 

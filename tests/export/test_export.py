@@ -82,8 +82,9 @@ def exported(tmp_path_factory):
     mean = rng.uniform(100, 150, (32, 32, 3)).astype(np.float32)  # a per-pixel mean image
     std = np.array([60.0, 62.0, 65.0], np.float32)
     names = [f"class{i}" for i in range(10)]
-    export.export_saved_model(model, tmp / "plain", mean=mean, std=std, class_names=names)
-    export.export_saved_model(model, tmp / "folded", mean=mean, std=std, fold_bn=True, top_k=3)
+    export.export_saved_model(model, tmp / "plain", mean=mean, std=std, class_names=names,
+                              fold_bn=False)
+    export.export_saved_model(model, tmp / "folded", mean=mean, std=std, top_k=3)  # folds
     images = rng.normal(0, 1, (3, 32, 32, 3)).astype(np.float32)
     np.save(tmp / "images.npy", images)
     raw = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
@@ -201,4 +202,26 @@ def test_bad_arguments_are_named(tmp_path):
     plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="no Conv2D -> BatchNormalization"):
         export.fold_batchnorm(plain)
+    with pytest.raises(ValueError, match="no Conv2D -> BatchNormalization"):
+        export.export_saved_model(plain, tmp_path / "x", fold_bn=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_default_export_folds_where_it_can(tmp_path):
+    # Folded by default: no BN op is left to take a slow path for some batch size on some CPU.
+    import tensorflow as tf
+
+    def ops(path):
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return {n.op for f in fn.graph.as_graph_def().library.function for n in f.node_def}
+
+    model = krs.build("resnet20")
+    export.export_saved_model(model, tmp_path / "ours")
+    export.export_saved_model(model, tmp_path / "unfolded", fold_bn=False)
+    assert "FusedBatchNormV3" in ops(tmp_path / "unfolded")
+    assert not {"FusedBatchNormV3", "Rsqrt"} & ops(tmp_path / "ours")
+    assert "Conv2D" in ops(tmp_path / "ours")
+    inputs = keras.Input((8, 8, 3))
+    plain = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)))
+    export.export_saved_model(plain, tmp_path / "plain")  # nothing to fold: served as it is
+    assert (tmp_path / "plain" / "saved_model.pb").is_file()
