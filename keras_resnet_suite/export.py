@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_resnet_suite import compat
+from keras_resnet_suite.normalization import portable_batch_branch
 
 SIGNATURES = ("serving_default", "serving_bytes")
 
@@ -126,10 +127,12 @@ def write_saved_model(model: keras.Model, path: str | os.PathLike,
     require_tensorflow_backend()
     archive = keras.export.ExportArchive()
     archive.track(model)
-    for name, (fn, specs) in endpoints.items():
-        archive.add_endpoint(name, fn, specs)
     path = Path(path)
-    archive.write_out(str(path), verbose=verbose)
+    # Served on other CPUs than this one: one image must find its fast BN path everywhere.
+    with portable_batch_branch():
+        for name, (fn, specs) in endpoints.items():
+            archive.add_endpoint(name, fn, specs)
+        archive.write_out(str(path), verbose=verbose)
     return path
 
 

@@ -17,6 +17,7 @@ NORMS = ("batch", "frozen")
 
 class _Tracing(threading.local):
     batch_of_one = False  # set while tracing the batch-of-one branch of `batch_of_one_branch`
+    portable = False  # set while tracing an export (`portable_batch_branch`)
 
 
 _tracing = _Tracing()
@@ -56,8 +57,8 @@ class BatchNormalization(layers.BatchNormalization):
         low = keras.backend.standardize_dtype(inputs.dtype) in ("float16", "bfloat16")
         x = inputs if low else tf.cast(inputs, "float32")
         gamma, beta = tf.cast(self.gamma, "float32"), tf.cast(self.beta, "float32")
-        if (not training and (inputs.shape[0] == 1 or _tracing.batch_of_one)
-                and _affine_inference()):
+        if not training and (_tracing.batch_of_one
+                             or (inputs.shape[0] == 1 and _affine_inference())):
             scale = gamma * tf.math.rsqrt(tf.cast(self.moving_variance, "float32")
                                           + self.epsilon)
             shift = beta - tf.cast(self.moving_mean, "float32") * scale
@@ -109,10 +110,11 @@ def batch_of_one_branch(fn: Callable, x, training=None):
     The branch wraps whole stages, not single BN layers: inside it the convolution and its BN
     stay adjacent, so TensorFlow still fuses them for larger batches (a branch per BN cost
     batch 16 ~40 %; per stage it costs nothing measurable). Elsewhere (other backends,
-    training, a static batch, no oneDNN on AVX2) it is `fn(x)`.
+    training, a static batch, no oneDNN on AVX2) it is `fn(x)`, except while an export is
+    traced (`portable_batch_branch`).
     """
     if (keras.backend.backend() != "tensorflow" or training or _tracing.batch_of_one
-            or x.shape[0] is not None or not _affine_inference()):
+            or x.shape[0] is not None or not (_tracing.portable or _affine_inference())):
         return fn(x)
     import tensorflow as tf
 
@@ -121,6 +123,17 @@ def batch_of_one_branch(fn: Callable, x, training=None):
             return fn(x)
 
     return tf.cond(tf.equal(tf.shape(x)[0], 1), one, lambda: fn(x))
+
+
+@contextlib.contextmanager
+def portable_batch_branch():
+    """Trace the batch-of-one branch whatever this machine's rule: an exported graph is served
+    on CPUs other than the one that wrote it (an AVX-512 build machine, AVX2 servers)."""
+    _tracing.portable = True
+    try:
+        yield
+    finally:
+        _tracing.portable = False
 
 
 @contextlib.contextmanager

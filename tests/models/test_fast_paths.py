@@ -209,3 +209,24 @@ def test_no_branch_where_it_cannot_matter(monkeypatch, rule):
                      input_signature=[tf.TensorSpec([batch, 32, 32, 3], tf.float32)])
     ops = {n.op for n in fn.get_concrete_function().graph.as_graph_def().node}
     assert not ops & {"If", "StatelessIf"}
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow graph paths")
+def test_exports_branch_whatever_this_machines_rule(monkeypatch, tmp_path):
+    # A SavedModel written on an AVX-512 machine is served on AVX2 ones: it carries the branch.
+    import tensorflow as tf
+
+    from keras_resnet_suite import export, normalization
+
+    monkeypatch.setattr(normalization, "_affine_inference", lambda: False)
+    model = krs.build("resnet20", input_shape=(32, 32, 3))
+    _randomise_bn(model)
+    export.export_saved_model(model, tmp_path / "m", fold_bn=False)
+    fn = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    library = fn.graph.as_graph_def().library.function
+    assert sum(n.op in ("If", "StatelessIf") for f in library for n in f.node_def) >= 4
+    for batch in (1, 2):
+        x = _inputs((batch, 32, 32, 3), seed=batch)
+        np.testing.assert_allclose(fn(images=x)["probabilities"].numpy(),
+                                   keras.ops.convert_to_numpy(model(x, training=False)),
+                                   rtol=1e-4, atol=1e-6)
