@@ -96,8 +96,9 @@ def onednn_may_use(flags: Sequence[str], isa_words: Sequence[str], unknown: bool
     return any(flag in found for flag in flags)
 
 
-def _entry(argv: Sequence[str]) -> tuple[str, str] | None:
-    """("module", name) for `-m name`, ("script", path), or None (`-c`, interactive)."""
+def _entry(argv: Sequence[str]) -> tuple[str, str, list[str]] | None:
+    """("module", name, args) for `-m name args`, ("script", path, args), or None (`-c`,
+    interactive)."""
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -106,14 +107,14 @@ def _entry(argv: Sequence[str]) -> tuple[str, str] | None:
             i += arg == "--check-hash-based-pycs"
             continue
         if not arg.startswith("-") or arg == "-":
-            return ("script", arg)
+            return ("script", arg, list(argv[i:]))
         for k, flag in enumerate(arg[1:], start=2):  # a cluster of short options, e.g. -Bm
             rest = arg[k:]
             if flag == "c":
                 return None
             if flag == "m":
                 name = rest or (argv[i] if i < len(argv) else "")
-                return ("module", name)
+                return ("module", name, list(argv[i + (not rest):]))
             if flag in "WX":  # they take a value: the rest of the cluster, or the next arg
                 i += not rest
                 break
@@ -126,7 +127,7 @@ def started_by_our_command(argv: Sequence[str] | None = None) -> bool:
     entry = _entry(list(sys.orig_argv if argv is None else argv)[1:])
     if entry is None:
         return False
-    kind, name = entry
+    kind, name, _args = entry
     if kind == "module":
         return name.split(".")[0] in _OUR_MODULES
     script = Path(name)
@@ -138,11 +139,35 @@ def started_by_our_command(argv: Sequence[str] | None = None) -> bool:
         return False
 
 
+def onednn_pays_off(batch: int | None) -> bool:
+    """Whether oneDNN beats TensorFlow's Eigen kernels for inputs of `batch` images here.
+
+    Everywhere but one case: a single image on a CPU whose oneDNN lacks AVX-512 (AVX2-only
+    CPUs such as AMD Zen 2/3, or under an `ONEDNN_MAX_CPU_ISA` cap below AVX-512). There
+    oneDNN's GEMM convolution makes one ResNet-50 image ~1.35x slower than Eigen even on its
+    best BN path (0.144 s vs 0.107 s on a 2-core EPYC; issue 25), while from a few images on,
+    and for training, oneDNN wins. `None` (unknown, e.g. training) counts as a batch.
+    """
+    return batch != 1 or onednn_may_use(("avx512f",), ("AVX512", "AMX"), unknown=True)
+
+
+def one_image_command(argv: Sequence[str] | None = None) -> bool:
+    """Whether `argv` (default `sys.orig_argv`) runs one of this project's commands that feed
+    the model one image per call: `python -m detection predict`."""
+    entry = _entry(list(sys.orig_argv if argv is None else argv)[1:])
+    if entry is None:
+        return False
+    kind, name, args = entry
+    return kind == "module" and name == "detection" and args[:1] == ["predict"]
+
+
 def default_for_our_commands() -> None:
     """Called by `keras_resnet_suite/__init__.py` before anything imports TensorFlow: the
-    project's own commands run with oneDNN on unless the user set the variable."""
+    project's own commands run with oneDNN on unless the user set the variable, except a
+    one-image command where oneDNN does not pay off (`onednn_pays_off`): off there."""
     if started_by_our_command() and _setting() is None and "tensorflow" not in sys.modules:
-        os.environ[ONEDNN_ENV] = "1"
+        one = one_image_command()
+        os.environ[ONEDNN_ENV] = "1" if onednn_pays_off(1 if one else None) else "0"
 
 
 def describe() -> str:

@@ -77,3 +77,45 @@ def test_enable_fast_cpu_before_and_after_tensorflow(monkeypatch):
     with pytest.warns(RuntimeWarning, match="already imported"):
         assert runtime.enable_fast_cpu() is False
     assert runtime.ONEDNN_ENV not in os.environ
+
+
+@pytest.mark.parametrize("argv, one", [
+    (["python", "-m", "detection", "predict", "a.jpg"], True),
+    (["python", "-B", "-m", "detection", "predict"], True),
+    (["python", "-mdetection", "predict", "a.jpg"], True),
+    (["python", "-m", "detection", "evaluate", "--config", "c.yaml"], False),
+    (["python", "-m", "detection", "train", "predict"], False),
+    (["python", "predict.py", "predict"], False),
+    (["python", "-c", "pass"], False),
+])
+def test_one_image_commands_are_recognised(argv, one):
+    assert runtime.one_image_command(argv) is one
+
+
+@pytest.mark.parametrize("cap, batch, pays", [
+    ("AVX2", 1, False), ("AVX2", 16, True), ("AVX2", None, True),
+    ("AVX512_CORE", 1, True), ("AVX512_CORE_AMX", 1, True),
+])
+def test_onednn_pays_off_except_one_image_without_avx512(monkeypatch, cap, batch, pays):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    flags = runtime.onednn_may_use(("avx512f",), ("AVX512",), unknown=True)
+    # On a CPU without AVX-512 the cap cannot add it: then one image never pays off.
+    assert runtime.onednn_pays_off(batch) is (pays and (flags or batch != 1))
+
+
+def test_one_image_command_gets_the_faster_setting_for_this_cpu():
+    # `detection predict` under an AVX2 cap: oneDNN off (Eigen wins one image); training stays on.
+    assert _probe_with_cap(["python", "-m", "detection", "predict", "x.jpg"]) == "0"
+    assert _probe_with_cap(["python", "-m", "detection", "train"]) == "1"
+
+
+def _probe_with_cap(argv: list[str]) -> str:
+    code = (f"import os, sys\nsys.orig_argv[:] = {argv!r}\n"
+            "from keras_resnet_suite import runtime\nruntime.default_for_our_commands()\n"
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
+    env = {k: v for k, v in os.environ.items() if k != runtime.ONEDNN_ENV}
+    env.update({"PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.split()[-1]
