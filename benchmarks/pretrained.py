@@ -35,23 +35,36 @@ CASES = {"tv_r50_fpn_v1": ("torchvision/fasterrcnn_resnet50_fpn", "torchvision 0
 IMAGE = "coco139"
 
 
-def _ours(arch_key: str, repeats: int):
-    """A timing function for our detector on the photo at the reference canvas."""
+def photo(arch_key: str) -> np.ndarray:
+    """The parity reference's photo of `arch_key`, uint8 RGB [H, W, 3]."""
+    from PIL import Image
+
+    with np.load(PARITY / "reference" / f"{arch_key}__{IMAGE}.npz") as ref:
+        meta = json.loads(str(ref["meta"]))
+    data = Path(os.environ.get("KRS_DATA_DIR", REPO.parent / "shared" / "data"))
+    return np.asarray(Image.open(data / meta["image"]).convert("RGB"))
+
+
+def seeded_detector(arch_key: str):
+    """(model, photo as a float [1, H, W, 3] batch, canvas): our detector of `arch_key` with
+    the parity tests' seeded weights, built at the photo's reference canvas."""
     sys.path.insert(0, str(PARITY.parent))
     from parity import seeded
-    from PIL import Image
 
     from detection.checkpoints import presets, pretrained, registry
 
-    ref = np.load(PARITY / "reference" / f"{arch_key}__{IMAGE}.npz")
-    meta = json.loads(str(ref["meta"]))
-    data = Path(os.environ.get("KRS_DATA_DIR", REPO.parent / "shared" / "data"))
-    pixels = np.asarray(Image.open(data / meta["image"]).convert("RGB"), "float32")[None]
+    pixels = photo(arch_key).astype("float32")[None]
     arch = pretrained.Architecture.of(registry.get(CASES[arch_key][0]))
     size = presets.reference_size(arch.preset, arch.head, *pixels.shape[1:3])
     model = pretrained.build(arch, size)
     pretrained.load_state(model, seeded.seeded_state(seeded.load_skeleton(arch_key), seed=0),
                           arch)
+    return model, pixels, size
+
+
+def _ours(arch_key: str, repeats: int):
+    """A timing function for our detector on the photo at the reference canvas."""
+    model, pixels, size = seeded_detector(arch_key)
     model.predict(pixels, verbose=0)  # warm-up (trace)
 
     def run() -> list[float]:
@@ -65,7 +78,8 @@ def _ours(arch_key: str, repeats: int):
     return run, size
 
 
-def _theirs(arch_key: str, repeats: int, python: str) -> list[float]:
+def reference_times(arch_key: str, repeats: int, python: str) -> list[float]:
+    """The reference library's seconds per image, timed in a torch-only subprocess."""
     proc = subprocess.run([python, str(PARITY / "make_reference.py"), "--time", arch_key,
                            "--image", IMAGE, "--repeats", str(repeats)],
                           capture_output=True, text=True, timeout=3600)
@@ -90,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ours, theirs = [], []
         for _ in range(a.rounds):
             ours += run()
-            theirs += _theirs(key, a.repeats, a.python)
+            theirs += reference_times(key, a.repeats, a.python)
         row = {"case": key, "checkpoint": CASES[key][0], "peer": CASES[key][1],
                "canvas": list(size), "ours_s": statistics.median(ours),
                "theirs_s": statistics.median(theirs), "ours_all": ours, "theirs_all": theirs}
