@@ -67,7 +67,7 @@ class Mode:
 # (ours and keras.applications under both settings, and torchvision).
 MODES = {
     "default": Mode("default", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 16),
-                    train_batch=16, serving_batches=(1, 16), cifar_batches=50, detection=False,
+                    train_batch=16, serving_batches=(1, 8), cifar_batches=50, detection=False,
                     det_repeats=3, with_v1=True, with_hub=True),
     "quick": Mode("quick", warmup=1, repeats=3, repeats_small=5, infer_batches=(1, 8),
                   train_batch=8, serving_batches=(1,), cifar_batches=50, detection=False,
@@ -409,45 +409,86 @@ def _same_architecture_checks(suite: Suite, figure: str, rows: list, target: flo
 
 
 def serving(suite: Suite) -> None:
-    """SavedModel serving: ours with/without BN folding vs keras.applications, same exporter,
-    each served with oneDNN on and off."""
+    """Serving one request: our SavedModel (BN folded, the exporter's default, and not) vs
+    keras.applications' through the same exporter, each with oneDNN on and off; ours and
+    keras.applications through Keras' `model.export` in ONNX Runtime and OpenVINO; and
+    torchvision eager."""
     from benchmarks import peers as P
     from benchmarks import serving as S
     from benchmarks import settings as W
+    from keras_resnet_suite.runtime import onednn_pays_off
 
     if S.exporter() is None:
         suite.skipped.append("SavedModel serving: keras_resnet_suite.export.export_saved_model "
                              "does not exist yet")
         return
+    for runtime, why in S.available_runtimes().items():
+        suite.skipped.append(f"{runtime} serving: {why}")
     # The peers have no project blocks, so the exporter cannot fold their BNs: they are
     # exported exactly as ours is without folding. The stride_in_1x1 variant has
     # keras.applications' FLOPs (v1); keras-hub, where installed, has our default's (v1.5).
     hub = suite.mode.with_hub and P.installed("keras_hub")
     folded, apps = "ours SavedModel, BN folded", "keras.applications SavedModel"
+    tv = [P.TORCHVISION] if P.torchvision_wanted() else []
     with S.temp_dir() as tmp:
         t = time.perf_counter()
         exporter = suite.pool.get(W.ON if W.ON in suite.settings else W.OFF)
         paths = exporter.request("call", fn="export_serving",
                                  args={"workdir": tmp, "hub": hub})["result"]
-        suite.log(f"exported {len(paths)} SavedModels in {time.perf_counter() - t:.1f} s")
+        suite.log(f"exported {len(paths)} models in {time.perf_counter() - t:.1f} s")
+        saved = [k for k, v in paths.items() if Path(v).is_dir()]
+        files = [k for k in paths if k not in saved]
         users = W.label(apps, suite.tf_default)
         for batch in suite.mode.serving_batches:
             rows = suite.compare_remote(
                 "SavedModel serving", "serving",
-                _plan(suite, list(paths), [folded, apps], [], paths=paths, batch=batch), users,
+                _plan(suite, saved, [folded, "ours SavedModel", apps, *files], tv, paths=paths,
+                      batch=batch), users,
                 model="resnet50", batch=batch, input_size="224x224", dtype="float32",
                 extra={"latency_ms": None})
             for r in rows:
                 r["latency_ms"] = round(r["median_s"] * 1000, 2)
-            ours = W.label(folded, W.ON)
+            # Ours as our commands run it: the default export, under the setting the library
+            # picks for this batch on this CPU (runtime.onednn_pays_off).
+            ours = W.label(folded, W.ON if onednn_pays_off(batch) else W.OFF)
             suite.check(f"SavedModel batch {batch}: {ours} / keras.applications as users get "
                         f"it ({suite.tf_default})", rows, ours, 1.1)
+            if tv:
+                suite.check(f"SavedModel batch {batch}: {ours} / torchvision eager", rows, ours,
+                            1.3, versus=P.TORCHVISION)
+            _fastest_path_check(suite, f"SavedModel batch {batch}", rows, ours)
+            _runtime_checks(suite, f"batch {batch}", rows)
             _same_architecture_checks(
                 suite, f"SavedModel batch {batch}, BN-folded", rows, 1.1, ours=ours,
                 ours_v1=W.label("ours (stride_in_1x1) SavedModel, BN folded", W.ON),
                 keras_apps=W.label(apps, W.ON),
                 keras_hub=W.label("keras-hub SavedModel", W.ON))
             _setting_checks(suite, f"SavedModel batch {batch}", rows, [folded, apps])
+
+
+def _fastest_path_check(suite: Suite, figure: str, rows: list, ours: str) -> None:
+    """Our default SavedModel against the fastest TensorFlow way to serve the same model
+    (folded or not, oneDNN on or off): within 1.1x, i.e. a speed ratio >= 1 / 1.1."""
+    mine = [r for r in rows if r["contender"].startswith("ours SavedModel")]
+    if not mine:
+        return
+    best = min(mine, key=lambda r: r["median_s"])
+    suite.check(f"{figure}: {ours} / the fastest TensorFlow path of the same model "
+                f"({best['contender']})", rows, ours, round(1 / 1.1, 3),
+                versus=best["contender"])
+
+
+def _runtime_checks(suite: Suite, figure: str, rows: list) -> None:
+    """Ours against keras.applications inside each CPU runtime (the same engine for both)."""
+    from benchmarks import peers as P
+    from benchmarks import serving as S
+
+    names = {r["contender"] for r in rows}
+    for runtime in S.RUNTIMES:
+        ours, theirs = (S.runtime_label(m, runtime) for m in (P.OURS, P.KERAS_APPS))
+        if ours in names and theirs in names:
+            suite.check(f"{runtime} {figure}: ours / keras.applications in the same runtime",
+                        rows, ours, 1.0, versus=theirs)
 
 
 def pipelines(suite: Suite) -> None:

@@ -74,3 +74,67 @@ def serving_cases(paths: dict[str, Path], batch: int, size: int = 224) -> tuple[
 
 def temp_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="krs-bench-")
+
+
+# Keras' own `model.export(format=...)` into the CPU runtimes users deploy to, each run the way
+# its documentation serves one request: ONNX Runtime's CPU provider, OpenVINO's CPU plugin
+# with a latency hint and float32 precision (on CPUs with bf16 instructions it would otherwise
+# compute in bfloat16, which is another comparison).
+RUNTIMES = {"ONNX Runtime": ("onnx", ".onnx", "onnxruntime"),
+            "OpenVINO": ("openvino", ".xml", "openvino")}
+
+
+def runtime_label(model: str, runtime: str) -> str:
+    return f"{model}, {runtime}"
+
+
+def available_runtimes() -> dict[str, str]:
+    """Runtime -> why it is missing, for each runtime whose package is not installed."""
+    from importlib.util import find_spec
+
+    return {name: f"{package} not installed (pip install '.[export]')"
+            for name, (_fmt, _ext, package) in RUNTIMES.items() if find_spec(package) is None}
+
+
+def export_runtimes(models: dict, workdir: Path, size: int = 224) -> dict[str, str]:
+    """`model.export` of each model into each installed runtime's format: label -> file."""
+    missing = available_runtimes()
+    x = np.zeros((1, size, size, 3), np.float32)
+    paths = {}
+    for name, model in models.items():
+        model.predict(x, verbose=0)  # Keras exports only a model that has been called
+        for runtime, (fmt, ext, _package) in RUNTIMES.items():
+            if runtime in missing:
+                continue
+            path = workdir / ("".join(ch if ch.isalnum() else "_" for ch in name) + ext)
+            model.export(str(path), format=fmt, verbose=False)
+            paths[runtime_label(name, runtime)] = str(path)
+    return paths
+
+
+def runtime_cases(paths: dict[str, str], batch: int, size: int = 224) -> tuple[list[Case], list]:
+    """One request of `batch` float images per run against each exported file."""
+    x = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    cases, keep = [], []
+    for label, path in paths.items():
+        run, handle = _runtime_call(path, x)
+        keep.append(handle)
+        cases.append(Case(label, run, items=batch))
+    return cases, keep
+
+
+def _runtime_call(path: str, x: np.ndarray):
+    """(one request, the object it needs alive) for an `.onnx` or OpenVINO `.xml` file."""
+    if path.endswith(".onnx"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()  # no spinning threads beside the next contender
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: x}
+        return (lambda: session.run(None, feed)), session
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(path, "CPU", {
+        "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+    return (lambda: compiled(x)), compiled

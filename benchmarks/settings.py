@@ -24,6 +24,7 @@ from benchmarks.timing import Case
 REPO = Path(__file__).resolve().parents[1]
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 ON, OFF, TORCH = "oneDNN on", "oneDNN off", "torch"
+RUNTIME_SUFFIXES = (", ONNX Runtime", ", OpenVINO")  # benchmarks.serving.RUNTIMES' labels
 
 
 class WorkerError(RuntimeError):
@@ -120,7 +121,8 @@ def setup(pool: Pool, figure: str, plan: dict[str, tuple[list[str], dict]],
         names = worker.request("setup", figure=figure,
                                args={**args, "contenders": contenders})["cases"]
         for name in names:
-            s = None if setting == TORCH else setting
+            # torchvision and the non-TensorFlow runtimes do not depend on TensorFlow's setting
+            s = None if setting == TORCH or name.endswith(RUNTIME_SUFFIXES) else setting
             cases.append(RemoteCase(label(name, s), run=lambda: None, items=items(name),
                                     worker=worker, remote=name, setting=s, peer=name))
     return cases

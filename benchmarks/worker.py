@@ -74,13 +74,20 @@ def classify(state: State, depth: int, batch: int, contenders: list[str], train:
 
 
 def serving(state: State, paths: dict[str, str], batch: int, contenders: list[str]) -> list[Case]:
-    """Requests of `batch` float images against the exported SavedModels named `contenders`."""
+    """Requests of `batch` float images against the exported SavedModels and runtime files
+    named `contenders`, and torchvision's eager model where named."""
+    from benchmarks import classify as C
+    from benchmarks import peers as P
     from benchmarks import serving as S
 
-    chosen = {k: Path(v) for k, v in paths.items() if k in contenders}
-    cases, keep = S.serving_cases(chosen, batch)
-    state.keep += keep
-    return cases
+    saved = {k: Path(v) for k, v in paths.items() if k in contenders and Path(v).is_dir()}
+    files = {k: v for k, v in paths.items() if k in contenders and not Path(v).is_dir()}
+    cases, keep = S.serving_cases(saved, batch)
+    more, keep_more = S.runtime_cases(files, batch)
+    state.keep += keep + keep_more
+    if P.TORCHVISION in contenders:
+        more += C.torchvision_cases(50, batch, train=False)
+    return cases + more
 
 
 def cifar(state: State, archive: str, batch: int, batches: int,
@@ -140,7 +147,8 @@ FIGURES = {
 
 def export_serving(state: State, workdir: str, hub: bool = False) -> dict[str, str]:
     """Export ours (BN folded and not, and the stride_in_1x1 variant folded), keras.applications
-    and keras-hub (when asked and installed) through the project's exporter."""
+    and keras-hub (when asked and installed) through the project's exporter, and ours and
+    keras.applications through Keras' `model.export` into each installed CPU runtime."""
     import keras
 
     import keras_resnet_suite as krs
@@ -159,6 +167,9 @@ def export_serving(state: State, workdir: str, hub: bool = False) -> dict[str, s
         models[P.KERAS_HUB] = builder()
         variants["keras-hub SavedModel"] = (P.KERAS_HUB, False)
     paths = S.export_all(models, variants, Path(workdir))
+    runtimes = S.export_runtimes({P.OURS: models[P.OURS], P.KERAS_APPS: models[P.KERAS_APPS]},
+                                 Path(workdir))
+    paths = {**paths, **runtimes}
     del models
     state.free()
     return {k: str(v) for k, v in paths.items()}

@@ -1,7 +1,8 @@
-"""The benchmark bookkeeping (no models): alternation order, paired ratios, the table writer."""
+"""The benchmark bookkeeping: alternation order, paired ratios, the table writer, runtimes."""
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import report
@@ -91,3 +92,28 @@ def test_same_architecture_checks_pair_two_contenders_of_one_figure(tmp_path):
     must_part, same_part = text.split("## Like-for-like checks")
     assert "| must | 1.000 |" in must_part and "both v1" not in must_part
     assert "| fig: ours / keras-hub, both v1.5 | 1.100 | 1.100 | >= 1.0 | yes / yes |" in same_part
+
+
+def test_cpu_runtime_contenders_serve_keras_exports(tmp_path):
+    # The serving section's ONNX Runtime / OpenVINO contenders: Keras' own export of a model,
+    # one request per run, the same outputs as Keras; labelled without a TensorFlow setting.
+    keras = pytest.importorskip("keras")
+    from benchmarks import serving as S
+    from benchmarks import settings as W
+
+    if S.available_runtimes():
+        pytest.skip(f"runtimes missing: {S.available_runtimes()}")
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    paths = S.export_runtimes({"tiny": model}, tmp_path, size=16)
+    assert sorted(paths) == ["tiny, ONNX Runtime", "tiny, OpenVINO"]
+    cases, keep = S.runtime_cases(paths, batch=2, size=16)
+    expected = model.predict(
+        np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype("float32"), verbose=0)
+    for case in cases:
+        out = case.run()
+        first = out[0] if isinstance(out, list) else next(iter(out.values()))
+        np.testing.assert_allclose(np.asarray(first), expected, rtol=1e-4, atol=1e-5)
+        assert case.name.endswith(W.RUNTIME_SUFFIXES) and case.items == 2
+    assert len(keep) == 2
