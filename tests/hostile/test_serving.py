@@ -27,6 +27,7 @@ from tests.detection.detector_helpers import tiny_detector  # noqa: E402
 
 SIZE = 16  # the pixel-probe model's input side
 NOT_IMAGE = "not a JPEG/PNG/GIF/BMP image"
+JPEG_KIND = "unsupported JPEG kind (only 8-bit baseline, extended and progressive JPEGs decode)"
 
 
 def _encode(array: np.ndarray, fmt: str, **kwargs) -> bytes:
@@ -45,6 +46,11 @@ def _with_jpeg_size(data: bytes, width: int, height: int) -> bytes:
     header on a small file."""
     at = data.index(b"\xff\xc0")
     return data[: at + 5] + struct.pack(">HH", height, width) + data[at + 9 :]
+
+
+def _with_jpeg_precision(data: bytes, bits: int) -> bytes:
+    at = data.index(b"\xff\xc0")
+    return data[: at + 4] + bytes([bits]) + data[at + 5 :]
 
 
 def _with_png_size(data: bytes, width: int, height: int) -> bytes:
@@ -147,6 +153,12 @@ def test_detector_images_of_wrong_shape_are_refused_naming_images(detector, shap
     assert "expected shape [?,?,?,3]" in text and "transform" not in text
 
 
+def test_detector_float_images_are_refused_by_dtype(detector):
+    _refused(detector["serving_default"],
+             "input #0(zero-based) was expected to be a uint8 tensor but is a float tensor",
+             images=np.zeros((1, 32, 32, 3), np.float32))
+
+
 @pytest.mark.parametrize("height, width", [(0, 0), (0, 17), (23, 0)])
 def test_detector_empty_image_is_refused_naming_its_size(detector, height, width):
     _refused(detector["serving_default"],
@@ -179,10 +191,13 @@ def _bad_uploads() -> dict[str, tuple[bytes, str]]:
         "text": (b"<html>not found</html>", NOT_IMAGE),
         "empty": (b"", "empty (0 bytes)"),
         "tiff": (_encode(_photo(), "TIFF"), NOT_IMAGE),
+        "webp": (_encode(_photo(), "WEBP"), NOT_IMAGE),  # TF decodes it; the loaders do not
         "truncated_jpeg": (jpeg[: len(jpeg) // 2], "truncated JPEG (no end-of-image marker)"),
         "jpeg_header_only": (jpeg[:20], "truncated JPEG (no end-of-image marker)"),
         "damaged_jpeg": (b"\xff\xd8\xff\xe0" + b"\x00\x01" + b"junk" * 10,
                          "damaged JPEG header"),
+        "lossless_jpeg": (jpeg.replace(b"\xff\xc0", b"\xff\xc3", 1), JPEG_KIND),
+        "12_bit_jpeg": (_with_jpeg_precision(jpeg, 12), JPEG_KIND),
         "truncated_png": (png[:-40], "truncated PNG (no IEND chunk at the end)"),
         "damaged_png": (png[:8] + b"\x00" * 40, "damaged PNG header"),
         "truncated_gif": (gif[:-10], "truncated GIF (no trailer byte at the end)"),
