@@ -208,6 +208,18 @@ def _preprocess(image, size: tuple[int, int], resize: int, mean, std):
     return image
 
 
+def _checked_images(images, size: tuple[int, int]):
+    """`images` once they are `[batch, *size, 3]` (enforced in-graph: a loaded signature checks
+    only dtypes, see `map_decoded`) and finite (NaN pixels would give NaN probabilities)."""
+    import tensorflow as tf
+
+    images = tf.ensure_shape(images, [None, *size, 3])
+    finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(images)),
+                                 ["images: contain NaN or infinite values"])
+    with tf.control_dependencies([finite]):
+        return tf.identity(images)
+
+
 def _is_softmax(model: keras.Model) -> bool:
     activation = getattr(model.layers[-1], "activation", None)
     return getattr(activation, "__name__", "") == "softmax"
@@ -277,11 +289,7 @@ def export_saved_model(
         return out
 
     def from_images(images):
-        images = tf.ensure_shape(images, [None, *size, 3])  # see map_decoded
-        finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(images)),
-                                     ["images: contain NaN or infinite values"])
-        with tf.control_dependencies([finite]):
-            return call_batched(outputs, tf.identity(images))
+        return call_batched(outputs, _checked_images(images, size))
 
     def from_bytes(image_bytes):
         batch, valid, error = map_decoded(
