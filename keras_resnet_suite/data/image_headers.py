@@ -30,8 +30,9 @@ PROBLEMS = (
 )
 _OK, _EMPTY, _UNKNOWN, _JPEG_HEADER, _JPEG_TRUNCATED, _JPEG_KIND = range(6)
 _PNG_HEADER, _PNG_TRUNCATED, _GIF_HEADER, _GIF_TRUNCATED, _BMP = range(6, 11)
-# Bounds on the header walks: real JPEGs have tens of segments before the scan and PNGs a few
-# chunks before the pixels; a crafted file of thousands of tiny segments must not cost seconds.
+# Bounds on the header walks (steps: segments, or stray bytes skipped between them): real JPEGs
+# have tens of segments before the scan and PNGs a few chunks before the pixels; a crafted file
+# of thousands of tiny segments must not cost seconds.
 _MAX_JPEG_SEGMENTS = 1024
 _MAX_PNG_CHUNKS = 256
 _PAD = 16  # zero bytes after the file, so every fixed-offset read stays inside the buffer
@@ -120,21 +121,23 @@ def _jpeg(b: _Bytes) -> tuple:
 
     def body(pos, state, height, width, sof, precision, components, exif_start, exif_end):
         m0, m1 = b.u8(pos), b.u8(pos + 1)
+        # stray bytes between segments are skipped one by one, as libjpeg and PIL do
+        skip = (m0 != 0xFF) | (m1 == 0x00)
         fill = (m0 == 0xFF) & (m1 == 0xFF)  # fill bytes may precede any marker
         standalone = (m0 == 0xFF) & ((m1 == 0x01) | ((m1 >= 0xD0) & (m1 <= 0xD7)))
-        segment = ~fill & ~standalone
+        segment = ~skip & ~fill & ~standalone
         length = b.be16(pos + 2)
         end = pos + 2 + length
-        is_sof = (m1 >= 0xC0) & (m1 <= 0xCF) & (m1 != 0xC4) & (m1 != 0xC8) & (m1 != 0xCC)
-        bad = ((m0 != 0xFF) | (m1 == 0x00) | (m1 == 0xD8) | (m1 == 0xD9)
-               | (segment & (length < 2)) | (is_sof & (length < 8)))  # fmt: skip
+        is_sof = segment & (m1 >= 0xC0) & (m1 <= 0xCF) & (m1 != 0xC4) & (m1 != 0xC8) & (
+            m1 != 0xCC)
+        bad = segment & ((m1 == 0xD8) | (m1 == 0xD9) | (length < 2) | (is_sof & (length < 8)))
         first_sof = is_sof & (sof == 0) & ~bad
-        is_exif = ((m1 == 0xE1) & (exif_start < 0) & (length >= 8)
+        is_exif = (segment & (m1 == 0xE1) & (exif_start < 0) & (length >= 8)
                    & b.equals(pos + 4, b"Exif\x00\x00"))  # fmt: skip
         state = tf.where(pos + 2 > b.n, _i64(3), tf.where(bad, _i64(2), tf.where(
             segment & (end > b.n), _i64(3), tf.where(segment & (m1 == 0xDA), _i64(1), _i64(0)))))
         # SOF payload: precision at +4, height +5, width +7, component count +9
-        return (tf.where(fill, pos + 1, tf.where(standalone, pos + 2, end)), state,
+        return (tf.where(skip | fill, pos + 1, tf.where(standalone, pos + 2, end)), state,
                 tf.where(first_sof, b.be16(pos + 5), height),
                 tf.where(first_sof, b.be16(pos + 7), width),
                 tf.where(first_sof, m1, sof),

@@ -244,6 +244,15 @@ def test_detector_bad_upload_is_named_and_the_good_ones_served(detector, kind):
         np.testing.assert_allclose(out[key][1], alone[key][0], atol=1e-5)
 
 
+def test_stray_bytes_between_jpeg_segments_are_skipped_as_libjpeg_does(pixels):
+    """Padding between two header segments (some writers leave it): decoded, not refused."""
+    data = _encode(_photo(), "JPEG", quality=95)
+    at = 4 + int.from_bytes(data[4:6], "big")  # after SOI and the APP0 segment
+    padded = data[:at] + b"\x00\x00\x17" + data[at:]
+    expected = _preprocessed(images.decode_rgb(padded).numpy())
+    np.testing.assert_array_equal(pixels(padded), expected)
+
+
 @pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("JPEG", "L"), ("JPEG", "CMYK"),
                                        ("PNG", "RGBA"), ("PNG", "L"), ("GIF", "P"),
                                        ("BMP", "RGB")])  # fmt: skip
