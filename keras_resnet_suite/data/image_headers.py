@@ -3,9 +3,10 @@ EXIF orientation and whether the file is whole.
 
 A SavedModel uses this to judge each upload before any decoder runs: a decoder error fails the
 whole batch without naming the element, and a decompression bomb costs its memory before any
-size check could see it. The rules follow TensorFlow's own decoders (`tf.io.decode_image`), so a
-file passed here decodes; the orientation follows PIL's `ImageOps.exif_transpose` (JPEG APP1
-"Exif" segment, PNG eXIf chunk; IFD0 tag 0x0112), as the Python loaders do.
+size check could see it. The rules are those of TensorFlow's own decoders (`tf.io.decode_image`),
+so a file refused here would fail to decode (a file passed may still hold corrupt compressed
+data, which only decoding finds); the orientation follows PIL's `ImageOps.exif_transpose` (JPEG
+APP1 "Exif" segment, PNG eXIf chunk; IFD0 tag 0x0112), as the Python loaders do.
 """
 
 from __future__ import annotations
