@@ -7,10 +7,21 @@ Two signatures, both with named inputs and outputs:
 - `serving_default(images)`: float32 `[batch, H, W, 3]` exactly as the Keras model takes them
   (already normalised), so its probabilities equal the Keras model's;
 - `serving_bytes(image_bytes)`: a `[batch]` string tensor of encoded JPEG/PNG/GIF/BMP images;
-  decoding and the evaluation preprocessing (shorter side resized, centre crop, mean/std
-  normalisation) run inside the graph, so a client needs nothing but the file bytes.
+  decoding (EXIF orientation applied, as the Python loaders do) and the evaluation
+  preprocessing (shorter side resized, centre crop, mean/std normalisation) run inside the
+  graph, so a client needs nothing but the file bytes.
 Outputs: `probabilities` `[batch, classes]`, `top_k_classes` (int32) and `top_k_probabilities`
-`[batch, k]`, and `top_k_labels` (strings) when `class_names` are given.
+`[batch, k]`, and `top_k_labels` (strings) when `class_names` are given; `serving_bytes` adds
+`valid` (bool `[batch]`) and `error` (string `[batch]`, "" when valid).
+
+Bad input: a loaded signature checks its inputs' dtypes but not their shapes, so both enforce
+their declared shape in-graph first and refuse with one line naming the input and the expected
+shape ("Shape of tensor images [1,32,32,4] is not compatible with expected shape [?,32,32,3]");
+`serving_default` also refuses NaN or infinite pixels ("images: contain NaN ..."). In
+`serving_bytes` an element that is not a whole JPEG/PNG/GIF/BMP, or declares more than
+`max_pixels` pixels, is judged from its header before any decoding and answered per element:
+`valid` False, `error` "image_bytes[i]: <what is wrong>", zero probabilities and top-k classes
+-1; the other elements of the batch are served as if sent alone.
 """
 
 from __future__ import annotations
@@ -106,16 +117,78 @@ def require_tensorflow_backend() -> None:
                            f"{keras.backend.backend()}")  # fmt: skip
 
 
-def map_decoded(fn: Callable, image_bytes, output_signature: Any):
-    """`fn(image)` for each of a `[batch]` string tensor of encoded images, decoded to uint8
-    RGB `[H, W, 3]` (each its own size), stacked as `output_signature` says: the input side of
-    every `serving_bytes` signature."""
+def pixel_limit(max_pixels: int | None) -> int:
+    """The decompression-bomb limit of a `serving_bytes` signature: `max_pixels`, or
+    `data.images.MAX_PIXELS` when None; refused unless TensorFlow's decoders can reach it."""
+    from keras_resnet_suite.data.images import DECODER_MAX_PIXELS, MAX_PIXELS
+
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= DECODER_MAX_PIXELS:
+        raise ValueError(f"max_pixels must be an int from 1 to {DECODER_MAX_PIXELS} (the largest "
+                         f"image TensorFlow decodes), got {max_pixels!r}")
+    return limit
+
+
+def map_decoded(fn: Callable, image_bytes, output_signature: Any, max_pixels: int | None = None):
+    """`fn(image)` for each of a `[batch]` string tensor of encoded images, decoded to upright
+    uint8 RGB `[H, W, 3]` (each its own size), stacked as `output_signature` says: the input
+    side of every `serving_bytes` signature. Returns `(outputs, valid, error)`: an element
+    that is not a decodable image or has more than `max_pixels` pixels (`data.images.
+    decode_checked`) gets `fn` of a 1x1 black placeholder, `valid` False and `error`
+    "image_bytes[i]: <what is wrong>", so one bad upload does not fail the batch."""
     import tensorflow as tf
 
-    from keras_resnet_suite.data.images import decode_rgb
+    from keras_resnet_suite.data.images import decode_checked
 
-    return tf.map_fn(lambda contents: fn(decode_rgb(contents)), image_bytes,
-                     fn_output_signature=output_signature)
+    limit = pixel_limit(max_pixels)
+    # A loaded signature checks its inputs' dtypes but not their shapes; EnsureShape refuses a
+    # wrong one at the boundary, naming the input ("Shape of tensor image_bytes [] is not
+    # compatible with expected shape [?]"), where a traced check would be folded away.
+    image_bytes = tf.ensure_shape(image_bytes, [None])
+
+    def one(element):
+        contents, index = element
+        image, valid, problem = decode_checked(contents, limit)
+        error = tf.where(valid, "", tf.strings.join(
+            ["image_bytes[", tf.strings.as_string(index), "]: ", problem]))
+        return fn(image), valid, error
+
+    index = tf.range(tf.shape(image_bytes)[0])
+    return tf.map_fn(one, (image_bytes, index), fn_output_signature=(
+        output_signature, tf.TensorSpec([], tf.bool), tf.TensorSpec([], tf.string)))
+
+
+def call_batched(fn: Callable, inputs: Any) -> Any:
+    """`fn(inputs)` for a batch (a tensor or a structure of them, batch axis first) that may be
+    empty: the model's kernels refuse a batch of 0, so an empty one runs as one black element
+    and comes back as empty outputs (what a client sending no images expects)."""
+    import tensorflow as tf
+
+    flat = tf.nest.flatten(inputs)
+    n = tf.shape(flat[0])[0]
+
+    def one_if_empty(t):
+        # sides of at least 1, so a [0, 0, 0, 3] batch pads to a 1x1 image, not a 0x0 one
+        filler = tf.zeros(tf.maximum(tf.shape(t), 1), t.dtype)
+        return tf.cond(n > 0, lambda: t, lambda: tf.ensure_shape(filler[:1], t.shape))
+
+    out = fn(tf.nest.map_structure(one_if_empty, inputs))
+    return tf.nest.map_structure(lambda o: o[:n], out)
+
+
+def invalid_to_zero(outputs: Mapping[str, Any], valid, fill: Mapping[str, Any] | None = None
+                    ) -> dict:
+    """`outputs` ([batch, ...] each) with the rows of invalid elements set to zero (or
+    `fill[key]`), plus the `valid` flags: what a `serving_bytes` returns for a bad upload."""
+    import tensorflow as tf
+
+    fill = fill or {}
+    out = {}
+    for key, value in outputs.items():
+        mask = tf.reshape(valid, [-1] + [1] * (value.shape.rank - 1))
+        out[key] = tf.where(mask, value, tf.cast(fill.get(key, 0), value.dtype))
+    out["valid"] = valid
+    return out
 
 
 def write_saved_model(model: keras.Model, path: str | os.PathLike,
@@ -152,6 +225,18 @@ def _preprocess(image, size: tuple[int, int], resize: int, mean, std):
     return image
 
 
+def _checked_images(images, size: tuple[int, int]):
+    """`images` once they are `[batch, *size, 3]` (enforced in-graph: a loaded signature checks
+    only dtypes, see `map_decoded`) and finite (NaN pixels would give NaN probabilities)."""
+    import tensorflow as tf
+
+    images = tf.ensure_shape(images, [None, *size, 3])
+    finite = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(images)),
+                                 ["images: contain NaN or infinite values"])
+    with tf.control_dependencies([finite]):
+        return tf.identity(images)
+
+
 def _is_softmax(model: keras.Model) -> bool:
     activation = getattr(model.layers[-1], "activation", None)
     return getattr(activation, "__name__", "") == "softmax"
@@ -168,6 +253,7 @@ def export_saved_model(
     resize: int | None = None,
     from_logits: bool | None = None,
     fold_bn: bool | None = None,
+    max_pixels: int | None = None,
     verbose: bool = False,
 ) -> Path:
     """Write `model` as a SavedModel with the `serving_default` (float images) and
@@ -181,6 +267,8 @@ def export_saved_model(
     by default wherever a BN follows a convolution (every model of this project), since the
     folded graph has no BN left to take a slow path at any batch size on any CPU; `False`
     serves the model as it is; `True` also refuses a model with nothing to fold.
+    `max_pixels` (default `data.images.MAX_PIXELS`) is the largest image `serving_bytes`
+    decodes; larger ones are answered `valid` False (a decompression-bomb guard).
     """
     import tensorflow as tf
 
@@ -202,6 +290,7 @@ def export_saved_model(
         resize = min(size) if min(size) <= 64 else round(min(size) * 8 / 7)
     if resize < min(size):
         raise ValueError(f"resize {resize} is smaller than the input side {min(size)}")
+    limit = pixel_limit(max_pixels)
     mean = None if mean is None else np.asarray(mean, np.float32)
     std = None if std is None else np.asarray(std, np.float32)
     if from_logits is None:
@@ -220,12 +309,20 @@ def export_saved_model(
             out["top_k_labels"] = tf.gather(labels, top.indices)
         return out
 
+    def from_images(images):
+        return call_batched(outputs, _checked_images(images, size))
+
     def from_bytes(image_bytes):
-        return outputs(map_decoded(lambda image: _preprocess(image, size, resize, mean, std),
-                                   image_bytes, tf.TensorSpec([*size, 3], tf.float32)))
+        batch, valid, error = map_decoded(
+            lambda image: _preprocess(image, size, resize, mean, std), image_bytes,
+            tf.TensorSpec([*size, 3], tf.float32), limit)
+        out = invalid_to_zero(call_batched(outputs, batch), valid,
+                              {"top_k_classes": -1, "top_k_labels": ""})
+        out["error"] = error
+        return out
 
     return write_saved_model(served, path, {
-        "serving_default": (outputs, [tf.TensorSpec([None, *size, 3], tf.float32,
+        "serving_default": (from_images, [tf.TensorSpec([None, *size, 3], tf.float32,
                                                     name="images")]),
         "serving_bytes": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
     }, verbose)

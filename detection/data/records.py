@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from detection.data.report import DataReport
-from keras_resnet_suite.data.images import decode_rgb
+from keras_resnet_suite.data.images import decode_rgb, upright_image
 
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
@@ -256,28 +256,6 @@ def records_to_dataset(
     # Last line of defence: a file that passed the up-front check but still fails to decode
     # is dropped (with a logged warning) rather than ending the epoch.
     return ds.ignore_errors(log_warning=True)
-
-
-def upright_image(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
-    """A decoded [H, W, C] image with its EXIF `orientation` (1..8) applied, as PIL's
-    `ImageOps.exif_transpose` and photo viewers do (TensorFlow's decoders ignore EXIF)."""
-    def transpose(x):
-        return tf.transpose(x, [1, 0, 2])
-
-    branches = [
-        lambda: image,
-        lambda: tf.image.flip_left_right(image),
-        lambda: tf.image.rot90(image, 2),
-        lambda: tf.image.flip_up_down(image),
-        lambda: transpose(image),
-        lambda: tf.image.rot90(image, 3),  # rot90 turns counter-clockwise: 3 = clockwise
-        lambda: tf.image.rot90(transpose(image), 2),
-        lambda: tf.image.rot90(image, 1),
-    ]
-    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
-    out = tf.switch_case(index, branches)
-    out.set_shape([None, None, image.shape[-1]])
-    return out
 
 
 def attach(ds: tf.data.Dataset, **attributes) -> tf.data.Dataset:

@@ -4,13 +4,22 @@ format, servable by TF Serving (C++ only) and loadable with plain `tf.saved_mode
 Two signatures, resizing onto the canvas and pixel normalisation inside the graph:
 - `serving_default(images)`: uint8 `[batch, height, width, 3]`, any batch and size (one size
   per call, as a tensor has);
-- `serving_bytes(image_bytes)`: `[batch]` strings of encoded JPEG/PNG images, each its own size.
+- `serving_bytes(image_bytes)`: `[batch]` strings of encoded JPEG/PNG/GIF/BMP images, each its
+  own size, turned upright by their EXIF orientation as the Python loaders and `predict` do.
 Outputs (as the TF OD API): `detection_boxes` `[batch, N, 4]` normalised (ymin, xmin, ymax,
 xmax) in [0, 1] of each input image, `detection_scores` `[batch, N]`, `detection_classes`
 `[batch, N]` float32 class ids (the model's label + 1, or the official category id for a model
 with `category_ids` such as the COCO checkpoints; 0 on padding rows) and `num_detections`
 `[batch]` float32; `N` is the model's `max_detections`. A model with `class_names` also gets
-`assets.extra/label_map.pbtxt`, the TF OD API label map.
+`assets.extra/label_map.pbtxt`, the TF OD API label map. `serving_bytes` adds `valid` (bool
+`[batch]`) and `error` (string `[batch]`, "" when valid).
+
+Bad input: `serving_default` refuses an `images` tensor that is not `[batch, height, width, 3]`
+or has an empty side, with one line naming `images` and the shape (a loaded signature checks
+dtypes, not shapes). In `serving_bytes` an element that is not a whole JPEG/PNG/GIF/BMP, or
+declares more than `max_pixels` pixels, is judged from its header before any decoding and
+answered per element: `valid` False, `error` "image_bytes[i]: <what is wrong>" and no
+detections; the other elements are detected as if sent alone.
 """
 
 from __future__ import annotations
@@ -20,7 +29,14 @@ from pathlib import Path
 
 import keras
 
-from keras_resnet_suite.export import map_decoded, require_tensorflow_backend, write_saved_model
+from keras_resnet_suite.export import (
+    call_batched,
+    invalid_to_zero,
+    map_decoded,
+    pixel_limit,
+    require_tensorflow_backend,
+    write_saved_model,
+)
 
 SIGNATURES = ("serving_default", "serving_bytes")
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -59,11 +75,15 @@ def label_map(class_names, category_ids=None) -> str:
                    for i, name in zip(ids, class_names, strict=True) if name != "N/A")
 
 
-def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: bool = False) -> Path:
-    """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring."""
+def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
+                       max_pixels: int | None = None, verbose: bool = False) -> Path:
+    """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring;
+    `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
+    `serving_bytes` decodes (a decompression-bomb guard)."""
     import tensorflow as tf
 
     require_tensorflow_backend()
+    limit = pixel_limit(max_pixels)
     transform = getattr(model, "transform", None)
     canvas = tuple(int(s) for s in getattr(model, "image_size", ()))
     if len(canvas) != 2 or transform is None:
@@ -71,9 +91,17 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
                          f"got {type(model).__name__}")
 
     def from_images(images):
-        # The model itself resizes onto its canvas and normalises; the batch shares one size.
-        dets = model(tf.cast(images, tf.float32), training=False)
+        # enforce the declared shape (a loaded signature checks only dtypes; see map_decoded)
+        images = tf.ensure_shape(images, [None, None, None, 3])
         shape = tf.shape(images)
+        empty = tf.debugging.Assert(
+            (shape[0] == 0) | ((shape[1] > 0) & (shape[2] > 0)),
+            [tf.strings.format("images: empty image of {}x{} pixels (width x height)",
+                               (shape[2], shape[1]))])  # fmt: skip
+        with tf.control_dependencies([empty]):
+            images = tf.identity(images)
+        # The model itself resizes onto its canvas and normalises; the batch shares one size.
+        dets = call_batched(lambda x: model(tf.cast(x, tf.float32), training=False), images)
         batch = shape[0]
         return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]), ids)
 
@@ -85,13 +113,15 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, verbose: boo
         # Images differ in size, so each goes through the model's own transform first
         # (identical pixels), then the batch is detected on the canvas and each image's
         # boxes are mapped back with its own scale.
-        placed, scales, extents, sizes = map_decoded(_place, image_bytes, (
+        (placed, scales, extents, sizes), valid, error = map_decoded(_place, image_bytes, (
             tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([2], tf.float32),
-            tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.int32)))
-        dets = dict(model.detect_canvas(placed, extents))
+            tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.int32)), limit)
+        dets = dict(call_batched(lambda args: model.detect_canvas(*args), (placed, extents)))
         hw = tf.cast(sizes, tf.float32)
         dets["boxes"] = transform.detections_to_input(dets, scales, hw[:, :1], hw[:, 1:])["boxes"]
-        return to_od_api(dets, sizes[:, 0], sizes[:, 1], ids)
+        out = invalid_to_zero(to_od_api(dets, sizes[:, 0], sizes[:, 1], ids), valid)
+        out["error"] = error
+        return out
 
     names, ids = getattr(model, "class_names", None), getattr(model, "category_ids", None)
     out = write_saved_model(model, path, {

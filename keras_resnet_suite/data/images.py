@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_resnet_suite.data import image_headers
+
+# Decompression-bomb guard: the most pixels an encoded image may declare before it is decoded.
+# 2**25 (33.5 M) admits 24-Mpixel camera photos and 8K UHD frames (7680 x 4320 = 33.2 M) and
+# caps one decode at 96 MiB of uint8 RGB (384 MiB as float32); an 8000 x 8000 JPEG of 1 MB
+# (64 M pixels: 12 s and 2.4 GB in one serving call) is refused.
+MAX_PIXELS = 2**25
+# TensorFlow's PNG decoder refuses 2**29 pixels and more, so no limit may go beyond it.
+DECODER_MAX_PIXELS = 2**29 - 1
+
 
 def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG (also CMYK), PNG, GIF (first frame) or BMP bytes -> uint8 `[H, W, 3]`.
@@ -16,3 +26,53 @@ def decode_rgb(contents: tf.Tensor) -> tf.Tensor:
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
+
+
+def upright_image(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """A decoded [H, W, C] image with its EXIF `orientation` (1..8) applied, as PIL's
+    `ImageOps.exif_transpose` and photo viewers do (TensorFlow's decoders ignore EXIF)."""
+    def transpose(x):
+        return tf.transpose(x, [1, 0, 2])
+
+    branches = [
+        lambda: image,
+        lambda: tf.image.flip_left_right(image),
+        lambda: tf.image.rot90(image, 2),
+        lambda: tf.image.flip_up_down(image),
+        lambda: transpose(image),
+        lambda: tf.image.rot90(image, 3),  # rot90 turns counter-clockwise: 3 = clockwise
+        lambda: tf.image.rot90(transpose(image), 2),
+        lambda: tf.image.rot90(image, 1),
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    out = tf.switch_case(index, branches)
+    out.set_shape([None, None, image.shape[-1]])
+    return out
+
+
+def decode_checked(
+    contents: tf.Tensor, max_pixels: int = MAX_PIXELS
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One encoded image (scalar string) -> `(image, valid, problem)`, never raising for bad
+    bytes: the upright uint8 `[H, W, 3]` pixels (EXIF orientation applied) and `valid` True, or
+    a 1x1 black placeholder, `valid` False and `problem` saying what is wrong (not an image,
+    damaged or truncated, empty, or more than `max_pixels` pixels, judged from the header before
+    any pixel is decoded). Files that pass decode with TensorFlow's decoders, the rules of
+    `image_headers`; graph-only, so it runs inside a SavedModel that cannot import this project.
+    """
+    header = image_headers.inspect(contents)
+    pixels = header.height * header.width
+    size = tf.strings.join([tf.strings.as_string(header.width), "x",
+                            tf.strings.as_string(header.height)])  # fmt: skip
+    problem = tf.gather(tf.constant(image_headers.PROBLEMS), header.problem)
+    problem = tf.where(problem != "", problem, tf.where(
+        pixels == 0, tf.strings.join(["empty image (", size, " pixels)"]), tf.where(
+            pixels > max_pixels,
+            tf.strings.join([size, " image (", tf.strings.as_string(pixels), " pixels) is above "
+                             f"the limit of {int(max_pixels)} pixels"]),
+            "")))  # fmt: skip
+    valid = tf.equal(problem, "")
+    image = tf.cond(valid, lambda: upright_image(decode_rgb(contents), header.orientation),
+                    lambda: tf.zeros([1, 1, 3], tf.uint8))  # fmt: skip
+    image.set_shape([None, None, 3])
+    return image, valid, problem

@@ -88,7 +88,8 @@ def test_loads_without_project_and_matches_predict(exported, tmp_path):
         blobs = [open(f"{{i}}.png", "rb").read() for i in range(3)]
         encoded = loaded.signatures["serving_bytes"](image_bytes=tf.constant(blobs))
         for name, res in (("single", single), ("batch", batch), ("bytes", encoded)):
-            out[name] = {{k: v.numpy().tolist() for k, v in res.items()}}
+            out[name] = {{k: (v.numpy().astype(str) if v.dtype == tf.string else v.numpy())
+                          .tolist() for k, v in res.items()}}
             out[name + "_dtypes"] = {{k: v.dtype.name for k, v in res.items()}}
         print(json.dumps(out))
     """)
@@ -100,6 +101,10 @@ def test_loads_without_project_and_matches_predict(exported, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["signatures"] == ["serving_bytes", "serving_default"]
     keys = {"detection_boxes", "detection_scores", "detection_classes", "num_detections"}
+    # serving_bytes also says, per element, whether it was a decodable image and why not
+    assert out["bytes"].pop("valid") == [True] * 3 and out["bytes"].pop("error") == [""] * 3
+    assert out["bytes_dtypes"].pop("valid") == "bool"
+    assert out["bytes_dtypes"].pop("error") == "string"
     for name in ("single", "batch", "bytes"):
         assert set(out[name]) == keys
         assert out[name + "_dtypes"] == dict.fromkeys(keys, "float32")
