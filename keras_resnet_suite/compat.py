@@ -14,6 +14,7 @@ import contextlib
 import functools
 import importlib.metadata
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -177,3 +178,24 @@ def _patch_log_reduction() -> None:
 
     reduce_per_replica._krs_patched = True
     tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+# Keras' `model.export(format=...)` converters into other runtimes, by module.
+_CONVERTERS = ("keras.src.export.onnx", "keras.src.export.openvino", "keras.src.export.litert")
+
+
+def tracing_for_conversion() -> bool:
+    """Whether Keras' `model.export` into ONNX, OpenVINO or LiteRT is tracing the model right
+    now (a look up the Python stack for its converter modules).
+
+    Their graphs run on no TensorFlow kernel, so a branch for TensorFlow's kernels only gets
+    in the way (tf2onnx cannot convert a convolution inside a `tf.cond` branch). Keras passes
+    no flag down to the layers, hence the stack.
+    """
+    _check("tracing_for_conversion")
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(_CONVERTERS):
+            return True
+        frame = frame.f_back
+    return False

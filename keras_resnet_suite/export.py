@@ -242,6 +242,28 @@ def _is_softmax(model: keras.Model) -> bool:
     return getattr(activation, "__name__", "") == "softmax"
 
 
+def _checked_arguments(model: keras.Model, class_names, top_k: int, resize: int | None
+                       ) -> tuple[tuple[int, int], int, int]:
+    """(input size, k, resize) for `export_saved_model`, or a ValueError naming the argument."""
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[-1] != 3:
+        raise ValueError(f"export_saved_model expects an image model [H, W, 3], got input {shape}")
+    if shape[0] is None or shape[1] is None:
+        raise ValueError("serving_bytes needs a fixed input size: build the model with "
+                         "input_shape=(H, W, 3)")  # fmt: skip
+    num_classes = int(model.output_shape[-1])
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    size = (int(shape[0]), int(shape[1]))
+    if resize is None:
+        resize = min(size) if min(size) <= 64 else round(min(size) * 8 / 7)
+    if resize < min(size):
+        raise ValueError(f"resize {resize} is smaller than the input side {min(size)}")
+    return size, min(top_k, num_classes), resize
+
+
 def export_saved_model(
     model: keras.Model,
     path: str | os.PathLike,
@@ -273,23 +295,7 @@ def export_saved_model(
     import tensorflow as tf
 
     require_tensorflow_backend()
-    shape = tuple(model.input_shape[1:])
-    if len(shape) != 3 or shape[-1] != 3:
-        raise ValueError(f"export_saved_model expects an image model [H, W, 3], got input {shape}")
-    if shape[0] is None or shape[1] is None:
-        raise ValueError("serving_bytes needs a fixed input size: build the model with "
-                         "input_shape=(H, W, 3)")  # fmt: skip
-    num_classes = int(model.output_shape[-1])
-    if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    k = min(top_k, num_classes)
-    size = (int(shape[0]), int(shape[1]))
-    if resize is None:
-        resize = min(size) if min(size) <= 64 else round(min(size) * 8 / 7)
-    if resize < min(size):
-        raise ValueError(f"resize {resize} is smaller than the input side {min(size)}")
+    size, k, resize = _checked_arguments(model, class_names, top_k, resize)
     limit = pixel_limit(max_pixels)
     mean = None if mean is None else np.asarray(mean, np.float32)
     std = None if std is None else np.asarray(std, np.float32)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from keras_resnet_suite import compat
+
 PACKAGE = "keras_resnet_suite"
 NORMS = ("batch", "frozen")
 
@@ -110,11 +112,12 @@ def batch_of_one_branch(fn: Callable, x, training=None):
     The branch wraps whole stages, not single BN layers: inside it the convolution and its BN
     stay adjacent, so TensorFlow still fuses them for larger batches (a branch per BN cost
     batch 16 ~40 %; per stage it costs nothing measurable). Elsewhere (other backends,
-    training, a static batch, no oneDNN on AVX2) it is `fn(x)`, except while an export is
-    traced (`portable_batch_branch`).
+    training, a static batch, no oneDNN on AVX2, Keras exporting to another runtime) it is
+    `fn(x)`; our SavedModel exports always branch (`portable_batch_branch`).
     """
     if (keras.backend.backend() != "tensorflow" or training or _tracing.batch_of_one
-            or x.shape[0] is not None or not (_tracing.portable or _affine_inference())):
+            or x.shape[0] is not None or not (_tracing.portable or _affine_inference())
+            or compat.tracing_for_conversion()):
         return fn(x)
     import tensorflow as tf
 

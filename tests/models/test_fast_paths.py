@@ -230,3 +230,26 @@ def test_exports_branch_whatever_this_machines_rule(monkeypatch, tmp_path):
         np.testing.assert_allclose(fn(images=x)["probabilities"].numpy(),
                                    keras.ops.convert_to_numpy(model(x, training=False)),
                                    rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow graph paths")
+def test_conversion_to_onnx_traces_no_branch(monkeypatch, tmp_path):
+    # tf2onnx cannot convert a convolution inside a tf.cond branch: Keras' export into other
+    # runtimes gets the plain graph even where this machine's rule would branch.
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from keras_resnet_suite import compat, normalization
+
+    monkeypatch.setattr(normalization, "_affine_inference", lambda: True)
+    assert not compat.tracing_for_conversion()
+    model = krs.build("resnet20", input_shape=(32, 32, 3))
+    _randomise_bn(model)
+    x = _inputs((2, 32, 32, 3))
+    expected = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
+    model.export(str(tmp_path / "m.onnx"), format="onnx", verbose=False)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert "If" not in {n.op_type for n in __import__("onnx").load(
+        str(tmp_path / "m.onnx")).graph.node}
+    for batch in (1, 2):
+        got = session.run(None, {session.get_inputs()[0].name: x[:batch]})[0]
+        np.testing.assert_allclose(got, expected[:batch], rtol=1e-4, atol=1e-6)
