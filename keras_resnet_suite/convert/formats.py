@@ -88,10 +88,28 @@ def load_weights_file(model, path: str | os.PathLike) -> None:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such weights file")
     try:
+        if path.endswith(".weights.h5"):
+            _check_array_count(model, path)
         model.load_weights(path)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: cannot load these weights into {model.name!r} "
                          f"({type(err).__name__}: {_one_line(err)})") from err
+
+
+def _check_array_count(model, path: str) -> None:
+    """Keras loads a `.weights.h5` of a larger model of the same family (ResNet-32's into a
+    ResNet-20) without a word, leaving the extra arrays unused: refuse a file with more arrays
+    than the model has variables."""
+    import h5py
+
+    names: list[str] = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
+                     else None)
+    have = max(len(model.weights), len(model.variables))
+    if len(names) > have:
+        raise ValueError(f"the file holds {len(names)} arrays, the model has {have} variables: "
+                         "weights of another architecture")
 
 
 def load_model_file(path: str | os.PathLike, **kwargs):
