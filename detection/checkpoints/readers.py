@@ -141,13 +141,26 @@ def _torch_load(path: str) -> dict:
     """The file's tensors through PyTorch (`weights_only`: no code run), as numpy arrays."""
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch names no file; its unsafe-global refusal spans lines
+        raise ValueError(f"{path}: not a readable torch.save file ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:500]})") from err
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: refused: holds a {type(obj).__name__}, not a state dict")
+    for key, value in obj.items():
+        # torch rebuilds a stride-0 tensor of 1e16 elements over one stored element without
+        # complaint; copying it to numpy would not end: refused before any copy.
+        if torch.is_tensor(value) and value.numel() > (
+                value.untyped_storage().nbytes() // value.element_size() - value.storage_offset()):
+            raise ValueError(f"{path}: refused: tensor {key!r} of size {tuple(value.shape)} "
+                             f"({value.numel():,} elements) over a storage of "
+                             f"{value.untyped_storage().nbytes() // value.element_size():,}: "
+                             "more elements than its storage holds (corrupt or crafted file)")
     return {k.removeprefix("module."): v.detach().cpu().float().numpy()
             if torch.is_tensor(v) and v.is_floating_point()
             else v.numpy() if torch.is_tensor(v) else v for k, v in obj.items()}

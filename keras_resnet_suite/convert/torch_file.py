@@ -224,6 +224,8 @@ def _load_legacy(path: str, raw: bytes) -> Any:
 
     try:
         magic = load()
+    except UnsafeCheckpointError:  # a payload in the first pickle: refused as such
+        raise
     except Exception as err:  # not a pickle at all: many error types
         raise ValueError(f"{path}: not a torch.save file (neither a zip archive nor a "
                          f"pickle stream: {err})") from err
