@@ -311,14 +311,16 @@ def coco_records(
     category_to_label = {cid: i for i, cid in enumerate(category_ids)}
     report.known_classes = class_names
 
-    images = {}
+    images, skipped_ids = {}, set()
     for k, image in enumerate(data["images"]):
         problem = _image_problem(k, image)
         if problem is not None:
             report.add("malformed_annotation", name, problem)
+            if isinstance(image, dict) and _id(image.get("id")):
+                skipped_ids.add(image["id"])  # its annotations go with it, without a word more
             continue
         images[image["id"]] = image
-    valid_ids = set(images)
+    valid_ids = set(images) | skipped_ids
     if not official:
         ids = splits.seeded_split([str(i) for i in images], split, val_fraction, split_seed)
         if splits.ALIASES.get(split, split) != "all":
