@@ -104,8 +104,10 @@ def _check_array_count(model, path: str) -> None:
 
     names: list[str] = []
     with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
-                     else None)
+        # a compiled model's file also holds its optimizer's slots, which are no layer weights
+        for key in (k for k in f if k != "optimizer" and isinstance(f[k], h5py.Group)):
+            f[key].visititems(lambda name, obj: names.append(name)
+                              if isinstance(obj, h5py.Dataset) else None)
     have = max(len(model.weights), len(model.variables))
     if len(names) > have:
         raise ValueError(f"the file holds {len(names)} arrays, the model has {have} variables: "
