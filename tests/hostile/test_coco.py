@@ -174,3 +174,30 @@ def test_unhashable_ids_do_not_break_class_discovery(tmp_path):
     info = inspect_data(write(tmp_path, data))
     assert info.class_names == ["cat", "dog", "fox"]
     assert info.objects_per_class == {"cat": 1, "dog": 1, "fox": 1}
+
+
+def test_a_broken_eval_json_is_refused_before_training(tmp_path, capsys):
+    import yaml
+
+    from tests.detection.detector_helpers import TINY
+
+    broken = write(tmp_path, edited(_delete("categories", 0, "id")))
+    config = {
+        "name": "tiny",
+        "model": {"backbone": "resnet18", "backbone_kwargs": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
+            "head": "c4", "image_size": [64, 64], "anchor_sizes": [16, 32]},
+        "data": {"num_classes": 3, "class_names": ["circle", "square", "triangle"],
+                 "train": {"loader": "shapes", "num_images": 4, "image_size": 64},
+                 "eval": {"loader": "coco", "data_dir": str(broken)}},
+        "train": {"batch_size": 2, "steps": 2, "distribution": "none", "optimizer": "sgd",
+                  "learning_rate": 0.01},
+        "eval": {"metric": "coco"},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    assert detection_cli.main(["train", "--config", str(path), "--out", str(run)]) == 2
+    assert capsys.readouterr().err == (f"error: {broken}: categories[0].id: missing (every "
+                                       "category needs an integer id)\n")
+    assert not (run / "checkpoints").exists() and not (run / "history.csv").exists()
