@@ -253,3 +253,14 @@ def test_classification_folder_skips_the_bomb_and_counts_it(tmp_path, bomb_jpeg)
                                       "raises it)")
         cut = str(tmp_path / "train" / "dog" / "cut.jpg")
         assert (cut in reasons) == (mode == "full")  # a header check cannot see truncation
+
+
+def test_a_classifier_weights_file_is_refused_by_a_backbone(tmp_path):
+    # Keras matches .weights.h5 arrays by position: loaded, they gave another C5 without a word
+    path = tmp_path / "resnet18.weights.h5"
+    krs.build("resnet18", input_shape=(64, 64, 3)).save_weights(path)
+    with pytest.raises(ValueError) as info:
+        krs.backbones.ResNet18(weights=str(path), input_shape=(64, 64, 3))
+    assert str(info.value) == (f"{path}: cannot load these weights into 'resnet18_backbone' "
+                               "(ValueError: the file holds 102 arrays, the model has 100 "
+                               "variables: weights of another architecture)")
