@@ -100,6 +100,15 @@ class ImageIndex:
     def __init__(self, folder: Path) -> None:
         self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         self.used: set[Path] = set()
+        # (stem or name, exact?) -> the files it fits, built once: lookups are dictionary hits
+        self._index: dict[tuple[str, bool], dict[str, list[Path]]] = {}
+        for how in ("stem", "name"):
+            for exact in (True, False):
+                table: dict[str, list[Path]] = {}
+                for p in self.files:
+                    value = p.stem if how == "stem" else p.name
+                    table.setdefault(value if exact else value.lower(), []).append(p)
+                self._index[(how, exact)] = table
 
     @staticmethod
     def _best(paths: list[Path]) -> Path:
@@ -109,14 +118,9 @@ class ImageIndex:
     def _lookup(self, how: str, key: str, exact: bool) -> list[Path]:
         """The files whose stem (how == "stem") or name equals `key`, exactly or ignoring case;
         of one stem in several formats only the preferred one."""
-        def part(p: Path) -> str:
-            value = p.stem if how == "stem" else p.name
-            return value if exact else value.lower()
-
-        key = key if exact else key.lower()
-        hits = [p for p in self.files if part(p) == key]
+        table = self._index[("stem" if how == "stem" else "name", exact)]
         by_stem: dict[str, list[Path]] = {}
-        for p in hits:
+        for p in table.get(key if exact else key.lower(), []):
             by_stem.setdefault(p.stem, []).append(p)
         return [self._best(group) for group in by_stem.values()]
 

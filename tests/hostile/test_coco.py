@@ -9,11 +9,11 @@ import copy
 import json
 
 import pytest
-from conftest import write_image
 
 import detection
 from detection import cli as detection_cli
 from detection.data.discover import inspect_data
+from tests.hostile.inputs import write_image
 
 
 def base() -> dict:

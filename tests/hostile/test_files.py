@@ -12,7 +12,6 @@ import os
 
 import numpy as np
 import pytest
-from conftest import BAD_IMAGES, truncated_jpeg, write_bytes, write_image
 
 import keras_resnet_suite as krs
 from detection import cli as detection_cli
@@ -20,6 +19,7 @@ from keras_resnet_suite import cli as krs_cli
 from keras_resnet_suite.data import images as image_limits
 from keras_resnet_suite.data.folder import scan_image_folder
 from keras_resnet_suite.data.report import DataReport
+from tests.hostile.inputs import BAD_IMAGES, truncated_jpeg, write_bytes, write_image
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 import pytest
-from conftest import write_image
 
 import detection
 from detection.data.discover import data_overrides, inspect_data
+from tests.hostile.inputs import write_image
 
 RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)
 
