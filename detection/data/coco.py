@@ -5,7 +5,6 @@ one JSON file as CVAT, Label Studio or Roboflow export it (no `area`, `iscrowd`,
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from detection.data import split as splits
+from detection.data.coco_checks import annotation_problem, check_structure, image_problem, is_id
 from detection.data.records import (
     Record,
     attach,
@@ -44,102 +44,6 @@ def load_coco_json(path: str | Path) -> dict:
         raise ValueError(f"{path}: not a COCO instances file, missing key(s) {missing}")
     check_structure(data, path)
     return data
-
-
-def _number(value) -> bool:
-    """A finite JSON number (booleans and numeric strings are not)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value)
-
-
-def _id(value) -> bool:
-    """A usable id: an integer or a string (JSON ids are used as dictionary keys)."""
-    return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def _shown(value) -> str:
-    return repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-
-
-def check_structure(data: dict, path: str | Path) -> None:
-    """Refuse, naming the entry (`categories[3].id`), what makes the whole file unusable
-    before any work starts: lists that are not lists, a category without an integer id or
-    with a blank or repeated name, repeated category or image ids. Problems of one image or
-    annotation are counted and skipped by the loader instead."""
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data[key], list):
-            raise ValueError(f"{path}: '{key}' must be a list, got a {type(data[key]).__name__}")
-    ids: dict = {}
-    names: dict = {}
-    for k, category in enumerate(data["categories"]):
-        where = f"{path}: categories[{k}]"
-        if not isinstance(category, dict):
-            raise ValueError(f"{where}: expected an object, got {_shown(category)}")
-        if "id" not in category:
-            raise ValueError(f"{where}.id: missing (every category needs an integer id)")
-        cid = category["id"]
-        if not isinstance(cid, int) or isinstance(cid, bool):
-            raise ValueError(f"{where}.id: expected an integer, got {_shown(cid)}")
-        if cid in ids:
-            raise ValueError(f"{where}.id: {cid} is also categories[{ids[cid]}].id")
-        ids[cid] = k
-        if "name" in category:
-            name = category["name"]
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"{where}.name: expected a non-empty string, got "
-                                 f"{_shown(name)}")
-            if name in names:
-                raise ValueError(f"{where}.name: {name!r} is also categories[{names[name]}].name"
-                                 " (two categories, one class name)")
-            names[name] = k
-    image_ids: dict = {}
-    for k, image in enumerate(data["images"]):
-        if isinstance(image, dict) and _id(image.get("id")):
-            if image["id"] in image_ids:
-                raise ValueError(f"{path}: images[{k}].id: {image['id']!r} is also "
-                                 f"images[{image_ids[image['id']]}].id (which one do its "
-                                 "annotations mean?)")
-            image_ids[image["id"]] = k
-
-
-def _image_problem(k: int, image) -> str | None:
-    """Why `images[k]` cannot be used (the entry and field named), or None."""
-    if not isinstance(image, dict):
-        return f"images[{k}]: expected an object, got {_shown(image)}"
-    if "id" not in image or "file_name" not in image:
-        return f"images[{k}]: needs 'id' and 'file_name'"
-    if not _id(image["id"]):
-        return f"images[{k}].id: expected an integer or a string, got {_shown(image['id'])}"
-    if not isinstance(image["file_name"], str) or not image["file_name"].strip():
-        return f"images[{k}].file_name: expected a file name, got {_shown(image['file_name'])}"
-    for key in ("width", "height"):
-        value = image.get(key)
-        if value is not None and not (_number(value) and value >= 0):
-            return f"images[{k}].{key}: expected a number of pixels, got {_shown(value)}"
-    return None
-
-
-def _annotation_problem(k: int, ann) -> str | None:
-    """Why `annotations[k]` cannot be used (the entry and field named), or None. Its image and
-    category are looked up by the caller."""
-    if not isinstance(ann, dict):
-        return f"annotations[{k}]: expected an object, got {_shown(ann)}"
-    def where(field: str) -> str:
-        return f"annotations[{k}].{field} (id {ann.get('id')})"
-
-    box = ann.get("bbox")
-    if not (isinstance(box, list) and len(box) == 4 and all(_number(v) for v in box)):
-        return f"{where('bbox')}: bbox must be 4 finite numbers, got {_shown(box)}"
-    for field in ("image_id", "category_id"):
-        if not _id(ann.get(field)):
-            return f"{where(field)}: expected an integer or a string, got {_shown(ann.get(field))}"
-    area = ann.get("area")
-    if area is not None and not (_number(area) and area >= 0):
-        return f"{where('area')}: expected a finite number >= 0, got {_shown(area)}"
-    crowd = ann.get("iscrowd")
-    if crowd is not None and crowd not in (0, 1):  # True/False compare equal to 1/0
-        return f"{where('iscrowd')}: expected 0 or 1, got {_shown(crowd)}"
-    return None
 
 
 def find_coco_files(
@@ -220,7 +124,7 @@ def coco_categories(data: dict, report: DataReport | None = None,
     """
     if used is None:
         used = {a.get("category_id") for a in data["annotations"]
-                if isinstance(a, dict) and _id(a.get("category_id"))}
+                if isinstance(a, dict) and is_id(a.get("category_id"))}
     categories = sorted(data["categories"], key=lambda c: c["id"])
     kept = []
     for c in categories:
@@ -241,12 +145,12 @@ def _group_objects(data: dict, images: dict, valid_ids: set, category_to_label: 
     objects = defaultdict(list)
     seen: dict = {}  # annotation id -> its index, for repeats
     for k, ann in enumerate(tqdm(data["annotations"], desc=desc, leave=False)):
-        problem = _annotation_problem(k, ann)
+        problem = annotation_problem(k, ann)
         if problem is not None:
             report.add("malformed_annotation", name, problem)
             continue
         where = f"annotations[{k}] (id {ann.get('id')})"
-        if _id(ann.get("id")):
+        if is_id(ann.get("id")):
             if ann["id"] in seen:  # pycocotools would keep only one of them
                 report.add("malformed_annotation", name, f"annotations[{k}].id: {ann['id']!r} "
                            f"is also annotations[{seen[ann['id']]}].id (skipped)")
@@ -313,10 +217,10 @@ def coco_records(
 
     images, skipped_ids = {}, set()
     for k, image in enumerate(data["images"]):
-        problem = _image_problem(k, image)
+        problem = image_problem(k, image)
         if problem is not None:
             report.add("malformed_annotation", name, problem)
-            if isinstance(image, dict) and _id(image.get("id")):
+            if isinstance(image, dict) and is_id(image.get("id")):
                 skipped_ids.add(image["id"])  # its annotations go with it, without a word more
             continue
         images[image["id"]] = image
