@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Sequence
 
 from detection.config import STRATEGIES
+from keras_resnet_suite.errors import run_command
 
 # command -> (module whose `run(args) -> int` does it, one-line help)
 COMMANDS = {
@@ -113,6 +113,9 @@ def _predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="predictions", help="folder for JSON and PNGs")
     p.add_argument("--score-threshold", type=float, default=0.5,
                    help="keep detections scoring at least this (default 0.5)")
+    p.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images with more pixels than this, from their header "
+                        "(decompression-bomb guard; default $KRS_MAX_PIXELS or 50 megapixels)")
 
 
 def _init_config(p: argparse.ArgumentParser) -> None:
@@ -136,11 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for bad input, with the reason)."""
+    """Entry point; returns the process exit code: 2 for bad input, 1 for any other failure
+    (each one line on stderr, `keras_resnet_suite.errors.run_command`), or the command's own
+    (predict: 1 when some images failed)."""
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
-    try:
-        return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: module.run(args))

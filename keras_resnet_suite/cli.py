@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import run_command
+
 COMMANDS = {}
 
 
@@ -86,8 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
         getattr(fn, "configure", lambda _: None)(p)
     args = parser.parse_args(argv)
-    COMMANDS[args.command](args)
-    return 0
+
+    def call() -> int:
+        COMMANDS[args.command](args)
+        return 0
+
+    return run_command(call)  # a failure is one line on stderr naming the file, exit 2 or 1
 
 
 if __name__ == "__main__":

@@ -118,11 +118,13 @@ def require_tensorflow_backend() -> None:
 
 
 def pixel_limit(max_pixels: int | None) -> int:
-    """The decompression-bomb limit of a `serving_bytes` signature: `max_pixels`, or
-    `data.images.MAX_PIXELS` when None; refused unless TensorFlow's decoders can reach it."""
-    from keras_resnet_suite.data.images import DECODER_MAX_PIXELS, MAX_PIXELS
+    """The decompression-bomb limit of a `serving_bytes` signature: `max_pixels`, or the
+    loaders' limit (`data.images.max_pixels`: `$KRS_MAX_PIXELS`, else `MAX_PIXELS`) when None;
+    refused unless TensorFlow's decoders can reach it."""
+    from keras_resnet_suite.data.images import DECODER_MAX_PIXELS
+    from keras_resnet_suite.data.images import max_pixels as loaders_limit
 
-    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    limit = loaders_limit(None) if max_pixels is None else max_pixels
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= DECODER_MAX_PIXELS:
         raise ValueError(f"max_pixels must be an int from 1 to {DECODER_MAX_PIXELS} (the largest "
                          f"image TensorFlow decodes), got {max_pixels!r}")

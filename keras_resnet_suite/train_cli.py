@@ -236,14 +236,13 @@ def _load_run(run: str | Path) -> tuple[Path, dict, dict]:
 
 
 def _load_model(out: Path, model_file: str | None):
-    import keras
-
     from keras_resnet_suite import training  # noqa: F401  (registers SGDL2, StepDecay, losses)
+    from keras_resnet_suite.convert import load_model_file
 
     path = Path(model_file) if model_file else out / "model.keras"
     if not path.is_file():
         raise SystemExit(f"error: no model at {path}; finish training (or pass --model-file)")
-    return keras.saving.load_model(path, compile=False)  # inference only: no optimizer state
+    return load_model_file(path, compile=False)  # inference only: no optimizer state
 
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -214,7 +216,7 @@ def load_for_build(model: keras.Model, weights, checkpoint: Checkpoint | None) -
         elif layout == "keras":
             load_keras_applications(model, weights)
         else:
-            model.load_weights(weights)
+            convert.load_weights_file(model, weights)
 
 
 def _published_file(arch: str, path: str) -> Checkpoint | None:
@@ -228,17 +230,45 @@ def _published_file(arch: str, path: str) -> Checkpoint | None:
 
 
 def converted_path(checkpoint: Checkpoint) -> str:
-    """Where the converted classifier of `checkpoint` is cached as a `.keras` model."""
-    return os.path.join(cache_dir(), "converted", f"{checkpoint.arch}-{checkpoint.tag}.keras")
+    """Where the converted classifier of `checkpoint` is cached as a `.keras` model: named by
+    the published hash of its verified source, with a `.json` sidecar holding that hash and the
+    converted file's own sha256 (checked at every use, see `_cached_conversion`)."""
+    return os.path.join(cache_dir(), "converted", f"{checkpoint.arch}-{checkpoint.tag}-"
+                                                  f"{checkpoint.file_hash.lower()[:16]}.keras")
+
+
+def _cached_conversion(checkpoint: Checkpoint) -> keras.Model | None:
+    """The cached conversion of `checkpoint` if its sidecar vouches for it: same source hash,
+    and the `.keras` file's sha256 as written after converting; None (convert again, with a
+    warning when a file was there) for a planted, stale, edited or half-written entry."""
+    path = converted_path(checkpoint)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path + ".json", encoding="utf-8") as f:
+            record = json.load(f)
+        trusted = (isinstance(record, dict)
+                   and record.get("source_hash") == checkpoint.file_hash.lower()
+                   and record.get("sha256") == _digest(path, "sha256"))
+    except (OSError, ValueError):
+        trusted = False
+    if not trusted:
+        warnings.warn(f"{path}: not the verified conversion of {checkpoint.name} (no matching "
+                      "hash record beside it): ignored, converting the verified source again",
+                      stacklevel=3)
+        return None
+    return convert.load_model_file(path, compile=False)
 
 
 def convert_checkpoint(checkpoint: Checkpoint) -> keras.Model:
-    """The checkpoint as this library's full classifier: converted once, then cached."""
-    path = converted_path(checkpoint)
-    if os.path.exists(path):
-        return keras.saving.load_model(path, compile=False)
+    """The checkpoint as this library's full classifier: converted once from the verified
+    download, then cached (the cache entry is used only while its hash record matches)."""
+    cached = _cached_conversion(checkpoint)
+    if cached is not None:
+        return cached
     from .models import build
 
+    path = converted_path(checkpoint)
     source = fetch(checkpoint)
     model = build(checkpoint.arch, input_shape=(None, None, 3), classes=checkpoint.classes,
                   **checkpoint.build_options)
@@ -249,7 +279,12 @@ def convert_checkpoint(checkpoint: Checkpoint) -> keras.Model:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path[:-len(".keras")] + ".partial.keras"
     model.save(tmp)
+    record = {"checkpoint": checkpoint.name, "source": checkpoint.filename,
+              "source_hash": checkpoint.file_hash.lower(), "sha256": _digest(tmp, "sha256")}
+    with open(path + ".json.partial", "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1)
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken cache entry
+    os.replace(path + ".json.partial", path + ".json")  # last: the entry counts from here
     return model
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import math
 import os
 import pickle
 import re
@@ -46,14 +47,46 @@ class UnsafePickleError(pickle.UnpicklingError, ValueError):
     """A checkpoint pickle asks for a global outside `ALLOWED_GLOBALS`."""
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Resolves only `_SAFE_GLOBALS`; any other global is refused before it is called."""
+class _ArrayType:
+    """Stands for `numpy.ndarray` in a pickle. Handed to `_reconstruct` (how numpy pickles an
+    array: an empty one, then its bytes) it is the array type; called directly, which would
+    make an array of any size over any buffer (stride 0: 1e16 elements from one), it is
+    refused."""
 
-    def __init__(self, file, source: str):
-        super().__init__(file, encoding="latin1")  # Python 2 pickles (Detectron, early d2)
+    def __init__(self, source: str):
         self.source = source
 
+    def __call__(self, *args, **kwargs):
+        raise UnsafePickleError(f"{self.source}: refused: its pickle calls numpy.ndarray("
+                                f"{', '.join(map(repr, args))[:200]}) directly; numpy's own "
+                                "pickles never do")
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Resolves only `_SAFE_GLOBALS`; any other global is refused before it is called. Arrays
+    are made only from the bytes in the file: none may declare more of them than it holds."""
+
+    def __init__(self, file, source: str, max_bytes: int):
+        super().__init__(file, encoding="latin1")  # Python 2 pickles (Detectron, early d2)
+        self.source, self.max_bytes = source, max_bytes
+        self.array_type = _ArrayType(source)
+
+    def _reconstruct(self, subtype, shape, dtype, *args):
+        if subtype is not self.array_type:
+            raise UnsafePickleError(f"{self.source}: refused: numpy _reconstruct of "
+                                    f"{subtype!r}, not numpy.ndarray")
+        count = math.prod(int(n) for n in shape)
+        if count > self.max_bytes:
+            raise ValueError(f"{self.source}: an array of shape {tuple(shape)} declares more "
+                             f"elements than the {self.max_bytes:,}-byte file holds")
+        return _multiarray._reconstruct(np.ndarray, shape, dtype, *args)
+
     def find_class(self, module: str, name: str):
+        if (module, name) == ("numpy", "ndarray"):
+            return self.array_type
+        if name == "_reconstruct" and module in ("numpy.core.multiarray",
+                                                 "numpy._core.multiarray"):
+            return self._reconstruct
         if (module, name) in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[(module, name)]
         raise UnsafePickleError(
@@ -61,14 +94,19 @@ class _ArrayUnpickler(pickle.Unpickler):
             f"numpy arrays and plain containers are read (allowed: {', '.join(ALLOWED_GLOBALS)})")
 
 
-def _arrays(source: str, tensors: dict) -> dict[str, np.ndarray]:
-    """Name -> numeric array (floats as float32); anything else is refused by name."""
+def _arrays(source: str, tensors: dict, max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Name -> numeric array (floats as float32); anything else is refused by name, and so is
+    an array larger than the file it came from (`max_bytes`), before it is copied."""
     out, bad = {}, []
     for key, value in tensors.items():
         array = np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
         if not isinstance(key, str) or array is None or array.dtype.kind not in "fiub":
             bad.append(f"{key!r} ({type(value).__name__})")
             continue
+        if max_bytes is not None and array.nbytes > max_bytes:
+            raise ValueError(f"{source}: refused: array {key!r} of shape {array.shape} "
+                             f"({array.nbytes:,} bytes) is larger than the {max_bytes:,}-byte "
+                             "file (corrupt or crafted)")
         out[key] = array.astype(np.float32) if array.dtype.kind == "f" else array
     if bad:
         raise ValueError(f"{source}: refused: not a plain array dict; non-array entries: "
@@ -80,19 +118,20 @@ def read_detectron2_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The state dict of a detectron2 model-zoo `.pkl` ("model", or Detectron's "blobs"
     without their "_momentum" entries), floats as float32, no code from the file run."""
     path = os.fspath(path)
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         try:
-            data = _ArrayUnpickler(f, path).load()
+            data = _ArrayUnpickler(f, path, size).load()
         except UnsafePickleError:
             raise
         except Exception as err:  # corrupt pickles fail in many ways
-            raise ValueError(f"{path}: not a readable detectron2 .pkl "
-                             f"({type(err).__name__}: {err})") from err
+            message = str(err) if str(err).startswith(path) else f"{type(err).__name__}: {err}"
+            raise ValueError(f"{path}: not a readable detectron2 .pkl ({message})") from err
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        return _arrays(path, data["model"])
+        return _arrays(path, data["model"], size)
     if isinstance(data, dict) and isinstance(data.get("blobs"), dict):
         blobs = {k: v for k, v in data["blobs"].items() if not k.endswith("_momentum")}
-        return _arrays(path, blobs)
+        return _arrays(path, blobs, size)
     keys = sorted(map(str, data))[:10] if isinstance(data, dict) else type(data).__name__
     raise ValueError(f"{path}: refused: a detectron2 checkpoint holds a 'model' (or Detectron "
                      f"'blobs') dict of arrays; this pickle holds {keys}")
@@ -102,13 +141,26 @@ def _torch_load(path: str) -> dict:
     """The file's tensors through PyTorch (`weights_only`: no code run), as numpy arrays."""
     import torch
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch names no file; its unsafe-global refusal spans lines
+        raise ValueError(f"{path}: not a readable torch.save file ({type(err).__name__}: "
+                         f"{' '.join(str(err).split())[:500]})") from err
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: refused: holds a {type(obj).__name__}, not a state dict")
+    for key, value in obj.items():
+        # torch rebuilds a stride-0 tensor of 1e16 elements over one stored element without
+        # complaint; copying it to numpy would not end: refused before any copy.
+        if torch.is_tensor(value) and value.numel() > (
+                value.untyped_storage().nbytes() // value.element_size() - value.storage_offset()):
+            raise ValueError(f"{path}: refused: tensor {key!r} of size {tuple(value.shape)} "
+                             f"({value.numel():,} elements) over a storage of "
+                             f"{value.untyped_storage().nbytes() // value.element_size():,}: "
+                             "more elements than its storage holds (corrupt or crafted file)")
     return {k.removeprefix("module."): v.detach().cpu().float().numpy()
             if torch.is_tensor(v) and v.is_floating_point()
             else v.numpy() if torch.is_tensor(v) else v for k, v in obj.items()}

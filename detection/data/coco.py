@@ -5,7 +5,6 @@ one JSON file as CVAT, Label Studio or Roboflow export it (no `area`, `iscrowd`,
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from detection.data import split as splits
+from detection.data.coco_checks import annotation_problem, check_structure, image_problem, is_id
 from detection.data.records import (
     Record,
     attach,
@@ -36,21 +36,14 @@ def load_coco_json(path: str | Path) -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: "
                          f"{error.msg}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a COCO instances file (the top level is a "
+                         f"{type(data).__name__}, not an object)")
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise ValueError(f"{path}: not a COCO instances file, missing key(s) {missing}")
+    check_structure(data, path)
     return data
-
-
-def _bbox(ann: dict) -> list[float] | None:
-    box = ann.get("bbox")
-    if not isinstance(box, (list, tuple)) or len(box) != 4:
-        return None
-    try:
-        box = [float(v) for v in box]
-    except (TypeError, ValueError):
-        return None
-    return box if all(math.isfinite(v) for v in box) else None
 
 
 def find_coco_files(
@@ -130,7 +123,8 @@ def coco_categories(data: dict, report: DataReport | None = None,
     `used` holds the category ids that label at least one annotation.
     """
     if used is None:
-        used = {a.get("category_id") for a in data["annotations"]}
+        used = {a.get("category_id") for a in data["annotations"]
+                if isinstance(a, dict) and is_id(a.get("category_id"))}
     categories = sorted(data["categories"], key=lambda c: c["id"])
     kept = []
     for c in categories:
@@ -149,19 +143,28 @@ def _group_objects(data: dict, images: dict, valid_ids: set, category_to_label: 
                    skip_crowd: bool, report: DataReport, desc: str, name: str) -> dict:
     """image id -> [(xyxy, label, crowd, area or NaN)] of the usable annotations of `images`."""
     objects = defaultdict(list)
+    seen: dict = {}  # annotation id -> its index, for repeats
     for k, ann in enumerate(tqdm(data["annotations"], desc=desc, leave=False)):
-        where = f"annotations[{k}] (id {ann.get('id')})"
-        box = _bbox(ann)
-        if box is None:
-            report.add("malformed_annotation", name, f"{where}: bbox must be 4 finite numbers")
+        problem = annotation_problem(k, ann)
+        if problem is not None:
+            report.add("malformed_annotation", name, problem)
             continue
-        if ann.get("image_id") not in images:
-            if ann.get("image_id") not in valid_ids:
+        where = f"annotations[{k}] (id {ann.get('id')})"
+        if is_id(ann.get("id")):
+            if ann["id"] in seen:  # pycocotools would keep only one of them
+                report.add("malformed_annotation", name, f"annotations[{k}].id: {ann['id']!r} "
+                           f"is also annotations[{seen[ann['id']]}].id (skipped)")
+                continue
+            seen[ann["id"]] = k
+        box = [float(v) for v in ann["bbox"]]
+        if ann["image_id"] not in images:
+            if ann["image_id"] not in valid_ids:
                 report.add("malformed_annotation", name,
-                           f"{where}: unknown image_id {ann.get('image_id')}")
+                           f"annotations[{k}].image_id (id {ann.get('id')}): unknown image_id "
+                           f"{ann['image_id']}")
             continue  # else: an image of the other split
-        if ann.get("category_id") not in category_to_label:
-            report.add("unknown_class", name, f"{where}: category_id {ann.get('category_id')}")
+        if ann["category_id"] not in category_to_label:
+            report.add("unknown_class", name, f"{where}: category_id {ann['category_id']}")
             continue
         crowd = bool(ann.get("iscrowd") or 0)
         if skip_crowd and crowd:
@@ -212,13 +215,16 @@ def coco_records(
     category_to_label = {cid: i for i, cid in enumerate(category_ids)}
     report.known_classes = class_names
 
-    images = {}
+    images, skipped_ids = {}, set()
     for k, image in enumerate(data["images"]):
-        if "id" not in image or "file_name" not in image:
-            report.add("malformed_annotation", name, f"images[{k}]: needs 'id' and 'file_name'")
+        problem = image_problem(k, image)
+        if problem is not None:
+            report.add("malformed_annotation", name, problem)
+            if isinstance(image, dict) and is_id(image.get("id")):
+                skipped_ids.add(image["id"])  # its annotations go with it, without a word more
             continue
         images[image["id"]] = image
-    valid_ids = set(images)
+    valid_ids = set(images) | skipped_ids
     if not official:
         ids = splits.seeded_split([str(i) for i in images], split, val_fraction, split_seed)
         if splits.ALIASES.get(split, split) != "all":

@@ -105,7 +105,8 @@ def _coco_info(path: Path, image_dir: Path | None, val_fraction: float, seed: in
     names = [str(c.get("name", c["id"])) for c in categories]
     by_id = dict(zip((c["id"] for c in categories), names, strict=True))
     counts = Counter(by_id[a["category_id"]] for a in data["annotations"]
-                     if a.get("category_id") in by_id)
+                     if isinstance(a, dict) and isinstance(a.get("category_id"), int)
+                     and a["category_id"] in by_id)
     loader: dict = {"loader": "coco", "data_dir": str((path if official else ann_path).resolve())}
     if image_dir is not None:
         loader["image_dir"] = str(image_dir.resolve())

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # compared lower-case
+# XML folders beside the images that labelling-tool exports use (labelImg's Kaggle sets:
+# annots/ + images/), compared lower-case
+XML_FOLDER_NAMES = ("annotations", "annots", "annotation", "xml", "xmls", "labels")
 
 
 @dataclass
@@ -40,7 +43,8 @@ def find_voc_folders(
     """Locate the XML and image folders of a VOCdevkit tree or a flat labelling-tool folder.
 
     XML: `Annotations/` of a VOC tree (`data_dir`, `data_dir/VOC<year>`,
-    `data_dir/VOCdevkit/VOC<year>`), else `data_dir/annotations/`, else `data_dir` itself.
+    `data_dir/VOCdevkit/VOC<year>`), else a sub-folder named as in `XML_FOLDER_NAMES`
+    (`annotations/`, labelImg's `annots/`, ...) holding XML files, else `data_dir` itself.
     Images: `image_dir` when given, else the first of the XML folder, `data_dir`,
     `JPEGImages/`, `images/` (beside the XML folder or in `data_dir`) that holds image files.
     """
@@ -55,7 +59,9 @@ def find_voc_folders(
     if root is not None:
         annotations = root / "Annotations"
     else:
-        looked = [data_dir / "annotations", data_dir]
+        named = sorted(p for p in data_dir.iterdir() if p.is_dir() and p.name.lower()
+                       in XML_FOLDER_NAMES)
+        looked = [*named, data_dir] if named else [data_dir / "annotations", data_dir]
         annotations = next((p for p in looked if _has(p, (".xml",))), None)
         if annotations is None:
             raise FileNotFoundError(
@@ -87,27 +93,49 @@ def basename(value: str) -> str:
 
 
 class ImageIndex:
-    """The image files of a folder, found by stem or by name, case-insensitively."""
+    """The image files of a folder, found for an annotation by stem or by name: exact names
+    first, then case-insensitively; names that differ only in case are never guessed between
+    (`find` answers "ambiguous" with the candidates)."""
 
     def __init__(self, folder: Path) -> None:
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        self.by_name = {p.name.lower(): p for p in files}
-        self.by_stem: dict[str, Path] = {}
-        for p in files:  # the first suffix in IMAGE_SUFFIXES order wins for a shared stem
-            best = self.by_stem.get(p.stem.lower())
-            if best is None or IMAGE_SUFFIXES.index(p.suffix.lower()) < IMAGE_SUFFIXES.index(
-                    best.suffix.lower()):
-                self.by_stem[p.stem.lower()] = p
+        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         self.used: set[Path] = set()
+        # (stem or name, exact?) -> the files it fits, built once: lookups are dictionary hits
+        self._index: dict[tuple[str, bool], dict[str, list[Path]]] = {}
+        for how in ("stem", "name"):
+            for exact in (True, False):
+                table: dict[str, list[Path]] = {}
+                for p in self.files:
+                    value = p.stem if how == "stem" else p.name
+                    table.setdefault(value if exact else value.lower(), []).append(p)
+                self._index[(how, exact)] = table
 
-    def find(self, stem: str, ann: dict) -> tuple[Path | None, str]:
-        """(image, how it was found) for the XML `stem`: its own name first (tools rename
-        images and keep the old `filename`), then `<filename>`, then `<path>`'s last part."""
-        path = self.by_stem.get(stem.lower())
-        if path is not None:
-            return path, "stem"
-        for how in ("filename", "path"):
-            name = basename(ann[how]).lower() if ann[how] else ""
-            if name in self.by_name:
-                return self.by_name[name], how
-        return None, ""
+    @staticmethod
+    def _best(paths: list[Path]) -> Path:
+        # one stem in several formats: the first suffix in IMAGE_SUFFIXES order wins
+        return min(paths, key=lambda p: IMAGE_SUFFIXES.index(p.suffix.lower()))
+
+    def _lookup(self, how: str, key: str, exact: bool) -> list[Path]:
+        """The files whose stem (how == "stem") or name equals `key`, exactly or ignoring case;
+        of one stem in several formats only the preferred one."""
+        table = self._index[("stem" if how == "stem" else "name", exact)]
+        by_stem: dict[str, list[Path]] = {}
+        for p in table.get(key if exact else key.lower(), []):
+            by_stem.setdefault(p.stem, []).append(p)
+        return [self._best(group) for group in by_stem.values()]
+
+    def find(self, stem: str, ann: dict) -> tuple[Path | None, str, list[Path]]:
+        """(image, how it was found, candidates) for the XML `stem`: its own name first (tools
+        rename images and keep the old `filename`), then `<filename>`, then `<path>`'s last
+        part; each by exact name, then ignoring case. Several files that differ only in case
+        answer (None, "ambiguous", those files)."""
+        keys = [("stem", stem)] + [(how, basename(ann[how])) for how in ("filename", "path")
+                                   if ann.get(how)]
+        for exact in (True, False):
+            for how, key in keys:
+                hits = self._lookup(how, key, exact)
+                if len(hits) == 1:
+                    return hits[0], how, hits
+                if hits:
+                    return None, "ambiguous", hits
+        return None, "", []

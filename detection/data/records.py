@@ -17,7 +17,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from detection.data.report import DataReport
-from keras_resnet_suite.data.images import decode_rgb, upright_image
+from keras_resnet_suite.data.images import decode_rgb, too_large, upright_image
 
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
@@ -62,14 +62,21 @@ def check_image(path: Path, report: DataReport, verify: bool = False) -> tuple[i
     return None if info is None else (info.width, info.height)
 
 
-def inspect_image(path: Path, report: DataReport, verify: bool = False) -> ImageInfo | None:
-    """`check_image` plus the EXIF orientation tag (1 when absent or invalid)."""
+def inspect_image(path: Path, report: DataReport, verify: bool = False,
+                  max_pixels: int | None = None) -> ImageInfo | None:
+    """`check_image` plus the EXIF orientation tag (1 when absent or invalid). An image over
+    the pixel limit (`keras_resnet_suite.data.images.max_pixels`) is refused from its header
+    (`image_too_large`) before anything decodes it."""
     if not path.is_file():
         report.add("missing_image", path.name, f"not found: {path}")
         return None
     try:
         with Image.open(path) as image:
             size, mode, fmt = image.size, image.mode, image.format
+            reason = too_large(*size, max_pixels)
+            if reason is not None:
+                report.add("image_too_large", path.name, reason)
+                return None
             orientation = _orientation(image)
             if verify:
                 image.load()

@@ -14,6 +14,8 @@ KINDS = {
     "malformed_annotation": "unparsable XML/JSON or a malformed record (skipped)",
     "unknown_class": "object whose class is not in class_names (object skipped)",
     "corrupt_image": "image file that cannot be decoded (record skipped)",
+    "image_too_large": "image over the pixel limit, max_pixels (record skipped, not decoded)",
+    "ambiguous_image": "image names that differ only in case fit the annotation (skipped)",
     "degenerate_box": "box with zero or negative width/height after clipping (dropped)",
     "box_clipped": "box partly outside the image (clipped to the image)",
     "size_mismatch": "annotated image size differs from the file (file size used)",

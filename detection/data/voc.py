@@ -184,7 +184,13 @@ def _match_images(folder: VOCFolders, ids: Sequence[str], desc: str, report: Dat
         ann = _parse_xml(xml_path, report)
         if ann is None:
             continue
-        image_path, how = images.find(image_id, ann)
+        image_path, how, candidates = images.find(image_id, ann)
+        if how == "ambiguous":
+            report.add("ambiguous_image", xml_path.name,
+                       f"{len(candidates)} images in {folder.images} fit it when case is ignored "
+                       f"({', '.join(p.name for p in candidates)}) and none by its exact name: "
+                       "not guessed; rename the files or the XML")
+            continue
         if image_path is None:
             report.add("missing_image", basename(ann["filename"] or f"{image_id}.jpg"),
                        f"no image for {xml_path.name} in {folder.images} (tried its name, "
@@ -199,7 +205,7 @@ def _match_images(folder: VOCFolders, ids: Sequence[str], desc: str, report: Dat
         parsed.append((image_id, xml_path, image_path, ann))
     if whole:
         xml_stems = {p.stem.lower() for p in folder.xml_files}
-        for path in sorted(set(images.by_name.values()) - images.used):
+        for path in sorted(set(images.files) - images.used):
             if path.stem.lower() not in xml_stems:  # else its XML is there (and reported)
                 report.add("unannotated_image", path.name, f"no XML for it in "
                                                            f"{folder.annotations}")

@@ -16,19 +16,18 @@ def load_detector(config, checkpoint: str | Path):
     Neither form fetches backbone weights: a `.keras` file holds the whole model, and a
     `.weights.h5` is loaded over the config's architecture built without them, so this works
     offline with an empty weights cache."""
-    import keras
-
     from detection.engine.train import build_model
+    from keras_resnet_suite.convert import load_model_file, load_weights_file
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"--checkpoint {checkpoint} does not exist")
     if checkpoint.suffix == ".keras":
-        return keras.saving.load_model(checkpoint)
+        return load_model_file(checkpoint)
     if not checkpoint.name.endswith(".weights.h5"):
         raise ValueError(f"--checkpoint {checkpoint}: expected a .weights.h5 or .keras file")
     model = build_model(config, load_backbone_weights=False)
-    model.load_weights(checkpoint)
+    load_weights_file(model, checkpoint)
     return model
 
 

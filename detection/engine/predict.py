@@ -5,32 +5,46 @@
 `--model` is a SavedModel folder (from `python -m detection export`; its `serving_default`
 signature is used, so nothing of this project is needed to run it), a `.keras` file, or a
 `.weights.h5` file together with `--config`. Photos are turned upright by their EXIF
-orientation first. Boxes in the JSON are pixel xyxy of each (upright) image, classes 0-based
+orientation first. An image that cannot be read (missing, truncated, not JPEG/PNG, over the
+pixel limit) is named on stderr and in `failed.json`, the others are still predicted, and the
+exit code is 1. Boxes in the JSON are pixel xyxy of each (upright) image, classes 0-based
 with their names when known.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from keras_resnet_suite.data.images import check_pixels
+from keras_resnet_suite.errors import one_line
 
-def _read_image(path: Path) -> np.ndarray:
+PARTIAL_FAILURE_EXIT = 1  # some images could not be read; the others were predicted
+
+
+def _read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """RGB pixels of a JPEG/PNG file, turned upright by its EXIF orientation as viewers show it
-    (TensorFlow's decoders ignore EXIF, so a phone photo would be detected on its side)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    (TensorFlow's decoders ignore EXIF, so a phone photo would be detected on its side). An
+    image over the pixel limit is refused from its header; every failure is a ValueError (or
+    FileNotFoundError) naming the file."""
+    from PIL import Image, ImageOps
 
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
             if image.format not in {"JPEG", "PNG"}:
                 raise ValueError(f"image {path}: {image.format} is not JPEG or PNG")
+            check_pixels(*image.size, str(path), max_pixels)
             return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except UnidentifiedImageError as err:
-        raise ValueError(f"image {path} cannot be decoded: {err}") from err
+    except ValueError:
+        raise
+    except Exception as err:  # PIL raises many types for bad data (OSError for truncation)
+        raise ValueError(f"image {path} cannot be decoded ({type(err).__name__}: "
+                         f"{one_line(err)})") from err
 
 
 def saved_model_predictor(path: str | Path):
@@ -66,7 +80,7 @@ def keras_predictor(model):
 
 def load_predictor(model_path: str | Path, config: str | None = None):
     """`(predict, class_names)` for a SavedModel folder, `.keras` or `.weights.h5`."""
-    import keras
+    from keras_resnet_suite.convert import load_model_file
 
     path = Path(model_path)
     names = None
@@ -82,7 +96,7 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     if not path.is_file():
         raise FileNotFoundError(f"--model {path} does not exist")
     if path.suffix == ".keras":
-        return keras_predictor(keras.saving.load_model(path)), names
+        return keras_predictor(load_model_file(path)), names
     if path.name.endswith(".weights.h5"):
         if config is None:
             raise ValueError(f"--model {path} holds weights only: pass --config to build the model")
@@ -113,25 +127,40 @@ def run(args) -> int:
         predict, names = load_predictor(args.model, args.config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for name in args.images:
-        path = Path(name)
-        pixels = _read_image(path)
-        h, w = pixels.shape[:2]
-        pred = predict(pixels, h, w)
-        keep = pred["scores"] >= args.score_threshold
-        pred = {k: np.asarray(v)[keep] for k, v in pred.items()}
-        png = draw_detections([pixels], [pred], out / f"{path.stem}.png", class_names=names,
-                              score_threshold=args.score_threshold, columns=1)
-        detections = [{"box_xyxy": [round(float(v), 2) for v in box], "score": float(score),
-                       "class": int(cls),
-                       **({"name": names[int(cls)]} if names else {}),
-                       **({"category_id": ids[int(cls)]} if ids else {})}
-                      for box, score, cls in zip(pred["boxes"], pred["scores"], pred["classes"],
-                                                 strict=True)]
-        results.append({"image": str(path), "height": h, "width": w, "png": str(png),
-                        "detections": detections})
-        print(f"{path}: {len(detections)} detection(s) -> {png}")
-    (out / "detections.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'detections.json'}")
+    results, failed = [], []
+    try:  # what was predicted is written even if a later image stops the run
+        for name in args.images:
+            path = Path(name)
+            try:
+                pixels = _read_image(path, getattr(args, "max_pixels", None))
+            except (ValueError, OSError) as err:  # one bad file must not cost the others
+                failed.append({"image": str(path), "error": one_line(err)})
+                print(f"skipped {path}: {one_line(err)}", file=sys.stderr)
+                continue
+            h, w = pixels.shape[:2]
+            pred = predict(pixels, h, w)
+            keep = pred["scores"] >= args.score_threshold
+            pred = {k: np.asarray(v)[keep] for k, v in pred.items()}
+            png = draw_detections([pixels], [pred], out / f"{path.stem}.png", class_names=names,
+                                  score_threshold=args.score_threshold, columns=1)
+            detections = [{"box_xyxy": [round(float(v), 2) for v in box], "score": float(score),
+                           "class": int(cls),
+                           **({"name": names[int(cls)]} if names else {}),
+                           **({"category_id": ids[int(cls)]} if ids else {})}
+                          for box, score, cls in zip(pred["boxes"], pred["scores"], pred["classes"],
+                                                     strict=True)]
+            results.append({"image": str(path), "height": h, "width": w, "png": str(png),
+                            "detections": detections})
+            print(f"{path}: {len(detections)} detection(s) -> {png}")
+    finally:
+        (out / "detections.json").write_text(json.dumps(results, indent=2))
+        if failed:
+            (out / "failed.json").write_text(json.dumps(failed, indent=2))
+        else:  # a failed.json of an earlier run in this folder is not about this one
+            (out / "failed.json").unlink(missing_ok=True)
+    print(f"wrote {out / 'detections.json'} ({len(results)} image(s))")
+    if failed:
+        print(f"error: {len(failed)} of {len(args.images)} image(s) failed (listed above and in "
+              f"{out / 'failed.json'})", file=sys.stderr)
+        return PARTIAL_FAILURE_EXIT
     return 0

@@ -122,8 +122,10 @@ def _train_stream(config: Config, class_names: list[str], global_batch: int):
 
 
 def evaluate_config(model, config: Config, split: str = "eval",
-                    max_images: int | None = None, verbose: bool = True) -> dict:
-    """VOC mAP or COCO AP (per `config.eval`) of `model` on `data.<split>`."""
+                    max_images: int | None = None, verbose: bool = True,
+                    dataset=None) -> dict:
+    """VOC mAP or COCO AP (per `config.eval`) of `model` on `data.<split>` (or on `dataset`,
+    that split already loaded)."""
     from detection.data.build import dataset_from_config
     from detection.evaluation.dataset import evaluate_dataset
 
@@ -131,7 +133,9 @@ def evaluate_config(model, config: Config, split: str = "eval",
     if not isinstance(spec, dict):
         raise ValueError(f"config has no data.{split} section to evaluate on")
     names = config.class_names()
-    return evaluate_dataset(model, dataset_from_config(spec, names), metric=config.eval.metric,
+    if dataset is None:
+        dataset = dataset_from_config(spec, names)
+    return evaluate_dataset(model, dataset, metric=config.eval.metric,
                             iou_threshold=config.eval.iou_threshold,
                             use_07_metric=config.eval.use_07_metric, class_names=names,
                             max_images=max_images, verbose=verbose)
@@ -188,14 +192,20 @@ def train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
     start = time.time()
     previous_policy = keras.mixed_precision.global_policy()
     try:
+        eval_data = None
+        if evaluate and config.data.eval is not None:
+            # Parsed (and any broken annotation file refused) before training, not after it.
+            from detection.data.build import dataset_from_config
+
+            eval_data = dataset_from_config(config.data.eval, config.class_names())
         model, history = _fit(config, out_dir, verbose)
         weights = out_dir / "final.weights.h5"
         model.save_weights(weights)
         train_seconds = time.time() - start
         metrics = {}
-        if evaluate and config.data.eval is not None:
+        if eval_data is not None:
             metrics = evaluate_config(model, config, max_images=max_eval_images,
-                                      verbose=bool(verbose))
+                                      verbose=bool(verbose), dataset=eval_data)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     summary = {"steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),

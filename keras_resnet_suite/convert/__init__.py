@@ -4,6 +4,8 @@ the published-checkpoint table, used by `keras_resnet_suite.weights`."""
 from .formats import (
     TORCH_SUFFIXES,
     is_legacy_keras_h5,
+    load_model_file,
+    load_weights_file,
     read_keras_h5,
     read_safetensors,
     read_state_dict,
@@ -23,6 +25,6 @@ from .mapping import (
 from .torch_file import UnsafeCheckpointError, load_torch_file
 
 __all__ = ["TORCH_SUFFIXES", "assign", "canonical_from_keras", "canonical_from_torch",
-           "is_legacy_keras_h5", "keras_name", "load_torch_file", "model_targets", "read_keras_h5",
+           "is_legacy_keras_h5", "keras_name", "load_model_file", "load_weights_file", "load_torch_file", "model_targets", "read_keras_h5",
            "read_safetensors", "read_state_dict", "read_torch", "torch_layout", "torch_name",
            "torch_state_from_model", "UnsafeCheckpointError", "write_safetensors"]

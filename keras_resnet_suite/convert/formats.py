@@ -8,6 +8,7 @@ through h5py.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 
@@ -41,10 +42,15 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        begin, end = info["data_offsets"]
-        shape = tuple(info["shape"])
+        begin, end, shape = _safetensors_entry(path, name, info)
         if end > len(data) or begin > end:
             raise ValueError(f"{path}: tensor {name!r} lies outside the file (truncated?)")
+        itemsize = 2 if info["dtype"] == "BF16" else np.dtype(
+            _ST_DTYPES.get(info["dtype"], np.uint8)).itemsize
+        if math.prod(shape) * itemsize != end - begin:
+            raise ValueError(f"{path}: tensor {name!r} of shape {list(shape)} ({info['dtype']}) "
+                             f"needs {math.prod(shape) * itemsize} bytes, its data has "
+                             f"{end - begin}")
         if info["dtype"] == "BF16":
             bits = np.frombuffer(data[begin:end], dtype="<u2").astype(np.uint32) << 16
             array = bits.view(np.float32)
@@ -55,6 +61,77 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
         out[name] = array.reshape(shape).copy()
     return out
+
+
+def _safetensors_entry(path: str, name: str, info) -> tuple[int, int, tuple[int, ...]]:
+    """(begin, end, shape) of one header entry, after checking their types."""
+    def ints(value, n=None) -> bool:
+        return isinstance(value, list) and (n is None or len(value) == n) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+    if not isinstance(info, dict) or not ints(info.get("data_offsets"), 2) or not ints(
+            info.get("shape")) or not isinstance(info.get("dtype"), str):
+        raise ValueError(f"{path}: tensor {name!r}: header entry needs 'dtype' (a string), "
+                         f"'shape' (whole numbers >= 0) and 'data_offsets' (two), got {info!r}"[:300])
+    begin, end = info["data_offsets"]
+    return begin, end, tuple(info["shape"])
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def load_weights_file(model, path: str | os.PathLike) -> None:
+    """`model.load_weights(path)` whose every failure is a ValueError naming the file (h5py's
+    "Unable to synchronously open file" names none; Keras' mismatch messages span lines)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such weights file")
+    try:
+        if path.endswith(".weights.h5"):
+            _check_array_count(model, path)
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: cannot load these weights into {model.name!r} "
+                         f"({type(err).__name__}: {_one_line(err)})") from err
+
+
+def _check_array_count(model, path: str) -> None:
+    """Keras loads a `.weights.h5` of a larger model of the same family (ResNet-32's into a
+    ResNet-20) without a word, leaving the extra arrays unused: refuse a file with more arrays
+    than the model has variables."""
+    import h5py
+
+    names: list[str] = []
+    with h5py.File(path, "r") as f:
+        # a compiled model's file also holds its optimizer's slots, which are no layer weights
+        for key in (k for k in f if k != "optimizer" and isinstance(f[k], h5py.Group)):
+            f[key].visititems(lambda name, obj: names.append(name)
+                              if isinstance(obj, h5py.Dataset) else None)
+    have = max(len(model.weights), len(model.variables))
+    if len(names) > have:
+        raise ValueError(f"the file holds {len(names)} arrays, the model has {have} variables: "
+                         "weights of another architecture")
+
+
+def load_model_file(path: str | os.PathLike, **kwargs):
+    """`keras.saving.load_model(path, **kwargs)` whose failures name the file and the cause (a
+    truncated `.keras` zip otherwise reads as "File not found")."""
+    import zipfile
+
+    import keras
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras model file (not a zip archive: truncated or "
+                         "another format)")
+    try:
+        return keras.saving.load_model(path, **kwargs)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: cannot load this model file ({type(err).__name__}: "
+                         f"{_one_line(err)})") from err
 
 
 def write_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike) -> None:

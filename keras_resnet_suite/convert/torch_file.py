@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -102,6 +103,14 @@ class _Tensor:
             raise ValueError(f"tensor of size {self.size}, stride {self.stride}, offset "
                              f"{self.offset} reaches element {last} of a {len(data)}-element "
                              "storage (truncated or corrupt file)")
+        # Whatever the strides (0 repeats one element), a tensor never holds more elements than
+        # its storage has from its offset on: checked before numpy allocates anything.
+        count = math.prod(self.size)
+        if count > len(data) - self.offset:
+            raise ValueError(f"tensor of size {self.size} ({count:,} elements), stride "
+                             f"{self.stride}, offset {self.offset} over a {len(data):,}-element "
+                             "storage: more elements than its storage holds (corrupt or crafted "
+                             "file)")
         view = np.lib.stride_tricks.as_strided(
             data[self.offset:], self.size, [s * data.itemsize for s in self.stride],
             writeable=False)
@@ -145,6 +154,8 @@ class _Unpickler(pickle.Unpickler):
                 and isinstance(pid[1], _StorageType)):
             raise ValueError(f"{self.source}: unknown persistent id {pid!r} (not a storage)")
         storage_type, key, numel = pid[1], str(pid[2]), int(pid[4])
+        if numel < 0:
+            raise ValueError(f"{self.source}: storage {key!r} declares {numel} elements")
         storage = self.storages.get(key)
         if storage is None:
             storage = self.storages[key] = _Storage(storage_type, key, numel)
@@ -153,6 +164,9 @@ class _Unpickler(pickle.Unpickler):
             return storage
         # Legacy files of PyTorch < 0.4 may name a view (view key, offset, size) of a storage.
         view_key, offset, size = view
+        if int(offset) < 0 or int(size) < 0 or int(offset) + int(size) > numel:
+            raise ValueError(f"{self.source}: storage view {view_key!r} (offset {offset}, size "
+                             f"{size}) lies outside its {numel}-element storage {key!r}")
         if view_key not in self.storages:
             sliced = self.storages[view_key] = _Storage(storage_type, view_key, int(size))
             sliced.base, sliced.view_offset = storage, int(offset)
@@ -210,6 +224,8 @@ def _load_legacy(path: str, raw: bytes) -> Any:
 
     try:
         magic = load()
+    except UnsafeCheckpointError:  # a payload in the first pickle: refused as such
+        raise
     except Exception as err:  # not a pickle at all: many error types
         raise ValueError(f"{path}: not a torch.save file (neither a zip archive nor a "
                          f"pickle stream: {err})") from err

@@ -160,11 +160,11 @@ def _decode_32(path: str) -> np.ndarray | str:
         return "not an image (unknown file signature)"
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.size != (32, 32):  # from the header: a large image is never decoded
+                return f"expected a 32x32 image, got {im.size[0]}x{im.size[1]}"
             arr = np.asarray(im.convert("RGB"))
     except Exception as e:  # PIL raises many types for bad data
         return f"corrupt image ({type(e).__name__}: {e})"
-    if arr.shape != (32, 32, 3):
-        return f"expected a 32x32 image, got {arr.shape[1]}x{arr.shape[0]}"
     return arr
 
 

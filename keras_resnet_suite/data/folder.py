@@ -8,7 +8,6 @@ skipped and reported by name instead of failing mid-epoch.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import tarfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from keras_resnet_suite.data.images import too_large
 from keras_resnet_suite.data.report import DataReport
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -110,23 +110,29 @@ def sniff_image(head: bytes) -> str | None:
     return None
 
 
-def check_image(path: str | os.PathLike, full: bool = True) -> str | None:
+def check_image(path: str | os.PathLike, full: bool = True,
+                max_pixels: int | None = None) -> str | None:
     """None if `path` is a readable image, else the reason it is not. `full` decodes all pixels
-    (catches truncated files); otherwise only the format signature is checked."""
+    (catches truncated files); otherwise only the signature and the header are read. An image
+    over the pixel limit (`images.max_pixels`) is refused from its header, never decoded."""
+    from PIL import Image
+
     try:
-        data = Path(path).read_bytes() if full else Path(path).open("rb").read(16)
+        with Path(path).open("rb") as f:
+            head = f.read(16)
     except OSError as e:
         return f"unreadable ({e.strerror or e})"
-    if sniff_image(data[:16]) is None:
+    if sniff_image(head) is None:
         return "not an image (unknown file signature)"
-    if full:
-        from PIL import Image
-
-        try:
-            with Image.open(io.BytesIO(data)) as im:
+    try:
+        with Image.open(path) as im:  # reads the header only
+            reason = too_large(*im.size, max_pixels)
+            if reason is not None:
+                return f"too large: {reason}"
+            if full:
                 im.load()
-        except Exception as e:  # PIL raises many types for bad data
-            return f"corrupt image ({type(e).__name__}: {e})"
+    except Exception as e:  # PIL raises many types for bad data
+        return f"corrupt image ({type(e).__name__}: {e})"
     return None
 
 

@@ -1,19 +1,57 @@
 """Encoded image bytes -> RGB pixels: the one decoder of the classification pipelines, the
-SavedModel `serving_bytes` signatures and the detection loaders."""
+SavedModel `serving_bytes` signatures and the detection loaders; and the pixel limit
+(decompression-bomb guard) every entry point checks from the header before decoding."""
 
 from __future__ import annotations
+
+import os
 
 import tensorflow as tf
 
 from keras_resnet_suite.data import image_headers
 
-# Decompression-bomb guard: the most pixels an encoded image may declare before it is decoded.
-# 2**25 (33.5 M) admits 24-Mpixel camera photos and 8K UHD frames (7680 x 4320 = 33.2 M) and
-# caps one decode at 96 MiB of uint8 RGB (384 MiB as float32); an 8000 x 8000 JPEG of 1 MB
-# (64 M pixels: 12 s and 2.4 GB in one serving call) is refused.
-MAX_PIXELS = 2**25
+# A 1 MB JPEG can declare 8000x8000 pixels: 192 MB as uint8 RGB, 768 MB as float32, seconds of
+# decoding. 50 megapixels admits every common camera's full-resolution output (48 MP phone
+# sensors write 8000x6000) and refuses such bombs; raise it per call or with the variable.
+MAX_PIXELS = 50_000_000
+MAX_PIXELS_ENV = "KRS_MAX_PIXELS"
 # TensorFlow's PNG decoder refuses 2**29 pixels and more, so no limit may go beyond it.
 DECODER_MAX_PIXELS = 2**29 - 1
+
+
+class ImageTooLargeError(ValueError):
+    """An image whose header declares more pixels than the limit (it is never decoded)."""
+
+
+def max_pixels(limit: int | None = None) -> int:
+    """The pixel limit in force: `limit` if given, else `$KRS_MAX_PIXELS`, else `MAX_PIXELS`."""
+    if limit is not None:
+        value, where = limit, "max_pixels"
+    else:
+        value, where = os.environ.get(MAX_PIXELS_ENV) or MAX_PIXELS, f"${MAX_PIXELS_ENV}"
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a whole number of pixels, got {value!r}") from None
+    if number <= 0:
+        raise ValueError(f"{where} must be positive, got {number}")
+    return number
+
+
+def too_large(width: int, height: int, limit: int | None = None) -> str | None:
+    """Why a `width` x `height` image is refused (its pixel count over the limit), else None."""
+    bound = max_pixels(limit)
+    if int(width) * int(height) <= bound:
+        return None
+    return (f"{width}x{height} pixels ({width * height / 1e6:.1f} megapixels) exceed the limit "
+            f"of {bound / 1e6:g} megapixels (max_pixels; ${MAX_PIXELS_ENV} raises it)")
+
+
+def check_pixels(width: int, height: int, source: str, limit: int | None = None) -> None:
+    """Raise `ImageTooLargeError` naming `source` when the image is over the pixel limit."""
+    reason = too_large(width, height, limit)
+    if reason is not None:
+        raise ImageTooLargeError(f"image {source}: {reason}")
 
 
 def decode_rgb(contents: tf.Tensor) -> tf.Tensor:

@@ -80,8 +80,8 @@ def test_bad_records_are_skipped_counted_and_named(tmp_path):
                              "grayscale_image": 1, "cmyk_image": 1}
     details = report.details("malformed_annotation")
     assert details[0] == "instances_train2017.json: images[7]: needs 'id' and 'file_name'"
-    assert "annotations[4] (id 5): bbox must be 4 finite numbers" in details[1]
-    assert "annotations[5] (id 6): unknown image_id 99" in details[2]
+    assert "annotations[4].bbox (id 5): bbox must be 4 finite numbers" in details[1]
+    assert "annotations[5].image_id (id 6): unknown image_id 99" in details[2]
     assert "category_id 7" in report.details("unknown_class")[0]
     assert report.files("corrupt_image") == ["broken.jpg"]
     assert report.files("missing_image") == ["gone.jpg"]

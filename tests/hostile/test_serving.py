@@ -204,9 +204,9 @@ def _bad_uploads() -> dict[str, tuple[bytes, str]]:
         "truncated_bmp": (bmp[:-7], "damaged, truncated or unsupported BMP (uncompressed 8/24/32-bit BMPs decode)"),
         "gif_of_0_pixels": (gif[:6] + b"\x00\x00" + gif[8:], "empty image (0x24 pixels)"),
         "jpeg_bomb": (_with_jpeg_size(jpeg, 8000, 8000),
-                      "8000x8000 image (64000000 pixels) is above the limit of 33554432 pixels"),
+                      "8000x8000 image (64000000 pixels) is above the limit of 50000000 pixels"),
         "png_bomb": (_with_png_size(png, 30000, 20000),
-                     "30000x20000 image (600000000 pixels) is above the limit of 33554432 pixels"),
+                     "30000x20000 image (600000000 pixels) is above the limit of 50000000 pixels"),
     }
 
 
