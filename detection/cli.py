@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 
 from detection.config import STRATEGIES
+from keras_resnet_suite.run_dir import TrainingDiverged
+from keras_resnet_suite.schema import POSITIVE_INT, arg_type
 
 # command -> (module whose `run(args) -> int` does it, one-line help)
 COMMANDS = {
@@ -59,14 +61,15 @@ def _train(p: argparse.ArgumentParser) -> None:
                         "sets data.class_names")
     _data_arguments(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--steps", type=arg_type(POSITIVE_INT, "--steps"), default=None,
+                   help="override train.steps")
+    p.add_argument("--batch-size", type=arg_type(POSITIVE_INT, "--batch-size"), default=None,
                    help="override train.batch_size (per replica)")
     p.add_argument("--strategy", choices=STRATEGIES, default=None,
                    help="override train.distribution")
     p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                    help="override train.mixed_precision")
-    p.add_argument("--eval-images", type=int, default=None,
+    p.add_argument("--eval-images", type=arg_type(POSITIVE_INT, "--eval-images"), default=None,
                    help="evaluate on at most this many validation images")
 
 
@@ -136,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code (2 for bad input, with the reason)."""
+    """Entry point; returns the process exit code: 2 for bad input, 1 for a diverged training
+    run (both with the reason on one line)."""
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
@@ -144,3 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1

@@ -19,10 +19,16 @@ import numpy as np
 
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
+from keras_resnet_suite.schema import Number
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
+# `train` flags with a range, checked before any data is read
+FLAG_RULES = {name: Number(int, low=low, optional=True) for name, low in (
+    ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
+    ("seed", 0))}
+
 def _num_classes(dataset: str, given: int | None) -> int | None:
     return given or {"cifar10": 10, "cifar100": 100}.get(dataset)
 
@@ -69,7 +75,12 @@ def cmd_train(args) -> dict:
     import keras
 
     from keras_resnet_suite import analysis, build, count_params, get_spec, training
-    from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_text
+    from keras_resnet_suite.training.callbacks import (
+        TrainingDiverged,
+        atomic_save,
+        atomic_write_json,
+        atomic_write_text,
+    )
 
     data_dir = _checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
@@ -113,9 +124,14 @@ def cmd_train(args) -> dict:
         np.savez(out / "normalization.npz", **norm)
     spec = get_spec(args.model)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-    recipe = training.get_recipe(args.recipe, global_batch_size=batch, steps_per_epoch=fit_spe,
-                                 total_steps=total, depth=spec.num_layers, seed=args.seed,
-                                 mixed_precision=args.mixed_precision, jit_compile=jit)  # fmt: skip
+    try:
+        recipe = training.get_recipe(args.recipe, global_batch_size=batch,
+                                     steps_per_epoch=fit_spe, total_steps=total,
+                                     depth=spec.num_layers, seed=args.seed,
+                                     mixed_precision=args.mixed_precision,
+                                     jit_compile=jit)  # fmt: skip
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
     recipe.apply_precision()
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
@@ -128,17 +144,22 @@ def cmd_train(args) -> dict:
     # MultiWorkerMirroredStrategy: every worker saves, only the chief's copy is kept
     backup = out / "backup" if chief else Path(tempfile.mkdtemp(prefix="krs-backup-"))
     start = time.perf_counter()
-    history = training.fit_resumable(
-        model, lambda step: recipe.prepare(load_data(cfg, step).train, num_classes, step),
-        steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
-        save_freq=min(args.save_every, fit_spe), callbacks=callbacks,
-        validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
-    )  # fmt: skip
+    try:
+        history = training.fit_resumable(
+            model, lambda step: recipe.prepare(load_data(cfg, step).train, num_classes, step),
+            steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
+            save_freq=min(args.save_every, fit_spe), callbacks=callbacks,
+            validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
+        )  # fmt: skip
+    except TrainingDiverged as e:
+        # The model in memory is not finite: model.keras and summary.json of an earlier,
+        # finished run stay as they were; the message says which checkpoint is kept.
+        raise SystemExit(f"error: {e}") from None
     seconds = time.perf_counter() - start
     summary = _summary(args, model, history, ds, total, seconds)
     if chief:
         atomic_save(model, out / "model.keras")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_json(out / "summary.json", summary)
         analysis.plot_error_curves(out / "history.csv", out / "error_curves.png", fit_spe)
     _print_result(summary, seconds, out)
     return summary
@@ -160,10 +181,11 @@ def _checked_data_dir(args) -> str:
     data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
     if data_dir != "tfds" and not Path(data_dir).exists():
         raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    for flag in ("epochs", "steps", "batch_size", "save_every"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be positive, got {value}")
+    for flag, rule in FLAG_RULES.items():
+        try:
+            rule.check(getattr(args, flag), f"--{flag.replace('_', '-')}")
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     return data_dir
 
 
