@@ -25,7 +25,7 @@ DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
 # `train` flags with a range, checked before any data is read
-FLAG_RULES = {name: Number(int, low=low, optional=True) for name, low in (
+FLAG_RULES = {name: Number(int, low=low) for name, low in (
     ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
     ("seed", 0))}
 
@@ -183,7 +183,8 @@ def _checked_data_dir(args) -> str:
         raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
     for flag, rule in FLAG_RULES.items():
         try:
-            rule.check(getattr(args, flag), f"--{flag.replace('_', '-')}")
+            if getattr(args, flag) is not None:  # not given: the recipe's or the data's
+                rule.check(getattr(args, flag), f"--{flag.replace('_', '-')}")
         except ValueError as e:
             raise SystemExit(f"error: {e}") from None
     return data_dir

@@ -127,6 +127,11 @@ def _train_stream(config: Config, base, global_batch: int):
     return lambda start: batches.skip(start)
 
 
+# data-report kinds that take objects away (the others are repairs: the object is kept)
+_REMOVING = ("missing_image", "missing_annotation", "malformed_annotation", "unknown_class",
+             "corrupt_image", "degenerate_box")
+
+
 def _names_in_data(spec: dict) -> list[str] | None:
     """The class names a VOC/COCO split's annotations hold, or None when they cannot be read
     without loading the data (tfds) or the loader has no names of its own."""
@@ -167,7 +172,7 @@ def check_objects(dataset, spec: dict, split: str, class_names: Sequence[str]) -
         cause = (f"data.class_names (--classes) names {', '.join(map(repr, lacking))}, which "
                  f"the data set lacks (it has: {', '.join(have)})")
     else:
-        removed = {k: n for k, n in report.counts().items() if n}
+        removed = {k: n for k, n in report.counts.items() if k in _REMOVING}
         cause = ("every object was skipped (" + ", ".join(f"{n} {k}" for k, n in removed.items())
                  + "; see the data report above)") if removed else (
             "its annotations hold no objects")
@@ -228,19 +233,26 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
     return model
 
 
-def run_history(out_dir: Path) -> dict[str, list[float]]:
+def run_history(out_dir: Path) -> dict[str, list[float | None]]:
     """`{metric: [one value per epoch]}` of the whole run in `out_dir`, from its `history.csv`
     (every resumed process appends to it, so its first row is the run's first epoch, where
     this process's `History` starts at the resumed one)."""
     path = Path(out_dir) / "history.csv"
-    history: dict[str, list[float]] = {}
+    history: dict[str, list[float | None]] = {}
     if path.is_file():
         with path.open(newline="") as f:
             for row in csv.DictReader(f):
                 for name, value in row.items():
-                    if name != "epoch" and value not in (None, ""):
-                        history.setdefault(name, []).append(float(value))
+                    if name != "epoch":  # CSVLogger writes "NA" for a metric it lacks
+                        history.setdefault(name, []).append(_number(value))
     return history
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _load_splits(config: Config, evaluate: bool):
@@ -370,7 +382,7 @@ def run(args) -> int:
     out = Path(args.out or Path("runs") / str(config.name or Path(args.config).stem))
     result = train(config, out, max_eval_images=args.eval_images)
     losses = result["history"].get("loss", [])  # the whole run's, from history.csv
-    if losses:
+    if losses and None not in (losses[0], losses[-1]):
         print(f"loss: first epoch {losses[0]:.4f}, last epoch {losses[-1]:.4f}"
               f" ({result['steps']} steps, {result['seconds']:.0f} s); run folder {out}")
     print_metrics(result["metrics"], config)

@@ -276,7 +276,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         if not self.is_chief or step == self._last_saved:
             return None
         if not weights_finite(self.model):
+            # Non-finite weights under a finite loss (e.g. NaN inputs through batch norm's
+            # moving statistics): stop here too, the state can no longer be saved.
             self._stopped_bad = True
+            self.model.stop_training = True
             return None
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         final = self.backup_dir / f"step-{step:08d}"
