@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from keras_resnet_suite.run_dir import TrainingDiverged
+
 COMMANDS = {}
 
 
@@ -86,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
         getattr(fn, "configure", lambda _: None)(p)
     args = parser.parse_args(argv)
-    COMMANDS[args.command](args)
+    try:
+        COMMANDS[args.command](args)
+    except TrainingDiverged as e:  # exit 1 with one line naming what is kept
+        raise SystemExit(f"error: {e}") from None
     return 0
 
 

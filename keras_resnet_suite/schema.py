@@ -243,6 +243,18 @@ def arg_type(rule: Rule, flag: str) -> Callable[[str], Any]:
     return parse
 
 
+def check_args(args: argparse.Namespace, rules: Mapping[str, Rule]) -> None:
+    """Check parsed flags given on the command line (None: not given) by `rules`, keyed by
+    argparse dest; a bad one exits with the CLIs' one line, `error: --flag must be ...`."""
+    for dest, rule in rules.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            try:
+                rule.check(value, "--" + dest.replace("_", "-"))
+            except ValueError as e:
+                raise SystemExit(f"error: {e}") from None
+
+
 POSITIVE_INT = Number(int, low=1)
 NON_NEGATIVE_INT = Number(int, low=0)
 LEARNING_RATE = Number(float, low=0, open_low=True)  # finite and > 0: -0.1 / nan / inf refused

@@ -19,15 +19,15 @@ import numpy as np
 
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
-from keras_resnet_suite.schema import Number
+from keras_resnet_suite.schema import Number, check_args
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
-# `train` flags with a range, checked before any data is read
-FLAG_RULES = {name: Number(int, low=low) for name, low in (
+FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
     ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
     ("seed", 0))}
+
 
 def _num_classes(dataset: str, given: int | None) -> int | None:
     return given or {"cifar10": 10, "cifar100": 100}.get(dataset)
@@ -75,12 +75,7 @@ def cmd_train(args) -> dict:
     import keras
 
     from keras_resnet_suite import analysis, build, count_params, get_spec, training
-    from keras_resnet_suite.training.callbacks import (
-        TrainingDiverged,
-        atomic_save,
-        atomic_write_json,
-        atomic_write_text,
-    )
+    from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_json
 
     data_dir = _checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
@@ -119,19 +114,14 @@ def cmd_train(args) -> dict:
     chief = training.is_chief()
     if chief:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "run.json", json.dumps(cfg, indent=1))
+        atomic_write_json(out / "run.json", cfg)
         norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
         np.savez(out / "normalization.npz", **norm)
     spec = get_spec(args.model)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-    try:
-        recipe = training.get_recipe(args.recipe, global_batch_size=batch,
-                                     steps_per_epoch=fit_spe, total_steps=total,
-                                     depth=spec.num_layers, seed=args.seed,
-                                     mixed_precision=args.mixed_precision,
-                                     jit_compile=jit)  # fmt: skip
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    recipe = training.get_recipe(args.recipe, global_batch_size=batch, steps_per_epoch=fit_spe,
+                                 total_steps=total, depth=spec.num_layers, seed=args.seed,
+                                 mixed_precision=args.mixed_precision, jit_compile=jit)  # fmt: skip
     recipe.apply_precision()
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
@@ -144,17 +134,13 @@ def cmd_train(args) -> dict:
     # MultiWorkerMirroredStrategy: every worker saves, only the chief's copy is kept
     backup = out / "backup" if chief else Path(tempfile.mkdtemp(prefix="krs-backup-"))
     start = time.perf_counter()
-    try:
-        history = training.fit_resumable(
-            model, lambda step: recipe.prepare(load_data(cfg, step).train, num_classes, step),
-            steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
-            save_freq=min(args.save_every, fit_spe), callbacks=callbacks,
-            validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
-        )  # fmt: skip
-    except TrainingDiverged as e:
-        # The model in memory is not finite: model.keras and summary.json of an earlier,
-        # finished run stay as they were; the message says which checkpoint is kept.
-        raise SystemExit(f"error: {e}") from None
+    # A diverged run raises TrainingDiverged: an earlier run's model.keras, summary.json stay
+    history = training.fit_resumable(
+        model, lambda step: recipe.prepare(load_data(cfg, step).train, num_classes, step),
+        steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
+        save_freq=min(args.save_every, fit_spe), callbacks=callbacks,
+        validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     summary = _summary(args, model, history, ds, total, seconds)
     if chief:
@@ -181,12 +167,7 @@ def _checked_data_dir(args) -> str:
     data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
     if data_dir != "tfds" and not Path(data_dir).exists():
         raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    for flag, rule in FLAG_RULES.items():
-        try:
-            if getattr(args, flag) is not None:  # not given: the recipe's or the data's
-                rule.check(getattr(args, flag), f"--{flag.replace('_', '-')}")
-        except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+    check_args(args, FLAG_RULES)
     return data_dir
 
 

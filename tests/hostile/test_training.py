@@ -267,6 +267,50 @@ def test_resume_reports_the_runs_first_epoch_and_a_later_failure_loses_nothing(
     assert _all_finite(run / "final.weights.h5")
 
 
+def _class_folder(root: Path) -> Path:
+    """A CIFAR-style folder: 10 classes x 4 train / 1 test 32x32 PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 1)):
+        for c in range(10):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (32, 32, 3)) // 4 + 20 * c
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_classification_cli_divergence_exits_non_zero_and_loses_nothing(tmp_path, capsys,
+                                                                        monkeypatch):
+    from keras_resnet_suite import cli
+    from keras_resnet_suite.training import recipes
+
+    monkeypatch.setenv("KRS_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    args = ["train", "--model", "resnet20", "--data-dir", _class_folder(tmp_path / "data"),
+            "--out", run, "--steps", "4", "--batch-size", "8", "--save-every", "2",
+            "--verbose", "0", "--jit-compile", "false"]
+    assert cli.main(list(map(str, args))) == 0
+    saved = {name: (run / name).read_bytes() for name in ("model.keras", "summary.json")}
+    # as if killed after step 2 but with its model.keras from before: resume, and diverge
+    for path in (run / "backup" / "step-00000004").iterdir():
+        path.unlink()
+    (run / "backup" / "step-00000004").rmdir()
+    monkeypatch.setattr(recipes.Recipe, "lr", property(lambda self: 1e30))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(list(map(str, args)))
+    kept = run / "backup" / "step-00000002"
+    message = str(exit_.value)
+    assert message.startswith("error: training diverged: ") and "\n" not in message
+    assert f"the last finite checkpoint is kept: {kept} (step 2)" in message
+    assert "resuming from step 2 of 4" in capsys.readouterr().out
+    assert {name: (run / name).read_bytes() for name in saved} == saved
+    assert [p.name for p in (run / "backup").iterdir()] == ["step-00000002"]
+    assert json.loads(saved["summary.json"], parse_constant=_refuse_constant)["iterations"] == 4
+
+
 # ------------------------------------------------------------------ NaN / inf images
 def _tiny_detector():
     from detection import FasterRCNN
