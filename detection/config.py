@@ -183,7 +183,23 @@ def _typed(cls, values: Any, where: str):
     return cls(**validate(values, rules_of(cls), where))
 
 
-def _check_loader(spec: Any, where: str) -> None:
+# Loader arguments (`data.train` / `data.eval`) whose values have a rule; the names are checked
+# against the loader's signature.
+_FLAG = Flag()
+LOADER_RULES: dict[str, Rule] = {
+    "data_dir": Text(), "image_dir": Text(optional=True), "annotation_file": Text(optional=True),
+    "split": Text(), "year": AnyOf((Number(int, low=2000),
+                                    ListOf(Number(int, low=2000), min_length=1))),
+    "num_images": POSITIVE_INT, "image_size": AnyOf((POSITIVE_INT,
+                                                     ListOf(POSITIVE_INT, length=2))),
+    "val_fraction": Number(float, low=0, high=1, open_high=True), "split_seed": NON_NEGATIVE_INT,
+    "skip_difficult": _FLAG, "skip_empty": _FLAG, "skip_crowd": _FLAG, "verify_images": _FLAG,
+}
+
+
+def _check_loader(spec: Any, where: str) -> dict:
+    """A loader spec checked: a known loader, its arguments' names (and the required ones
+    present) and the values `LOADER_RULES` knows."""
     if not isinstance(spec, Mapping) or "loader" not in spec:
         raise ValueError(f"config {where} must be a mapping with a 'loader' "
                          f"(one of {', '.join(LOADERS)})")
@@ -194,9 +210,15 @@ def _check_loader(spec: Any, where: str) -> None:
     from detection.data.build import loader_function
 
     params = inspect.signature(loader_function(loader)).parameters
+    reserved = {"shuffle", "seed", "verbose"}  # set by the training loop
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        reserved = {"shuffle", "seed", "verbose"}  # set by the training loop
         _unknown(where, [k for k in spec if k != "loader"], set(params) - reserved)
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in spec
+               and n not in reserved and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    if missing:
+        raise ValueError(f"config {where}: missing required key(s) "
+                         f"{', '.join(f'{where}.{m}' for m in missing)} ({loader} loader)")
+    return validate(spec, LOADER_RULES, where)
 
 
 def from_dict(raw: Mapping, source: str = "config") -> Config:
@@ -219,9 +241,9 @@ def from_dict(raw: Mapping, source: str = "config") -> Config:
             model=validate(raw.get("model") or {}, MODEL_RULES, "model"),
             data=_typed(DataConfig, data, "data"), train=_typed(TrainConfig, raw["train"], "train"),
             eval=_typed(EvalConfig, raw.get("eval") or {}, "eval"))
-        _check_loader(config.data.train, "data.train")
+        config.data.train = _check_loader(config.data.train, "data.train")
         if config.data.eval is not None:
-            _check_loader(config.data.eval, "data.eval")
+            config.data.eval = _check_loader(config.data.eval, "data.eval")
         if config.data.class_names == "auto":
             from detection.data.discover import class_names_of
 

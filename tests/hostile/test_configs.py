@@ -49,6 +49,13 @@ BAD_DETECTION_VALUES = [
     (("model",), "roi_batch_size", 0, "model.roi_batch_size must be an integer >= 1, got 0"),
     (("model",), "nms_threshold", "half",
      "model.nms_threshold must be a finite number >= 0 and <= 1, got 'half'"),
+    (("data", "train"), "val_fraction", 1.5,
+     "data.train.val_fraction must be a finite number >= 0 and < 1, got 1.5"),
+    (("data", "eval"), "verify_images", "no",
+     "data.eval.verify_images must be true or false, got 'no'"),
+    (("data", "train"), "split", 5, "data.train.split must be a non-empty string, got 5"),
+    (("data", "train"), "year", 7, "data.train.year must be an integer >= 2000 or a list of at "
+                                   "least 1 values, each an integer >= 2000, got 7"),
 ]
 
 
@@ -68,6 +75,16 @@ def test_a_bad_value_is_refused_naming_file_and_key(tmp_path, path, key, value, 
         load_config(config)
     assert str(err.value) == f"{config}: {message}"
     assert "\n" not in str(err.value)
+
+
+def test_a_loader_without_its_required_argument_is_refused(tmp_path):
+    raw = tiny_config(tmp_path)
+    del raw["data"]["train"]["data_dir"]
+    config = write_config(tmp_path, raw)
+    with pytest.raises(ValueError) as err:
+        load_config(config)
+    assert str(err.value) == (f"{config}: config data.train: missing required key(s) "
+                              "data.train.data_dir (voc loader)")
 
 
 def test_yaml_exponent_without_a_dot_is_read_as_a_number(tmp_path):

@@ -135,6 +135,18 @@ def test_a_class_some_split_lacks_gets_a_note(tmp_path, capsys):
            "there" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("metrics", [{"mAP": float("nan"), "per_class": {}},
+                                     {"AP": float("nan"), "AP50": float("nan"),
+                                      "AP75": float("nan")}], ids=["voc", "coco"])
+def test_no_score_is_never_printed_as_nan(tmp_path, capsys, metrics):
+    from detection.config import from_dict
+    from detection.engine.train import print_metrics
+
+    print_metrics(metrics, from_dict(tiny_config(tmp_path)))
+    assert capsys.readouterr().out == ("no score: the evaluated images hold no ground-truth "
+                                       "objects (mAP/AP undefined)\n")
+
+
 # ------------------------------------------------------------------ divergence
 @pytest.mark.parametrize("learning_rate, kept_step", [(1e30, None), (1e8, 2)],
                          ids=["before_any_checkpoint", "after_a_checkpoint"])
