@@ -34,10 +34,12 @@ def _demo(p: argparse.ArgumentParser) -> None:
                    help="run folder: weights, detections.png, SavedModel (default: demo_output)")
     p.add_argument("--config", default=None,
                    help="demo YAML (default: detection/configs/shapes_demo.yaml)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=arg_type(POSITIVE_INT, "--epochs"), default=None,
                    help="train for this many passes over the training images (sets train.steps)")
-    p.add_argument("--train-images", type=int, default=None, help="override data.train.num_images")
-    p.add_argument("--test-images", type=int, default=None, help="override data.eval.num_images")
+    p.add_argument("--train-images", type=arg_type(POSITIVE_INT, "--train-images"), default=None,
+                   help="override data.train.num_images")
+    p.add_argument("--test-images", type=arg_type(POSITIVE_INT, "--test-images"), default=None,
+                   help="override data.eval.num_images")
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:

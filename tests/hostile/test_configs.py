@@ -144,6 +144,7 @@ def test_detection_train_refuses_a_bad_config_before_any_work(tmp_path, capsys, 
     ("--eval-images", "-1", "--eval-images must be an integer >= 1, got -1"),
 ])
 def test_detection_train_flags_are_checked(tmp_path, capsys, flag, value, message):
+    """`train` flags (and `demo`'s, below) are parsed by the same rules as the YAML keys."""
     from detection import cli
 
     config = write_config(tmp_path, tiny_config(tmp_path))
@@ -153,6 +154,18 @@ def test_detection_train_flags_are_checked(tmp_path, capsys, flag, value, messag
     assert exit_.value.code == 2
     assert f"error: argument {flag}: {message}" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--train-images", "--test-images"])
+def test_detection_demo_flags_are_checked(tmp_path, capsys, flag):
+    from detection import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["demo", "--out", str(tmp_path / "demo"), flag, "0"])
+    assert exit_.value.code == 2
+    assert f"error: argument {flag}: {flag} must be an integer >= 1, got 0" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
 
 
 @pytest.mark.parametrize("override, message", [
