@@ -175,7 +175,8 @@ def checked_training_batches(dataset: tf.data.Dataset, num_classes: int) -> tf.d
             per_image = tf.ones(tf.shape(images)[:1], tf.bool)
         first_bad = tf.argmin(tf.cast(per_image, tf.int32), output_type=tf.int64)
         with tf.control_dependencies([
-                _checked(top < num_classes, "num_classes mismatch: the data has label ", top,
+                _checked(top < num_classes, "batch ", index, ": num_classes mismatch: the data "
+                         "has label ", top,
                          " (so at least ", top + 1, " classes) but the model was built with "
                          f"num_classes={num_classes}"),
                 _checked(tf.reduce_all(per_image), "batch ", index, ", element ", first_bad,

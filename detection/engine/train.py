@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import importlib.util
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -274,12 +275,21 @@ def _record_divergence(out_dir: Path, err: TrainingDiverged) -> None:
     """metrics.json of a diverged run, unless a finished run's metrics.json is already there
     (it stays: nothing already written is lost)."""
     path = out_dir / "metrics.json"
-    if path.exists():
+    if _status(path) not in (None, "diverged"):
         print(f"{path} of the earlier finished run is kept")
         return
     atomic_write_json(path, {"status": "diverged", "diverged_at_step": err.step,
                              "kept_checkpoint": None if err.checkpoint is None
                              else str(err.checkpoint), "message": str(err), "metrics": {}})
+
+
+def _status(path: Path) -> str | None:
+    """The `status` of a metrics.json (None: absent or unreadable); files written before
+    statuses existed count as finished."""
+    try:
+        return json.loads(path.read_text()).get("status", "finished")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def train(config: Config, out_dir: str | Path, verbose: int | str = "auto",

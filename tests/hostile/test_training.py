@@ -175,6 +175,26 @@ def test_a_diverged_run_stops_non_zero_and_says_what_is_kept(tmp_path, capsys, l
     assert metrics["diverged_at_step"] == int(re.search(r"at step (\d+)", err).group(1))
 
 
+@pytest.mark.parametrize("before, kept", [
+    (None, False), ('{"status": "finished", "steps": 8}', True), ('{"steps": 8}', True),
+    ('{"status": "diverged", "diverged_at_step": 3}', False), ("{torn", False)],
+    ids=["none", "finished", "finished_before_statuses", "earlier_divergence", "unreadable"])
+def test_a_divergence_record_never_replaces_a_finished_runs_metrics(tmp_path, before, kept):
+    from detection.engine.train import _record_divergence
+    from keras_resnet_suite.training import TrainingDiverged
+
+    path = tmp_path / "metrics.json"
+    if before is not None:
+        path.write_text(before)
+    _record_divergence(tmp_path, TrainingDiverged("training diverged: ...", 5, None))
+    if kept:
+        assert path.read_text() == before
+    else:
+        assert _metrics(tmp_path) == {"status": "diverged", "diverged_at_step": 5,
+                                      "kept_checkpoint": None,
+                                      "message": "training diverged: ...", "metrics": {}}
+
+
 def _nan_batches(n_batches=6, nan_batch=None, classes=3):
     rng = np.random.default_rng(0)
     x = rng.random((4 * n_batches, 32, 32, 3), dtype=np.float32)
