@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from detection.config import STRATEGIES
 from keras_resnet_suite.errors import run_command
+from keras_resnet_suite.schema import POSITIVE_INT, arg_type
 
 # command -> (module whose `run(args) -> int` does it, one-line help)
 COMMANDS = {
@@ -32,10 +33,12 @@ def _demo(p: argparse.ArgumentParser) -> None:
                    help="run folder: weights, detections.png, SavedModel (default: demo_output)")
     p.add_argument("--config", default=None,
                    help="demo YAML (default: detection/configs/shapes_demo.yaml)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=arg_type(POSITIVE_INT, "--epochs"), default=None,
                    help="train for this many passes over the training images (sets train.steps)")
-    p.add_argument("--train-images", type=int, default=None, help="override data.train.num_images")
-    p.add_argument("--test-images", type=int, default=None, help="override data.eval.num_images")
+    p.add_argument("--train-images", type=arg_type(POSITIVE_INT, "--train-images"), default=None,
+                   help="override data.train.num_images")
+    p.add_argument("--test-images", type=arg_type(POSITIVE_INT, "--test-images"), default=None,
+                   help="override data.eval.num_images")
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,14 +62,15 @@ def _train(p: argparse.ArgumentParser) -> None:
                         "sets data.class_names")
     _data_arguments(p)
     p.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--steps", type=arg_type(POSITIVE_INT, "--steps"), default=None,
+                   help="override train.steps")
+    p.add_argument("--batch-size", type=arg_type(POSITIVE_INT, "--batch-size"), default=None,
                    help="override train.batch_size (per replica)")
     p.add_argument("--strategy", choices=STRATEGIES, default=None,
                    help="override train.distribution")
     p.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction, default=None,
                    help="override train.mixed_precision")
-    p.add_argument("--eval-images", type=int, default=None,
+    p.add_argument("--eval-images", type=arg_type(POSITIVE_INT, "--eval-images"), default=None,
                    help="evaluate on at most this many validation images")
 
 
@@ -139,9 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit code: 2 for bad input, 1 for any other failure
-    (each one line on stderr, `keras_resnet_suite.errors.run_command`), or the command's own
-    (predict: 1 when some images failed)."""
+    """Entry point; returns the process exit code: 2 for bad input, 1 for a diverged training
+    run or any other failure (each one line on stderr, `keras_resnet_suite.errors.run_command`),
+    or the command's own (predict: 1 when some images failed)."""
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     return run_command(lambda: module.run(args))

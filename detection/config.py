@@ -2,6 +2,9 @@
 schema, one loader. A YAML has the sections `model` (the arguments of `FasterRCNN`), `data`,
 `train` and `eval`; a key the schema does not know is an error naming it and the valid keys,
 so a misspelt option cannot be silently ignored (detectron2's `config/defaults.py` idea).
+Every value has a rule beside its field (`keras_resnet_suite.schema`: type, range, allowed
+values, finiteness), checked at load, so `train.batch_size: "four"` or `learning_rate: -0.1`
+is one line naming the file and the dotted key before any work starts.
 """
 
 from __future__ import annotations
@@ -17,63 +20,111 @@ from typing import Any
 
 import yaml
 
+from keras_resnet_suite.schema import (
+    LEARNING_RATE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    AnyOf,
+    Choice,
+    Flag,
+    ListOf,
+    Number,
+    Rule,
+    Table,
+    Text,
+    key,
+    rules_of,
+    validate,
+)
+
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the YAML files shipped with the package
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 LOADERS = ("voc", "coco", "shapes", "voc_tfds", "coco_tfds")
+
+
+NON_NEGATIVE = Number(float, low=0)
 
 
 @dataclass
 class AugmentConfig:
     """Training-time augmentation (`detection.data.augment`)."""
 
-    flip: bool = True
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: list[float] | None = None
-    sizes: list[int] | None = None  # random shorter side, drawn where the image meets the canvas
+    flip: bool = key(Flag(), True)
+    brightness: float = key(Number(float, low=0, high=1), 0.0)
+    contrast: float = key(Number(float, low=0, high=1), 0.0)
+    saturation: list[float] | None = key(ListOf(NON_NEGATIVE, length=2, optional=True), None)
+    # random shorter side, drawn where the image meets the canvas
+    sizes: list[int] | None = key(ListOf(POSITIVE_INT, min_length=1, optional=True), None)
 
 
 @dataclass
 class DataConfig:
     """Where the images come from: `train`/`eval` are loader specs (`loader:` + its arguments)."""
 
-    train: dict
-    eval: dict | None = None
-    num_classes: int | None = None
-    class_names: list[str] | str | None = None  # or "auto": read from data.train's annotations
+    train: dict = key(Table())
+    eval: dict | None = key(Table(optional=True), None)
+    num_classes: int | None = key(Number(int, low=1, optional=True), None)
+    # or "auto": read from data.train's annotations
+    class_names: list[str] | str | None = key(AnyOf((ListOf(Text(), min_length=1, unique=True),
+                                                     Choice(("auto",))), optional=True), None)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    max_boxes: int = 50
-    seed: int = 0
+    max_boxes: int = key(POSITIVE_INT, 50)
+    seed: int = key(NON_NEGATIVE_INT, 0)
 
 
 @dataclass
 class TrainConfig:
     """Optimisation: steps, optimizer, learning-rate schedule, checkpoints, distribution."""
 
-    steps: int
-    learning_rate: float
-    batch_size: int = 2  # per replica
-    optimizer: str = "sgd"  # "sgd" (coupled L2, detectron2) or "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    clipnorm: float | None = 10.0
-    schedule: str = "step"  # "step" (detectron2's WarmupMultiStepLR) or "cosine"
-    lr_steps: list[int] = field(default_factory=list)
-    lr_gamma: float = 0.1
-    warmup_steps: int = 0
-    warmup_factor: float = 0.001
-    mixed_precision: bool = False
-    checkpoint_every: int | None = None  # default: once an epoch
-    distribution: str = "auto"
+    steps: int = key(POSITIVE_INT)
+    learning_rate: float = key(LEARNING_RATE)
+    batch_size: int = key(POSITIVE_INT, 2)  # per replica
+    # "sgd" (coupled L2, detectron2) or "adamw"
+    optimizer: str = key(Choice(("sgd", "adamw")), "sgd")
+    momentum: float = key(Number(float, low=0, high=1, open_high=True), 0.9)
+    weight_decay: float = key(NON_NEGATIVE, 1e-4)
+    clipnorm: float | None = key(Number(float, low=0, open_low=True, optional=True), 10.0)
+    # "step" (detectron2's WarmupMultiStepLR) or "cosine"
+    schedule: str = key(Choice(("step", "cosine")), "step")
+    lr_steps: list[int] = key(ListOf(POSITIVE_INT, increasing=True), factory=list)
+    lr_gamma: float = key(Number(float, low=0, high=1, open_low=True), 0.1)
+    warmup_steps: int = key(NON_NEGATIVE_INT, 0)
+    warmup_factor: float = key(Number(float, low=0, high=1, open_low=True), 0.001)
+    mixed_precision: bool = key(Flag(), False)
+    # default: once an epoch
+    checkpoint_every: int | None = key(Number(int, low=1, optional=True), None)
+    distribution: str = key(Choice(STRATEGIES), "auto")
 
 
 @dataclass
 class EvalConfig:
     """How `data.eval` is scored: VOC mAP or COCO AP."""
 
-    metric: str = "voc"
-    iou_threshold: float = 0.5
-    use_07_metric: bool = True
+    metric: str = key(Choice(("voc", "coco")), "voc")
+    iou_threshold: float = key(Number(float, low=0, high=1, open_low=True, open_high=True), 0.5)
+    use_07_metric: bool = key(Flag(), True)
+
+
+# `model` keys (FasterRCNN's builder arguments) whose values have a rule; the others are
+# checked by name only (the builder refuses what it cannot use).
+_PROB = Number(float, low=0, high=1)
+_TOPK = ListOf(POSITIVE_INT, length=2, optional=True)
+MODEL_RULES: dict[str, Rule] = {
+    "head": Choice(("c4", "fpn")),
+    "image_size": ListOf(POSITIVE_INT, length=2),
+    "anchor_ratios": ListOf(Number(float, low=0, open_low=True), min_length=1),
+    "rpn_pre_nms_topk": _TOPK, "rpn_post_nms_topk": _TOPK,
+    "rpn_nms_threshold": _PROB, "rpn_positive_fraction": _PROB,
+    "rpn_batch_size": POSITIVE_INT, "roi_batch_size": POSITIVE_INT,
+    "roi_positive_fraction": _PROB, "score_threshold": _PROB, "nms_threshold": _PROB,
+    "max_detections": POSITIVE_INT, "fpn_channels": POSITIVE_INT,
+    "fc_dims": ListOf(POSITIVE_INT), "roi_pooled_size": Number(int, low=1, optional=True),
+    "roi_sampling_ratio": NON_NEGATIVE_INT, "seed": Number(int, low=0, optional=True),
+    "freeze_at": Number(int, low=0, optional=True), "backbone_kwargs": Table(optional=True),
+    "pixel_mean": ListOf(Number(float), length=3, optional=True),
+    "pixel_std": ListOf(Number(float, low=0, open_low=True), length=3, optional=True),
+    "detection_pre_nms_topk": POSITIVE_INT,
+}
 
 
 @dataclass
@@ -119,6 +170,7 @@ def _unknown(where: str, keys, valid) -> None:
 
 
 def _typed(cls, values: Any, where: str):
+    """`cls(**values)` after refusing unknown or missing keys and checking each key's rule."""
     if not isinstance(values, Mapping):
         raise ValueError(f"config {where} must be a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -128,10 +180,26 @@ def _typed(cls, values: Any, where: str):
     if missing:
         raise ValueError(f"config {where}: missing required key(s) "
                          f"{', '.join(f'{where}.{m}' for m in missing)}")
-    return cls(**dict(values))
+    return cls(**validate(values, rules_of(cls), where))
 
 
-def _check_loader(spec: Any, where: str) -> None:
+# Loader arguments (`data.train` / `data.eval`) whose values have a rule; the names are checked
+# against the loader's signature.
+_FLAG = Flag()
+LOADER_RULES: dict[str, Rule] = {
+    "data_dir": Text(), "image_dir": Text(optional=True), "annotation_file": Text(optional=True),
+    "split": Text(), "year": AnyOf((Number(int, low=2000),
+                                    ListOf(Number(int, low=2000), min_length=1))),
+    "num_images": POSITIVE_INT, "image_size": AnyOf((POSITIVE_INT,
+                                                     ListOf(POSITIVE_INT, length=2))),
+    "val_fraction": Number(float, low=0, high=1, open_high=True), "split_seed": NON_NEGATIVE_INT,
+    "skip_difficult": _FLAG, "skip_empty": _FLAG, "skip_crowd": _FLAG, "verify_images": _FLAG,
+}
+
+
+def _check_loader(spec: Any, where: str) -> dict:
+    """A loader spec checked: a known loader, its arguments' names (and the required ones
+    present) and the values `LOADER_RULES` knows."""
     if not isinstance(spec, Mapping) or "loader" not in spec:
         raise ValueError(f"config {where} must be a mapping with a 'loader' "
                          f"(one of {', '.join(LOADERS)})")
@@ -142,9 +210,15 @@ def _check_loader(spec: Any, where: str) -> None:
     from detection.data.build import loader_function
 
     params = inspect.signature(loader_function(loader)).parameters
+    reserved = {"shuffle", "seed", "verbose"}  # set by the training loop
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        reserved = {"shuffle", "seed", "verbose"}  # set by the training loop
         _unknown(where, [k for k in spec if k != "loader"], set(params) - reserved)
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in spec
+               and n not in reserved and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    if missing:
+        raise ValueError(f"config {where}: missing required key(s) "
+                         f"{', '.join(f'{where}.{m}' for m in missing)} ({loader} loader)")
+    return validate(spec, LOADER_RULES, where)
 
 
 def from_dict(raw: Mapping, source: str = "config") -> Config:
@@ -153,56 +227,61 @@ def from_dict(raw: Mapping, source: str = "config") -> Config:
         raw = copy.deepcopy(dict(raw))
         _unknown("config", raw, {f.name for f in dataclasses.fields(Config)})
         for section in ("data", "train"):
-            if section not in raw:
+            if raw.get(section) is None:
                 raise ValueError(f"config: the '{section}' section is missing")
+        for section in ("data", "train", "model", "eval"):
+            if raw.get(section) is not None and not isinstance(raw[section], Mapping):
+                raise ValueError(f"config {section} must be a mapping, got "
+                                 f"{type(raw[section]).__name__}")
+        _unknown("model", raw.get("model") or {}, _model_keys())
         data = dict(raw["data"])
         data["augment"] = _typed(AugmentConfig, data.get("augment") or {}, "data.augment")
         config = Config(
-            name=raw.get("name"), model=dict(raw.get("model") or {}),
+            name=Text(optional=True).check(raw.get("name"), "name"),
+            model=validate(raw.get("model") or {}, MODEL_RULES, "model"),
             data=_typed(DataConfig, data, "data"), train=_typed(TrainConfig, raw["train"], "train"),
             eval=_typed(EvalConfig, raw.get("eval") or {}, "eval"))
-        _unknown("model", config.model, _model_keys())
-        _check_loader(config.data.train, "data.train")
+        config.data.train = _check_loader(config.data.train, "data.train")
         if config.data.eval is not None:
-            _check_loader(config.data.eval, "data.eval")
-        _check_values(config)
-        if isinstance(config.data.class_names, str):
-            if config.data.class_names != "auto":
-                raise ValueError(f"data.class_names must be a list of names or 'auto', got "
-                                 f"{config.data.class_names!r}")
+            config.data.eval = _check_loader(config.data.eval, "data.eval")
+        if config.data.class_names == "auto":
             from detection.data.discover import class_names_of
 
             config.data.class_names = class_names_of(config.data.train)
+        if config.data.class_names is not None:
+            config.class_names()  # refuses a data.num_classes that contradicts the names
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     return config
-
-
-def _check_values(config: Config) -> None:
-    train = config.train
-    choices = (("train.optimizer", train.optimizer, ("sgd", "adamw")),
-               ("train.schedule", train.schedule, ("step", "cosine")),
-               ("train.distribution", train.distribution, STRATEGIES),
-               ("eval.metric", config.eval.metric, ("voc", "coco")))
-    for key, value, allowed in choices:
-        if value not in allowed:
-            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-    if int(train.steps) < 1 or int(train.batch_size) < 1:
-        raise ValueError(f"train.steps and train.batch_size must be >= 1, got {train.steps} "
-                         f"and {train.batch_size}")
-    if list(train.lr_steps) != sorted(train.lr_steps):
-        raise ValueError(f"train.lr_steps must be increasing, got {list(train.lr_steps)}")
 
 
 def merge(raw: dict, overrides: Mapping | None) -> dict:
     """`raw` with `overrides` (`{"train": {"steps": 8}}`) merged in, section by section."""
     raw = copy.deepcopy(raw)
     for section, values in (overrides or {}).items():
-        if isinstance(values, Mapping):
-            raw.setdefault(section, {}).update(values)
-        else:
+        if isinstance(values, Mapping) and raw.get(section) is None:
+            raw[section] = dict(values)
+        elif isinstance(values, Mapping) and isinstance(raw[section], dict):
+            raw[section].update(values)
+        elif not isinstance(values, Mapping):
             raw[section] = values
+        # else: a malformed section stays as written, for `from_dict` to refuse by name
     return raw
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML would keep the
+    last one silently, so an edited copy of a key could be ignored without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            name = self.construct_object(key_node, deep=deep)
+            if name in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {name!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(name)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_config(path: str | Path, overrides: Mapping | None = None) -> Config:
@@ -215,9 +294,13 @@ def load_config(path: str | Path, overrides: Mapping | None = None) -> Config:
         raise FileNotFoundError(f"--config {path} does not exist (shipped configs: "
                                 f"{', '.join(sorted(p.stem for p in CONFIGS.glob('*.yaml')))})")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a UTF-8 text file ({err.reason} at byte "
+                         f"{err.start})") from None
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
+        detail = " ".join(str(err).split())
+        raise ValueError(f"{path}: not valid YAML ({detail})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a detection config is a mapping with model/data/train/eval")
     return from_dict(merge(raw, overrides), str(path))

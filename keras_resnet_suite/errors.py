@@ -8,6 +8,8 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from keras_resnet_suite.run_dir import TrainingDiverged
+
 # Bad input: every reader here raises these with the file named (h5py and PIL raise OSError).
 BAD_INPUT = (ValueError, OSError)
 BAD_INPUT_EXIT = 2
@@ -22,10 +24,14 @@ def one_line(err: BaseException, limit: int = 1000) -> str:
 
 
 def run_command(call: Callable[[], int | None]) -> int:
-    """`call()`'s exit code (None is 0); bad input prints `error: <message>` and gives 2, any
-    other exception `error: <type>: <message>` and 1. KeyboardInterrupt passes through."""
+    """`call()`'s exit code (None is 0); bad input prints `error: <message>` and gives 2, a
+    diverged training run `error: <message>` (what was kept) and 1, any other exception
+    `error: <type>: <message>` and 1. KeyboardInterrupt passes through."""
     try:
         return int(call() or 0)
+    except TrainingDiverged as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return UNEXPECTED_EXIT
     except BAD_INPUT as err:
         if os.environ.get(TRACEBACK_ENV):
             traceback.print_exc()

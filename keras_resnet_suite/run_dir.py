@@ -12,6 +12,16 @@ from pathlib import Path
 IDENTITY = ("model", "data", "recipe", "batch_size", "total_steps", "seed", "num_classes")
 
 
+class TrainingDiverged(RuntimeError):
+    """Training stopped at a non-finite loss or weights. `step` is where; `checkpoint` the last
+    finite checkpoint kept on disk (None when none had been written yet). Defined here, in a
+    module without TensorFlow, so the CLIs can catch it cheaply."""
+
+    def __init__(self, message: str, step: int | None, checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
+
+
 def fit_schedule(total_steps: int, steps_per_epoch: int) -> tuple[int, int]:
     """`(steps per fit epoch, epochs)` covering exactly `total_steps`: the largest divisor of
     `total_steps` not above the data's epoch (an "epoch" is then one evaluation interval),

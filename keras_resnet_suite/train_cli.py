@@ -19,10 +19,16 @@ import numpy as np
 
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
+from keras_resnet_suite.schema import Number, check_args
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
+FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
+    ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
+    ("seed", 0))}
+
+
 def _num_classes(dataset: str, given: int | None) -> int | None:
     return given or {"cifar10": 10, "cifar100": 100}.get(dataset)
 
@@ -69,7 +75,7 @@ def cmd_train(args) -> dict:
     import keras
 
     from keras_resnet_suite import analysis, build, count_params, get_spec, training
-    from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_text
+    from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_json
 
     data_dir = _checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
@@ -108,7 +114,7 @@ def cmd_train(args) -> dict:
     chief = training.is_chief()
     if chief:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "run.json", json.dumps(cfg, indent=1))
+        atomic_write_json(out / "run.json", cfg)
         norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
         np.savez(out / "normalization.npz", **norm)
     spec = get_spec(args.model)
@@ -128,6 +134,7 @@ def cmd_train(args) -> dict:
     # MultiWorkerMirroredStrategy: every worker saves, only the chief's copy is kept
     backup = out / "backup" if chief else Path(tempfile.mkdtemp(prefix="krs-backup-"))
     start = time.perf_counter()
+    # A diverged run raises TrainingDiverged: an earlier run's model.keras, summary.json stay
     history = training.fit_resumable(
         model, lambda step: recipe.prepare(load_data(cfg, step).train, num_classes, step),
         steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
@@ -138,7 +145,7 @@ def cmd_train(args) -> dict:
     summary = _summary(args, model, history, ds, total, seconds)
     if chief:
         atomic_save(model, out / "model.keras")
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+        atomic_write_json(out / "summary.json", summary)
         analysis.plot_error_curves(out / "history.csv", out / "error_curves.png", fit_spe)
     _print_result(summary, seconds, out)
     return summary
@@ -160,10 +167,7 @@ def _checked_data_dir(args) -> str:
     data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
     if data_dir != "tfds" and not Path(data_dir).exists():
         raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    for flag in ("epochs", "steps", "batch_size", "save_every"):
-        value = getattr(args, flag)
-        if value is not None and value <= 0:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be positive, got {value}")
+    check_args(args, FLAG_RULES)
     return data_dir
 
 

@@ -11,22 +11,64 @@ images without objects batch and train like any other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
 
+# A check inside a tf.data graph can only fail as a TensorFlow error. Its message is wrapped
+# in these markers so `data_error` can turn exactly those failures (and no other) into the
+# ValueError the caller is promised, with the text between them; under tf.distribute the
+# message travels unchanged through the replicas' errors.
+CHECK_TAG, CHECK_END = "krs-batch-check: ", " :krs-end"
+_CHECKED = re.compile(re.escape(CHECK_TAG) + "(.*?)" + re.escape(CHECK_END), re.DOTALL)
+NON_FINITE = "contains NaN or inf values; clean or drop these images before detection"
+
+
+def data_error(err: Exception) -> ValueError | None:
+    """The ValueError a failed pipeline check means (its own text, one line), or None when
+    `err` is not one of these checks."""
+    found = _CHECKED.search(getattr(err, "message", None) or str(err))
+    if found is None:
+        return None
+    # TensorFlow prints the string tensor with a backslash before each quote.
+    text = found.group(1).replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+    return ValueError(text)
+
+
+def _checked(condition, *parts) -> tf.Operation:
+    """`tf.debugging.Assert` whose message `data_error` recognises; `parts` are strings and
+    scalar tensors, formatted into one string only when the check fails."""
+    def message():
+        return tf.strings.join([CHECK_TAG, *[tf.strings.as_string(p) if isinstance(p, tf.Tensor)
+                                             and p.dtype != tf.string else p for p in parts],
+                                CHECK_END])
+
+    return tf.debugging.Assert(condition, [tf.cond(condition, lambda: tf.constant(""), message)])
+
+
+def _element_name(element, index):
+    """`image 'ID' (element N of the stream)`, or `element N of the stream` without an id."""
+    name = tf.strings.join(["element ", tf.strings.as_string(index), " of the stream"])
+    if "image_id" in element:
+        image_id = tf.strings.as_string(element["image_id"]) \
+            if element["image_id"].dtype != tf.string else element["image_id"]
+        name = tf.strings.join(["image '", image_id, "' (", name, ")"])
+    return name
+
 
 def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     image = element["images"]
-    tf.debugging.assert_all_finite(
-        tf.cast(image, tf.float32),
-        "detection.data.pipeline: an image contains NaN or inf values")
+    index = tf.cast(element.get("_index", 0), tf.int64)
+    finite = tf.reduce_all(tf.math.is_finite(tf.cast(image, tf.float32)))
+    with tf.control_dependencies([_checked(finite, _element_name(element, index), " ",
+                                           NON_FINITE)]):
+        image = tf.identity(image)
     boxes = tf.reshape(tf.cast(element["bounding_boxes"]["boxes"], tf.float32), (-1, 4))
     labels = tf.reshape(tf.cast(element["bounding_boxes"]["labels"], tf.int32), (-1,))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(canvas[0] / shape[0], canvas[1] / shape[1])
-    index = tf.cast(element.get("_index", 0), tf.int64)
     if sides:
         # Stateless per element: the same seed picks the same sizes on every run.
         pick = tf.random.stateless_uniform((), seed=tf.stack([tf.cast(seed + 1, tf.int64),
@@ -79,8 +121,9 @@ def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: 
     sides = tuple(float(s) for s in shorter_sides or ())
     if any(s <= 0 for s in sides):
         raise ValueError(f"shorter_sides must be positive, got {shorter_sides}")
-    if flip or sides:
-        dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
+    # Every element gets its index: the flips and sizes are drawn per index, and a failed check
+    # names the element.
+    dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
     return dataset.map(lambda e: _canvas_example(e, canvas, max_boxes, flip, seed, sides),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -103,9 +146,6 @@ def training_batches(dataset: tf.data.Dataset, image_size: tuple[int, int], batc
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
-CHECK_TAG = "krs-batch-check: "
-
-
 def _refuse_structure(element) -> None:
     if not isinstance(element, Mapping) or "bounding_boxes" not in element:
         keys = sorted(element) if isinstance(element, Mapping) else type(element).__name__
@@ -115,8 +155,8 @@ def _refuse_structure(element) -> None:
 
 def checked_training_batches(dataset: tf.data.Dataset, num_classes: int) -> tf.data.Dataset:
     """`dataset` with every batch checked in the pipeline: labels `< num_classes` and finite
-    images. A failing batch raises an `InvalidArgumentError` whose message starts with
-    `CHECK_TAG` (`FasterRCNN.fit` turns it into a ValueError).
+    images. A failing batch raises a TensorFlow error that `data_error` turns into a ValueError
+    naming the batch (counted from the start of this dataset) and the element in it.
 
     The check rides along instead of peeking at a first batch: a peek is an extra iteration,
     and the shuffles and augmentation draws, which re-randomise on every iteration, would then
@@ -124,21 +164,26 @@ def checked_training_batches(dataset: tf.data.Dataset, num_classes: int) -> tf.d
     """
     _refuse_structure(dataset.element_spec)
 
-    def check(element):
+    def check(index, element):
         labels = tf.cast(element["bounding_boxes"]["labels"], tf.int32)
         top = tf.reduce_max(tf.concat([tf.reshape(labels, [-1]), [-1]], 0))
         images = element["images"]
-        finite = tf.reduce_all(tf.math.is_finite(images)) if images.dtype.is_floating else True
-        label_message = tf.strings.format(
-            CHECK_TAG + "num_classes mismatch: the data has label {} (so at least {} classes) "
-            f"but the model was built with num_classes={num_classes}", (top, top + 1))
+        if images.dtype.is_floating:
+            per_image = tf.reduce_all(tf.math.is_finite(tf.reshape(
+                images, tf.stack([tf.shape(images)[0], -1]))), axis=1)
+        else:
+            per_image = tf.ones(tf.shape(images)[:1], tf.bool)
+        first_bad = tf.argmin(tf.cast(per_image, tf.int32), output_type=tf.int64)
         with tf.control_dependencies([
-                tf.debugging.Assert(top < num_classes, [label_message]),
-                tf.debugging.Assert(finite, [CHECK_TAG + "images contain NaN or inf values; "
-                                             "clean or drop these images before detection"])]):
+                _checked(top < num_classes, "batch ", index, ": num_classes mismatch: the data "
+                         "has label ", top,
+                         " (so at least ", top + 1, " classes) but the model was built with "
+                         f"num_classes={num_classes}"),
+                _checked(tf.reduce_all(per_image), "batch ", index, ", element ", first_bad,
+                         ": the image ", NON_FINITE)]):
             return tf.nest.map_structure(tf.identity, element)
 
-    return dataset.map(check)
+    return dataset.enumerate().map(check)
 
 
 def _first_element(data):

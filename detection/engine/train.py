@@ -12,16 +12,25 @@ after the k-th of `lr_steps`; or warm-up then cosine decay to 0 (`schedule: cosi
 from __future__ import annotations
 
 import copy
+import csv
 import importlib.util
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import yaml
 
 from detection.config import STRATEGIES, Config
+from keras_resnet_suite.run_dir import TrainingDiverged
+from keras_resnet_suite.training.callbacks import (
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    weights_finite,
+)
 from keras_resnet_suite.training.schedules import WarmupCosine, WarmupStepLR
 
 
@@ -98,14 +107,12 @@ def _optimizer(train, schedule):
                                   clipnorm=train.clipnorm)
 
 
-def _train_stream(config: Config, class_names: list[str], global_batch: int):
-    """`(make_train(start_step), images_in_split)`: an endless, seeded batch stream."""
+def _train_stream(config: Config, base, global_batch: int):
+    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`."""
     from detection.data.augment import augment
-    from detection.data.build import dataset_from_config
     from detection.data.pipeline import training_batches
 
     data, aug = config.data, config.data.augment
-    base = dataset_from_config(data.train, class_names, shuffle=True, seed=data.seed)
     count = int(getattr(base, "num_examples", 0))
     if count < global_batch:
         raise ValueError(f"data.train has {count} usable images, fewer than one batch of "
@@ -118,14 +125,66 @@ def _train_stream(config: Config, class_names: list[str], global_batch: int):
     batches = training_batches(stream, tuple(config.model["image_size"]), global_batch,
                                max_boxes=data.max_boxes, flip=False, shorter_sides=aug.sizes,
                                seed=data.seed)
-    return (lambda start: batches.skip(start)), count
+    return lambda start: batches.skip(start)
+
+
+# data-report kinds that take objects away (the others are repairs: the object is kept)
+_REMOVING = ("missing_image", "missing_annotation", "malformed_annotation", "unknown_class",
+             "corrupt_image", "degenerate_box")
+
+
+def _names_in_data(spec: dict) -> list[str] | None:
+    """The class names a VOC/COCO split's annotations hold, or None when they cannot be read
+    without loading the data (tfds) or the loader has no names of its own."""
+    from detection.data.discover import class_names_of
+
+    if spec.get("loader") not in ("voc", "coco"):
+        return None
+    try:
+        return class_names_of(spec)
+    except (ValueError, KeyError, OSError):
+        return None
+
+
+def check_objects(dataset, spec: dict, split: str, class_names: Sequence[str]) -> None:
+    """Refuse, before any training, a split that yields no object to learn or score (its
+    loader's report counts 0 objects kept), naming the cause; and a COCO split whose
+    categories are not `class_names` (the COCO loader labels by its own categories, so other
+    names would train and score the wrong classes). A VOC split lacking some of the named
+    classes gets a note: those classes get no examples."""
+    names = list(class_names)
+    own = list(getattr(dataset, "class_names", None) or [])
+    if spec.get("loader") == "coco" and own and own != names:
+        raise ValueError(f"data.class_names ({', '.join(names)}) are not the COCO categories "
+                         f"of data.{split} ({', '.join(own)}); the COCO loader labels objects "
+                         "by its categories: use --classes auto (data.class_names: auto)")
+    report = getattr(dataset, "report", None)
+    if report is None:  # tfds: nothing counted up front
+        return
+    have = _names_in_data(spec)
+    lacking = [n for n in names if have is not None and n not in have]
+    if report.num_objects > 0:
+        if lacking:
+            print(f"note: data.{split} has no object of class "
+                  f"{', '.join(map(repr, lacking))}: that class gets no examples there")
+        return
+    where = f"data.{split}: 0 objects kept ({report.num_images} images)"
+    if have and len(lacking) == len(names):
+        cause = (f"data.class_names (--classes) names {', '.join(map(repr, lacking))}, which "
+                 f"the data set lacks (it has: {', '.join(have)})")
+    else:
+        removed = {k: n for k, n in report.counts.items() if k in _REMOVING}
+        cause = ("every object was skipped (" + ", ".join(f"{n} {k}" for k, n in removed.items())
+                 + "; see the data report above)") if removed else (
+            "its annotations hold no objects")
+    verb = "train on" if split == "train" else "score"
+    raise ValueError(f"{where}: {cause}; nothing to {verb}")
 
 
 def evaluate_config(model, config: Config, split: str = "eval",
-                    max_images: int | None = None, verbose: bool = True,
-                    dataset=None) -> dict:
-    """VOC mAP or COCO AP (per `config.eval`) of `model` on `data.<split>` (or on `dataset`,
-    that split already loaded)."""
+                    max_images: int | None = None, verbose: bool = True, dataset=None) -> dict:
+    """VOC mAP or COCO AP (per `config.eval`) of `model` on `data.<split>` (or the already
+    loaded `dataset` of that split). A split without objects is refused (it has no score)."""
     from detection.data.build import dataset_from_config
     from detection.evaluation.dataset import evaluate_dataset
 
@@ -135,26 +194,23 @@ def evaluate_config(model, config: Config, split: str = "eval",
     names = config.class_names()
     if dataset is None:
         dataset = dataset_from_config(spec, names)
+        check_objects(dataset, spec, split, names)
     return evaluate_dataset(model, dataset, metric=config.eval.metric,
                             iou_threshold=config.eval.iou_threshold,
                             use_07_metric=config.eval.use_07_metric, class_names=names,
                             max_images=max_images, verbose=verbose)
 
 
-def _fit(config: Config, out_dir: Path, verbose):
-    """Build, compile and train (resuming from `out_dir/checkpoints`); `(model, history)`."""
-    import tensorflow as tf
-
+def _fit(config: Config, out_dir: Path, verbose, strategy, base):
+    """Build, compile and train on the loaded `base` split (resuming from
+    `out_dir/checkpoints`); `model`. A diverged run raises `TrainingDiverged`."""
     from keras_resnet_suite.training.callbacks import NaNGuard
     from keras_resnet_suite.training.loop import fit_resumable
 
     train = config.train
-    if train.mixed_precision:
-        gpu = bool(tf.config.list_logical_devices("GPU"))
-        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
-    strategy = _strategy(train.distribution)
     global_batch = int(train.batch_size) * strategy.num_replicas_in_sync
-    make_train, count = _train_stream(config, config.class_names(), global_batch)
+    make_train = _train_stream(config, base, global_batch)
+    count = int(base.num_examples)
     total = int(train.steps)
     steps_per_epoch = max(1, min(count // global_batch, total))
     epochs = math.ceil(total / steps_per_epoch)
@@ -170,12 +226,70 @@ def _fit(config: Config, out_dir: Path, verbose):
                                                      update_freq=20))
     else:
         print("tensorboard is not installed: no TensorBoard logs (history.csv still is)")
-    history = fit_resumable(
+    fit_resumable(
         model, make_train, steps_per_epoch=steps_per_epoch, epochs=epochs,
         backup_dir=out_dir / "checkpoints",
         save_freq=int(train.checkpoint_every or steps_per_epoch), callbacks=callbacks,
         verbose=verbose)
-    return model, history
+    return model
+
+
+def run_history(out_dir: Path) -> dict[str, list[float | None]]:
+    """`{metric: [one value per epoch]}` of the whole run in `out_dir`, from its `history.csv`
+    (every resumed process appends to it, so its first row is the run's first epoch, where
+    this process's `History` starts at the resumed one)."""
+    path = Path(out_dir) / "history.csv"
+    history: dict[str, list[float | None]] = {}
+    if path.is_file():
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                for name, value in row.items():
+                    if name != "epoch":  # CSVLogger writes "NA" for a metric it lacks
+                        history.setdefault(name, []).append(_number(value))
+    return history
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def _load_splits(config: Config, evaluate: bool):
+    """The training split (shuffled, seeded) and, when scored, the evaluation split, both
+    checked for objects before any work starts."""
+    from detection.data.build import dataset_from_config
+
+    names = config.class_names()
+    base = dataset_from_config(config.data.train, names, shuffle=True, seed=config.data.seed)
+    check_objects(base, config.data.train, "train", names)
+    held_out = None
+    if evaluate and config.data.eval is not None:
+        held_out = dataset_from_config(config.data.eval, names)
+        check_objects(held_out, config.data.eval, "eval", names)
+    return base, held_out
+
+
+def _record_divergence(out_dir: Path, err: TrainingDiverged) -> None:
+    """metrics.json of a diverged run, unless a finished run's metrics.json is already there
+    (it stays: nothing already written is lost)."""
+    path = out_dir / "metrics.json"
+    if _status(path) not in (None, "diverged"):
+        print(f"{path} of the earlier finished run is kept")
+        return
+    atomic_write_json(path, {"status": "diverged", "diverged_at_step": err.step,
+                             "kept_checkpoint": None if err.checkpoint is None
+                             else str(err.checkpoint), "message": str(err), "metrics": {}})
+
+
+def _status(path: Path) -> str | None:
+    """The `status` of a metrics.json (None: absent or unreadable); files written before
+    statuses existed count as finished."""
+    try:
+        return json.loads(path.read_text()).get("status", "finished")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
@@ -183,46 +297,70 @@ def train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
     """Train per `config` into `out_dir` (resuming if checkpoints are there), then evaluate
     on `data.eval` unless `evaluate=False`.
 
-    Returns `{"history", "metrics", "steps", "seconds", "weights", "model"}`."""
+    Splits without objects are refused before anything is written. A diverged run raises
+    `TrainingDiverged` (naming the last finite checkpoint kept, or saying none was) and
+    writes no final weights. Returns `{"history", "metrics", "steps", "seconds", "weights",
+    "model"}`; `history` is the whole run's (`run_history`), resumed parts included."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     check_run_dir(out_dir, config)
-    (out_dir / "config.yaml").write_text(_dump(config))
     keras.utils.set_random_seed(int(config.data.seed))
     start = time.time()
     previous_policy = keras.mixed_precision.global_policy()
     try:
-        eval_data = None
-        if evaluate and config.data.eval is not None:
-            # Parsed (and any broken annotation file refused) before training, not after it.
-            from detection.data.build import dataset_from_config
+        if config.train.mixed_precision:
+            import tensorflow as tf
 
-            eval_data = dataset_from_config(config.data.eval, config.class_names())
-        model, history = _fit(config, out_dir, verbose)
-        weights = out_dir / "final.weights.h5"
-        model.save_weights(weights)
+            gpu = bool(tf.config.list_logical_devices("GPU"))
+            keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+        # The strategy first: a multi-worker one must exist before TensorFlow runs any op.
+        strategy = _strategy(config.train.distribution)
+        base, held_out = _load_splits(config, evaluate)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", _dump(config))
+        try:
+            model = _fit(config, out_dir, verbose, strategy, base)
+        except TrainingDiverged as err:
+            _record_divergence(out_dir, err)
+            raise
+        if not weights_finite(model):  # fit_resumable raises first; never save such weights
+            raise TrainingDiverged("training ended with non-finite weights; "
+                                   "final.weights.h5 not written", None, None)
+        weights = atomic_save(model, out_dir / "final.weights.h5")
         train_seconds = time.time() - start
         metrics = {}
-        if eval_data is not None:
+        if held_out is not None:
             metrics = evaluate_config(model, config, max_images=max_eval_images,
-                                      verbose=bool(verbose), dataset=eval_data)
+                                      verbose=bool(verbose), dataset=held_out)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    summary = {"steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+    history = run_history(out_dir)
+    losses = history.get("loss", [])
+    summary = {"status": "finished",
+               "steps": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
                "train_seconds": round(train_seconds, 1),
-               "loss_first_epoch": history.get("loss", [None])[0],
-               "loss_last_epoch": history.get("loss", [None])[-1],
+               "loss_first_epoch": losses[0] if losses else None,
+               "loss_last_epoch": losses[-1] if losses else None,
                "metrics": {k: (v if not isinstance(v, dict) else {str(c): float(a)
                                                                   for c, a in v.items()})
                            for k, v in metrics.items()}}
-    (out_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    if metrics and not _scored(metrics):
+        summary["status"] = "finished, not scored: the evaluated images hold no objects"
+    atomic_write_json(out_dir / "metrics.json", summary)
     return {"history": history, "metrics": metrics, "steps": summary["steps"],
             "seconds": time.time() - start, "weights": weights, "model": model}
 
 
+def _scored(metrics: dict) -> bool:
+    headline = metrics.get("mAP", metrics.get("AP"))
+    return headline is not None and math.isfinite(float(headline))
+
+
 def print_metrics(metrics: dict, config: Config) -> None:
-    """The closing line: `mAP@0.5 = 0.xxx` (VOC) or `AP = ..., AP50 = ...` (COCO)."""
-    if "mAP" in metrics:
+    """The closing line: `mAP@0.5 = 0.xxx` (VOC) or `AP = ..., AP50 = ...` (COCO); never a
+    `nan` presented as a score."""
+    if ("mAP" in metrics or "AP" in metrics) and not _scored(metrics):
+        print("no score: the evaluated images hold no ground-truth objects (mAP/AP undefined)")
+    elif "mAP" in metrics:
         print(f"mAP@{config.eval.iou_threshold:g} = {metrics['mAP']:.3f}")
     elif "AP" in metrics:
         if metrics.get("area_source") == "box":
@@ -253,9 +391,9 @@ def run(args) -> int:
         print(f"classes ({len(config.class_names())}): {', '.join(config.class_names())}")
     out = Path(args.out or Path("runs") / str(config.name or Path(args.config).stem))
     result = train(config, out, max_eval_images=args.eval_images)
-    history = result["history"]
-    if history.get("loss"):
-        print(f"loss: first epoch {history['loss'][0]:.4f}, last epoch {history['loss'][-1]:.4f}"
+    losses = result["history"].get("loss", [])  # the whole run's, from history.csv
+    if losses and None not in (losses[0], losses[-1]):
+        print(f"loss: first epoch {losses[0]:.4f}, last epoch {losses[-1]:.4f}"
               f" ({result['steps']} steps, {result['seconds']:.0f} s); run folder {out}")
     print_metrics(result["metrics"], config)
     return 0

@@ -161,11 +161,11 @@ class GeneralizedRCNN(keras.Model):
         try:
             return super().fit(pipeline.checked_training_batches(x, self.num_classes), y,
                                *args, **kwargs)
-        except tf.errors.InvalidArgumentError as e:
-            if pipeline.CHECK_TAG not in e.message:
+        except tf.errors.OpError as e:  # a failed in-pipeline check, or another TF error
+            error = pipeline.data_error(e)
+            if error is None:
                 raise
-            reason = e.message.split(pipeline.CHECK_TAG, 1)[1].split("]", 1)[0]
-            raise ValueError(reason) from None
+            raise error from None
 
     def predict(self, x, *args, **kwargs):
         """`keras.Model.predict`; numpy images with NaN/inf are refused up front."""

@@ -5,8 +5,10 @@ from keras_resnet_suite.training.callbacks import (
     AtomicModelCheckpoint,
     BackupAndRestore,
     NaNGuard,
+    TrainingDiverged,
     WarmupUntilError,
     atomic_save,
+    atomic_write_json,
     weights_finite,
 )
 from keras_resnet_suite.training.distribute import (
@@ -33,10 +35,12 @@ __all__ = [
     "Recipe",
     "SmoothedCrossEntropy",
     "StepDecay",
+    "TrainingDiverged",
     "WarmupCosine",
     "WarmupStepLR",
     "WarmupUntilError",
     "atomic_save",
+    "atomic_write_json",
     "cutmix",
     "data_parallel",
     "fit_resumable",

@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from keras_resnet_suite.run_dir import TrainingDiverged  # noqa: F401  (fit_resumable raises it)
 from keras_resnet_suite.training.schedules import schedule_of
 
 
@@ -70,6 +71,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     fsync_path(path.parent)
 
 
+def json_safe(value):
+    """`value` with every non-finite float (NaN, inf) replaced by None, so `json.dumps` writes
+    valid JSON (`null`) instead of the `NaN` literals most JSON readers refuse."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, value) -> None:
+    """Write `value` as indented, valid JSON (non-finite floats as null), atomically."""
+    atomic_write_text(path, json.dumps(json_safe(value), indent=2, allow_nan=False))
+
+
 def weights_finite(model: keras.Model) -> bool:
     """True when every model and optimizer variable is finite (a NaN step poisons both)."""
     variables = list(model.variables)
@@ -101,7 +121,8 @@ def _global_step(model: keras.Model) -> int:
 class NaNGuard(keras.callbacks.Callback):
     """Stop training at the first non-finite loss, naming the global step (paper-scale runs
     diverge silently otherwise). Checkpoint callbacks here refuse to save non-finite state,
-    so the last good checkpoint survives. `nan_step` holds the step, or None."""
+    so the last finite checkpoint survives; `fit_resumable` then raises `TrainingDiverged`
+    naming it. `nan_step` holds the step, or None."""
 
     def __init__(self, print_fn: Callable[[str], None] = print):
         super().__init__()
@@ -118,7 +139,7 @@ class NaNGuard(keras.callbacks.Callback):
             self.model.stop_training = True
             self.message = (
                 f"loss became {logs['loss']} at step {self.nan_step} (epoch {self._epoch + 1}, "
-                f"batch {batch + 1}); training stopped, the last good checkpoint is kept"
+                f"batch {batch + 1}); training stopped"
             )
             self.print_fn(self.message)
 
@@ -192,6 +213,11 @@ class BackupAndRestore(keras.callbacks.Callback):
         self._last_saved: int | None = None
         self._stopped_bad = False
 
+    @property
+    def diverged(self) -> bool:
+        """True once a non-finite loss or state was seen (nothing after it is saved)."""
+        return self._stopped_bad
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints, newest first."""
         if not self.backup_dir.is_dir():
@@ -250,7 +276,10 @@ class BackupAndRestore(keras.callbacks.Callback):
         if not self.is_chief or step == self._last_saved:
             return None
         if not weights_finite(self.model):
+            # Non-finite weights under a finite loss (e.g. NaN inputs through batch norm's
+            # moving statistics): stop here too, the state can no longer be saved.
             self._stopped_bad = True
+            self.model.stop_training = True
             return None
         self.backup_dir.mkdir(parents=True, exist_ok=True)
         final = self.backup_dir / f"step-{step:08d}"
@@ -289,7 +318,9 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if not _loss_finite(logs):
+            # The state is poisoned: stop even without a NaNGuard, nothing more is saved.
             self._stopped_bad = True
+            self.model.stop_training = True
             return
         if self.save_freq != "epoch" and _global_step(self.model) % self.save_freq == 0:
             self.save()

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import keras
 
 from keras_resnet_suite.training import distribute
-from keras_resnet_suite.training.callbacks import BackupAndRestore
+from keras_resnet_suite.training.callbacks import BackupAndRestore, NaNGuard, TrainingDiverged
 
 
 def fit_resumable(
@@ -31,6 +31,10 @@ def fit_resumable(
     `start_step` (e.g. `lambda s: data.cifar(..., start_step=s).train`), so a resumed run sees
     the same batches, step count, optimizer state and LR position as an uninterrupted one.
     A resumed, partly done epoch runs only its remaining steps. Returns the merged history.
+
+    A non-finite loss or state stops training and raises `TrainingDiverged` naming the step and
+    the last finite checkpoint in `backup_dir` (or saying that none had been written yet); the
+    model in memory is then not finite, so the caller must not save it as a result.
     """
     if is_chief is None:  # only one multi-worker process may write the shared backup
         is_chief = distribute.is_chief()
@@ -67,4 +71,27 @@ def fit_resumable(
         if model.stop_training:
             break
         step += (last - first) * spe
+    if backup.diverged:
+        raise _diverged(model, backup, callbacks)
     return history
+
+
+def _diverged(model: keras.Model, backup: BackupAndRestore, callbacks) -> TrainingDiverged:
+    """The error of a diverged run: where it happened and exactly what is kept on disk."""
+    guard = next((c for c in callbacks if isinstance(c, NaNGuard) and c.nan_step is not None),
+                 None)
+    step = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    if guard is not None:
+        what, step = guard.message, guard.nan_step
+    else:
+        what = f"the loss or the weights became non-finite by step {step}; training stopped"
+    kept = backup.checkpoints()
+    if kept:
+        where = (f"the last finite checkpoint is kept: {kept[0][1]} (step {kept[0][0]}); "
+                 "nothing non-finite was saved")
+    else:
+        where = (f"no checkpoint had been written yet (nothing in {backup.backup_dir}), so no "
+                 "trained state is kept; nothing non-finite was saved")
+    return TrainingDiverged(f"training diverged: {what}; {where}. Lower the learning rate or "
+                            "check the data for NaN/inf values",
+                            step, kept[0][1] if kept else None)

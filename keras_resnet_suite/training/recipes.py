@@ -17,6 +17,17 @@ import math
 
 import keras
 
+from keras_resnet_suite.schema import (
+    LEARNING_RATE,
+    NON_NEGATIVE_INT,
+    POSITIVE_INT,
+    Choice,
+    Flag,
+    ListOf,
+    Number,
+    check_fields,
+    key,
+)
 from keras_resnet_suite.training.callbacks import NaNGuard, WarmupUntilError
 from keras_resnet_suite.training.distribute import enable_multiworker_fit, scale_learning_rate
 from keras_resnet_suite.training.losses import SmoothedCrossEntropy
@@ -26,33 +37,40 @@ from keras_resnet_suite.training.schedules import StepDecay, WarmupCosine
 
 RECIPES = ("paper-cifar", "paper-imagenet", "modern")
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
+_UNIT_OPEN = Number(float, low=0, high=1, open_high=True)  # momentum, label smoothing: [0, 1)
 
 
 @dataclasses.dataclass
 class Recipe:
     """Everything a run needs besides model and data; build with `get_recipe`."""
 
-    name: str
-    global_batch_size: int
-    base_batch_size: int
-    base_lr: float
-    total_steps: int
-    steps_per_epoch: int | None
-    lr_policy: str  # "steps" | "plateau" | "cosine"
-    boundaries: list[int]
-    warmup_steps: int = 0
-    warmup_lr: float | None = None  # paper 110-layer gate
-    momentum: float = 0.9
-    nesterov: bool = False
-    l2: float = 1e-4
-    decay_norm_and_bias: bool = True
-    label_smoothing: float = 0.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    ema_momentum: float | None = None
-    mixed_precision: str | None = None
-    jit_compile: bool | str = "auto"
-    seed: int = 0
+    name: str = key(Choice(RECIPES))
+    global_batch_size: int = key(POSITIVE_INT)
+    base_batch_size: int = key(POSITIVE_INT)
+    base_lr: float = key(LEARNING_RATE)
+    total_steps: int = key(POSITIVE_INT)
+    steps_per_epoch: int | None = key(Number(int, low=1, optional=True))
+    lr_policy: str = key(Choice(("steps", "plateau", "cosine")))
+    boundaries: list[int] = key(ListOf(NON_NEGATIVE_INT))
+    warmup_steps: int = key(NON_NEGATIVE_INT, 0)
+    warmup_lr: float | None = key(Number(float, low=0, open_low=True, optional=True), None)
+    momentum: float = key(_UNIT_OPEN, 0.9)
+    nesterov: bool = key(Flag(), False)
+    l2: float = key(Number(float, low=0), 1e-4)
+    decay_norm_and_bias: bool = key(Flag(), True)
+    label_smoothing: float = key(_UNIT_OPEN, 0.0)
+    mixup_alpha: float = key(Number(float, low=0), 0.0)
+    cutmix_alpha: float = key(Number(float, low=0), 0.0)
+    ema_momentum: float | None = key(Number(float, low=0, high=1, open_high=True,
+                                            optional=True), None)
+    mixed_precision: str | None = key(Choice(PRECISIONS[1:], optional=True), None)
+    jit_compile: bool | str = key(Choice((True, False, "auto")), "auto")
+    seed: int = key(NON_NEGATIVE_INT, 0)
+
+    def __post_init__(self):
+        # A negative, NaN or infinite learning rate (or a momentum of 1.5) trains without a
+        # word and diverges; refuse it here, naming the field.
+        check_fields(self, "recipe")
 
     @property
     def lr(self) -> float:

@@ -42,17 +42,22 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     guard = NaNGuard(print_fn=messages.append)
     ckpt = training.AtomicModelCheckpoint(tmp_path / "model-{epoch}.keras")
     model = _model()
-    training.fit_resumable(
-        model,
-        _batches(nan_batch=5),
-        steps_per_epoch=4,
-        epochs=3,
-        backup_dir=tmp_path / "bk",
-        save_freq=2,
-        callbacks=[guard, ckpt],
-        verbose=0,
-    )
+    with pytest.raises(training.TrainingDiverged) as err:
+        training.fit_resumable(
+            model,
+            _batches(nan_batch=5),
+            steps_per_epoch=4,
+            epochs=3,
+            backup_dir=tmp_path / "bk",
+            save_freq=2,
+            callbacks=[guard, ckpt],
+            verbose=0,
+        )
     assert guard.nan_step == 6 and "at step 6 (epoch 2, batch 2)" in messages[0]
+    assert err.value.step == 6 and err.value.checkpoint == tmp_path / "bk" / "step-00000004"
+    assert f"the last finite checkpoint is kept: {tmp_path / 'bk' / 'step-00000004'}" in str(
+        err.value
+    )
     assert [p.name for p in sorted(tmp_path.glob("*.keras"))] == ["model-1.keras"]
     backup = BackupAndRestore(tmp_path / "bk")
     assert [s for s, _ in backup.checkpoints()] == [4, 2]
