@@ -133,3 +133,22 @@ def test_export_matches_keras(kind, fmt, tmp_path):
                 else:
                     diff = float(np.max(np.abs(actual - expected)))
                     assert diff <= TOLERANCE[kind], (runtime, shape, name, diff)
+
+
+def test_detector_exports_a_fixed_signature_to_litert(tmp_path):
+    """A static `[1, 64, 64, 3]` signature (mobile graphs): NMS then runs without a loop,
+    which LiteRT had mis-sized (`CONCATENATION ... 16 != 10` inside the `WHILE`)."""
+    pytest.importorskip("ai_edge_litert")
+    model = _build("detector_c4")
+    path = str(tmp_path / "model.tflite")
+    spec = keras.InputSpec(shape=(1, 64, 64, 3), dtype="float32", name="images")
+    model.export(path, format="litert", verbose=False, input_signature=[spec])
+    images = _images("detector_c4", (1, 64, 64), 0)
+    want = {k: keras.ops.convert_to_numpy(v) for k, v in model(images).items()}
+    for runtime, run in _runtimes("litert", path).items():
+        got = run(images)
+        assert sorted(got) == sorted(want), runtime
+        for name in EXACT:
+            np.testing.assert_array_equal(got[name].astype(want[name].dtype), want[name])
+        for name in ("boxes", "scores"):
+            assert np.max(np.abs(got[name] - want[name])) <= TOLERANCE["detector_c4"], name

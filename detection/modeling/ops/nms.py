@@ -73,7 +73,13 @@ def _native_nms(boxes, scores, valid, iou_threshold: float, max_output: int):
         idx, count = compat.non_max_suppression_padded(b, s, k, float(iou_threshold), lowest)
         return idx, tf.range(k) < count
 
-    ranks, valid = tf.map_fn(one, (boxes, scores), fn_output_signature=(tf.int32, tf.bool))
+    if boxes.shape[0] is None:
+        ranks, valid = tf.map_fn(one, (boxes, scores), fn_output_signature=(tf.int32, tf.bool))
+    else:  # a static batch (a fixed export signature): no loop, which LiteRT mis-sized
+        per_image = [one(args) for args in zip(tf.unstack(boxes), tf.unstack(scores),
+                                               strict=True)]
+        ranks = tf.stack([r for r, _ in per_image])
+        valid = tf.stack([v for _, v in per_image])
     return _pad_to(_gather_rows(order, ranks), valid, max_output)
 
 
