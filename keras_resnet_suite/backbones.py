@@ -12,6 +12,7 @@ import sys
 
 import keras
 
+from . import compat
 from . import weights as weights_lib
 from .models import _camel, _check_input_shape, _resolve_spec, trunk
 from .specs import ResNetSpec, available_models, get_spec
@@ -119,7 +120,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
                      dilations=tuple(_stage_rates(len(spec.depths), spec.total_stride,
                                                   output_stride)), **options)
     outputs = {level: features[level] for level in return_levels}
-    model = keras.Model(inputs, outputs, name=name or f"{spec.name}_backbone")
+    model = compat.mark_called(keras.Model(inputs, outputs, name=name or f"{spec.name}_backbone"))
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels, output_stride)
     _freeze(model, freeze_at, len(spec.depths))
@@ -144,7 +145,7 @@ def from_classifier(model: keras.Model, return_levels: tuple[str, ...] = LEVELS)
             outputs[level] = model.get_layer(layer_name).output
         except ValueError as err:
             raise ValueError(f"{model.name!r} has no level {level} ({layer_name})") from err
-    backbone = keras.Model(model.input, outputs, name=f"{model.name}_backbone")
+    backbone = compat.mark_called(keras.Model(model.input, outputs, name=f"{model.name}_backbone"))
     backbone.spec = spec
     backbone.feature_info = feature_info(spec, return_levels)
     for attr in ("checkpoint", "preprocessing", "preprocess_input"):

@@ -112,6 +112,17 @@ def learning_rate_object(optimizer: Any) -> Any:
     return getattr(optimizer, "_learning_rate", None)
 
 
+def mark_called(model: keras.Model) -> keras.Model:
+    """Mark a Functional `model` as called, so `model.export(path, format="onnx")` works on a
+    freshly built or loaded model. Its inputs define the export signature already (Keras'
+    SavedModel, OpenVINO and LiteRT exporters take it from there), but Keras' ONNX exporter
+    also requires the private `_called` flag that only a first call sets."""
+    _check("mark_called")
+    if isinstance(model, keras.Model) and getattr(model, "inputs", None):
+        model._called = True
+    return model
+
+
 def non_max_suppression_padded(boxes, scores, max_output_size: int, iou_threshold: float,
                                score_threshold):
     """TensorFlow's greedy NMS kernel on one image, padded to `max_output_size`:

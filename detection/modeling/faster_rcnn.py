@@ -116,6 +116,19 @@ class GeneralizedRCNN(keras.Model):
         _, _, proposals, valid = self.rpn(features, training=False, image_extent=extent)
         return self.roi_heads.detect(features, proposals, valid, image_extent=extent)
 
+    # ----------------------------------------------------------------------------- export
+    def export(self, filepath, format: str = "tf_saved_model", verbose: bool | None = None,
+               input_signature=None, **kwargs):
+        """`keras.Model.export` (`tf_saved_model`, `onnx`, `openvino`, `litert`) with the
+        detector's own input signature as default: float `images [batch, height, width, 3]`,
+        any batch and size (the transform resizes onto the canvas). Keras infers a subclassed
+        model's signature only from a first call, and would then fix the image size."""
+        if input_signature is None:
+            input_signature = [keras.InputSpec(shape=(None, None, None, 3), dtype="float32",
+                                               name="images")]
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
+
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Sum of the four Faster R-CNN losses (plus regularisers), scaled for tf.distribute."""

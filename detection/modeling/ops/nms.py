@@ -61,10 +61,10 @@ def _native_nms(boxes, scores, valid, iou_threshold: float, max_output: int):
     # Ranked here (ties: lower index first, as top_k) and handed to the kernel as distinct
     # descending scores, so its own tie order (XLA's differs) cannot change the result.
     order = tf.math.top_k(tf.where(valid, scores, -1e30), n).indices
-    boxes = tf.stop_gradient(tf.gather(tf.cast(boxes, tf.float32), order, batch_dims=1))
+    boxes = tf.stop_gradient(_gather_rows(tf.cast(boxes, tf.float32), order))
     # The kernel keeps scores strictly above score_threshold: invalid entries go to -inf.
     rank = tf.cast(tf.range(n, 0, -1), tf.float32)
-    scores = tf.where(tf.gather(valid, order, batch_dims=1), rank, float("-inf"))
+    scores = tf.where(_gather_rows(valid, order), rank, float("-inf"))
     k = min(int(max_output), n)  # XLA's kernel cannot pad beyond N
     lowest = tf.constant(-3.4e38, tf.float32)
 
@@ -73,8 +73,25 @@ def _native_nms(boxes, scores, valid, iou_threshold: float, max_output: int):
         idx, count = compat.non_max_suppression_padded(b, s, k, float(iou_threshold), lowest)
         return idx, tf.range(k) < count
 
-    ranks, valid = tf.map_fn(one, (boxes, scores), fn_output_signature=(tf.int32, tf.bool))
-    return _pad_to(tf.gather(order, ranks, batch_dims=1), valid, max_output)
+    if boxes.shape[0] is None:
+        ranks, valid = tf.map_fn(one, (boxes, scores), fn_output_signature=(tf.int32, tf.bool))
+    else:  # a static batch (a fixed export signature): no loop, which LiteRT mis-sized
+        per_image = [one(args) for args in zip(tf.unstack(boxes), tf.unstack(scores),
+                                               strict=True)]
+        ranks = tf.stack([r for r, _ in per_image])
+        valid = tf.stack([v for _, v in per_image])
+    return _pad_to(_gather_rows(order, ranks), valid, max_output)
+
+
+def _gather_rows(values, index):
+    """`values [B, N, ...]` at `index [B, K]` per image -> `[B, K, ...]`, as one gather on
+    flattened rows: OpenVINO's converter fails on `tf.gather(..., batch_dims=1)`."""
+    import tensorflow as tf
+
+    shape = tf.shape(values)
+    flat = tf.reshape(values, tf.concat([[-1], shape[2:]], 0))
+    offsets = tf.range(shape[0], dtype=index.dtype)[:, None] * tf.cast(shape[1], index.dtype)
+    return tf.gather(flat, index + offsets)
 
 
 def _pad_to(indices, valid, size: int):

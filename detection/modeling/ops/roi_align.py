@@ -27,12 +27,18 @@ def _check_sampling(sampling_ratio: int, where: str) -> None:
 
 
 def _axis_weights(start, end, out_size: int, length: int, sampling_ratio: int, aligned: bool):
-    """Averaged interpolation weights `[..., out_size, length]` along one axis: the taps of
-    `_axis_taps` scattered onto the `length` grid."""
+    """Averaged interpolation weights `[M, out_size, length]` along one axis for the `M`
+    boxes of `start`/`end` (all leading axes flattened): the taps of `_axis_taps`
+    scattered onto the `length` grid."""
     index, weight = _axis_taps(start, end, out_size, float(length), sampling_ratio, aligned)
+    # (sample, corner) taps on one axis and the boxes on one: the one-hot intermediate
+    # stays 4-D (TFLite kernels take at most 5-D), the same elements as unflattened.
+    taps = 2 * (sampling_ratio or MAX_ADAPTIVE_SAMPLES)
+    index = ops.reshape(index, (-1, out_size, taps))
+    weight = ops.reshape(weight, (-1, out_size, taps))
     grid = ops.arange(length, dtype="int32")  # [L]
-    w = ops.sum(weight[..., None] * ops.cast(index[..., None] == grid, "float32"), axis=-2)
-    return ops.sum(w, axis=-2)  # the taps carry 1 / samples: this is the bin's average
+    # The taps carry 1 / samples: the sum is the bin's average.
+    return ops.sum(weight[..., None] * ops.cast(index[..., None] == grid, "float32"), axis=-2)
 
 
 def roi_align(
@@ -60,10 +66,11 @@ def roi_align(
     boxes = ops.cast(boxes, "float32") * spatial_scale
     if aligned:
         boxes = boxes - 0.5
+    num_boxes = boxes.shape[1] if boxes.shape[1] is not None else ops.shape(boxes)[1]
     ay = _axis_weights(boxes[..., 1], boxes[..., 3], output_size[0], height, sampling_ratio, aligned)
     ax = _axis_weights(boxes[..., 0], boxes[..., 2], output_size[1], width, sampling_ratio, aligned)
-    ay = ops.cast(ay, features.dtype)
-    ax = ops.cast(ax, features.dtype)
+    ay = ops.cast(ops.reshape(ay, (-1, num_boxes, output_size[0], height)), features.dtype)
+    ax = ops.cast(ops.reshape(ax, (-1, num_boxes, output_size[1], width)), features.dtype)
     # Contract the longer axis first to keep the intermediate small.
     if height >= width:
         tmp = ops.einsum("brph,bhwc->brpwc", ay, features)
@@ -107,7 +114,9 @@ def _axis_taps(start, end, out_size: int, length, sampling_ratio: int, aligned: 
     slots = sampling_ratio or MAX_ADAPTIVE_SAMPLES
     index = ops.cast(ops.arange(slots), "float32")
     if sampling_ratio:
-        count = ops.convert_to_tensor(float(sampling_ratio))[None, None]
+        # A Python float, not an indexed constant tensor: OpenVINO's converter turned
+        # `constant[None, None]` into garbage (RoIAlign pooled zeros).
+        count = float(sampling_ratio)
     else:  # [..., 1, 1]
         count = ops.clip(ops.ceil(bin_size), 1.0, float(slots))[..., None, None]
     offsets = bins[:, None] + (index[None, :] + 0.5) / count  # [..., out, s]
@@ -180,14 +189,17 @@ def multilevel_roi_align(
     xi, wx = _axis_taps(scaled[..., 0], scaled[..., 2], output_size,
                         ops.cast(width, "float32"), sampling_ratio, aligned)
     # Taps of a bin: (y sample, y corner) x (x sample, x corner), 4 * samples^2 in all.
+    # Boxes of all images on one axis (M = B * R) keep every intermediate at most 5-D,
+    # which TFLite kernels require.
     side = 2 * (sampling_ratio or MAX_ADAPTIVE_SAMPLES)
     taps = side**2
-    yi, wy = (ops.reshape(t, (-1, num_boxes, output_size, 1, side, 1)) for t in (yi, wy))
-    xi, wx = (ops.reshape(t, (-1, num_boxes, 1, output_size, 1, side)) for t in (xi, wx))
+    yi, wy = (ops.reshape(t, (-1, output_size, 1, side, 1)) for t in (yi, wy))
+    xi, wx = (ops.reshape(t, (-1, 1, output_size, 1, side)) for t in (xi, wx))
     base = per_box(starts[:-1], "int32") + ops.arange(batch, dtype="int32")[:, None] * starts[-1]
-    index = base[..., None, None, None, None] + yi * width[..., None, None, None, None] + xi
-    weight = wy * wx  # [B, R, out, out, 2s, 2s], each axis already averaged
-    weight = weight * ops.cast(finite, "float32")[..., None, None, None, None]
+    base, width = (ops.reshape(t, (-1,))[:, None, None, None, None] for t in (base, width))
+    index = base + yi * width + xi
+    weight = wy * wx  # [M, out, out, 2s, 2s], each axis already averaged
+    weight = weight * ops.cast(ops.reshape(finite, (-1,)), "float32")[:, None, None, None, None]
     gathered = ops.take(table, ops.reshape(index, (-1,)), axis=0)  # [B * R * out^2 * taps, C]
     gathered = ops.reshape(gathered, (-1, taps, channels))
     weight = ops.cast(ops.reshape(weight, (-1, taps)), gathered.dtype)
