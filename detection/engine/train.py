@@ -99,26 +99,41 @@ def _optimizer(train, schedule):
 
 
 def _train_stream(config: Config, class_names: list[str], global_batch: int):
-    """`(make_train(start_step), images_in_split)`: an endless, seeded batch stream."""
+    """`(make_train(start_step), images_in_split)`: an endless, seeded batch stream.
+
+    Each `make_train` call gets a pipeline never iterated before: a shuffle that reshuffles
+    on every iteration gives a dataset's k-th iterator its k-th permutation, so a run resumed
+    mid-epoch (two calls: the epoch's rest, then the later epochs) would otherwise train from
+    its second call on with other batches than the uninterrupted run."""
     from detection.data.augment import augment
     from detection.data.build import dataset_from_config
     from detection.data.pipeline import training_batches
 
     data, aug = config.data, config.data.augment
-    base = dataset_from_config(data.train, class_names, shuffle=True, seed=data.seed)
-    count = int(getattr(base, "num_examples", 0))
+
+    def build(verbose: bool):
+        base = dataset_from_config(data.train, class_names, shuffle=True, seed=data.seed,
+                                   verbose=verbose)
+        # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
+        # image meets the fixed canvas, so the canvas fit cannot undo it.
+        stream = augment(base.repeat(), flip=aug.flip,
+                         brightness=aug.brightness, contrast=aug.contrast,
+                         saturation=aug.saturation, seed=data.seed)
+        batches = training_batches(stream, tuple(config.model["image_size"]), global_batch,
+                                   max_boxes=data.max_boxes, flip=False,
+                                   shorter_sides=aug.sizes, seed=data.seed)
+        return batches, int(getattr(base, "num_examples", 0))
+
+    first, count = build(verbose=True)
     if count < global_batch:
         raise ValueError(f"data.train has {count} usable images, fewer than one batch of "
                          f"{global_batch}")
-    # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
-    # image meets the fixed canvas, so the canvas fit cannot undo it.
-    stream = augment(base.repeat(), flip=aug.flip,
-                     brightness=aug.brightness, contrast=aug.contrast,
-                     saturation=aug.saturation, seed=data.seed)
-    batches = training_batches(stream, tuple(config.model["image_size"]), global_batch,
-                               max_boxes=data.max_boxes, flip=False, shorter_sides=aug.sizes,
-                               seed=data.seed)
-    return (lambda start: batches.skip(start)), count
+    unused = [first]  # the first call takes the pipeline built here (no second rendering)
+
+    def make_train(start: int):
+        return (unused.pop() if unused else build(verbose=False)[0]).skip(start)
+
+    return make_train, count
 
 
 def evaluate_config(model, config: Config, split: str = "eval",
