@@ -19,7 +19,8 @@ with an EXIF orientation) among which a few bad uploads (garbage, a truncated JP
 declaring 8000x8000 pixels). Counted: exceptions, and every `valid`/`error` answer against the
 element sent (each bad one must be answered `valid` False naming its index, each good one
 True). Latency p50/p95 and RSS every `--every` calls. Nothing touches the network.
-Results: `benchmarks/results/reliability-<host>-<date>.{json,md}`.
+Results: `benchmarks/results/reliability-<host>-<date>[-onednn-off].{json,md}` (the suffix
+when run under TF_ENABLE_ONEDNN_OPTS=0).
 """
 
 from __future__ import annotations
@@ -127,8 +128,9 @@ _EPOCH = re.compile(r"^Epoch (\d+)/\d+")
 
 
 def _env() -> dict:
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+            "PYTHONPATH": os.pathsep.join(path)}
 
 
 def _run(cmd: list[str], timeout: float) -> tuple[str, float]:
@@ -210,7 +212,8 @@ def kill_and_resume(name: str, command: Callable[[Path], list[str]], checkpoints
     if not m:
         raise RuntimeError(f"{name}: the re-run did not resume:\n{log[-2000:]}")
     resumed_from, total = int(m.group(1)), int(m.group(2))
-    result = {"name": name, "command": " ".join(command(Path("RUN"))), "total_steps": total,
+    result = {"name": name, "command": " ".join(command(Path("RUN"))).replace(sys.executable, "python")
+              .replace(str(work), "WORK"), "total_steps": total,
               "killed_at_step": killed_step, "checkpoints_at_kill": kept,
               "resumed_from_step": resumed_from, "steps_redone": killed_step - resumed_from,
               "uninterrupted_s": round(whole_s, 1), "killed_s": round(killed_s, 1),
@@ -310,6 +313,9 @@ def serving_load(paths: dict[str, Path], calls: int = 1000, every: int = 100, se
     models = {name: tf.saved_model.load(str(path)).signatures for name, path in paths.items()}
     good, bad = uploads(seed)
     kinds = [(m, s) for m in sorted(models) for s in ("serving_default", "serving_bytes")]
+    # oneDNN keeps compiled primitives per input shape (up to its cache capacity), so memory
+    # is read against the number of distinct `images` shapes sent
+    shapes: set[tuple] = set()
 
     def request(model: str, sig: str) -> tuple[int, int, list[str]]:
         """One call; `(bad elements sent, elements answered invalid, accounting problems)`."""
@@ -321,6 +327,7 @@ def serving_load(paths: dict[str, Path], calls: int = 1000, every: int = 100, se
             else:
                 h, w = (int(v) for v in rng.integers(32, 161, 2))
                 images = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+            shapes.add((model, images.shape))
             out = serve(images=tf.constant(images))
             key = "probabilities" if model == "classifier" else "num_detections"
             got = out[key].numpy()
@@ -379,6 +386,7 @@ def serving_load(paths: dict[str, Path], calls: int = 1000, every: int = 100, se
                                for k, v in latencies.items()},
         "rss_mb": [[n, None if mb is None else round(mb, 1)] for n, mb in rss],
         "rss_growth_mb": None if growth is None else round(growth, 1),
+        "distinct_image_shapes": {m: sum(k == m for k, _ in shapes) for m in sorted(models)},
         "rss_growth_from_call": base_call,
         "flat_memory": growth is not None and growth < FLAT_MIB,
     }  # fmt: skip
@@ -390,16 +398,19 @@ def serving_load(paths: dict[str, Path], calls: int = 1000, every: int = 100, se
 def markdown(result: dict) -> str:
     """The results as two small tables."""
     lines = [f"Reliability, {result['host']} {result['date']} (load average "
-             f"{', '.join(f'{v:g}' for v in result['load'])})", ""]
+             f"{', '.join(f'{v:g}' for v in result['load'])}); "
+             f"{result.get('tensorflow', 'TensorFlow')}", ""]
     if result.get("kill_and_resume"):
-        lines += ["| training CLI | killed at step | resumed from | steps redone | final weights "
-                  "vs uninterrupted | time lost (s) |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["| training CLI | SIGKILL at step | resumed from | steps redone | final weights "
+                  "vs uninterrupted run | time lost (s) / uninterrupted run (s) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for r in result["kill_and_resume"]:
             same = ("bit-identical" if r["identical"]
                     else f"max abs diff {r['max_abs_diff']:.3g}")
             lines.append(f"| `{r['name']}` | {r['killed_at_step']} of {r['total_steps']} | "
                          f"{r['resumed_from_step']} | {r['steps_redone']} | {same} "
-                         f"({r['arrays']} arrays) | {r['time_lost_s']} |")
+                         f"({r['arrays']} arrays) | {r['time_lost_s']} / "
+                         f"{r['uninterrupted_s']} |")
         lines.append("")
     s = result.get("serving")
     if s:
@@ -411,6 +422,13 @@ def markdown(result: dict) -> str:
                   f"| {s['calls']} | {s['failures']} | {s['bad_elements_sent']} / "
                   f"{s['invalid_answers']} | {s['accounting_errors']} | "
                   f"{s['latency_ms']['p50']:.0f} / {s['latency_ms']['p95']:.0f} | {growth} |"]
+        shapes = ", ".join(f"{m} {n}" for m, n in s["distinct_image_shapes"].items())
+        lines += ["", f"Distinct `images` shapes sent to `serving_default`: {shapes} (oneDNN "
+                  "keeps compiled kernels per input shape, up to its cache capacity)."]
+    calls = f" --calls {s['calls_asked']}" if s and s["calls_asked"] != 1000 else ""
+    lines += ["", "SIGKILL step: the last one the progress bar drew (a lower bound); time lost: "
+              "killed + resumed run minus the uninterrupted one (mostly the restart: imports, "
+              "graph building). Reproduce: `python -m benchmarks.reliability" + calls + "`"]
     return "\n".join(lines) + "\n"
 
 
@@ -418,7 +436,9 @@ def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
     """Write `reliability-<host>-<date>.json` and `.md` into `out_dir`; both paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"reliability-{result['host']}-{result['date']}"
+    # a run with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) is kept beside the default one
+    off = "" if result.get("onednn", True) else "-onednn-off"
+    stem = f"reliability-{result['host']}-{result['date']}{off}"
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     js.write_text(json.dumps(result, indent=1) + "\n")
     md.write_text(markdown(result))
@@ -435,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.calls < 1 or a.every < 1:
         p.error("--calls and --every must be positive")
-    result = {"host": platform.node() or "host", "date": today(), "load": load_average()}
+    from keras_resnet_suite import runtime
+
+    result = {"host": platform.node() or "host", "date": today(), "load": load_average(),
+              "tensorflow": runtime.describe(), "onednn": runtime.onednn_enabled()}
     with tempfile.TemporaryDirectory(prefix="krs-reliability-") as tmp:
         work = Path(tmp)
         if not a.skip_train:
