@@ -67,4 +67,7 @@ def test_a_run_with_onednn_off_is_written_beside_the_default_one(tmp_path):
     js, md = reliability.write_results(result, tmp_path)
     assert (js.name, md.name) == ("reliability-h-2026-12-06-onednn-off.json",
                                   "reliability-h-2026-12-06-onednn-off.md")
-    assert "kernels off (TF_ENABLE_ONEDNN_OPTS=0)" in md.read_text().splitlines()[0]
+    text = md.read_text()
+    assert "kernels off (TF_ENABLE_ONEDNN_OPTS=0)" in text.splitlines()[0]
+    assert text.rstrip().endswith(
+        "Reproduce: `TF_ENABLE_ONEDNN_OPTS=0 python -m benchmarks.reliability --skip-train`")
