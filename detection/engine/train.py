@@ -17,13 +17,13 @@ import importlib.util
 import json
 import math
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import yaml
 
 from detection.config import STRATEGIES, Config
+from detection.data.objects import check_objects
 from keras_resnet_suite.run_dir import TrainingDiverged
 from keras_resnet_suite.training.callbacks import (
     atomic_save,
@@ -108,8 +108,15 @@ def _optimizer(train, schedule):
 
 
 def _train_stream(config: Config, base, global_batch: int):
-    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`."""
+    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`.
+
+    Each `make_train` call gets a pipeline never iterated before (the first `base`, later ones
+    the split loaded again): a shuffle that reshuffles on every iteration gives a dataset's
+    k-th iterator its k-th permutation, so a run resumed mid-epoch (two calls: the epoch's
+    rest, then the later epochs) would otherwise train from its second call on with other
+    batches than the uninterrupted run."""
     from detection.data.augment import augment
+    from detection.data.build import dataset_from_config
     from detection.data.pipeline import training_batches
 
     data, aug = config.data, config.data.augment
@@ -117,68 +124,25 @@ def _train_stream(config: Config, base, global_batch: int):
     if count < global_batch:
         raise ValueError(f"data.train has {count} usable images, fewer than one batch of "
                          f"{global_batch}")
-    # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
-    # image meets the fixed canvas, so the canvas fit cannot undo it.
-    stream = augment(base.repeat(), flip=aug.flip,
-                     brightness=aug.brightness, contrast=aug.contrast,
-                     saturation=aug.saturation, seed=data.seed)
-    batches = training_batches(stream, tuple(config.model["image_size"]), global_batch,
-                               max_boxes=data.max_boxes, flip=False, shorter_sides=aug.sizes,
-                               seed=data.seed)
-    return lambda start: batches.skip(start)
 
+    def batches(split):
+        # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
+        # image meets the fixed canvas, so the canvas fit cannot undo it.
+        stream = augment(split.repeat(), flip=aug.flip,
+                         brightness=aug.brightness, contrast=aug.contrast,
+                         saturation=aug.saturation, seed=data.seed)
+        return training_batches(stream, tuple(config.model["image_size"]), global_batch,
+                                max_boxes=data.max_boxes, flip=False,
+                                shorter_sides=aug.sizes, seed=data.seed)
 
-# data-report kinds that take objects away (the others are repairs: the object is kept)
-_REMOVING = ("missing_image", "missing_annotation", "malformed_annotation", "unknown_class",
-             "corrupt_image", "degenerate_box")
+    unused = [base]  # the first call takes the split loaded already (no second rendering)
 
+    def make_train(start: int):
+        split = unused.pop() if unused else dataset_from_config(
+            data.train, config.class_names(), shuffle=True, seed=data.seed, verbose=False)
+        return batches(split).skip(start)
 
-def _names_in_data(spec: dict) -> list[str] | None:
-    """The class names a VOC/COCO split's annotations hold, or None when they cannot be read
-    without loading the data (tfds) or the loader has no names of its own."""
-    from detection.data.discover import class_names_of
-
-    if spec.get("loader") not in ("voc", "coco"):
-        return None
-    try:
-        return class_names_of(spec)
-    except (ValueError, KeyError, OSError):
-        return None
-
-
-def check_objects(dataset, spec: dict, split: str, class_names: Sequence[str]) -> None:
-    """Refuse, before any training, a split that yields no object to learn or score (its
-    loader's report counts 0 objects kept), naming the cause; and a COCO split whose
-    categories are not `class_names` (the COCO loader labels by its own categories, so other
-    names would train and score the wrong classes). A VOC split lacking some of the named
-    classes gets a note: those classes get no examples."""
-    names = list(class_names)
-    own = list(getattr(dataset, "class_names", None) or [])
-    if spec.get("loader") == "coco" and own and own != names:
-        raise ValueError(f"data.class_names ({', '.join(names)}) are not the COCO categories "
-                         f"of data.{split} ({', '.join(own)}); the COCO loader labels objects "
-                         "by its categories: use --classes auto (data.class_names: auto)")
-    report = getattr(dataset, "report", None)
-    if report is None:  # tfds: nothing counted up front
-        return
-    have = _names_in_data(spec)
-    lacking = [n for n in names if have is not None and n not in have]
-    if report.num_objects > 0:
-        if lacking:
-            print(f"note: data.{split} has no object of class "
-                  f"{', '.join(map(repr, lacking))}: that class gets no examples there")
-        return
-    where = f"data.{split}: 0 objects kept ({report.num_images} images)"
-    if have and len(lacking) == len(names):
-        cause = (f"data.class_names (--classes) names {', '.join(map(repr, lacking))}, which "
-                 f"the data set lacks (it has: {', '.join(have)})")
-    else:
-        removed = {k: n for k, n in report.counts.items() if k in _REMOVING}
-        cause = ("every object was skipped (" + ", ".join(f"{n} {k}" for k, n in removed.items())
-                 + "; see the data report above)") if removed else (
-            "its annotations hold no objects")
-    verb = "train on" if split == "train" else "score"
-    raise ValueError(f"{where}: {cause}; nothing to {verb}")
+    return make_train
 
 
 def evaluate_config(model, config: Config, split: str = "eval",

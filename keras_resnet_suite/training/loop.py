@@ -30,6 +30,8 @@ def fit_resumable(
     `make_train(start_step)` returns the training stream positioned at global step
     `start_step` (e.g. `lambda s: data.cifar(..., start_step=s).train`), so a resumed run sees
     the same batches, step count, optimizer state and LR position as an uninterrupted one.
+    It is called once per `model.fit` (twice when resuming mid-epoch) and must build a new
+    stream each time: a reshuffling tf.data pipeline iterated again draws its next permutation.
     A resumed, partly done epoch runs only its remaining steps. Returns the merged history.
 
     A non-finite loss or state stops training and raises `TrainingDiverged` naming the step and

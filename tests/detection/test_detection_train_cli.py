@@ -121,3 +121,24 @@ def test_a_resumed_run_is_the_same_run(tmp_path, capsys):
     assert a.keys() == b.keys() and len(a) > 20
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_run_resumed_mid_epoch_gets_the_uninterrupted_batches(tmp_path):
+    """Resumed at step 2 of a 4-step epoch, `fit_resumable` asks for the stream twice (the
+    epoch's rest from step 2, then the later epochs from step 4); both must continue the
+    uninterrupted run's batches, although every new iterator of a reshuffling dataset draws
+    the next permutation."""
+    from detection.config import load_config
+    from detection.engine.train import _train_stream
+
+    config = load_config(_config(tmp_path))
+
+    def images(make, start, n):
+        return [b["images"].numpy() for b in make(start).take(n)]
+
+    whole = images(_train_stream(config, config.class_names(), 2)[0], 0, 12)  # 3 epochs of 4
+    make, count = _train_stream(config, config.class_names(), 2)
+    assert count == 8
+    resumed = images(make, 2, 2) + images(make, 4, 4) + images(make, 8, 4)
+    for step, (a, b) in enumerate(zip(whole[2:], resumed, strict=True), start=2):
+        np.testing.assert_array_equal(a, b, err_msg=f"batch of step {step}")

@@ -126,7 +126,7 @@ def test_no_usable_objects_is_refused_before_training(tmp_path, capsys, case):
 
 def test_a_class_some_split_lacks_gets_a_note(tmp_path, capsys):
     from detection.data.build import dataset_from_config
-    from detection.engine.train import check_objects
+    from detection.data.objects import check_objects
 
     spec = tiny_config(tmp_path)["data"]["train"]
     names = ["circle", "square", "triangle", "zebra"]

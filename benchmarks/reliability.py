@@ -1,0 +1,489 @@
+"""Reliability figures (issue 20), re-measured: kill-and-resume of both training CLIs and a
+serving load on the exported SavedModels.
+
+    python -m benchmarks.reliability [--calls 1000] [--out benchmarks/results] [--skip-train]
+
+Kill and resume: `python -m detection train` (a tiny C4 detector on the built-in shapes data,
+derived from `detection/configs/shapes_demo.yaml`) and `python -m keras_resnet_suite train`
+(resnet20 on a 10-class folder of 160 32x32 PNGs) are each run three times from the shell: once
+uninterrupted; once SIGKILLed mid-epoch after their first checkpoint (the step is read off the
+Keras progress bar); once more, the same command, which resumes. The resumed final weights are
+compared with the uninterrupted run's, array by array (bit-identical or the max abs diff), and
+the time lost is the killed plus the resumed run's wall time minus the uninterrupted one's.
+
+Serving load: the tiny detector (`detection.export.export_saved_model`) and resnet20 at 32x32
+(`keras_resnet_suite.export.export_saved_model`) are exported, loaded back with plain
+`tf.saved_model.load`, and sent `--calls` requests: `serving_default` with random batches of
+1-4 random-size images, and `serving_bytes` with batches of JPEGs/PNGs of several sizes (some
+with an EXIF orientation) among which a few bad uploads (garbage, a truncated JPEG, a header
+declaring 8000x8000 pixels). Counted: exceptions, and every `valid`/`error` answer against the
+element sent (each bad one must be answered `valid` False naming its index, each good one
+True). Latency p50/p95 and RSS every `--every` calls. Nothing touches the network.
+Results: `benchmarks/results/reliability-<host>-<date>[-onednn-off].{json,md}` (the suffix
+when run under TF_ENABLE_ONEDNN_OPTS=0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import re
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchmarks.report import today
+from benchmarks.timing import load_average, rss_mb
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [f"c{i}" for i in range(10)]
+FLAT_MIB = 32.0  # RSS growth from call 200 to the last call below this counts as flat memory
+BAD_KINDS = {  # what `serving_bytes` must say about each bad upload
+    "garbage": "not a JPEG/PNG/GIF/BMP image",
+    "truncated_jpeg": "truncated JPEG (no end-of-image marker)",
+    "oversize_header": "8000x8000 image (64000000 pixels) is above the limit",
+}
+
+# ---- kill and resume -------------------------------------------------------------------------
+
+
+def tiny_detector_config(path: Path) -> Path:
+    """The shipped shapes demo config scaled down to a CPU minute: 64 px images, 8-64 channels,
+    32 training images in batches of 2 (16 steps an epoch), 32 steps, a checkpoint every 8."""
+    config = yaml.safe_load((REPO / "detection" / "configs" / "shapes_demo.yaml").read_text())
+    config["name"] = "reliability_tiny"
+    config["model"].update(
+        backbone_kwargs={"depths": [1, 1, 1, 1], "widths": [8, 16, 32, 64], "stem_width": 8},
+        image_size=[64, 64], anchor_sizes=[16, 32], rpn_pre_nms_topk=[200, 100],
+        rpn_post_nms_topk=[32, 16], rpn_batch_size=64, roi_batch_size=16, roi_pooled_size=6,
+        max_detections=10, fc_dims=[32])  # fmt: skip
+    for split, n in (("train", 32), ("eval", 4)):
+        config["data"][split].update(num_images=n, image_size=64, progress=False)
+    config["data"]["max_boxes"] = 4
+    config["train"].update(batch_size=2, steps=32, warmup_steps=2, checkpoint_every=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def tiny_cifar_folder(root: Path, per_class: int = 8) -> Path:
+    """`root/{train,test}/<class>/*.png`: 10 classes of class-dependent 32x32 noise."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", 2)):
+        for c, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (32, 32, 3)) // 4 + 24 * c
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def _h5_arrays(source) -> dict[str, np.ndarray]:
+    import h5py
+
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(source, "r") as f:
+        f.visititems(lambda k, v: out.__setitem__(k, v[()]) if hasattr(v, "shape") else None)
+    return out
+
+
+def detector_weights(run: Path) -> dict[str, np.ndarray]:
+    """Every array of a detection run's `final.weights.h5`, by its HDF5 path."""
+    return _h5_arrays(run / "final.weights.h5")
+
+
+def classifier_weights(run: Path) -> dict[str, np.ndarray]:
+    """Every array of the weights inside a classifier run's `model.keras` (a zip)."""
+    with zipfile.ZipFile(run / "model.keras") as z:
+        return _h5_arrays(io.BytesIO(z.read("model.weights.h5")))
+
+
+def compare_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict:
+    """`{"arrays", "identical", "max_abs_diff"}` of two runs' weights (same names required)."""
+    if a.keys() != b.keys():
+        raise ValueError(f"different weight names: {sorted(a.keys() ^ b.keys())[:5]}")
+    diff = max((float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+                for k in a if a[k].size), default=0.0)  # fmt: skip
+    return {"arrays": len(a), "identical": all(np.array_equal(a[k], b[k]) for k in a),
+            "max_abs_diff": diff}
+
+
+_PROGRESS = re.compile(r"(\d+)/(\d+)\x1b\[0m")  # Keras' progress bar: "\x1b[1m 5/16\x1b[0m"
+_EPOCH = re.compile(r"^Epoch (\d+)/\d+")
+
+
+def _env() -> dict:
+    path = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": os.pathsep.join(path)}
+
+
+def _run(cmd: list[str], timeout: float) -> tuple[str, float]:
+    """Run `cmd` to the end; its output and wall time. A failing run raises, naming it."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), cwd=REPO,
+                          timeout=timeout)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return proc.stdout, time.perf_counter() - start
+
+
+def run_until_step(cmd: list[str], kill_at: int, checkpoints: Path,
+                   timeout: float) -> tuple[int, float]:
+    """Start `cmd` (a fresh training run) and SIGKILL it once its progress bar shows global
+    step `kill_at` or later and a checkpoint exists; `(steps done by the kill, wall seconds)`.
+
+    On a loaded machine this reader may be scheduled a few steps late, so the run is first
+    frozen (SIGSTOP) and the rest of its output read; the bar is redrawn at most every 50 ms,
+    so the steps done are the larger of the last step drawn and the newest checkpoint's step:
+    a lower bound, exact to within the steps of one redraw."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            env=_env(), cwd=REPO)  # fmt: skip
+    fd, state = proc.stdout.fileno(), {"epoch": 1, "step": 0, "buffer": b""}
+
+    def parse(chunk: bytes) -> None:
+        *pieces, state["buffer"] = re.split(rb"[\r\n]", state["buffer"] + chunk)
+        for piece in pieces:
+            text = piece.decode(errors="replace")
+            if m := _EPOCH.match(text):
+                state["epoch"] = int(m.group(1))
+            elif m := _PROGRESS.search(text):
+                step = (state["epoch"] - 1) * int(m.group(2)) + int(m.group(1))
+                state["step"] = max(state["step"], step)
+
+    try:
+        while time.perf_counter() - start < timeout:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"{' '.join(cmd)} ended before step {kill_at}")
+            parse(chunk)
+            if state["step"] >= kill_at and any(checkpoints.glob("step-*")):
+                os.kill(proc.pid, signal.SIGSTOP)
+                os.set_blocking(fd, False)
+                while chunk := _read_ready(fd):
+                    parse(chunk)
+                newest = max(int(p.name.split("-")[1]) for p in checkpoints.glob("step-*"))
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+                return max(state["step"], newest), time.perf_counter() - start
+        raise RuntimeError(f"{' '.join(cmd)} did not reach step {kill_at} in {timeout:.0f} s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=60)
+        proc.stdout.close()
+
+
+def _read_ready(fd: int) -> bytes:
+    """What a non-blocking pipe holds now (b"" when empty)."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return b""
+
+
+def kill_and_resume(name: str, command: Callable[[Path], list[str]], checkpoints: str,
+                    weights: Callable[[Path], dict], kill_at: int, work: Path,
+                    timeout: float = 900) -> dict:
+    """One CLI's kill-and-resume figures: uninterrupted vs. killed at `kill_at` and re-run."""
+    whole, split = work / f"{name}-whole", work / f"{name}-split"
+    _, whole_s = _run(command(whole), timeout)
+    killed_step, killed_s = run_until_step(command(split), kill_at, split / checkpoints, timeout)
+    kept = sorted(int(p.name.split("-")[1]) for p in (split / checkpoints).glob("step-*"))
+    # a checkpoint being written at the kill is a temporary folder the resume ignores
+    log, resumed_s = _run(command(split), timeout)
+    m = re.search(r"resuming from step (\d+) of (\d+)", log)
+    if not m:
+        raise RuntimeError(f"{name}: the re-run did not resume:\n{log[-2000:]}")
+    resumed_from, total = int(m.group(1)), int(m.group(2))
+    result = {"name": name, "command": " ".join(command(Path("RUN"))).replace(sys.executable, "python")
+              .replace(str(work), "WORK"), "total_steps": total,
+              "killed_at_step": killed_step, "checkpoints_at_kill": kept,
+              "resumed_from_step": resumed_from, "steps_redone": killed_step - resumed_from,
+              "uninterrupted_s": round(whole_s, 1), "killed_s": round(killed_s, 1),
+              "resumed_s": round(resumed_s, 1),
+              "time_lost_s": round(killed_s + resumed_s - whole_s, 1),
+              **compare_weights(weights(whole), weights(split))}  # fmt: skip
+    print(f"{name}: killed at step {killed_step}, resumed from {resumed_from} of {total}; "
+          f"final weights {'bit-identical' if result['identical'] else 'differ'} "
+          f"(max abs diff {result['max_abs_diff']:.3g}); time lost {result['time_lost_s']} s",
+          flush=True)  # fmt: skip
+    return result
+
+
+def kill_and_resume_all(work: Path) -> list[dict]:
+    """Both training CLIs, each killed mid-epoch a few steps after its first checkpoint (the
+    progress bar is read late on a loaded machine, so the kill is aimed early in the interval
+    between the first and second checkpoint)."""
+    config = tiny_detector_config(work / "detector.yaml")
+    folder = tiny_cifar_folder(work / "tiny-cifar", per_class=16)  # 20 steps an epoch
+    detector = kill_and_resume(
+        "python -m detection train",
+        lambda out: [sys.executable, "-m", "detection", "train", "--config", str(config),
+                     "--out", str(out), "--eval-images", "1"],
+        "checkpoints", detector_weights, kill_at=10, work=work)  # fmt: skip
+    classifier = kill_and_resume(
+        "python -m keras_resnet_suite train",
+        lambda out: [sys.executable, "-m", "keras_resnet_suite", "train", "--model", "resnet20",
+                     "--data", "cifar10", "--data-dir", str(folder), "--recipe", "paper-cifar",
+                     "--out", str(out), "--steps", "40", "--batch-size", "8",
+                     "--save-every", "10", "--verbose", "1", "--jit-compile", "false"],
+        "backup", classifier_weights, kill_at=12, work=work)  # fmt: skip
+    return [detector, classifier]
+
+
+# ---- serving load ----------------------------------------------------------------------------
+
+
+def export_models(work: Path) -> dict[str, Path]:
+    """The tiny detector of `tiny_detector_config` and resnet20 at 32x32, as SavedModels."""
+    import keras
+
+    import keras_resnet_suite as krs
+    from detection.config import load_config
+    from detection.engine.train import build_model
+    from detection.export import export_saved_model as export_detector
+    from keras_resnet_suite import export
+
+    keras.utils.set_random_seed(0)
+    detector = build_model(load_config(tiny_detector_config(work / "detector.yaml")))
+    classifier = krs.build("resnet20", input_shape=(32, 32, 3), classes=10)
+    return {
+        "detector": Path(export_detector(detector, work / "detector")),
+        "classifier": Path(export.export_saved_model(classifier, work / "classifier",
+                                                     class_names=CLASSES, top_k=3)),
+    }  # fmt: skip
+
+
+def _encode(pixels: np.ndarray, fmt: str, orientation: int = 1) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.fromarray(pixels)
+    if orientation != 1:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        image.save(buffer, format=fmt, exif=exif)
+    else:
+        image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def uploads(seed: int = 0) -> tuple[list[bytes], dict[str, bytes]]:
+    """Good JPEGs/PNGs of several sizes (some with an EXIF orientation) and the bad uploads."""
+    rng = np.random.default_rng(seed)
+    good = []
+    for i, (h, w) in enumerate([(24, 40), (48, 48), (64, 96), (120, 90), (200, 150), (33, 257)]):
+        pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for fmt in ("JPEG", "PNG"):
+            good.append(_encode(pixels, fmt, orientation=(1, 6, 3, 8)[i % 4]))
+    jpeg = good[0]
+    sof = jpeg.index(b"\xff\xc0")  # the frame header's height and width follow at +5
+    bad = {"garbage": bytes(rng.integers(0, 256, 300, dtype=np.uint8)),
+           "truncated_jpeg": jpeg[: len(jpeg) // 2],
+           "oversize_header": jpeg[: sof + 5] + struct.pack(">HH", 8000, 8000) + jpeg[sof + 9:]}
+    return good, bad
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def serving_load(paths: dict[str, Path], calls: int = 1000, every: int = 100, seed: int = 0,
+                 bad_rate: float = 0.15, max_seconds: float = 1800) -> dict:
+    """Send `calls` mixed requests to the SavedModels at `paths`; failures, validity accounting,
+    latency and RSS (see the module docstring)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    models = {name: tf.saved_model.load(str(path)).signatures for name, path in paths.items()}
+    good, bad = uploads(seed)
+    kinds = [(m, s) for m in sorted(models) for s in ("serving_default", "serving_bytes")]
+    # oneDNN keeps compiled primitives per input shape (up to its cache capacity), so memory
+    # is read against the number of distinct `images` shapes sent
+    shapes: set[tuple] = set()
+
+    def request(model: str, sig: str) -> tuple[int, int, list[str]]:
+        """One call; `(bad elements sent, elements answered invalid, accounting problems)`."""
+        batch = int(rng.integers(1, 5))
+        serve = models[model][sig]
+        if sig == "serving_default":
+            if model == "classifier":
+                images = rng.normal(size=(batch, 32, 32, 3)).astype(np.float32)
+            else:
+                h, w = (int(v) for v in rng.integers(32, 161, 2))
+                images = rng.integers(0, 256, (batch, h, w, 3), dtype=np.uint8)
+            shapes.add((model, images.shape))
+            out = serve(images=tf.constant(images))
+            key = "probabilities" if model == "classifier" else "num_detections"
+            got = out[key].numpy()
+            return 0, 0, ([] if got.shape[0] == batch and np.isfinite(got).all()
+                          else [f"{model} {sig}: {key} of shape {got.shape} for {batch} images"])
+        sent = [str(rng.choice(list(bad))) if rng.random() < bad_rate else None
+                for _ in range(batch)]
+        data = [bad[k] if k else good[int(rng.integers(len(good)))] for k in sent]
+        out = serve(image_bytes=tf.constant(data, dtype=tf.string))
+        valid, error = out["valid"].numpy(), out["error"].numpy()
+        problems = []
+        for i, kind in enumerate(sent):
+            text = error[i].decode()
+            expected = f"image_bytes[{i}]: {BAD_KINDS[kind]}" if kind else ""
+            if bool(valid[i]) == bool(kind) or not text.startswith(expected) or (
+                    not kind and text):
+                problems.append(f"{model} {sig}[{i}] ({kind or 'good'}): valid={valid[i]} "
+                                f"error={text!r}")
+        return sum(k is not None for k in sent), int((~valid).sum()), problems
+
+    for model, sig in kinds:  # warm-up: each signature's first call builds its kernels
+        request(model, sig)
+    latencies: dict[str, list[float]] = {f"{m} {s}": [] for m, s in kinds}
+    failures, problems, bad_sent, invalid, rss = [], [], 0, 0, [(0, rss_mb())]
+    start = time.perf_counter()
+    done = 0
+    for done in range(1, calls + 1):
+        model, sig = kinds[int(rng.integers(len(kinds)))]
+        t0 = time.perf_counter()
+        try:
+            n_bad, n_invalid, wrong = request(model, sig)
+            bad_sent, invalid = bad_sent + n_bad, invalid + n_invalid
+            problems += wrong
+        except Exception as error:  # a failed request is the figure being measured
+            failures.append(f"call {done} {model} {sig}: {type(error).__name__}: "
+                            f"{str(error).splitlines()[0] if str(error) else ''}")
+        latencies[f"{model} {sig}"].append(time.perf_counter() - t0)
+        if done % every == 0 or done == calls:
+            rss.append((done, rss_mb()))
+        if time.perf_counter() - start > max_seconds:
+            rss.append((done, rss_mb()))
+            break
+    every_call = [t for ts in latencies.values() for t in ts]
+    # from call 200 on (allocator pools and caches have settled), else from after warm-up
+    base_call, base = next(((n, mb) for n, mb in rss if n >= 200 and n < done), rss[0])
+    growth = None if base is None or rss[-1][1] is None else rss[-1][1] - base
+    return {
+        "calls": done, "calls_asked": calls, "seconds": round(time.perf_counter() - start, 1),
+        "failures": len(failures), "failure_examples": failures[:5],
+        "bad_elements_sent": bad_sent, "invalid_answers": invalid,
+        "accounting_errors": len(problems), "accounting_examples": problems[:5],
+        "latency_ms": {"p50": 1000 * _percentile(every_call, 50),
+                       "p95": 1000 * _percentile(every_call, 95)},
+        "latency_ms_by_kind": {k: {"calls": len(v), "p50": 1000 * _percentile(v, 50),
+                                   "p95": 1000 * _percentile(v, 95)}
+                               for k, v in latencies.items()},
+        "rss_mb": [[n, None if mb is None else round(mb, 1)] for n, mb in rss],
+        "rss_growth_mb": None if growth is None else round(growth, 1),
+        "distinct_image_shapes": {m: sum(k == m for k, _ in shapes) for m in sorted(models)},
+        "rss_growth_from_call": base_call,
+        "flat_memory": growth is not None and growth < FLAT_MIB,
+    }  # fmt: skip
+
+
+# ---- results ---------------------------------------------------------------------------------
+
+
+def markdown(result: dict) -> str:
+    """The results as two small tables."""
+    lines = [f"Reliability, {result['host']} {result['date']} (load average "
+             f"{', '.join(f'{v:g}' for v in result['load'])}); "
+             f"{result.get('tensorflow', 'TensorFlow')}", ""]
+    if result.get("kill_and_resume"):
+        lines += ["| training CLI | SIGKILL at step | resumed from | steps redone | final weights "
+                  "vs uninterrupted run | time lost (s) / uninterrupted run (s) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for r in result["kill_and_resume"]:
+            same = ("bit-identical" if r["identical"]
+                    else f"max abs diff {r['max_abs_diff']:.3g}")
+            lines.append(f"| `{r['name']}` | {r['killed_at_step']} of {r['total_steps']} | "
+                         f"{r['resumed_from_step']} | {r['steps_redone']} | {same} "
+                         f"({r['arrays']} arrays) | {r['time_lost_s']} / "
+                         f"{r['uninterrupted_s']} |")
+        lines.append("")
+    s = result.get("serving")
+    if s:
+        growth = "n/a" if s["rss_growth_mb"] is None else f"{s['rss_growth_mb']:+.1f} MiB"
+        lines += ["| serving calls | failures | bad elements sent / answered invalid | "
+                  "accounting errors | p50 / p95 (ms) | RSS growth (call "
+                  f"{s['rss_growth_from_call']} to {s['calls']}) |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| {s['calls']} | {s['failures']} | {s['bad_elements_sent']} / "
+                  f"{s['invalid_answers']} | {s['accounting_errors']} | "
+                  f"{s['latency_ms']['p50']:.0f} / {s['latency_ms']['p95']:.0f} | {growth} |"]
+        shapes = ", ".join(f"{m} {n}" for m, n in s["distinct_image_shapes"].items())
+        lines += ["", f"Distinct `images` shapes sent to `serving_default`: {shapes} (oneDNN "
+                  "keeps compiled kernels per input shape, up to its cache capacity)."]
+    if result.get("kill_and_resume"):
+        lines += ["", "SIGKILL step: the last one the progress bar drew (a lower bound); time "
+                  "lost: killed + resumed run minus the uninterrupted one (mostly the restart: "
+                  "imports, graph building)."]
+    command = "python -m benchmarks.reliability"
+    if not result.get("onednn", True):
+        command = "TF_ENABLE_ONEDNN_OPTS=0 " + command
+    if s and s["calls_asked"] != 1000:
+        command += f" --calls {s['calls_asked']}"
+    if not result.get("kill_and_resume"):
+        command += " --skip-train"
+    lines += ["", f"Reproduce: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
+    """Write `reliability-<host>-<date>.json` and `.md` into `out_dir`; both paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # a run with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) is kept beside the default one
+    off = "" if result.get("onednn", True) else "-onednn-off"
+    stem = f"reliability-{result['host']}-{result['date']}{off}"
+    js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    js.write_text(json.dumps(result, indent=1) + "\n")
+    md.write_text(markdown(result))
+    return js, md
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--calls", type=int, default=1000, help="serving requests (default 1000)")
+    p.add_argument("--every", type=int, default=100, help="calls between RSS samples")
+    p.add_argument("--max-seconds", type=float, default=1800, help="serving time bound")
+    p.add_argument("--skip-train", action="store_true", help="only the serving load")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    a = p.parse_args(argv)
+    if a.calls < 1 or a.every < 1:
+        p.error("--calls and --every must be positive")
+    from keras_resnet_suite import runtime
+
+    result = {"host": platform.node() or "host", "date": today(), "load": load_average(),
+              "tensorflow": runtime.describe(), "onednn": runtime.onednn_enabled()}
+    with tempfile.TemporaryDirectory(prefix="krs-reliability-") as tmp:
+        work = Path(tmp)
+        if not a.skip_train:
+            result["kill_and_resume"] = kill_and_resume_all(work)
+        serving = serving_load(export_models(work), a.calls, a.every, max_seconds=a.max_seconds)
+    result["serving"] = serving
+    result["load_after"] = load_average()
+    print(f"serving: {serving['calls']} calls, {serving['failures']} failures, "
+          f"{serving['bad_elements_sent']} bad elements sent, {serving['invalid_answers']} "
+          f"answered invalid, {serving['accounting_errors']} accounting errors, RSS growth "
+          f"{serving['rss_growth_mb']} MiB", flush=True)  # fmt: skip
+    js, md = write_results(result, Path(a.out))
+    print(md.read_text() + f"written: {js}, {md}")
+    return 0 if serving["failures"] == serving["accounting_errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
