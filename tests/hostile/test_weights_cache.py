@@ -13,25 +13,16 @@ import numpy as np
 import pytest
 
 import keras_resnet_suite as krs
-from keras_resnet_suite import convert, weights
+from keras_resnet_suite import weights
+from tests.weights.published import publish_local
 
 
 @pytest.fixture
 def local_cifar(tmp_path, monkeypatch):
     """A resnet20 checkpoint "published" at a file:// URL with its true sha256 (akamaster
     layout, as the registry's `cifar10` weights), and the model it came from."""
-    monkeypatch.setenv("KRS_WEIGHTS_DIR", str(tmp_path / "cache"))
-    source = krs.build("resnet20", input_shape=(None, None, 3))
-    for v in source.non_trainable_weights:
-        v.assign(np.random.default_rng(0).uniform(0.5, 1.5, v.shape).astype("float32"))
-    served = tmp_path / "server" / "resnet20-local.safetensors"
-    served.parent.mkdir()
-    convert.write_safetensors(weights.to_torchvision(source), served)
-    digest = hashlib.sha256(served.read_bytes()).hexdigest()
-    ckpt = weights.Checkpoint("resnet20", "local", served.as_uri(), digest, "sha256",
-                              "torchvision", "torch", 91.0, resize=32, crop=32, classes=10,
-                              dataset="cifar10")
-    monkeypatch.setitem(weights.CHECKPOINTS, ("resnet20", "local"), ckpt)
+    ckpt, source, _ = publish_local(tmp_path, monkeypatch, "resnet20", 91.0, resize=32, crop=32,
+                                    classes=10, dataset="cifar10")
     return ckpt, source
 
 

@@ -1,7 +1,6 @@
 """Published-checkpoint registry: metadata, download once + verify + cache + convert once,
 refusal of a bad hash, the offline message, and preprocessing that travels with the weights."""
 
-import hashlib
 import os
 
 import keras
@@ -9,8 +8,9 @@ import numpy as np
 import pytest
 
 import keras_resnet_suite as krs
-from keras_resnet_suite import convert, weights
+from keras_resnet_suite import weights
 from keras_resnet_suite.preprocessing import preprocess_input
+from tests.weights.published import publish_local
 
 
 def _np(x):
@@ -46,18 +46,7 @@ def test_registry_metadata_is_complete_and_consistent():
 @pytest.fixture
 def local_checkpoint(tmp_path, monkeypatch):
     """A resnet18 checkpoint "published" at a file:// URL, with its true sha256."""
-    monkeypatch.setenv("KRS_WEIGHTS_DIR", str(tmp_path / "cache"))
-    source = krs.build("resnet18", input_shape=(None, None, 3))
-    for v in source.non_trainable_weights:
-        v.assign(np.random.default_rng(0).uniform(0.5, 1.5, v.shape).astype("float32"))
-    served = tmp_path / "server" / "resnet18-test.safetensors"
-    served.parent.mkdir()
-    convert.write_safetensors(weights.to_torchvision(source), served)
-    digest = hashlib.sha256(served.read_bytes()).hexdigest()
-    ckpt = weights.Checkpoint("resnet18", "local", served.as_uri(), digest, "sha256",
-                              "torchvision", "torch", 69.758)
-    monkeypatch.setitem(weights.CHECKPOINTS, ("resnet18", "local"), ckpt)
-    return ckpt, source, served
+    return publish_local(tmp_path, monkeypatch, "resnet18", 69.758)
 
 
 def test_named_weights_download_once_convert_once_and_load(local_checkpoint):
@@ -90,7 +79,7 @@ def test_hash_mismatch_is_refused_and_names_the_file(local_checkpoint, monkeypat
     ckpt, _, _ = local_checkpoint
     bad = weights.Checkpoint(**{**ckpt.__dict__, "file_hash": "0" * 64})
     monkeypatch.setitem(weights.CHECKPOINTS, ("resnet18", "local"), bad)
-    path = os.path.join(weights.cache_dir(), "downloads", "resnet18-test.safetensors")
+    path = os.path.join(weights.cache_dir(), "downloads", "resnet18-local.safetensors")
     with pytest.raises(ValueError, match=f"{path}: sha256 [0-9a-f]{{64}} does not match 0000"):
         krs.ResNet18(weights="local")
 
