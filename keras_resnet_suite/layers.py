@@ -11,6 +11,14 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from keras_resnet_suite.composite import (  # noqa: F401  (part of this module's API)
+    HE_FAN_OUT,
+    PACKAGE,
+    Composite,
+    conv,
+    strided_shape,
+)
+from keras_resnet_suite.multiscale import MultiScaleConv
 from keras_resnet_suite.normalization import (  # noqa: F401  (part of this module's API)
     NORMS,
     BatchNormalization,
@@ -19,68 +27,12 @@ from keras_resnet_suite.normalization import (  # noqa: F401  (part of this modu
     norm_layer,
 )
 
-PACKAGE = "keras_resnet_suite"
 SHORTCUTS = ("A", "B", "C")
 DOWNSAMPLE = ("first", "last")
 
-# He et al. 2015 initialisation, fan-out as torchvision does for ReLU networks.
-HE_FAN_OUT = {"class_name": "VarianceScaling",
-              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
-
-
-def conv(filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
-         dilation: int = 1, use_bias: bool = False) -> list[layers.Layer]:
-    """A convolution padded as PyTorch pads (explicit zeros, then 'valid') when strided.
-
-    TensorFlow's 'same' pads asymmetrically for even inputs, which breaks parity with
-    converted torchvision/timm weights; a stride-1 'same' conv is already symmetric.
-    """
-    pad = dilation * (kernel - 1) // 2
-    out = []
-    if stride > 1 and pad:
-        out.append(layers.ZeroPadding2D(pad, name=f"{name}_pad"))
-    out.append(layers.Conv2D(
-        filters, kernel, strides=stride, padding="valid" if stride > 1 else "same",
-        dilation_rate=dilation, groups=groups, use_bias=use_bias,
-        kernel_initializer=keras.initializers.get(HE_FAN_OUT), name=name))
-    return out
-
-
-def strided_shape(input_shape, stride: int, channels: int) -> tuple:
-    """NHWC shape after a PyTorch-padded stride: spatial sizes ceil(size / stride)."""
-    n, h, w, _ = input_shape
-    return (n, None if h is None else -(-h // stride), None if w is None else -(-w // stride),
-            channels)
-
-
-class _Composite(layers.Layer):
-    """A layer made of named sub-layers, built eagerly so weights load before any call."""
-
-    def _build_chain(self, chain, shape):
-        for layer in chain:
-            if not layer.built:
-                layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        if not self.trainable:
-            # Deserialised frozen (`trainable=False` in the config): the flag was set before
-            # these sub-layers existed, so hand it down now (as the `trainable` setter does).
-            for layer in chain:
-                layer.trainable = False
-        return shape
-
-    @staticmethod
-    def _run(chain, x, training=None):
-        for layer in chain:
-            x = layer(x, training=training) if _takes_training(layer) else layer(x)
-        return x
-
-
-def _takes_training(layer) -> bool:
-    return isinstance(layer, (layers.BatchNormalization, layers.Dropout, _Composite))
-
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Shortcut(_Composite):
+class Shortcut(Composite):
     """The identity path of a residual block (paper section 3.3).
 
     Option A: identity; where the shape changes, strided sub-sampling plus zero-padded
@@ -149,7 +101,7 @@ class Shortcut(_Composite):
                 "avg_down": self.avg_down}
 
 
-class _Block(_Composite):
+class _Block(Composite):
     """What basic and bottleneck blocks share: options, shortcut, add, drop-path."""
 
     expansion = 1
@@ -293,82 +245,11 @@ class Bottleneck(_Block):
         return config
 
 
-@keras.saving.register_keras_serializable(PACKAGE)
-class MultiScaleConv(_Composite):
-    """Res2Net's hierarchical 3x3 (Gao et al. 2019, section 3.1, Fig. 2), timm's `Bottle2neck`.
-
-    The input's channels are split into `scale` groups of `width`; group i (i < scale-1) goes
-    through its own 3x3 + BN + ReLU after adding the previous group's output, and the last
-    group passes through unchanged. In the `first` block of a stage (the one that strides or
-    changes width) the groups are not chained and the last is average-pooled (3x3, the
-    block's stride, zero padding 1 counted in the mean, as PyTorch's AvgPool2d defaults).
-    """
-
-    def __init__(self, width: int, scale: int, stride: int = 1, *, groups: int = 1,
-                 dilation: int = 1, first: bool = False, norm: str = "batch",
-                 bn_epsilon: float = 1e-5, bn_momentum: float = 0.9, **kwargs):
-        super().__init__(**kwargs)
-        if scale < 2:
-            raise ValueError(f"MultiScaleConv needs scale >= 2 (scale 1 is a plain 3x3), "
-                             f"got {scale}")
-        self.width, self.scale, self.stride, self.groups = width, scale, stride, groups
-        self.dilation, self.first, self.norm = dilation, first, norm
-        self.bn_epsilon, self.bn_momentum = bn_epsilon, bn_momentum
-
-    def build(self, input_shape):
-        if input_shape[-1] != self.width * self.scale:
-            raise ValueError(f"{self.name}: expects {self.width} x {self.scale} = "
-                             f"{self.width * self.scale} channels, got {input_shape[-1]}")
-        split_shape = (*input_shape[:-1], self.width)
-        self.splits = []
-        for i in range(1, self.scale):
-            chain = conv(self.width, 3, self.stride, name=f"conv{i}", groups=self.groups,
-                         dilation=self.dilation)
-            chain += [norm_layer(self.norm, f"bn{i}", self.bn_epsilon, self.bn_momentum),
-                      layers.ReLU(name=f"relu{i}")]
-            self._build_chain(chain, split_shape)
-            self.splits.append(chain)
-        self.pool = []
-        if self.first:
-            self.pool = [layers.ZeroPadding2D(1, name="pool_pad"),
-                         layers.AveragePooling2D(3, self.stride, name="pool")]
-            self._build_chain(self.pool, split_shape)
-        self.built = True
-
-    def param_layers(self) -> dict:
-        """timm's module names (`convs.i`, `bns.i`) -> this layer's Conv2D / BN sub-layers."""
-        out = {}
-        for i, chain in enumerate(self.splits):
-            weighted = [layer for layer in chain if layer.weights]
-            out[f"convs.{i}"], out[f"bns.{i}"] = weighted[-2], weighted[-1]
-        return out
-
-    def call(self, x, training=None):
-        parts = ops.split(x, self.scale, axis=-1)
-        outputs = []
-        y = None
-        for i, chain in enumerate(self.splits):
-            y = parts[i] if (i == 0 or self.first) else y + parts[i]
-            y = self._run(chain, y, training)
-            outputs.append(y)
-        outputs.append(self._run(self.pool, parts[-1]) if self.first else parts[-1])
-        return ops.concatenate(outputs, axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        return strided_shape(input_shape, self.stride, self.width * self.scale)
-
-    def get_config(self):
-        return {**super().get_config(), "width": self.width, "scale": self.scale,
-                "stride": self.stride, "groups": self.groups, "dilation": self.dilation,
-                "first": self.first, "norm": self.norm, "bn_epsilon": self.bn_epsilon,
-                "bn_momentum": self.bn_momentum}
-
-
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Stem(_Composite):
+class Stem(Composite):
     """conv1 of Table 1 (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or the CIFAR 3x3/1 conv.
 
     `kind="deep"` replaces the 7x7 by three 3x3 convolutions of `filters // 2`, `filters // 2`
@@ -424,7 +305,7 @@ class Stem(_Composite):
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Stage(_Composite):
+class Stage(Composite):
     """One row of Table 1 (conv2_x ... conv5_x): `depth` blocks, the first one strided.
 
     `dilation > 1` replaces the stride by atrous convolution (DeepLab, detectron2 DC5);
