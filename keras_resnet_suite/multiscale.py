@@ -36,14 +36,15 @@ class MultiScaleConv(Composite):
             raise ValueError(f"{self.name}: expects {self.width} x {self.scale} = "
                              f"{self.width * self.scale} channels, got {input_shape[-1]}")
         split_shape = (*input_shape[:-1], self.width)
-        self.splits = []
         for i in range(1, self.scale):
             chain = conv(self.width, 3, self.stride, name=f"conv{i}", groups=self.groups,
                          dilation=self.dilation)
             chain += [norm_layer(self.norm, f"bn{i}", self.bn_epsilon, self.bn_momentum),
                       layers.ReLU(name=f"relu{i}")]
             self._build_chain(chain, split_shape)
-            self.splits.append(chain)
+            # One flat list attribute per split, as every block keeps its chains, so
+            # `export.fold_batchnorm` finds and folds each conv -> BN pair.
+            setattr(self, f"split{i}", chain)
         self.pool = []
         if self.first:
             self.pool = [layers.ZeroPadding2D(1, name="pool_pad"),
@@ -51,12 +52,20 @@ class MultiScaleConv(Composite):
             self._build_chain(self.pool, split_shape)
         self.built = True
 
+    @property
+    def splits(self) -> list[list]:
+        """The `scale - 1` convolved splits' chains (conv, BN, ReLU), in order."""
+        return [getattr(self, f"split{i}") for i in range(1, self.scale)]
+
     def param_layers(self) -> dict:
         """timm's module names (`convs.i`, `bns.i`) -> this layer's Conv2D / BN sub-layers."""
         out = {}
         for i, chain in enumerate(self.splits):
-            weighted = [layer for layer in chain if layer.weights]
-            out[f"convs.{i}"], out[f"bns.{i}"] = weighted[-2], weighted[-1]
+            for layer in chain:
+                if isinstance(layer, layers.Conv2D):
+                    out[f"convs.{i}"] = layer
+                elif isinstance(layer, layers.BatchNormalization):
+                    out[f"bns.{i}"] = layer
         return out
 
     def call(self, x, training=None):

@@ -176,3 +176,23 @@ def test_backbone_levels_frozen_bn_and_freeze_at():
     assert {"conv1", "conv2_x"} <= frozen and not ({"conv1", "conv2_x"} & trainable)
     assert any("conv2_x/block1/conv2/conv1" in v.path for v in bb.non_trainable_weights)
     assert {"conv3_x", "conv4_x", "conv5_x"} <= trainable
+
+
+def test_fold_batchnorm_folds_every_split_conv():
+    """The serving copy folds each split's conv -> BN too: the stem, 5 per block (conv1,
+    three splits, conv3) x 5 blocks and 3 projection shortcuts (conv2_x keeps 64 channels)."""
+    from keras_resnet_suite import export
+
+    model = krs.build("res2net50_26w_4s", input_shape=(None, None, 3), classes=10, **TINY)
+    rng = np.random.default_rng(5)
+    for v in model.non_trainable_weights:
+        v.assign(rng.uniform(0.5, 1.5, v.shape).astype("float32"))
+    folded, count = export.fold_batchnorm(model)
+    assert count == 1 + 5 * 5 + 3
+    block = folded.get_layer("conv3_x").blocks[1]
+    [ms] = [layer for layer in block.branch if isinstance(layer, layers.MultiScaleConv)]
+    split = ms.split1
+    assert [type(layer).__name__ for layer in split] == ["Conv2D", "ReLU"]
+    x = rng.normal(size=(2, 48, 48, 3)).astype("float32")
+    np.testing.assert_allclose(_np(folded(x, training=False)), _np(model(x, training=False)),
+                               atol=1e-5)
