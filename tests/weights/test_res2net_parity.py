@@ -33,7 +33,7 @@ seeded = _load("res2net_seeded", HERE.parent / "detection" / "parity" / "seeded.
 
 
 @pytest.fixture(scope="module", params=[
-    "stored", pytest.param("live", marks=pytest.mark.skipif(
+    pytest.param("stored", marks=pytest.mark.jax), pytest.param("live", marks=pytest.mark.skipif(
         importlib.util.find_spec("timm") is None, reason="timm is not installed"))])
 def references(request, tmp_path_factory):
     if request.param == "stored":
