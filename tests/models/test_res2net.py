@@ -176,6 +176,11 @@ def test_backbone_levels_frozen_bn_and_freeze_at():
     assert {"conv1", "conv2_x"} <= frozen and not ({"conv1", "conv2_x"} & trainable)
     assert any("conv2_x/block1/conv2/conv1" in v.path for v in bb.non_trainable_weights)
     assert {"conv3_x", "conv4_x", "conv5_x"} <= trainable
+    # DC5: conv5_x dilates instead of striding; its first block still pools (stride 1).
+    dc5 = backbones.Res2Net50_26w_4s(output_stride=16, **TINY)
+    assert tuple(dc5(np.zeros((1, 64, 64, 3), "float32"))["C5"].shape) == (1, 4, 4, 512)
+    ms = dc5.get_layer("conv5_x").blocks[0].branch[3]
+    assert (ms.first, ms.stride, ms.dilation) == (True, 1, 2)
 
 
 def test_fold_batchnorm_folds_every_split_conv():
