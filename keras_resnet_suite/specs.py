@@ -87,6 +87,9 @@ def _res2net(name, depths, width, scale, deep=False, **kw) -> ResNetSpec:
     return make(name, "bottleneck", depths, width_per_group=width, scale=scale, **kw)
 
 
+_R2 = "Res2Net authors' pretrained-model table"
+
+
 def _cifar(name, n, residual=True, **kw) -> ResNetSpec:
     """The paper's CIFAR family (section 4.2): 6n+2 layers, option A shortcuts."""
     return ResNetSpec(
@@ -127,16 +130,15 @@ SPECS: dict[str, ResNetSpec] = {
         _imagenet("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8),
         _imagenet("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), width_per_group=128),
         # Res2Net (Gao et al. 2019, "Res2Net: A New Multi-scale Backbone Architecture", TPAMI
-        # 43(2)); parameter counts as timm's (the paper's own GFLOPs could not be checked here).
-        _res2net("res2net50_26w_4s", (3, 4, 6, 3), 26, 4, paper=_paper("25.7M", None, "timm")),
-        _res2net("res2net50_48w_2s", (3, 4, 6, 3), 48, 2, paper=_paper("25.3M", None, "timm")),
-        _res2net("res2net50_14w_8s", (3, 4, 6, 3), 14, 8, paper=_paper("25.1M", None, "timm")),
-        _res2net("res2net50_26w_6s", (3, 4, 6, 3), 26, 6, paper=_paper("37.1M", None, "timm")),
-        _res2net("res2net50_26w_8s", (3, 4, 6, 3), 26, 8, paper=_paper("48.4M", None, "timm")),
-        _res2net("res2net101_26w_4s", (3, 4, 23, 3), 26, 4,
-                 paper=_paper("45.2M", None, "timm")),
-        _res2net("res2next50", (3, 4, 6, 3), 4, 4, groups=8,
-                 paper=_paper("24.7M", None, "timm")),
+        # 43(2)): parameters and GFLOPs (multiply-adds at 224) from the authors' table of their
+        # pretrained models (github.com/Res2Net/Res2Net-PretrainedModels); -D rows: timm's.
+        _res2net("res2net50_26w_4s", (3, 4, 6, 3), 26, 4, paper=_paper("25.70M", 4.2, _R2)),
+        _res2net("res2net50_48w_2s", (3, 4, 6, 3), 48, 2, paper=_paper("25.29M", 4.2, _R2)),
+        _res2net("res2net50_14w_8s", (3, 4, 6, 3), 14, 8, paper=_paper("25.06M", 4.2, _R2)),
+        _res2net("res2net50_26w_6s", (3, 4, 6, 3), 26, 6, paper=_paper("37.05M", 6.3, _R2)),
+        _res2net("res2net50_26w_8s", (3, 4, 6, 3), 26, 8, paper=_paper("48.40M", 8.3, _R2)),
+        _res2net("res2net101_26w_4s", (3, 4, 23, 3), 26, 4, paper=_paper("45.21M", 8.1, _R2)),
+        _res2net("res2next50", (3, 4, 6, 3), 4, 4, groups=8, paper=_paper("24.67M", 4.2, _R2)),
         _res2net("res2net50d", (3, 4, 6, 3), 26, 4, deep=True, paper=_paper("25.7M", None, "timm")),
         _res2net("res2net101d", (3, 4, 23, 3), 26, 4, deep=True,
                  paper=_paper("45.2M", None, "timm")),

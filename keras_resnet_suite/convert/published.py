@@ -106,7 +106,7 @@ CHECKPOINTS: dict[tuple[str, str], Checkpoint] = {(c.arch, c.tag): c for c in [
     _tv("wide_resnet50_2", "torchvision-v2", "wide_resnet50_2-9ba9bcbe.pth", 81.602,
         resize=232),
     # Res2Net (Gao et al. 2019), the authors' weights as timm republishes them; top-1 from
-    # timm's model index, res2next50's from the paper's Table 2 (21.76% error).
+    # timm's model index, res2next50's from the authors' table (21.76% error).
     _timm("res2net50_26w_4s", "v0.1-res2net/res2net50_26w_4s-06e79181.pth", 77.99),
     _timm("res2net50_48w_2s", "v0.1-res2net/res2net50_48w_2s-afed724a.pth", 77.53),
     _timm("res2net50_14w_8s", "v0.1-res2net/res2net50_14w_8s-6527dddc.pth", 78.14),

@@ -45,6 +45,18 @@ def test_macs_at_224_equal_timm(name, zoo):
     assert krs.count_macs(zoo(name), (224, 224, 3)) == TIMM_MACS[name]
 
 
+AUTHORS = [n for n in TIMM_PARAMS if not n.endswith("d")]
+
+
+@pytest.mark.parametrize("name", [_jax_if(n) for n in AUTHORS])
+def test_counts_match_the_authors_table(name, zoo):
+    """The authors' table (params to 0.01M, GFLOPs to 0.1): parameters equal to its digits,
+    multiply-adds within 0.06 G (res2net50_26w_4s: 4.255 G against its 4.2)."""
+    model, paper = zoo(name), krs.get_spec(name).paper
+    assert f"{krs.count_params(model) / 1e6:.2f}M" == paper["params"]
+    assert krs.count_macs(model, (224, 224, 3)) / 1e9 == pytest.approx(paper["gflops"], abs=0.06)
+
+
 @pytest.mark.jax
 def test_builders_and_specs():
     assert krs.Res2Net50_26w_4s.__name__ == "Res2Net50_26w_4s"
