@@ -11,6 +11,14 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from keras_resnet_suite.composite import (  # noqa: F401  (part of this module's API)
+    HE_FAN_OUT,
+    PACKAGE,
+    Composite,
+    conv,
+    strided_shape,
+)
+from keras_resnet_suite.multiscale import MultiScaleConv
 from keras_resnet_suite.normalization import (  # noqa: F401  (part of this module's API)
     NORMS,
     BatchNormalization,
@@ -19,68 +27,12 @@ from keras_resnet_suite.normalization import (  # noqa: F401  (part of this modu
     norm_layer,
 )
 
-PACKAGE = "keras_resnet_suite"
 SHORTCUTS = ("A", "B", "C")
 DOWNSAMPLE = ("first", "last")
 
-# He et al. 2015 initialisation, fan-out as torchvision does for ReLU networks.
-HE_FAN_OUT = {"class_name": "VarianceScaling",
-              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
-
-
-def conv(filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
-         dilation: int = 1, use_bias: bool = False) -> list[layers.Layer]:
-    """A convolution padded as PyTorch pads (explicit zeros, then 'valid') when strided.
-
-    TensorFlow's 'same' pads asymmetrically for even inputs, which breaks parity with
-    converted torchvision/timm weights; a stride-1 'same' conv is already symmetric.
-    """
-    pad = dilation * (kernel - 1) // 2
-    out = []
-    if stride > 1 and pad:
-        out.append(layers.ZeroPadding2D(pad, name=f"{name}_pad"))
-    out.append(layers.Conv2D(
-        filters, kernel, strides=stride, padding="valid" if stride > 1 else "same",
-        dilation_rate=dilation, groups=groups, use_bias=use_bias,
-        kernel_initializer=keras.initializers.get(HE_FAN_OUT), name=name))
-    return out
-
-
-def strided_shape(input_shape, stride: int, channels: int) -> tuple:
-    """NHWC shape after a PyTorch-padded stride: spatial sizes ceil(size / stride)."""
-    n, h, w, _ = input_shape
-    return (n, None if h is None else -(-h // stride), None if w is None else -(-w // stride),
-            channels)
-
-
-class _Composite(layers.Layer):
-    """A layer made of named sub-layers, built eagerly so weights load before any call."""
-
-    def _build_chain(self, chain, shape):
-        for layer in chain:
-            if not layer.built:
-                layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-        if not self.trainable:
-            # Deserialised frozen (`trainable=False` in the config): the flag was set before
-            # these sub-layers existed, so hand it down now (as the `trainable` setter does).
-            for layer in chain:
-                layer.trainable = False
-        return shape
-
-    @staticmethod
-    def _run(chain, x, training=None):
-        for layer in chain:
-            x = layer(x, training=training) if _takes_training(layer) else layer(x)
-        return x
-
-
-def _takes_training(layer) -> bool:
-    return isinstance(layer, (layers.BatchNormalization, layers.Dropout, _Composite))
-
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Shortcut(_Composite):
+class Shortcut(Composite):
     """The identity path of a residual block (paper section 3.3).
 
     Option A: identity; where the shape changes, strided sub-sampling plus zero-padded
@@ -149,7 +101,7 @@ class Shortcut(_Composite):
                 "avg_down": self.avg_down}
 
 
-class _Block(_Composite):
+class _Block(Composite):
     """What basic and bottleneck blocks share: options, shortcut, add, drop-path."""
 
     expansion = 1
@@ -253,9 +205,12 @@ class Bottleneck(_Block):
     expansion = 4
 
     def __init__(self, filters: int, stride: int = 1, *, groups: int = 1,
-                 width_per_group: int = 64, stride_in_1x1: bool = False, **kwargs):
+                 width_per_group: int = 64, stride_in_1x1: bool = False, scale: int = 1,
+                 **kwargs):
+        if not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
         self.groups, self.width_per_group = groups, width_per_group
-        self.stride_in_1x1 = stride_in_1x1
+        self.stride_in_1x1, self.scale = stride_in_1x1, scale
         super().__init__(filters, stride, **kwargs)
 
     @property
@@ -265,24 +220,36 @@ class Bottleneck(_Block):
     def _branch_layers(self, in_channels):
         w, d = self.inner_width, self.dilation
         s1, s3 = (self.stride, 1) if self.stride_in_1x1 else (1, self.stride)
-        chain = conv(w, 1, s1, name="conv1") + [self._bn("bn1"), layers.ReLU(name="relu1")]
-        chain += conv(w, 3, s3, name="conv2", groups=self.groups, dilation=d)
-        chain += [self._bn("bn2"), layers.ReLU(name="relu2")]
+        if self.scale > 1:
+            chain = conv(w * self.scale, 1, s1, name="conv1")
+            chain += [self._bn("bn1"), layers.ReLU(name="relu1")]
+            # timm's `is_first`: the block that strides or changes the channel count.
+            first = self.stride > 1 or in_channels != self.out_channels
+            chain.append(MultiScaleConv(
+                w, self.scale, s3, groups=self.groups, dilation=d, first=first, norm=self.norm,
+                bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum, name="conv2"))
+        else:
+            chain = conv(w, 1, s1, name="conv1") + [self._bn("bn1"), layers.ReLU(name="relu1")]
+            chain += conv(w, 3, s3, name="conv2", groups=self.groups, dilation=d)
+            chain += [self._bn("bn2"), layers.ReLU(name="relu2")]
         chain += conv(self.out_channels, 1, name="conv3", use_bias=self.conv_bias and self.preact)
         if not self.preact:
             chain.append(self._bn("bn3", zero_init=self.zero_init_residual))
         return chain
 
     def get_config(self):
-        return {**super().get_config(), "groups": self.groups,
-                "width_per_group": self.width_per_group, "stride_in_1x1": self.stride_in_1x1}
+        config = {**super().get_config(), "groups": self.groups,
+                  "width_per_group": self.width_per_group, "stride_in_1x1": self.stride_in_1x1}
+        if self.scale > 1:  # Res2Net only: earlier configs stay as they were
+            config["scale"] = self.scale
+        return config
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Stem(_Composite):
+class Stem(Composite):
     """conv1 of Table 1 (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or the CIFAR 3x3/1 conv.
 
     `kind="deep"` replaces the 7x7 by three 3x3 convolutions of `filters // 2`, `filters // 2`
@@ -338,7 +305,7 @@ class Stem(_Composite):
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
-class Stage(_Composite):
+class Stage(Composite):
     """One row of Table 1 (conv2_x ... conv5_x): `depth` blocks, the first one strided.
 
     `dilation > 1` replaces the stride by atrous convolution (DeepLab, detectron2 DC5);

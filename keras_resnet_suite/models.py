@@ -18,7 +18,7 @@ from .specs import ResNetSpec, available_models, get_spec
 __all__ = ["build", "available_models", "trunk"]
 
 _SPEC_FIELDS = ("depths", "widths", "stem_width", "groups", "width_per_group", "block",
-                "preact", "residual", "stem", "avg_down")
+                "preact", "residual", "stem", "avg_down", "scale")
 
 
 def _resolve_spec(name_or_spec, overrides: dict) -> ResNetSpec:
@@ -80,6 +80,11 @@ def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bo
     if spec.block == "bottleneck":
         block_kw.update(groups=spec.groups, width_per_group=spec.width_per_group,
                         stride_in_1x1=stride_in_1x1)
+        if spec.scale > 1:
+            block_kw["scale"] = spec.scale
+    elif spec.scale > 1:
+        raise ValueError(f"scale={spec.scale} (Res2Net) needs block='bottleneck', "
+                         f"got {spec.block!r}")
     # Stochastic depth grows linearly with block index (Huang et al. 2016, section 3).
     total = sum(spec.depths)
     rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
@@ -175,8 +180,9 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
 
 
 def _camel(name: str) -> str:
-    """resnet50 -> ResNet50, plain34 -> PlainNet34, resnext50_32x4d -> ResNeXt50_32x4d."""
-    for prefix, camel in (("resnext", "ResNeXt"), ("wide_resnet", "WideResNet"),
+    """resnet50 -> ResNet50, plain34 -> PlainNet34, resnext50_32x4d -> ResNeXt50_32x4d,
+    res2net50_26w_4s -> Res2Net50_26w_4s."""
+    for prefix, camel in (("res2next", "Res2NeXt"), ("res2net", "Res2Net"), ("resnext", "ResNeXt"), ("wide_resnet", "WideResNet"),
                           ("resnet", "ResNet"), ("plain", "PlainNet"), ("wrn", "WRN")):
         if name.startswith(prefix):
             return camel + name[len(prefix):].replace("v2", "V2")

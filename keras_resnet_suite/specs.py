@@ -16,7 +16,9 @@ class ResNetSpec:
 
     `widths` are each stage's base widths: a basic block outputs `width` channels, a
     bottleneck `4 * width` with an inner width of `width * width_per_group / 64 * groups`
-    (ResNeXt, Wide ResNet). `residual=False` gives the paper's plain networks.
+    (ResNeXt, Wide ResNet). `residual=False` gives the paper's plain networks. `scale > 1`
+    makes the bottleneck's 3x3 Res2Net's hierarchical one over `scale` groups of that inner
+    width each (Gao et al. 2019; timm's `base_width` is `width_per_group`).
     """
 
     name: str
@@ -33,6 +35,7 @@ class ResNetSpec:
     width_per_group: int = 64
     shortcut: str = "B"  # default shortcut option for this family (paper section 3.3)
     avg_down: bool = False  # strided projections average-pool 2x2 first, then 1x1/1 (ResNet-D)
+    scale: int = 1  # Res2Net's scale s: the 3x3 split into s groups (1: an ordinary bottleneck)
     classes: int = 1000
     input_shape: tuple[int, int, int] = (224, 224, 3)
     paper: dict = field(default_factory=dict)  # published figures: params, gflops, source
@@ -76,6 +79,17 @@ def _resnet_d(name, block, depths, **kw) -> ResNetSpec:
     return _imagenet(name, block, depths, stem="deep", avg_down=True, **kw)
 
 
+def _res2net(name, depths, width, scale, deep=False, **kw) -> ResNetSpec:
+    """Res2Net (Gao et al. 2019, "Res2Net: A New Multi-scale Backbone Architecture", TPAMI):
+    `scale` groups of `width` channels per 3x3 at the first stage's base width 64, timm's
+    `res2net*_{width}w_{scale}s`; `deep` adds ResNet-D's stem and shortcuts (timm's `*d`)."""
+    make = _resnet_d if deep else _imagenet
+    return make(name, "bottleneck", depths, width_per_group=width, scale=scale, **kw)
+
+
+_R2 = "Res2Net authors' pretrained-model table"
+
+
 def _cifar(name, n, residual=True, **kw) -> ResNetSpec:
     """The paper's CIFAR family (section 4.2): 6n+2 layers, option A shortcuts."""
     return ResNetSpec(
@@ -115,6 +129,19 @@ SPECS: dict[str, ResNetSpec] = {
                   paper=_paper("25.0M", 4.2, "ResNeXt Table 1")),
         _imagenet("resnext101_32x8d", "bottleneck", (3, 4, 23, 3), groups=32, width_per_group=8),
         _imagenet("wide_resnet50_2", "bottleneck", (3, 4, 6, 3), width_per_group=128),
+        # Res2Net (Gao et al. 2019, "Res2Net: A New Multi-scale Backbone Architecture", TPAMI
+        # 43(2)): parameters and GFLOPs (multiply-adds at 224) from the authors' table of their
+        # pretrained models (github.com/Res2Net/Res2Net-PretrainedModels); -D rows: timm's.
+        _res2net("res2net50_26w_4s", (3, 4, 6, 3), 26, 4, paper=_paper("25.70M", 4.2, _R2)),
+        _res2net("res2net50_48w_2s", (3, 4, 6, 3), 48, 2, paper=_paper("25.29M", 4.2, _R2)),
+        _res2net("res2net50_14w_8s", (3, 4, 6, 3), 14, 8, paper=_paper("25.06M", 4.2, _R2)),
+        _res2net("res2net50_26w_6s", (3, 4, 6, 3), 26, 6, paper=_paper("37.05M", 6.3, _R2)),
+        _res2net("res2net50_26w_8s", (3, 4, 6, 3), 26, 8, paper=_paper("48.40M", 8.3, _R2)),
+        _res2net("res2net101_26w_4s", (3, 4, 23, 3), 26, 4, paper=_paper("45.21M", 8.1, _R2)),
+        _res2net("res2next50", (3, 4, 6, 3), 4, 4, groups=8, paper=_paper("24.67M", 4.2, _R2)),
+        _res2net("res2net50d", (3, 4, 6, 3), 26, 4, deep=True, paper=_paper("25.7M", None, "timm")),
+        _res2net("res2net101d", (3, 4, 23, 3), 26, 4, deep=True,
+                 paper=_paper("45.2M", None, "timm")),
         # CIFAR-10, paper section 4.2 and Table 6.
         _cifar("resnet20", 3, paper=_paper("0.27M", None, "Table 6")),
         _cifar("resnet32", 5, paper=_paper("0.46M", None, "Table 6")),

@@ -26,6 +26,8 @@ def model_targets(model: keras.Model) -> dict[str, keras.layers.Layer]:
         for layer in layers:
             if isinstance(layer, (keras.layers.Conv2D, keras.layers.BatchNormalization)):
                 out[prefix + layer.name] = layer
+            elif hasattr(layer, "param_layers"):  # Res2Net's MultiScaleConv
+                out.update({prefix + k: v for k, v in layer.param_layers().items()})
 
     if "conv1" in names:
         chain("stem.", model.get_layer("conv1").chain)
@@ -50,7 +52,9 @@ def model_targets(model: keras.Model) -> dict[str, keras.layers.Layer]:
 # The CIFAR ResNets of akamaster/pytorch_resnet_cifar10 share torchvision's names (conv1, bn1,
 # layer1.0.conv1, ...) with a `linear` head; their option-A shortcuts have no parameters.
 
-_TORCH_BLOCK = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|downsample\.[012])\.(\w+)$")
+# Res2Net's hierarchical 3x3 (timm's Bottle2neck) holds `convs.i` / `bns.i` instead of conv2/bn2.
+_TORCH_BLOCK = re.compile(
+    r"layer(\d)\.(\d+)\.(conv\d|bn\d|convs\.\d+|bns\.\d+|downsample\.[012])\.(\w+)$")
 _TORCH_BN = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
 # timm's ResNet-D: a deep stem `conv1 = Sequential(conv, bn, relu, conv, bn, relu, conv)` and
 # `downsample = Sequential(AvgPool2d, conv, bn)`.

@@ -56,12 +56,20 @@ class Checkpoint:
 
 _TV = "https://download.pytorch.org/models/"
 _KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+_TIMM = "https://github.com/rwightman/pytorch-image-models/releases/download/"
 _CIFAR = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
 
 
 def _tv(arch, tag, file, top1, resize=256):
     return Checkpoint(arch, tag, _TV + file, file.rsplit("-", 1)[1].split(".")[0], "sha256",
                       "torchvision", "torch", top1, resize=resize)
+
+
+def _timm(arch, file, top1):
+    """timm's GitHub releases, named like torchvision's files after their SHA-256 prefix;
+    ImageNet mean/std inputs, 0.875 centre crop (256 -> 224), timm's published top-1."""
+    return Checkpoint(arch, "timm", _TIMM + file, file.rsplit("-", 1)[1].split(".")[0],
+                      "sha256", "torchvision", "torch", top1)
 
 
 def _keras(arch, md5, top1, v2=False):
@@ -97,6 +105,15 @@ CHECKPOINTS: dict[tuple[str, str], Checkpoint] = {(c.arch, c.tag): c for c in [
     _tv("wide_resnet50_2", "torchvision-v1", "wide_resnet50_2-95faca4d.pth", 78.468),
     _tv("wide_resnet50_2", "torchvision-v2", "wide_resnet50_2-9ba9bcbe.pth", 81.602,
         resize=232),
+    # Res2Net (Gao et al. 2019), the authors' weights as timm republishes them; top-1 from
+    # timm's model index, res2next50's from the authors' table (21.76% error).
+    _timm("res2net50_26w_4s", "v0.1-res2net/res2net50_26w_4s-06e79181.pth", 77.99),
+    _timm("res2net50_48w_2s", "v0.1-res2net/res2net50_48w_2s-afed724a.pth", 77.53),
+    _timm("res2net50_14w_8s", "v0.1-res2net/res2net50_14w_8s-6527dddc.pth", 78.14),
+    _timm("res2net50_26w_6s", "v0.1-res2net/res2net50_26w_6s-19041792.pth", 78.57),
+    _timm("res2net50_26w_8s", "v0.1-res2net/res2net50_26w_8s-2c7c9f12.pth", 79.19),
+    _timm("res2net101_26w_4s", "v0.1-res2net/res2net101_26w_4s-02a759a1.pth", 79.19),
+    _timm("res2next50", "v0.1-res2net/res2next50_4s-6ef7e7bf.pth", 78.24),
     # keras.applications (hashes as published in keras/src/applications/resnet.py).
     _keras("resnet50", "2cb95161c43110f7111970584f804107", 74.9),
     _keras("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5", 76.4),
@@ -116,9 +133,9 @@ CHECKPOINTS: dict[tuple[str, str], Checkpoint] = {(c.arch, c.tag): c for c in [
     _cifar("resnet1202", "resnet1202-f3b1deed.th", 6.18),
 ]}
 # "imagenet": the checkpoint that fits the default architecture (torchvision V1 layout);
-# the pre-activation models exist only as keras.applications weights. "cifar10": the
-# CIFAR-10 weights of the 6n+2 ResNets.
-ALIASES = {"imagenet": ("torchvision-v1", "keras"), "cifar10": ("akamaster",)}
+# the pre-activation models exist only as keras.applications weights, Res2Net only as
+# timm's. "cifar10": the CIFAR-10 weights of the 6n+2 ResNets.
+ALIASES = {"imagenet": ("torchvision-v1", "keras", "timm"), "cifar10": ("akamaster",)}
 
 
 def register(checkpoint: Checkpoint) -> Checkpoint:

@@ -305,3 +305,22 @@ def test_loading_trained_weights_fetches_no_backbone_weights(tmp_path, monkeypat
     _same_detections(trained.predict(images, verbose=0), loaded.predict(images, verbose=0))
     with pytest.raises(AssertionError, match="without fetching"):
         build_model(config)  # what loading used to do
+
+
+def test_c4_detector_trains_on_a_res2net_backbone():
+    """The C4 head runs the backbone's conv5_x (Res2Net blocks) per RoI; a few SGD steps lower
+    the loss and reach every unfrozen stage's multi-scale 3x3, the frozen ones stay put."""
+    keras.utils.set_random_seed(0)
+    model = tiny_detector("c4", backbone="res2net50_26w_4s", freeze_at=2, norm="frozen",
+                          backbone_kwargs={"depths": (1, 1, 1, 1),
+                                           "widths": (16, 32, 64, 128)})
+    before = {v.path: np.array(v.numpy()) for v in model.weights}
+    model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9))
+    logs = model.fit(_dataset(toy_batch(empty_last=True), 8), epochs=2, steps_per_epoch=4,
+                     verbose=0).history
+    assert np.isfinite(logs["loss"]).all() and logs["loss"][-1] < logs["loss"][0]
+    changed = {v.path for v in model.weights
+               if v.path in before and not np.allclose(before[v.path], v.numpy())}
+    assert not any(p.startswith(("conv1/", "conv2_x/")) for p in changed)
+    for stage in ("conv3_x/", "conv4_x/", "conv5_x/"):
+        assert any(p.startswith(stage) and "/conv2/" in p for p in changed), stage

@@ -17,14 +17,18 @@ EVERY_MODEL = [pytest.param(n, marks=pytest.mark.jax) if n in JAX_MODELS else n
 # one's layers with other counts, so it gets the forward pass only (the 1202-layer step
 # alone took 30-45 s).
 FIT_MODELS = {"resnet18", "resnet50", "plain18", "resnet18d", "resnet50d", "resnet50v2",
-              "resnext50_32x4d", "resnet20", "plain20", "wrn28_10"}
-_COUNTS = ("name", "depths", "width_per_group", "paper")
+              "resnext50_32x4d", "resnet20", "plain20", "wrn28_10", "res2net50_26w_4s",
+              "res2next50", "res2net50d"}
+# Res2Net's scale is a count too (how many 3x3 splits), but a Res2Net is not a ResNet.
+_COUNTS = ("name", "depths", "width_per_group", "paper", "scale")
 
 
 def _shallowest_of_family(name: str) -> str:
     """The model of `name`'s family with the fewest blocks (same spec but for its counts)."""
     def key(n):
-        return {k: v for k, v in vars(krs.get_spec(n)).items() if k not in _COUNTS}
+        spec = krs.get_spec(n)
+        return {**{k: v for k, v in vars(spec).items() if k not in _COUNTS},
+                "res2net": spec.scale > 1}
 
     family = [n for n in krs.available_models() if key(n) == key(name)]
     return min(family, key=lambda n: sum(krs.get_spec(n).depths))

@@ -1,0 +1,64 @@
+"""What every block of this library is made of: PyTorch-padded convolutions and `Composite`,
+a layer of named sub-layers built eagerly (so weights load before any call)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+PACKAGE = "keras_resnet_suite"
+
+# He et al. 2015 initialisation, fan-out as torchvision does for ReLU networks.
+HE_FAN_OUT = {"class_name": "VarianceScaling",
+              "config": {"scale": 2.0, "mode": "fan_out", "distribution": "untruncated_normal"}}
+
+
+def conv(filters: int, kernel: int, stride: int = 1, *, name: str, groups: int = 1,
+         dilation: int = 1, use_bias: bool = False) -> list[layers.Layer]:
+    """A convolution padded as PyTorch pads (explicit zeros, then 'valid') when strided.
+
+    TensorFlow's 'same' pads asymmetrically for even inputs, which breaks parity with
+    converted torchvision/timm weights; a stride-1 'same' conv is already symmetric.
+    """
+    pad = dilation * (kernel - 1) // 2
+    out = []
+    if stride > 1 and pad:
+        out.append(layers.ZeroPadding2D(pad, name=f"{name}_pad"))
+    out.append(layers.Conv2D(
+        filters, kernel, strides=stride, padding="valid" if stride > 1 else "same",
+        dilation_rate=dilation, groups=groups, use_bias=use_bias,
+        kernel_initializer=keras.initializers.get(HE_FAN_OUT), name=name))
+    return out
+
+
+def strided_shape(input_shape, stride: int, channels: int) -> tuple:
+    """NHWC shape after a PyTorch-padded stride: spatial sizes ceil(size / stride)."""
+    n, h, w, _ = input_shape
+    return (n, None if h is None else -(-h // stride), None if w is None else -(-w // stride),
+            channels)
+
+
+class Composite(layers.Layer):
+    """A layer made of named sub-layers, built eagerly so weights load before any call."""
+
+    def _build_chain(self, chain, shape):
+        for layer in chain:
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        if not self.trainable:
+            # Deserialised frozen (`trainable=False` in the config): the flag was set before
+            # these sub-layers existed, so hand it down now (as the `trainable` setter does).
+            for layer in chain:
+                layer.trainable = False
+        return shape
+
+    @staticmethod
+    def _run(chain, x, training=None):
+        for layer in chain:
+            x = layer(x, training=training) if takes_training(layer) else layer(x)
+        return x
+
+
+def takes_training(layer) -> bool:
+    return isinstance(layer, (layers.BatchNormalization, layers.Dropout, Composite))
