@@ -19,14 +19,14 @@ import numpy as np
 
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
-from keras_resnet_suite.schema import Number, check_args
+from keras_resnet_suite.schema import LR_MULTIPLIERS, Number, arg_type, check_args
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
 FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
     ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
-    ("seed", 0))}
+    ("seed", 0), ("freeze_at", 0))}
 
 
 def _num_classes(dataset: str, given: int | None) -> int | None:
@@ -53,7 +53,17 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", required=True,
                    help="data directory or archive (.tar.gz), or 'tfds' (TensorFlow Datasets)")
     p.add_argument("--num-classes", type=int, help="classes (imagenet-style folders: default all)")
-    p.add_argument("--recipe", default="paper-cifar", help="paper-cifar | paper-imagenet | modern")
+    p.add_argument("--recipe", default="paper-cifar",
+                   help="paper-cifar | paper-imagenet | modern | fine-tune (needs --weights)")
+    p.add_argument("--weights", help="pretrained weights (a checkpoint name or file) under a new "
+                   "--num-classes head: fine-tuning")
+    p.add_argument("--freeze-at", type=int, help="freeze the stem and stages conv2_x.."
+                   "conv{K}_x (0: none; default: the recipe's)")
+    p.add_argument("--lr-mult", action="append", metavar="PATTERNS=FACTOR",
+                   type=arg_type(LR_MULTIPLIERS, "--lr-mult"),
+                   help="learning-rate multiplier of the layers matching comma-separated "
+                   "patterns, e.g. 'conv1,conv2_x=0.1' or '*=0.1;predictions=1' (repeatable; "
+                   "the last matching pattern wins; default: the recipe's)")
     p.add_argument("--out", required=True, help="run directory (re-run to resume)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
@@ -90,6 +100,7 @@ def cmd_train(args) -> dict:
     cfg = {"model": args.model, "data": args.data, "data_dir": data_dir, "recipe": args.recipe,
            "batch_size": batch, "seed": args.seed, "normalization": args.normalization,
            "strategy": args.strategy}  # fmt: skip
+    cfg.update(_finetune_options(args))  # only when given: earlier run.json files still match
     ds = load_data(cfg)
     print(ds.report.summary(), flush=True)
     num_classes = ds.num_classes if args.num_classes is None else args.num_classes
@@ -119,14 +130,23 @@ def cmd_train(args) -> dict:
         np.savez(out / "normalization.npz", **norm)
     spec = get_spec(args.model)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    tuning = {k: cfg[k] for k in ("freeze_at", "lr_multipliers") if k in cfg}
     recipe = training.get_recipe(args.recipe, global_batch_size=batch, steps_per_epoch=fit_spe,
                                  total_steps=total, depth=spec.num_layers, seed=args.seed,
-                                 mixed_precision=args.mixed_precision, jit_compile=jit)  # fmt: skip
+                                 mixed_precision=args.mixed_precision, jit_compile=jit,
+                                 **tuning)  # fmt: skip
     recipe.apply_precision()
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        model = build(args.model, classes=num_classes)
-        recipe.compile(model)
+        if args.weights:
+            model = training.finetune_model(args.model, cfg["weights"], num_classes)
+        else:
+            model = build(args.model, classes=num_classes)
+        try:
+            recipe.compile(model)
+        except ValueError as e:  # a --lr-mult pattern naming no layer, a --freeze-at too deep
+            raise SystemExit(f"error: {e}".replace("recipe.lr_multipliers", "--lr-mult")
+                             .replace("recipe.freeze_at", "--freeze-at")) from None
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
@@ -154,6 +174,20 @@ def cmd_train(args) -> dict:
 cmd_train.configure = _configure_train
 
 
+def _finetune_options(args) -> dict:
+    """The fine-tuning flags given (`weights` resolved to a path where it is a file), for
+    run.json; `--lr-mult` groups merged in order (a later pattern wins)."""
+    out: dict = {}
+    if args.weights:
+        path = Path(args.weights)
+        out["weights"] = str(path.resolve()) if path.is_file() else args.weights
+    if args.freeze_at is not None:
+        out["freeze_at"] = args.freeze_at
+    if args.lr_mult:
+        out["lr_multipliers"] = {k: v for group in args.lr_mult for k, v in group.items()}
+    return out
+
+
 def _checked_data_dir(args) -> str:
     """`--data-dir` resolved, after refusing an unknown model or recipe and counts below 1."""
     from keras_resnet_suite import training
@@ -164,6 +198,8 @@ def _checked_data_dir(args) -> str:
     if args.recipe not in training.RECIPES:
         raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
                          f"{', '.join(training.RECIPES)}")  # fmt: skip
+    if args.recipe == "fine-tune" and not args.weights:
+        raise SystemExit("error: --recipe fine-tune needs --weights (the pretrained checkpoint)")
     data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
     if data_dir != "tfds" and not Path(data_dir).exists():
         raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")

@@ -59,6 +59,8 @@ def check_run_dir(out_dir: Path, config: Config) -> None:
     for cfg in (old, new):
         cfg.pop("eval", None)  # scoring may change between runs of the same training
         cfg.get("train", {}).pop("steps", None)  # a longer schedule resumes
+        if cfg.get("train", {}).get("backbone_lr_mult", 1.0) == 1.0:  # runs from before it
+            cfg.get("train", {}).pop("backbone_lr_mult", None)
     diff = differences(old, new)
     if diff:
         raise ValueError(f"{out_dir} holds a different run ({describe_changes(diff)}, against "
@@ -105,6 +107,26 @@ def _optimizer(train, schedule):
                      clipnorm=train.clipnorm)
     return keras.optimizers.AdamW(schedule, weight_decay=float(train.weight_decay),
                                   clipnorm=train.clipnorm)
+
+
+# The pretrained ResNet's layers in every detector: the stem and the stages (C4's conv5_x head
+# included); FPN, RPN and RoI heads are new.
+BACKBONE_PATTERNS = ("conv1", "conv*_x")
+
+
+def backbone_multiplier(model, optimizer, multiplier: float):
+    """`optimizer`, its rate (and decay) for the backbone's layers times `multiplier`
+    (`train.backbone_lr_mult`); unchanged at 1."""
+    from keras_resnet_suite.training.lr_multipliers import LayerLRMultiplier, unmatched_patterns
+
+    if multiplier == 1.0:
+        return optimizer
+    paths = [v.path for v in model.variables]
+    patterns = [p for p in BACKBONE_PATTERNS if p not in unmatched_patterns(paths, {p: 1.0})]
+    if not patterns:
+        raise ValueError(f"train.backbone_lr_mult = {multiplier:g}: the model has no "
+                         f"{' / '.join(BACKBONE_PATTERNS)} layers to scale")
+    return LayerLRMultiplier(optimizer, dict.fromkeys(patterns, multiplier))
 
 
 def _train_stream(config: Config, base, global_batch: int):
@@ -219,7 +241,8 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
               f"({epochs} epochs of {steps_per_epoch} steps)")
     with strategy.scope():
         model = build_model(config)
-        model.compile(optimizer=_optimizer(train, _schedule(train)))
+        model.compile(optimizer=backbone_multiplier(model, _optimizer(train, _schedule(train)),
+                                                    float(train.backbone_lr_mult)))
     callbacks = [NaNGuard(), keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"),
