@@ -90,7 +90,7 @@ def cmd_train(args) -> dict:
     data_dir = _checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
-    recipe0 = training.get_recipe(args.recipe)
+    recipe0 = training.get_recipe(args.recipe, total_steps=1)  # its batch (any length)
     batch = args.batch_size or recipe0.global_batch_size
     try:
         training.per_replica_batch(batch, replicas)
@@ -113,7 +113,8 @@ def cmd_train(args) -> dict:
     elif args.epochs:
         total = args.epochs * spe
     else:
-        total = training.get_recipe(args.recipe, global_batch_size=batch).total_steps
+        total = training.get_recipe(args.recipe, global_batch_size=batch,
+                                    steps_per_epoch=spe).total_steps  # modern: 90 epochs
     fit_spe, epochs = _fit_schedule(total, spe)
     if fit_spe * epochs != total:
         print(f"note: {total} iterations rounded up to {fit_spe * epochs} (whole epochs of "
