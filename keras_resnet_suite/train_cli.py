@@ -73,7 +73,9 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multiworker"])
     p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"])
     p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
-    p.add_argument("--normalization", default="pixel_mean", choices=["pixel_mean", "channel"])
+    p.add_argument("--normalization", choices=["pixel_mean", "channel"],
+                   help="input normalisation (default: channel with --weights, nearest to the "
+                   "mean/std scaling pretrained checkpoints expect; else pixel_mean, the paper's)")
     p.add_argument("--save-every", type=int, default=200,
                    help="iterations between resumable checkpoints (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -98,7 +100,8 @@ def cmd_train(args) -> dict:
         raise SystemExit(f"error: --batch-size: {e}") from None
     out = Path(args.out)
     cfg = {"model": args.model, "data": args.data, "data_dir": data_dir, "recipe": args.recipe,
-           "batch_size": batch, "seed": args.seed, "normalization": args.normalization,
+           "batch_size": batch, "seed": args.seed,
+           "normalization": args.normalization or ("channel" if args.weights else "pixel_mean"),
            "strategy": args.strategy}  # fmt: skip
     cfg.update(_finetune_options(args))  # only when given: earlier run.json files still match
     ds = load_data(cfg)
@@ -123,12 +126,6 @@ def cmd_train(args) -> dict:
     cfg.update(num_classes=num_classes, total_steps=total, steps_per_epoch=fit_spe,
                epochs=epochs, class_names=ds.class_names)  # fmt: skip
     _check_run_dir(out, cfg)
-    chief = training.is_chief()
-    if chief:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "run.json", cfg)
-        norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
-        np.savez(out / "normalization.npz", **norm)
     spec = get_spec(args.model)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     tuning = {k: cfg[k] for k in ("freeze_at", "lr_multipliers") if k in cfg}
@@ -148,6 +145,14 @@ def cmd_train(args) -> dict:
         except ValueError as e:  # a --lr-mult pattern naming no layer, a --freeze-at too deep
             raise SystemExit(f"error: {e}".replace("recipe.lr_multipliers", "--lr-mult")
                              .replace("recipe.freeze_at", "--freeze-at")) from None
+    # Written once the options are known to fit the model: a refused --freeze-at or --lr-mult
+    # leaves no run.json that would refuse the corrected command as "another run".
+    chief = training.is_chief()
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "run.json", cfg)
+        norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
+        np.savez(out / "normalization.npz", **norm)
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip

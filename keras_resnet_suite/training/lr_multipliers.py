@@ -92,6 +92,8 @@ class LayerLRMultiplier(keras.optimizers.Optimizer):
         if isinstance(inner, LayerLRMultiplier | keras.optimizers.LossScaleOptimizer):
             raise ValueError(f"LayerLRMultiplier wraps a plain optimizer, not a "
                              f"{type(inner).__name__} (Keras adds loss scaling around it)")
+        if inner.built:  # its slots are laid out for variables the factors cannot follow
+            raise ValueError("LayerLRMultiplier wraps an optimizer before it is built (used)")
         self.inner_optimizer = inner
         self.multipliers = LR_MULTIPLIERS.check(dict(multipliers), "multipliers")
         self._factors: list[float] = []

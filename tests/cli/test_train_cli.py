@@ -157,3 +157,6 @@ def test_fine_tune_from_a_published_checkpoint_with_multipliers(folder, tmp_path
         cli.main([*args[:-4], "--lr-mult", "conv_9=0.1", "--out", str(tmp_path / "other")])
     assert str(err.value).startswith("error: --lr-mult: pattern(s) 'conv_9' match no layer of "
                                      "resnet20 (its layers with weights: conv1, conv2_x,")
+    with pytest.raises(SystemExit, match=r"^error: --freeze-at must be in \[0, 4\] for resnet20"):
+        cli.main([*args, "--freeze-at", "9", "--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()  # nothing written that would refuse the fix
