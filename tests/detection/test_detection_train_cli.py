@@ -121,3 +121,21 @@ def test_a_resumed_run_is_the_same_run(tmp_path, capsys):
     assert a.keys() == b.keys() and len(a) > 20
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_backbone_lr_mult_zero_keeps_the_backbone_while_the_heads_train(tmp_path):
+    import keras
+
+    from detection.config import load_config
+    from detection.engine.train import build_model, train
+
+    config = load_config(_config(tmp_path, backbone_lr_mult=0.0, steps=2))
+    keras.utils.set_random_seed(0)  # train() seeds with data.seed (0) before building
+    start = [v.numpy() for v in build_model(config).trainable_variables]  # in model order
+    model = train(config, tmp_path / "run", verbose=0, evaluate=False)["model"]
+    assert type(model.optimizer).__name__ == "LayerLRMultiplier"
+    same = {v.path: np.array_equal(v.numpy(), w)
+            for v, w in zip(model.trainable_variables, start, strict=True)}
+    backbone = [p for p in same if p.split("/")[0] == "conv1" or p.split("/")[0].endswith("_x")]
+    assert len(backbone) > 10 and all(same[p] for p in backbone), backbone
+    assert not all(same[p] for p in same if p.startswith("rpn/"))  # the new heads train
