@@ -19,14 +19,13 @@ import numpy as np
 
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
-from keras_resnet_suite.schema import LR_MULTIPLIERS, Number, arg_type, check_args
+from keras_resnet_suite.train_flags import checked_data_dir as _checked_data_dir
+from keras_resnet_suite.train_flags import configure_train
+from keras_resnet_suite.train_flags import finetune_options as _finetune_options
 
-DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
-FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
-    ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
-    ("seed", 0), ("freeze_at", 0))}
+
 
 
 def _num_classes(dataset: str, given: int | None) -> int | None:
@@ -47,46 +46,11 @@ def load_data(cfg: dict, start_step: int = 0, eval_mode: str = "center"):
                          normalization=cfg["normalization"])  # fmt: skip
 
 
-def _configure_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnet20", help="a name from `keras-resnet-suite models`")
-    p.add_argument("--data", default="cifar10", choices=DATASETS)
-    p.add_argument("--data-dir", required=True,
-                   help="data directory or archive (.tar.gz), or 'tfds' (TensorFlow Datasets)")
-    p.add_argument("--num-classes", type=int, help="classes (imagenet-style folders: default all)")
-    p.add_argument("--recipe", default="paper-cifar",
-                   help="paper-cifar | paper-imagenet | modern | fine-tune (needs --weights)")
-    p.add_argument("--weights", help="pretrained weights (a checkpoint name or file) under a new "
-                   "--num-classes head: fine-tuning")
-    p.add_argument("--freeze-at", type=int, help="freeze the stem and stages conv2_x.."
-                   "conv{K}_x (0: none; default: the recipe's)")
-    p.add_argument("--lr-mult", action="append", metavar="PATTERNS=FACTOR",
-                   type=arg_type(LR_MULTIPLIERS, "--lr-mult"),
-                   help="learning-rate multiplier of the layers matching comma-separated "
-                   "patterns, e.g. 'conv1,conv2_x=0.1' or '*=0.1;predictions=1' (repeatable; "
-                   "the last matching pattern wins; default: the recipe's)")
-    p.add_argument("--out", required=True, help="run directory (re-run to resume)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
-    length.add_argument("--steps", type=int, help="train this many iterations")
-    p.add_argument("--batch-size", type=int, help="global batch (default: the recipe's; the LR "
-                   "scales linearly)")  # fmt: skip
-    p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multiworker"])
-    p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"])
-    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
-    p.add_argument("--normalization", choices=["pixel_mean", "channel"],
-                   help="input normalisation (default: channel with --weights, nearest to the "
-                   "mean/std scaling pretrained checkpoints expect; else pixel_mean, the paper's)")
-    p.add_argument("--save-every", type=int, default=200,
-                   help="iterations between resumable checkpoints (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", default="auto", help="Keras verbosity: auto | 0 | 1 | 2")
-
-
 def cmd_train(args) -> dict:
     """Train a model with a paper recipe; a killed run re-run with the same command resumes."""
     import keras
 
-    from keras_resnet_suite import analysis, build, count_params, get_spec, training
+    from keras_resnet_suite import analysis, count_params, get_spec, training
     from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_json
 
     data_dir = _checked_data_dir(args)
@@ -136,23 +100,10 @@ def cmd_train(args) -> dict:
     recipe.apply_precision()
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        if args.weights:
-            model = training.finetune_model(args.model, cfg["weights"], num_classes)
-        else:
-            model = build(args.model, classes=num_classes)
-        try:
-            recipe.compile(model)
-        except ValueError as e:  # a --lr-mult pattern naming no layer, a --freeze-at too deep
-            raise SystemExit(f"error: {e}".replace("recipe.lr_multipliers", "--lr-mult")
-                             .replace("recipe.freeze_at", "--freeze-at")) from None
-    # Written once the options are known to fit the model: a refused --freeze-at or --lr-mult
-    # leaves no run.json that would refuse the corrected command as "another run".
+        model = _compiled_model(args.model, cfg.get("weights"), num_classes, recipe)
     chief = training.is_chief()
     if chief:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "run.json", cfg)
-        norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
-        np.savez(out / "normalization.npz", **norm)
+        _write_run_files(out, cfg, ds)
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
@@ -177,40 +128,34 @@ def cmd_train(args) -> dict:
     return summary
 
 
-cmd_train.configure = _configure_train
+cmd_train.configure = configure_train
 
 
-def _finetune_options(args) -> dict:
-    """The fine-tuning flags given (`weights` resolved to a path where it is a file), for
-    run.json; `--lr-mult` groups merged in order (a later pattern wins)."""
-    out: dict = {}
-    if args.weights:
-        path = Path(args.weights)
-        out["weights"] = str(path.resolve()) if path.is_file() else args.weights
-    if args.freeze_at is not None:
-        out["freeze_at"] = args.freeze_at
-    if args.lr_mult:
-        out["lr_multipliers"] = {k: v for group in args.lr_mult for k, v in group.items()}
-    return out
+def _write_run_files(out: Path, cfg: dict, ds) -> None:
+    """run.json and normalization.npz; written once the model is compiled, so a refused
+    --freeze-at or --lr-mult leaves no run.json that would refuse the corrected command."""
+    from keras_resnet_suite.training.callbacks import atomic_write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run.json", cfg)
+    norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
+    np.savez(out / "normalization.npz", **norm)
 
 
-def _checked_data_dir(args) -> str:
-    """`--data-dir` resolved, after refusing an unknown model or recipe and counts below 1."""
-    from keras_resnet_suite import training
-    from keras_resnet_suite.specs import available_models
+def _compiled_model(name: str, weights: str | None, num_classes: int, recipe):
+    """The model to train, compiled by `recipe`: `weights` (fine-tuning) under a new head."""
+    from keras_resnet_suite import build, training
 
-    if args.model not in available_models():
-        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
-    if args.recipe not in training.RECIPES:
-        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
-                         f"{', '.join(training.RECIPES)}")  # fmt: skip
-    if args.recipe == "fine-tune" and not args.weights:
-        raise SystemExit("error: --recipe fine-tune needs --weights (the pretrained checkpoint)")
-    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
-    if data_dir != "tfds" and not Path(data_dir).exists():
-        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    check_args(args, FLAG_RULES)
-    return data_dir
+    if weights:
+        model = training.finetune_model(name, weights, num_classes)
+    else:
+        model = build(name, classes=num_classes)
+    try:
+        recipe.compile(model)
+    except ValueError as e:  # a --lr-mult pattern naming no layer, a --freeze-at too deep
+        raise SystemExit(f"error: {e}".replace("recipe.lr_multipliers", "--lr-mult")
+                         .replace("recipe.freeze_at", "--freeze-at")) from None
+    return model
 
 
 def _run_callbacks(out: Path, fit_spe: int) -> list:

@@ -24,13 +24,17 @@ import keras
 import yaml
 
 from detection.config import STRATEGIES, Config
-from keras_resnet_suite.run_dir import TrainingDiverged
+from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
 from keras_resnet_suite.training.callbacks import (
+    NaNGuard,
     atomic_save,
     atomic_write_json,
     atomic_write_text,
     weights_finite,
 )
+from keras_resnet_suite.training.loop import fit_resumable
+from keras_resnet_suite.training.lr_multipliers import scale_trunk
+from keras_resnet_suite.training.optimizers import SGDL2
 from keras_resnet_suite.training.schedules import WarmupCosine, WarmupStepLR
 
 
@@ -50,8 +54,6 @@ def build_model(config: Config, load_backbone_weights: bool = True):
 
 def check_run_dir(out_dir: Path, config: Config) -> None:
     """Refuse to resume a run folder that holds another run (any change but `train.steps`)."""
-    from keras_resnet_suite.run_dir import describe_changes, differences
-
     path = out_dir / "config.yaml"
     if not path.is_file():
         return
@@ -100,33 +102,11 @@ def _schedule(train):
 
 def _optimizer(train, schedule):
     if train.optimizer == "sgd":
-        from keras_resnet_suite.training.optimizers import SGDL2
-
         # Coupled L2 as detectron2's SGD; BN parameters are decayed too (its default).
         return SGDL2(schedule, momentum=float(train.momentum), l2=float(train.weight_decay),
                      clipnorm=train.clipnorm)
     return keras.optimizers.AdamW(schedule, weight_decay=float(train.weight_decay),
                                   clipnorm=train.clipnorm)
-
-
-# The pretrained ResNet's layers in every detector: the stem and the stages (C4's conv5_x head
-# included); FPN, RPN and RoI heads are new.
-BACKBONE_PATTERNS = ("conv1", "conv*_x")
-
-
-def backbone_multiplier(model, optimizer, multiplier: float):
-    """`optimizer`, its rate (and decay) for the backbone's layers times `multiplier`
-    (`train.backbone_lr_mult`); unchanged at 1."""
-    from keras_resnet_suite.training.lr_multipliers import LayerLRMultiplier, unmatched_patterns
-
-    if multiplier == 1.0:
-        return optimizer
-    paths = [v.path for v in model.variables]
-    patterns = [p for p in BACKBONE_PATTERNS if p not in unmatched_patterns(paths, {p: 1.0})]
-    if not patterns:
-        raise ValueError(f"train.backbone_lr_mult = {multiplier:g}: the model has no "
-                         f"{' / '.join(BACKBONE_PATTERNS)} layers to scale")
-    return LayerLRMultiplier(optimizer, dict.fromkeys(patterns, multiplier))
 
 
 def _train_stream(config: Config, base, global_batch: int):
@@ -226,9 +206,6 @@ def evaluate_config(model, config: Config, split: str = "eval",
 def _fit(config: Config, out_dir: Path, verbose, strategy, base):
     """Build, compile and train on the loaded `base` split (resuming from
     `out_dir/checkpoints`); `model`. A diverged run raises `TrainingDiverged`."""
-    from keras_resnet_suite.training.callbacks import NaNGuard
-    from keras_resnet_suite.training.loop import fit_resumable
-
     train = config.train
     global_batch = int(train.batch_size) * strategy.num_replicas_in_sync
     make_train = _train_stream(config, base, global_batch)
@@ -241,8 +218,8 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
               f"({epochs} epochs of {steps_per_epoch} steps)")
     with strategy.scope():
         model = build_model(config)
-        model.compile(optimizer=backbone_multiplier(model, _optimizer(train, _schedule(train)),
-                                                    float(train.backbone_lr_mult)))
+        model.compile(optimizer=scale_trunk(model, _optimizer(train, _schedule(train)),
+                                            train.backbone_lr_mult, "train.backbone_lr_mult"))
     callbacks = [NaNGuard(), keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"),

@@ -77,6 +77,26 @@ def check_multipliers(model: keras.Model, multipliers: Mapping[str, float],
     return multipliers
 
 
+# The layers of a ResNet trunk (`models.trunk`): the stem and the stages, wherever it sits (a
+# classifier, a backbone, a detector's C4 head).
+TRUNK_PATTERNS = ("conv1", "conv*_x")
+
+
+def scale_trunk(model: keras.Model, optimizer: keras.optimizers.Optimizer, multiplier: float,
+                where: str = "multiplier") -> keras.optimizers.Optimizer:
+    """`optimizer` with the rate (and decay) of `model`'s ResNet trunk layers times
+    `multiplier` (`where` names it in the error); unchanged at 1. The detector's
+    `train.backbone_lr_mult`."""
+    if multiplier == 1.0:
+        return optimizer
+    paths = [v.path for v in model.variables]
+    patterns = [p for p in TRUNK_PATTERNS if not unmatched_patterns(paths, {p: 1.0})]
+    if not patterns:
+        raise ValueError(f"{where} = {multiplier:g}: {model.name} has no "
+                         f"{' / '.join(TRUNK_PATTERNS)} layers to scale")
+    return LayerLRMultiplier(optimizer, dict.fromkeys(patterns, multiplier))
+
+
 @keras.saving.register_keras_serializable("keras_resnet_suite")
 class LayerLRMultiplier(keras.optimizers.Optimizer):
     """Wraps `optimizer` so that the variables matching a pattern of `multipliers` train at

@@ -239,13 +239,8 @@ def get_recipe(
         kw = dict(base_lr=0.1, lr_policy="steps")
     elif name == "fine-tune":
         base_batch, base_total, fractions = 256, None, ()
-        kw = dict(
-            base_lr=0.05,
-            lr_policy="cosine",
-            decay_norm_and_bias=False,
-            label_smoothing=0.1,
-            lr_multipliers=dict(FINETUNE_MULTIPLIERS),
-        )
+        kw = dict(base_lr=0.05, lr_policy="cosine", decay_norm_and_bias=False,
+                  label_smoothing=0.1, lr_multipliers=dict(FINETUNE_MULTIPLIERS))
     else:
         base_batch, base_total, fractions = 256, None, ()
         kw = dict(

@@ -14,7 +14,7 @@ import pytest
 from keras_resnet_suite import cli, training
 from keras_resnet_suite.schema import LR_MULTIPLIERS
 from keras_resnet_suite.training import SGDL2, LayerLRMultiplier, WarmupCosine, get_recipe
-from keras_resnet_suite.training.lr_multipliers import multiplier_for
+from keras_resnet_suite.training.lr_multipliers import multiplier_for, scale_trunk
 
 REPO = Path(__file__).resolve().parents[2]
 X = np.random.RandomState(0).randn(8, 4).astype("float32")
@@ -240,7 +240,6 @@ def test_fine_tune_model_keeps_the_published_weights_and_preprocessing():
 @pytest.mark.tf_only
 def test_detector_backbone_lr_mult_scales_the_resnet_layers_only():
     from detection.config import from_dict
-    from detection.engine.train import backbone_multiplier
     from detection.modeling import FasterRCNN
 
     model = FasterRCNN(3, backbone="resnet18", head="c4", image_size=(32, 32),
@@ -248,8 +247,8 @@ def test_detector_backbone_lr_mult_scales_the_resnet_layers_only():
                                         "stem_width": 8}, anchor_sizes=(8, 16), fc_dims=(8,),
                        roi_pooled_size=4, seed=0)
     sgd = keras.optimizers.SGD(0.1)
-    assert backbone_multiplier(model, sgd, 1.0) is sgd
-    opt = backbone_multiplier(model, sgd, 0.1)
+    assert scale_trunk(model, sgd, 1.0) is sgd
+    opt = scale_trunk(model, sgd, 0.1)
     opt.build(model.trainable_variables)
     factors = {v.path.split("/")[0]: opt.multiplier_of(v) for v in model.trainable_variables}
     assert {k for k, f in factors.items() if f == 0.1} == {"conv1", "conv2_x", "conv3_x",
