@@ -145,6 +145,22 @@ def test_keras_file_and_checkpoint_resume_reproduce_an_uninterrupted_run(tmp_pat
             np.testing.assert_allclose(got[k], straight[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
+def test_loss_scaling_gradient_accumulation_and_ema_go_through_the_wrapper():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:  # compile puts Keras' LossScaleOptimizer around the wrapper
+        model = _linear()
+        before, after = _step(LayerLRMultiplier(SGDL2(0.1), {"body": 0.0}), 2, model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+    assert np.array_equal(before["body/kernel"], after["body/kernel"])
+    assert not np.array_equal(before["head/kernel"], after["head/kernel"])
+    adam = keras.optimizers.Adam(0.1, gradient_accumulation_steps=2, use_ema=True)
+    before, after = _step(LayerLRMultiplier(adam, {"body": 0.0}), 2)
+    assert np.array_equal(before["body/kernel"], after["body/kernel"])
+    assert not np.array_equal(before["head/kernel"], after["head/kernel"])
+
+
 def test_schedule_and_learning_rate_reach_the_wrapped_optimizer():
     schedule = WarmupCosine(0.1, 10, 2)
     opt = LayerLRMultiplier(SGDL2(schedule), {"body": 0.5})
