@@ -91,6 +91,10 @@ class TrainConfig:
     warmup_steps: int = key(NON_NEGATIVE_INT, 0)
     warmup_factor: float = key(Number(float, low=0, high=1, open_low=True), 0.001)
     mixed_precision: bool = key(Flag(), False)
+    # learning-rate (and weight-decay) multiplier of the pretrained ResNet layers (stem and
+    # conv*_x stages, the C4 head's conv5_x too) against the new ones: 0.1 fine-tunes them
+    # ten times slower, 0 keeps them fixed (training.LayerLRMultiplier)
+    backbone_lr_mult: float = key(NON_NEGATIVE, 1.0)
     # default: once an epoch
     checkpoint_every: int | None = key(Number(int, low=1, optional=True), None)
     distribution: str = key(Choice(STRATEGIES), "auto")

@@ -58,7 +58,7 @@ def feature_info(model_or_spec, levels=LEVELS, output_stride: int = 32) -> dict:
     return info
 
 
-def _freeze(model: keras.Model, freeze_at: int, num_stages: int) -> None:
+def freeze_stages(model: keras.Model, freeze_at: int, num_stages: int) -> None:
     """Stem and stages conv2_x ... conv{freeze_at}_x stop training (detectron2 convention)."""
     if not 0 <= freeze_at <= num_stages + 1:
         raise ValueError(f"freeze_at must be in [0, {num_stages + 1}], got {freeze_at}")
@@ -123,7 +123,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     model = compat.mark_called(keras.Model(inputs, outputs, name=name or f"{spec.name}_backbone"))
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels, output_stride)
-    _freeze(model, freeze_at, len(spec.depths))
+    freeze_stages(model, freeze_at, len(spec.depths))
     if load_weights:
         weights_lib.load_for_build(model, weights, checkpoint)
     elif checkpoint is not None:
@@ -193,5 +193,5 @@ BUILDERS = {_camel(n): _make_builder(n) for n in available_models()
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():
     setattr(_module, _name, _fn)
-__all__ = ["build", "from_classifier", "feature_info", "export_saved_model", "LEVELS", "PRESETS",
+__all__ = ["build", "freeze_stages", "from_classifier", "feature_info", "export_saved_model", "LEVELS", "PRESETS",
            *BUILDERS]

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 # run.json keys that must match when a run directory is reused (resume)
-IDENTITY = ("model", "data", "recipe", "batch_size", "total_steps", "seed", "num_classes")
+IDENTITY = ("model", "data", "recipe", "batch_size", "total_steps", "seed", "num_classes",
+            "weights", "freeze_at", "lr_multipliers")  # the last three: fine-tuning, if given
 
 
 class TrainingDiverged(RuntimeError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
@@ -196,6 +197,53 @@ class AnyOf(Rule):
         self.fail(value, key)
 
 
+_PATTERN = re.compile(r"[A-Za-z0-9_.*?/-]+")
+
+
+@dataclass(frozen=True)
+class Multipliers(Rule):
+    """Layer-name patterns to finite factors >= 0, in order (`training.LayerLRMultiplier`):
+    a mapping, or the command-line text `conv1,conv2_x=0.1` (patterns sharing a factor,
+    comma-separated; several groups separated by `;`: `conv1=0;conv*_x=0.1`)."""
+
+    optional: bool = False
+
+    def describe(self) -> str:
+        return ("layer patterns with a multiplier >= 0, as 'conv1,conv2_x=0.1' or a mapping "
+                "{pattern: multiplier}") + (" (or null)" if self.optional else "")
+
+    def _check(self, value: Any, key: str) -> Any:
+        if isinstance(value, str):
+            value = self._parse(value, key)
+        if not isinstance(value, Mapping):
+            self.fail(value, key)
+        out = {}
+        for pattern, factor in value.items():
+            if not isinstance(pattern, str) or not _PATTERN.fullmatch(pattern):
+                raise ValueError(f"{key}: {pattern!r} is not a layer pattern (letters, digits, "
+                                 "_ . - / and the wildcards * ?)")
+            out[pattern] = Number(float, low=0).check(factor, f"{key}[{pattern!r}]")
+        return out
+
+    def _parse(self, text: str, key: str) -> dict:
+        out: dict = {}
+        for group in filter(None, (g.strip() for g in text.split(";"))):
+            names, eq, factor = group.rpartition("=")
+            if not eq or not names.strip():
+                raise ValueError(f"{key}: {group!r} is not PATTERNS=MULTIPLIER (e.g. "
+                                 "'conv1,conv2_x=0.1')")
+            try:
+                number = float(factor)
+            except ValueError:
+                raise ValueError(f"{key}: multiplier {factor.strip()!r} in {group!r} is not a "
+                                 "number") from None
+            for name in names.split(","):
+                out[name.strip()] = number
+        if not out:
+            self.fail(text, key)
+        return out
+
+
 def validate(values: Mapping[str, Any], rules: Mapping[str, Rule], where: str) -> dict:
     """`values` with every key that has a rule checked (and normalised); errors name
     `where.key`. Keys without a rule pass unchanged (their names are checked elsewhere)."""
@@ -259,3 +307,4 @@ POSITIVE_INT = Number(int, low=1)
 NON_NEGATIVE_INT = Number(int, low=0)
 LEARNING_RATE = Number(float, low=0, open_low=True)  # finite and > 0: -0.1 / nan / inf refused
 FRACTION = Number(float, low=0, high=1)
+LR_MULTIPLIERS = Multipliers()  # layer patterns -> learning-rate multipliers (fine-tuning)

@@ -19,14 +19,13 @@ import numpy as np
 
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
-from keras_resnet_suite.schema import Number, check_args
+from keras_resnet_suite.train_flags import checked_data_dir as _checked_data_dir
+from keras_resnet_suite.train_flags import configure_train
+from keras_resnet_suite.train_flags import finetune_options as _finetune_options
 
-DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
-FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
-    ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
-    ("seed", 0))}
+
 
 
 def _num_classes(dataset: str, given: int | None) -> int | None:
@@ -47,40 +46,17 @@ def load_data(cfg: dict, start_step: int = 0, eval_mode: str = "center"):
                          normalization=cfg["normalization"])  # fmt: skip
 
 
-def _configure_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnet20", help="a name from `keras-resnet-suite models`")
-    p.add_argument("--data", default="cifar10", choices=DATASETS)
-    p.add_argument("--data-dir", required=True,
-                   help="data directory or archive (.tar.gz), or 'tfds' (TensorFlow Datasets)")
-    p.add_argument("--num-classes", type=int, help="classes (imagenet-style folders: default all)")
-    p.add_argument("--recipe", default="paper-cifar", help="paper-cifar | paper-imagenet | modern")
-    p.add_argument("--out", required=True, help="run directory (re-run to resume)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
-    length.add_argument("--steps", type=int, help="train this many iterations")
-    p.add_argument("--batch-size", type=int, help="global batch (default: the recipe's; the LR "
-                   "scales linearly)")  # fmt: skip
-    p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multiworker"])
-    p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"])
-    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
-    p.add_argument("--normalization", default="pixel_mean", choices=["pixel_mean", "channel"])
-    p.add_argument("--save-every", type=int, default=200,
-                   help="iterations between resumable checkpoints (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", default="auto", help="Keras verbosity: auto | 0 | 1 | 2")
-
-
 def cmd_train(args) -> dict:
     """Train a model with a paper recipe; a killed run re-run with the same command resumes."""
     import keras
 
-    from keras_resnet_suite import analysis, build, count_params, get_spec, training
+    from keras_resnet_suite import analysis, count_params, get_spec, training
     from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_json
 
     data_dir = _checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
-    recipe0 = training.get_recipe(args.recipe)
+    recipe0 = training.get_recipe(args.recipe, total_steps=1)  # its batch (any length)
     batch = args.batch_size or recipe0.global_batch_size
     try:
         training.per_replica_batch(batch, replicas)
@@ -88,8 +64,10 @@ def cmd_train(args) -> dict:
         raise SystemExit(f"error: --batch-size: {e}") from None
     out = Path(args.out)
     cfg = {"model": args.model, "data": args.data, "data_dir": data_dir, "recipe": args.recipe,
-           "batch_size": batch, "seed": args.seed, "normalization": args.normalization,
+           "batch_size": batch, "seed": args.seed,
+           "normalization": args.normalization or ("channel" if args.weights else "pixel_mean"),
            "strategy": args.strategy}  # fmt: skip
+    cfg.update(_finetune_options(args))  # only when given: earlier run.json files still match
     ds = load_data(cfg)
     print(ds.report.summary(), flush=True)
     num_classes = ds.num_classes if args.num_classes is None else args.num_classes
@@ -102,7 +80,8 @@ def cmd_train(args) -> dict:
     elif args.epochs:
         total = args.epochs * spe
     else:
-        total = training.get_recipe(args.recipe, global_batch_size=batch).total_steps
+        total = training.get_recipe(args.recipe, global_batch_size=batch,
+                                    steps_per_epoch=spe).total_steps  # modern: 90 epochs
     fit_spe, epochs = _fit_schedule(total, spe)
     if fit_spe * epochs != total:
         print(f"note: {total} iterations rounded up to {fit_spe * epochs} (whole epochs of "
@@ -111,22 +90,20 @@ def cmd_train(args) -> dict:
     cfg.update(num_classes=num_classes, total_steps=total, steps_per_epoch=fit_spe,
                epochs=epochs, class_names=ds.class_names)  # fmt: skip
     _check_run_dir(out, cfg)
-    chief = training.is_chief()
-    if chief:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "run.json", cfg)
-        norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
-        np.savez(out / "normalization.npz", **norm)
     spec = get_spec(args.model)
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    tuning = {k: cfg[k] for k in ("freeze_at", "lr_multipliers") if k in cfg}
     recipe = training.get_recipe(args.recipe, global_batch_size=batch, steps_per_epoch=fit_spe,
                                  total_steps=total, depth=spec.num_layers, seed=args.seed,
-                                 mixed_precision=args.mixed_precision, jit_compile=jit)  # fmt: skip
+                                 mixed_precision=args.mixed_precision, jit_compile=jit,
+                                 **tuning)  # fmt: skip
     recipe.apply_precision()
     keras.utils.set_random_seed(args.seed)
     with strategy.scope():
-        model = build(args.model, classes=num_classes)
-        recipe.compile(model)
+        model = _compiled_model(args.model, cfg.get("weights"), num_classes, recipe)
+    chief = training.is_chief()
+    if chief:
+        _write_run_files(out, cfg, ds)
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
@@ -151,24 +128,34 @@ def cmd_train(args) -> dict:
     return summary
 
 
-cmd_train.configure = _configure_train
+cmd_train.configure = configure_train
 
 
-def _checked_data_dir(args) -> str:
-    """`--data-dir` resolved, after refusing an unknown model or recipe and counts below 1."""
-    from keras_resnet_suite import training
-    from keras_resnet_suite.specs import available_models
+def _write_run_files(out: Path, cfg: dict, ds) -> None:
+    """run.json and normalization.npz; written once the model is compiled, so a refused
+    --freeze-at or --lr-mult leaves no run.json that would refuse the corrected command."""
+    from keras_resnet_suite.training.callbacks import atomic_write_json
 
-    if args.model not in available_models():
-        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
-    if args.recipe not in training.RECIPES:
-        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
-                         f"{', '.join(training.RECIPES)}")  # fmt: skip
-    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
-    if data_dir != "tfds" and not Path(data_dir).exists():
-        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    check_args(args, FLAG_RULES)
-    return data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "run.json", cfg)
+    norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
+    np.savez(out / "normalization.npz", **norm)
+
+
+def _compiled_model(name: str, weights: str | None, num_classes: int, recipe):
+    """The model to train, compiled by `recipe`: `weights` (fine-tuning) under a new head."""
+    from keras_resnet_suite import build, training
+
+    if weights:
+        model = training.finetune_model(name, weights, num_classes)
+    else:
+        model = build(name, classes=num_classes)
+    try:
+        recipe.compile(model)
+    except ValueError as e:  # a --lr-mult pattern naming no layer, a --freeze-at too deep
+        raise SystemExit(f"error: {e}".replace("recipe.lr_multipliers", "--lr-mult")
+                         .replace("recipe.freeze_at", "--freeze-at")) from None
+    return model
 
 
 def _run_callbacks(out: Path, fit_spe: int) -> list:

@@ -24,13 +24,17 @@ import yaml
 
 from detection.config import STRATEGIES, Config
 from detection.data.objects import check_objects
-from keras_resnet_suite.run_dir import TrainingDiverged
+from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
 from keras_resnet_suite.training.callbacks import (
+    NaNGuard,
     atomic_save,
     atomic_write_json,
     atomic_write_text,
     weights_finite,
 )
+from keras_resnet_suite.training.loop import fit_resumable
+from keras_resnet_suite.training.lr_multipliers import scale_trunk
+from keras_resnet_suite.training.optimizers import SGDL2
 from keras_resnet_suite.training.schedules import WarmupCosine, WarmupStepLR
 
 
@@ -50,8 +54,6 @@ def build_model(config: Config, load_backbone_weights: bool = True):
 
 def check_run_dir(out_dir: Path, config: Config) -> None:
     """Refuse to resume a run folder that holds another run (any change but `train.steps`)."""
-    from keras_resnet_suite.run_dir import describe_changes, differences
-
     path = out_dir / "config.yaml"
     if not path.is_file():
         return
@@ -59,6 +61,8 @@ def check_run_dir(out_dir: Path, config: Config) -> None:
     for cfg in (old, new):
         cfg.pop("eval", None)  # scoring may change between runs of the same training
         cfg.get("train", {}).pop("steps", None)  # a longer schedule resumes
+        if cfg.get("train", {}).get("backbone_lr_mult", 1.0) == 1.0:  # runs from before it
+            cfg.get("train", {}).pop("backbone_lr_mult", None)
     diff = differences(old, new)
     if diff:
         raise ValueError(f"{out_dir} holds a different run ({describe_changes(diff)}, against "
@@ -98,8 +102,6 @@ def _schedule(train):
 
 def _optimizer(train, schedule):
     if train.optimizer == "sgd":
-        from keras_resnet_suite.training.optimizers import SGDL2
-
         # Coupled L2 as detectron2's SGD; BN parameters are decayed too (its default).
         return SGDL2(schedule, momentum=float(train.momentum), l2=float(train.weight_decay),
                      clipnorm=train.clipnorm)
@@ -168,9 +170,6 @@ def evaluate_config(model, config: Config, split: str = "eval",
 def _fit(config: Config, out_dir: Path, verbose, strategy, base):
     """Build, compile and train on the loaded `base` split (resuming from
     `out_dir/checkpoints`); `model`. A diverged run raises `TrainingDiverged`."""
-    from keras_resnet_suite.training.callbacks import NaNGuard
-    from keras_resnet_suite.training.loop import fit_resumable
-
     train = config.train
     global_batch = int(train.batch_size) * strategy.num_replicas_in_sync
     make_train = _train_stream(config, base, global_batch)
@@ -183,7 +182,8 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
               f"({epochs} epochs of {steps_per_epoch} steps)")
     with strategy.scope():
         model = build_model(config)
-        model.compile(optimizer=_optimizer(train, _schedule(train)))
+        model.compile(optimizer=scale_trunk(model, _optimizer(train, _schedule(train)),
+                                            train.backbone_lr_mult, "train.backbone_lr_mult"))
     callbacks = [NaNGuard(), keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"),

@@ -6,6 +6,13 @@
     recipe.compile(model)
     model.fit(recipe.prepare(data.train), epochs=recipe.epochs, callbacks=recipe.callbacks(), ...)
 
+Fine-tuning a pretrained model (transfer learning) with a new head:
+
+    recipe = get_recipe("fine-tune", global_batch_size=64, steps_per_epoch=80, total_steps=160,
+                        freeze_at=2, lr_multipliers={"*": 0.1, "predictions": 1.0})
+    model = training.finetune_model("resnet56", weights="resnet56-4bfd9763.th", classes=5)
+    recipe.compile(model)              # freezes conv1..conv{freeze_at}_x, scales the rest's LR
+
 The learning rate scales linearly with the global batch; iteration milestones are kept at the
 same number of examples seen (the paper's 32k iterations at batch 128 become 16k at 256).
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import keras
 
@@ -24,6 +32,7 @@ from keras_resnet_suite.schema import (
     Choice,
     Flag,
     ListOf,
+    Multipliers,
     Number,
     check_fields,
     key,
@@ -31,11 +40,14 @@ from keras_resnet_suite.schema import (
 from keras_resnet_suite.training.callbacks import NaNGuard, WarmupUntilError
 from keras_resnet_suite.training.distribute import enable_multiworker_fit, scale_learning_rate
 from keras_resnet_suite.training.losses import SmoothedCrossEntropy
+from keras_resnet_suite.training.lr_multipliers import LayerLRMultiplier, check_multipliers
 from keras_resnet_suite.training.mixing import mix_batches
 from keras_resnet_suite.training.optimizers import SGDL2
 from keras_resnet_suite.training.schedules import StepDecay, WarmupCosine
 
-RECIPES = ("paper-cifar", "paper-imagenet", "modern")
+RECIPES = ("paper-cifar", "paper-imagenet", "modern", "fine-tune")
+# fine-tune: every pretrained layer at 0.1x the new head's rate (last pattern wins)
+FINETUNE_MULTIPLIERS = {"*": 0.1, "predictions": 1.0}
 PRECISIONS = (None, "float32", "mixed_float16", "mixed_bfloat16")
 _UNIT_OPEN = Number(float, low=0, high=1, open_high=True)  # momentum, label smoothing: [0, 1)
 
@@ -66,6 +78,10 @@ class Recipe:
     mixed_precision: str | None = key(Choice(PRECISIONS[1:], optional=True), None)
     jit_compile: bool | str = key(Choice((True, False, "auto")), "auto")
     seed: int = key(NON_NEGATIVE_INT, 0)
+    # layer patterns -> LR multipliers (`LayerLRMultiplier`); None: one rate for all
+    lr_multipliers: dict[str, float] | None = key(Multipliers(optional=True), None)
+    # stem and stages conv2_x..conv{freeze_at}_x frozen by `compile` (0: none)
+    freeze_at: int = key(NON_NEGATIVE_INT, 0)
 
     def __post_init__(self):
         # A negative, NaN or infinite learning rate (or a momentum of 1.5) trains without a
@@ -99,9 +115,10 @@ class Recipe:
         return StepDecay(self.lr, self.boundaries, 0.1, warm)
 
     def optimizer(self) -> keras.optimizers.Optimizer:
-        """SGD with coupled L2 decay (paper) and optional EMA of the weights."""
+        """SGD with coupled L2 decay (paper) and optional EMA of the weights, its rate (and L2)
+        scaled per layer when the recipe has `lr_multipliers`."""
         ema = {"use_ema": True, "ema_momentum": self.ema_momentum} if self.ema_momentum else {}
-        return SGDL2(
+        sgd = SGDL2(
             learning_rate=self.schedule(),
             momentum=self.momentum,
             nesterov=self.nesterov,
@@ -109,6 +126,7 @@ class Recipe:
             decay_norm_and_bias=self.decay_norm_and_bias,
             **ema,
         )
+        return LayerLRMultiplier(sgd, self.lr_multipliers) if self.lr_multipliers else sgd
 
     def loss(self) -> keras.losses.Loss:
         return SmoothedCrossEntropy(self.label_smoothing)
@@ -118,7 +136,13 @@ class Recipe:
         keras.mixed_precision.set_global_policy(self.mixed_precision or "float32")
 
     def compile(self, model: keras.Model, metrics: list | None = None) -> keras.Model:
-        """Compile `model` with this recipe's optimizer, loss and accuracy metrics."""
+        """Compile `model` with this recipe's optimizer, loss and accuracy metrics; first freeze
+        its stem and stages up to `freeze_at`, and refuse `lr_multipliers` patterns that match
+        no layer of it (a typo would silently train at the full rate)."""
+        if self.freeze_at:
+            self._freeze(model)
+        if self.lr_multipliers:
+            check_multipliers(model, self.lr_multipliers, "recipe.lr_multipliers")
         if metrics is None:
             acc = (
                 keras.metrics.CategoricalAccuracy
@@ -140,6 +164,18 @@ class Recipe:
         if keras.backend.backend() == "tensorflow":
             enable_multiworker_fit(model)
         return model
+
+    def _freeze(self, model: keras.Model) -> None:
+        from keras_resnet_suite.backbones import freeze_stages
+
+        stages = sum(1 for layer in model.layers if re.fullmatch(r"conv\d+_x", layer.name))
+        if not stages or "conv1" not in {layer.name for layer in model.layers}:
+            raise ValueError(f"recipe.freeze_at = {self.freeze_at}: {model.name} has no conv1 "
+                             "stem and conv{k}_x stages to freeze")
+        if self.freeze_at > stages + 1:
+            raise ValueError(f"recipe.freeze_at must be in [0, {stages + 1}] for {model.name} "
+                             f"(stem + {stages} stages), got {self.freeze_at}")
+        freeze_stages(model, self.freeze_at, stages)
 
     def callbacks(self) -> list[keras.callbacks.Callback]:
         """Callbacks the recipe itself needs (NaN stop, warm-up gate, plateau decay)."""
@@ -182,6 +218,10 @@ def get_recipe(
       epochs) of 600k, or on a validation plateau (`lr_policy="plateau"`), Sec. 3.4.
     - `modern`: Nesterov SGD 0.1 per 256, 5-epoch linear warm-up + cosine, label smoothing
       0.1, no L2 on BN and biases; `mixup_alpha`, `cutmix_alpha`, `ema_momentum` optional.
+    - `fine-tune`: a pretrained model with a new head (`finetune_model`): SGD 0.05 per 256 for
+      the head, every pretrained layer at 0.1x (`lr_multipliers`, L2 scaled alike), warm-up +
+      cosine over 10 epochs, label smoothing 0.1, no L2 on BN and biases; `freeze_at=k` freezes
+      the stem and stages up to conv{k}_x (BN statistics included).
 
     A shorter `total_steps` (e.g. a CPU budget) keeps the milestones at the same fractions.
     """
@@ -197,6 +237,10 @@ def get_recipe(
     elif name == "paper-imagenet":
         base_batch, base_total, fractions = 256, 600_000, (0.25, 0.5, 0.75)
         kw = dict(base_lr=0.1, lr_policy="steps")
+    elif name == "fine-tune":
+        base_batch, base_total, fractions = 256, None, ()
+        kw = dict(base_lr=0.05, lr_policy="cosine", decay_norm_and_bias=False,
+                  label_smoothing=0.1, lr_multipliers=dict(FINETUNE_MULTIPLIERS))
     else:
         base_batch, base_total, fractions = 256, None, ()
         kw = dict(
@@ -211,9 +255,11 @@ def get_recipe(
         raise ValueError(f"global_batch_size must be positive, got {batch}")
     if total_steps is None:
         if base_total is None:
+            epochs = 10 if name == "fine-tune" else 90
             if not steps_per_epoch:
-                raise ValueError("recipe 'modern' needs total_steps or steps_per_epoch (90 epochs)")
-            total_steps = 90 * steps_per_epoch
+                raise ValueError(f"recipe {name!r} needs total_steps or steps_per_epoch "
+                                 f"({epochs} epochs)")
+            total_steps = epochs * steps_per_epoch
         else:
             total_steps = max(1, round(base_total * base_batch / batch))
     kw.update(overrides)

@@ -142,9 +142,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def schedule_of(optimizer) -> object | None:
-    """The LearningRateSchedule driving `optimizer` (through a LossScaleOptimizer), or None."""
+    """The LearningRateSchedule driving `optimizer` (through wrappers: LossScaleOptimizer,
+    LayerLRMultiplier), or None."""
     from keras_resnet_suite import compat
 
-    opt = getattr(optimizer, "inner_optimizer", optimizer)
+    opt = optimizer
+    while hasattr(opt, "inner_optimizer"):
+        opt = opt.inner_optimizer
     lr = compat.learning_rate_object(opt)
     return lr if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule) else None

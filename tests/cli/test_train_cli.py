@@ -129,3 +129,34 @@ def test_fit_schedule_covers_exactly_the_requested_iterations():
     assert _fit_schedule(100, 390) == (100, 1)  # shorter than an epoch: one interval
     assert _fit_schedule(780, 390) == (390, 2)
     assert _fit_schedule(1009, 390) == (390, 3)  # a prime: rounded up to whole epochs
+
+
+def test_fine_tune_from_a_published_checkpoint_with_multipliers(folder, tmp_path, capsys):
+    from pathlib import Path
+
+    weights = (Path(__file__).resolve().parents[3] / "shared" / "data" /
+               "cifar-resnet-checkpoints" / "resnet20-12fca82f.th")
+    if not weights.is_file():
+        pytest.skip(f"published CIFAR checkpoint absent: {weights}")
+    run = tmp_path / "tuned"
+    args = _train_args(folder, run, "--weights", str(weights), "--freeze-at", "2",
+                       "--lr-mult", "*=0.1", "--lr-mult", "predictions=1")
+    args[args.index("--recipe") + 1] = "fine-tune"
+    assert cli.main(args) == 0
+    assert "resnet20 on cifar10 (fine-tune): 4/4 iterations" in capsys.readouterr().out
+    cfg = json.loads((run / "run.json").read_text())
+    assert (cfg["weights"], cfg["freeze_at"], cfg["lr_multipliers"]) == (
+        str(weights), 2, {"*": 0.1, "predictions": 1.0})
+    model = keras.saving.load_model(run / "model.keras")
+    assert model.optimizer.multipliers == {"*": 0.1, "predictions": 1.0}
+    assert [layer.name for layer in model.layers if not layer.trainable] == ["conv1", "conv2_x"]
+    # another multiplier is another run: refused, the run directory kept
+    with pytest.raises(SystemExit, match="lr_multipliers"):
+        cli.main([*args[:-1], "predictions=2"])
+    with pytest.raises(SystemExit) as err:
+        cli.main([*args[:-4], "--lr-mult", "conv_9=0.1", "--out", str(tmp_path / "other")])
+    assert str(err.value).startswith("error: --lr-mult: pattern(s) 'conv_9' match no layer of "
+                                     "resnet20 (its layers with weights: conv1, conv2_x,")
+    with pytest.raises(SystemExit, match=r"^error: --freeze-at must be in \[0, 4\] for resnet20"):
+        cli.main([*args, "--freeze-at", "9", "--out", str(tmp_path / "other")])
+    assert not (tmp_path / "other").exists()  # nothing written that would refuse the fix

@@ -129,16 +129,40 @@ def test_a_run_resumed_mid_epoch_gets_the_uninterrupted_batches(tmp_path):
     uninterrupted run's batches, although every new iterator of a reshuffling dataset draws
     the next permutation."""
     from detection.config import load_config
+    from detection.data.build import dataset_from_config
     from detection.engine.train import _train_stream
 
     config = load_config(_config(tmp_path))
 
+    def stream():
+        base = dataset_from_config(config.data.train, config.class_names(), shuffle=True,
+                                   seed=config.data.seed, verbose=False)
+        assert base.num_examples == 8
+        return _train_stream(config, base, 2)
+
     def images(make, start, n):
         return [b["images"].numpy() for b in make(start).take(n)]
 
-    whole = images(_train_stream(config, config.class_names(), 2)[0], 0, 12)  # 3 epochs of 4
-    make, count = _train_stream(config, config.class_names(), 2)
-    assert count == 8
+    whole = images(stream(), 0, 12)  # 3 epochs of 4
+    make = stream()
     resumed = images(make, 2, 2) + images(make, 4, 4) + images(make, 8, 4)
     for step, (a, b) in enumerate(zip(whole[2:], resumed, strict=True), start=2):
         np.testing.assert_array_equal(a, b, err_msg=f"batch of step {step}")
+
+
+def test_backbone_lr_mult_zero_keeps_the_backbone_while_the_heads_train(tmp_path):
+    import keras
+
+    from detection.config import load_config
+    from detection.engine.train import build_model, train
+
+    config = load_config(_config(tmp_path, backbone_lr_mult=0.0, steps=2))
+    keras.utils.set_random_seed(0)  # train() seeds with data.seed (0) before building
+    start = [v.numpy() for v in build_model(config).trainable_variables]  # in model order
+    model = train(config, tmp_path / "run", verbose=0, evaluate=False)["model"]
+    assert type(model.optimizer).__name__ == "LayerLRMultiplier"
+    same = {v.path: np.array_equal(v.numpy(), w)
+            for v, w in zip(model.trainable_variables, start, strict=True)}
+    backbone = [p for p in same if p.split("/")[0] == "conv1" or p.split("/")[0].endswith("_x")]
+    assert len(backbone) > 10 and all(same[p] for p in backbone), backbone
+    assert not all(same[p] for p in same if p.startswith("rpn/"))  # the new heads train
