@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def cpu_isa() -> str:
     """What oneDNN may use here: the CPU's AVX-512 or AVX2, and an ONEDNN_MAX_CPU_ISA cap."""
-    from keras_resnet_suite.runtime import onednn_may_use
+    from keras_resnet_suite.runtime import onednn_has_avx512
 
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    isa = "AVX-512" if onednn_may_use(("avx512f",), ("AVX512", "AMX"), unknown=False) else "AVX2"
+    isa = "AVX-512" if onednn_has_avx512() else "AVX2"
     return f"oneDNN ISA {isa}" + (f" (capped: ONEDNN_MAX_CPU_ISA={cap})" if cap else "")
 
 

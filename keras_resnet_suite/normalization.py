@@ -97,9 +97,9 @@ def _affine_inference() -> bool:
     (paired, same process: ResNet-50 at batch 16 0.86x the time of the multiply-add under an
     AVX2 cap, 0.91x with AVX-512; CIFAR ResNet-56 at batch 1000 0.84x), so it stays.
     """
-    from keras_resnet_suite.runtime import onednn_enabled
+    from keras_resnet_suite.runtime import onednn_enabled, onednn_has_avx512
 
-    return onednn_enabled() and not _onednn_has_avx512()
+    return onednn_enabled() and not onednn_has_avx512()
 
 
 def batch_of_one_branch(fn: Callable, x, training=None):
@@ -128,32 +128,23 @@ def batch_of_one_branch(fn: Callable, x, training=None):
     return tf.cond(tf.equal(tf.shape(x)[0], 1), one, lambda: fn(x))
 
 
-@contextlib.contextmanager
 def portable_batch_branch():
     """Trace the batch-of-one branch whatever this machine's rule: an exported graph is served
     on CPUs other than the one that wrote it (an AVX-512 build machine, AVX2 servers)."""
-    _tracing.portable = True
-    try:
-        yield
-    finally:
-        _tracing.portable = False
+    return _tracing_flag("portable")
+
+
+def _batch_of_one():
+    return _tracing_flag("batch_of_one")
 
 
 @contextlib.contextmanager
-def _batch_of_one():
-    _tracing.batch_of_one = True
+def _tracing_flag(name: str):
+    setattr(_tracing, name, True)
     try:
         yield
     finally:
-        _tracing.batch_of_one = False
-
-
-def _onednn_has_avx512() -> bool:
-    """Whether oneDNN may use AVX-512 here: the CPU has it and `ONEDNN_MAX_CPU_ISA` allows it.
-    Not Linux: no evidence of the slow GEMM path, so TensorFlow's fusion stays."""
-    from keras_resnet_suite.runtime import onednn_may_use
-
-    return onednn_may_use(("avx512f",), ("AVX512", "AMX"), unknown=True)
+        setattr(_tracing, name, False)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

@@ -148,7 +148,13 @@ def onednn_pays_off(batch: int | None) -> bool:
     best BN path (0.144 s vs 0.107 s on a 2-core EPYC; issue 25), while from a few images on,
     and for training, oneDNN wins. `None` (unknown, e.g. training) counts as a batch.
     """
-    return batch != 1 or onednn_may_use(("avx512f",), ("AVX512", "AMX"), unknown=True)
+    return batch != 1 or onednn_has_avx512()
+
+
+def onednn_has_avx512() -> bool:
+    """Whether oneDNN may use AVX-512 here: the CPU has it and `ONEDNN_MAX_CPU_ISA` allows it.
+    Not Linux: no evidence of the slow paths of AVX2, so the AVX-512 answer."""
+    return onednn_may_use(("avx512f",), ("AVX512", "AMX"), unknown=True)
 
 
 def one_image_command(argv: Sequence[str] | None = None) -> bool:
