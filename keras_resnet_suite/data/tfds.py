@@ -27,6 +27,11 @@ def import_tfds(
     return tfds
 
 
+class DatasetUnavailable(OSError):
+    """A TFDS set neither prepared nor downloadable: missing input data, so the command lines
+    answer it as bad input (`error: <message>`, exit code 2)."""
+
+
 def _data_dir(data_dir: str | os.PathLike | None) -> str | None:
     return str(data_dir) if data_dir else os.environ.get("TFDS_DATA_DIR")
 
@@ -36,7 +41,7 @@ def builder(
     instead: str = "pass the path of an image-folder tree or archive",
 ) -> Any:
     """A prepared TFDS builder for `name`, downloading it if needed and allowed; unavailable
-    data is one RuntimeError naming the set, where it was looked for and what works `instead`."""
+    data is one DatasetUnavailable line: the set, where it was looked for, what works `instead`."""
     tfds = import_tfds(instead)
     data_dir = _data_dir(data_dir)
     try:
@@ -47,7 +52,7 @@ def builder(
             b.download_and_prepare()
     except Exception as e:  # network, manual-download and checksum errors all end here
         where = data_dir or "~/tensorflow_datasets"
-        raise RuntimeError(
+        raise DatasetUnavailable(
             f"TFDS dataset {name!r} is unavailable ({type(e).__name__}: {e}). It must be "
             f"downloaded once with network access, or prepared by hand in {where} "
             f"(imagenet2012 always needs the manual tar files); alternatively {instead}."

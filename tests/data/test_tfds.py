@@ -9,7 +9,7 @@ import pytest
 import keras_resnet_suite as krs
 from keras_resnet_suite.data.cifar import cifar
 from keras_resnet_suite.data.cifar import load_arrays as load_cifar_arrays
-from keras_resnet_suite.data.tfds import builder
+from keras_resnet_suite.data.tfds import DatasetUnavailable, builder
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -53,7 +53,7 @@ def test_classifier_trains_two_steps_from_the_tfds_stream(mocked, tmp_path):
 
 
 def test_unprepared_set_without_download_is_one_clear_line(tmp_path):
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(DatasetUnavailable) as err:
         builder("cifar10", tmp_path, download=False)
     message = str(err.value)
     assert "\n" not in message
@@ -69,7 +69,7 @@ def test_failed_download_is_one_clear_line(monkeypatch, tmp_path):
         raise ConnectionError("Failed to resolve 'www.cs.toronto.edu'")
 
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(DatasetUnavailable) as err:
         load_cifar_arrays("tfds", cache=tmp_path)
     message = str(err.value)
     assert "\n" not in message

@@ -5,6 +5,10 @@ TFDS examples, two training steps of the tiny detector from a `voc_tfds` config,
 line an unavailable set gives."""
 
 import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +18,13 @@ import detection.data
 from detection.config import CONFIGS, from_dict
 from detection.data.tfds import COCO_CATEGORY_IDS
 from detection.data.voc import VOC_CLASSES
+from keras_resnet_suite.data.tfds import DatasetUnavailable
 
 tfds = pytest.importorskip("tensorflow_datasets")
 mocking = pytest.importorskip("tensorflow_datasets.testing.mocking")
 
 N = 3  # mock examples per split
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _mock(**kwargs):
@@ -136,7 +142,7 @@ def test_tiny_detector_trains_two_steps_from_a_voc_tfds_config(aligned, tmp_path
 @pytest.mark.parametrize("loader, name", [("voc_tfds", "voc/2007"), ("coco_tfds", "coco/2017")])
 def test_unprepared_set_is_one_line_naming_it_and_the_way_out(tmp_path, loader, name):
     spec = {"loader": loader, "split": "train", "data_dir": str(tmp_path), "download": False}
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(DatasetUnavailable) as err:
         detection.data.dataset_from_config(spec)
     message = str(err.value)
     assert "\n" not in message
@@ -146,3 +152,23 @@ def test_unprepared_set_is_one_line_naming_it_and_the_way_out(tmp_path, loader, 
     assert message.endswith("alternatively use the file loaders detection.data.voc / "
                             "detection.data.coco (loader: voc / coco) on a VOCdevkit or COCO "
                             "folder.")
+
+
+def test_train_cli_answers_an_unprepared_set_with_one_error_line(tmp_path):
+    raw = yaml.safe_load((CONFIGS / "raccoon_tiny.yaml").read_text())
+    raw["data"].update(num_classes=20, class_names=list(VOC_CLASSES), eval=None,
+                       train={"loader": "voc_tfds", "split": "train", "download": False,
+                              "data_dir": str(tmp_path / "tfds")})
+    config = tmp_path / "voc_tfds.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    run = subprocess.run([sys.executable, "-m", "detection", "train", "--config", str(config),
+                          "--out", str(tmp_path / "run")], cwd=REPO, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [line for line in run.stderr.splitlines() if "Traceback" in line
+                      or line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: TFDS dataset 'voc/2007' is unavailable (FileNotFoundError: voc/2007 is not "
+        f"prepared in {tmp_path / 'tfds'}")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
