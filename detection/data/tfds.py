@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from detection.data.records import attach
 from detection.data.voc import VOC_CLASSES
+from keras_resnet_suite.data.tfds import builder, import_tfds
 
 # COCO 2017 category ids of the 80 detection classes, in id order: TFDS label k is id [k].
 COCO_CATEGORY_IDS = (
@@ -82,14 +83,17 @@ def _drop(element: dict, mask: tf.Tensor) -> dict:
 
 
 def _load(name: str, split: str, data_dir, shuffle: bool, seed, download: bool):
-    from keras_resnet_suite.data.tfds import import_tfds
-
-    tfds = import_tfds("the VOCdevkit / COCO file loaders detection.data.voc and "
-                       f"detection.data.coco instead of {name} from TFDS")
-    read_config = tfds.ReadConfig(shuffle_seed=seed) if seed is not None else None
-    ds, info = tfds.load(name, split=split, data_dir=data_dir, download=download,
-                         shuffle_files=shuffle, read_config=read_config, with_info=True)
-    return ds, info
+    """`(dataset of TFDS elements, num_examples, info)` of a prepared (or, if allowed, downloaded)
+    split; unavailable data is one line saying what to do (`keras_resnet_suite.data.tfds`)."""
+    b = builder(name, data_dir, download,
+                instead="use the file loaders detection.data.voc / detection.data.coco "
+                        "(loader: voc / coco) on a VOCdevkit or COCO folder")
+    read_config = import_tfds().ReadConfig(shuffle_seed=seed) if seed is not None else None
+    ds = b.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
+    # The dataset's own length counts what a sub-split (`train[:100]`) really yields; the
+    # split metadata is the fallback when the length is unknown.
+    count = int(ds.cardinality())
+    return ds, count if count >= 0 else b.info.splits[split].num_examples, b.info
 
 
 def voc_tfds(
@@ -97,12 +101,12 @@ def voc_tfds(
     seed: int | None = None, download: bool = True, skip_difficult: bool = False,
 ) -> tf.data.Dataset:
     """TFDS `voc/<year>` (2007 or 2012) in the agreed element format; labels as VOC_CLASSES."""
-    ds, info = _load(f"voc/{year}", split, data_dir, shuffle, seed, download)
+    ds, count, info = _load(f"voc/{year}", split, data_dir, shuffle, seed, download)
     ds = ds.map(from_tfds_voc, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_difficult:
         ds = ds.map(lambda e: _drop(e, e["difficult"]), num_parallel_calls=tf.data.AUTOTUNE)
     names = list(VOC_CLASSES)
-    return attach(ds, class_names=names, num_examples=info.splits[split].num_examples,
+    return attach(ds, class_names=names, num_examples=count,
                   label_to_name=dict(enumerate(names)),
                   name_to_label={n: i for i, n in enumerate(names)})
 
@@ -112,12 +116,12 @@ def coco_tfds(
     seed: int | None = None, download: bool = True, skip_crowd: bool = False,
 ) -> tf.data.Dataset:
     """TFDS `coco/<year>` in the agreed element format, with COCO category ids alongside."""
-    ds, info = _load(f"coco/{year}", split, data_dir, shuffle, seed, download)
+    ds, count, info = _load(f"coco/{year}", split, data_dir, shuffle, seed, download)
     ds = ds.map(from_tfds_coco, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if skip_crowd:
         ds = ds.map(lambda e: _drop(e, e["iscrowd"]), num_parallel_calls=tf.data.AUTOTUNE)
     names = list(info.features["objects"]["label"].names)
     ids = list(COCO_CATEGORY_IDS)
-    return attach(ds, class_names=names, num_examples=info.splits[split].num_examples,
+    return attach(ds, class_names=names, num_examples=count,
                   category_ids=ids, label_to_category=dict(enumerate(ids)),
                   category_to_label={c: i for i, c in enumerate(ids)})

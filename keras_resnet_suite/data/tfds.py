@@ -27,15 +27,22 @@ def import_tfds(
     return tfds
 
 
+class DatasetUnavailable(OSError):
+    """A TFDS set neither prepared nor downloadable: missing input data, so the command lines
+    answer it as bad input (`error: <message>`, exit code 2)."""
 
 
 def _data_dir(data_dir: str | os.PathLike | None) -> str | None:
     return str(data_dir) if data_dir else os.environ.get("TFDS_DATA_DIR")
 
 
-def builder(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> Any:
-    """A prepared TFDS builder for `name`, downloading it if needed and allowed."""
-    tfds = import_tfds()
+def builder(
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = True,
+    instead: str = "pass the path of an image-folder tree or archive",
+) -> Any:
+    """A prepared TFDS builder for `name`, downloading it if needed and allowed; unavailable
+    data is one DatasetUnavailable line: the set, where it was looked for, what works `instead`."""
+    tfds = import_tfds(instead)
     data_dir = _data_dir(data_dir)
     try:
         b = tfds.builder(name, data_dir=data_dir)
@@ -45,11 +52,10 @@ def builder(name: str, data_dir: str | os.PathLike | None = None, download: bool
             b.download_and_prepare()
     except Exception as e:  # network, manual-download and checksum errors all end here
         where = data_dir or "~/tensorflow_datasets"
-        raise RuntimeError(
+        raise DatasetUnavailable(
             f"TFDS dataset {name!r} is unavailable ({type(e).__name__}: {e}). It must be "
             f"downloaded once with network access, or prepared by hand in {where} "
-            "(imagenet2012 always needs the manual tar files); alternatively pass the path of "
-            "an image-folder tree or archive."
+            f"(imagenet2012 always needs the manual tar files); alternatively {instead}."
         ) from e
     return b
 
@@ -60,7 +66,12 @@ def load_arrays(name: str, data_dir: str | os.PathLike | None = None, download: 
     b = builder(name, data_dir, download)
     out, report = {}, DataReport(f"tfds {name}")
     for split in ("train", "test"):
-        data = tfds.as_numpy(b.as_dataset(split=split, batch_size=-1))
+        ds = b.as_dataset(split=split)
+        # One batch of the split's own length: `batch_size=-1` sizes it from the split
+        # metadata, which a code-only builder (tfds.testing.mock_data) lacks and aborts on.
+        count = int(ds.cardinality())
+        count = count if count >= 0 else b.info.splits[split].num_examples
+        data = tfds.as_numpy(ds.batch(max(count, 1)).get_single_element())
         out[split] = (np.asarray(data["image"], np.uint8), np.asarray(data["label"], np.int64))
         report.loaded[split] = len(out[split][1])
     names = list(b.info.features["label"].names)
