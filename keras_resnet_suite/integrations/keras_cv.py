@@ -32,6 +32,7 @@ class ResNetCVBackbone(keras_cv.models.Backbone):
                  options: dict | None = None, image_shape: tuple = (None, None, 3),
                  load_weights: bool = True, **kwargs):
         trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights)
+        kwargs.setdefault("name", trunk.name)
         super().__init__(inputs=trunk.inputs, outputs=trunk.output, **kwargs)
         self.pyramid_level_inputs = {f"P{level[1:]}": name
                                      for level, name in level_layer_names(trunk).items()}

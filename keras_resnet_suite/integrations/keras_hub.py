@@ -32,6 +32,7 @@ class ResNetHubBackbone(keras_hub.models.FeaturePyramidBackbone):
                  options: dict | None = None, image_shape: tuple = (None, None, 3),
                  load_weights: bool = True, dtype=None, **kwargs):
         trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights)
+        kwargs.setdefault("name", trunk.name)
         super().__init__(inputs=trunk.inputs, outputs=trunk.output, dtype=dtype, **kwargs)
         self.pyramid_outputs = {f"P{level[1:]}": out for level, out in trunk.output.items()}
         self.spec, self.feature_info = trunk.spec, trunk.feature_info

@@ -8,7 +8,6 @@ import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
 
-from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone  # noqa: E402
 from roundtrip import (  # noqa: E402
     TINY,
     assert_same_outputs,
@@ -16,6 +15,8 @@ from roundtrip import (  # noqa: E402
     count_found,
     reload_in_fresh_process,
 )
+
+from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone  # noqa: E402
 
 MODULE = "keras_resnet_suite.integrations.keras_hub"
 
@@ -26,7 +27,7 @@ def _fit_predict_reload(detector, encoder, y, x, tmp_path):
     history = detector.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     # The step trained the backbone inside the detector, not a copy of it.
-    assert any(not np.array_equal(b, np.asarray(w)) for b, w in zip(before, encoder.weights))
+    assert any(not np.array_equal(b, np.asarray(w)) for b, w in zip(before, encoder.weights, strict=True))
     predicted = detector.predict(x, verbose=0)
     after, weights, adapters = reload_in_fresh_process(detector, x, tmp_path, MODULE,
                                                        "ResNetHubBackbone")
