@@ -45,6 +45,19 @@ def level_layer_names(trunk: keras.Model) -> dict[str, str]:
     return {level: by_output[id(tensor)] for level, tensor in trunk.output.items()}
 
 
+# What a backbone knows about itself (architecture, levels, and with published weights how its
+# images must be fed), handed on to the adapter that wraps it.
+_METADATA = ("spec", "feature_info", "checkpoint", "preprocessing", "preprocess_input")
+
+
+def copy_metadata(trunk: keras.Model, adapter: keras.Model) -> None:
+    """Give `adapter` the trunk's spec, feature_info and, with published weights, its
+    checkpoint and `preprocess_input` (so a detector's images can be fed as the weights expect)."""
+    for attr in _METADATA:
+        if hasattr(trunk, attr):
+            setattr(adapter, attr, getattr(trunk, attr))
+
+
 def adapter_config(architecture: str, weights: str | None, options: dict,
                    image_shape: tuple) -> dict:
     """The part of an adapter's config that rebuilds its backbone without reading weights."""

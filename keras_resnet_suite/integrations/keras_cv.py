@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import keras_cv
 
-from . import adapter_config, build_trunk, level_layer_names
+from . import adapter_config, build_trunk, copy_metadata, level_layer_names
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet_suite")
@@ -36,7 +36,7 @@ class ResNetCVBackbone(keras_cv.models.Backbone):
         super().__init__(inputs=trunk.inputs, outputs=trunk.output, **kwargs)
         self.pyramid_level_inputs = {f"P{level[1:]}": name
                                      for level, name in level_layer_names(trunk).items()}
-        self.spec, self.feature_info = trunk.spec, trunk.feature_info
+        copy_metadata(trunk, self)
         self._rebuild = adapter_config(architecture, weights, options, image_shape)
 
     def get_config(self) -> dict:

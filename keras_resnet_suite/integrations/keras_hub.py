@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from . import adapter_config, build_trunk
+from . import adapter_config, build_trunk, copy_metadata
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet_suite")
@@ -35,7 +35,7 @@ class ResNetHubBackbone(keras_hub.models.FeaturePyramidBackbone):
         kwargs.setdefault("name", trunk.name)
         super().__init__(inputs=trunk.inputs, outputs=trunk.output, dtype=dtype, **kwargs)
         self.pyramid_outputs = {f"P{level[1:]}": out for level, out in trunk.output.items()}
-        self.spec, self.feature_info = trunk.spec, trunk.feature_info
+        copy_metadata(trunk, self)
         self._rebuild = adapter_config(architecture, weights, options, image_shape)
 
     def get_config(self) -> dict:

@@ -66,3 +66,52 @@ def test_dfine_takes_the_backbone_with_out_features(tmp_path):
                                                     bounding_box_format="xyxy")
     x, boxes, labels = boxes_batch()
     _fit_predict_reload(detector, encoder, {"boxes": boxes, "labels": labels}, x, tmp_path)
+
+
+def test_readme_snippet_resnet50_retinanet():
+    # README "Backbones": the keras-hub RetinaNet snippet as printed, except load_weights=False
+    # (the architecture and preprocessing "imagenet" implies, without the download) and one
+    # batch of two 64x64 images for its `images, boxes, labels`.
+    x, boxes, labels = boxes_batch()
+    images = x
+    encoder = ResNetHubBackbone("resnet50", weights="imagenet", options={"freeze_at": 2},
+                                load_weights=False)
+    backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3,
+                                                  max_level=7, use_p5=False)
+    model = keras_hub.models.RetinaNetObjectDetector(backbone=backbone, num_classes=20,
+                                                     bounding_box_format="xyxy")
+    history = model.fit(encoder.preprocess_input(images), {"boxes": boxes, "labels": labels},
+                        verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert encoder.checkpoint.name == "resnet50:torchvision-v1" and encoder.preprocessing == "torch"
+    assert [encoder.get_layer(n).trainable for n in ("conv1", "conv2_x", "conv3_x")] == [
+        False, False, True]
+    assert encoder.feature_info["C5"] == {"channels": 2048, "stride": 32}
+
+
+def test_config_rebuilds_architecture_and_preprocessing_without_weights():
+    encoder = ResNetHubBackbone("resnet18", weights="imagenet", load_weights=False,
+                                options={"return_levels": ("C3", "C4", "C5")})
+    assert sorted(encoder.pyramid_outputs) == ["P3", "P4", "P5"]
+    config = encoder.get_config()
+    assert {k: config[k] for k in ("architecture", "weights", "options", "load_weights")} == {
+        "architecture": "resnet18", "weights": "imagenet", "load_weights": False,
+        "options": {"return_levels": ["C3", "C4", "C5"]}}
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(encoder))
+    assert type(clone) is ResNetHubBackbone and clone.name == "resnet18_backbone"
+    assert clone.checkpoint == encoder.checkpoint
+    assert len(clone.weights) == len(encoder.weights)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"architecture": 18}, TypeError,
+     "architecture must be a backbone name such as 'resnet50' (a string, so it can be saved "
+     "in the model's config), got int"),
+    ({"options": {"weights": "imagenet"}}, ValueError,
+     "options must not set ['weights']: pass weights= and image_shape= to the adapter itself"),
+    ({"options": {"depth": 3}}, TypeError, "build() got unexpected keyword argument(s) ['depth']"),
+])
+def test_bad_arguments_are_one_line(kwargs, error, message):
+    with pytest.raises(error) as info:
+        ResNetHubBackbone(**{"architecture": "resnet18", **kwargs})
+    assert str(info.value) == message
