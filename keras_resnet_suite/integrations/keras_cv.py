@@ -1,0 +1,44 @@
+"""A `keras_resnet_suite` backbone as a keras-cv `Backbone`.
+
+    from keras_resnet_suite.integrations.keras_cv import ResNetCVBackbone
+    backbone = ResNetCVBackbone("resnet50", weights="imagenet")
+    model = keras_cv.models.RetinaNet(num_classes=20, bounding_box_format="xyxy",
+                                      backbone=backbone)
+
+Its outputs are our dict {"C2": ..., "C5": ...}; `pyramid_level_inputs` names the layer of
+each level {"P2": "conv2_x", ..., "P5": "conv5_x"} (keras-cv's convention, which RetinaNet
+and YOLOV8Detector read). Registered for Keras serialization: the config holds the
+architecture, weights name and options, so a `.keras` file reloads it.
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_cv
+
+from . import adapter_config, build_trunk, copy_metadata, level_layer_names
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet_suite")
+class ResNetCVBackbone(keras_cv.models.Backbone):
+    """Backbone `architecture` (a `backbones.available_models()` name) for keras-cv detectors.
+
+    `weights` and `options` (freeze_at, norm, output_stride, depths, widths, ...) are those of
+    `backbones.build`; `load_weights=False` builds the architecture without reading weights
+    (what a reload does: the `.keras` file holds them).
+    """
+
+    def __init__(self, architecture: str = "resnet50", weights: str | None = None,
+                 options: dict | None = None, image_shape: tuple = (None, None, 3),
+                 load_weights: bool = True, **kwargs):
+        trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights)
+        kwargs.setdefault("name", trunk.name)
+        super().__init__(inputs=trunk.inputs, outputs=trunk.output, **kwargs)
+        self.pyramid_level_inputs = {f"P{level[1:]}": name
+                                     for level, name in level_layer_names(trunk).items()}
+        copy_metadata(trunk, self)
+        self._rebuild = adapter_config(architecture, weights, options, image_shape)
+
+    def get_config(self) -> dict:
+        """keras-cv's name/trainable plus what rebuilds the backbone."""
+        return {**super().get_config(), **self._rebuild}

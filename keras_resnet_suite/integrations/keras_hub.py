@@ -1,0 +1,43 @@
+"""A `keras_resnet_suite` backbone as a keras-hub `FeaturePyramidBackbone`.
+
+    from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone
+    encoder = ResNetHubBackbone("resnet50", weights="imagenet")
+    backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3,
+                                                  max_level=7, use_p5=False)
+
+Its outputs are our dict {"C2": ..., "C5": ...} (so D-FINE takes it with
+`out_features=["C4", "C5"]`) and `pyramid_outputs` names the same tensors {"P2": ..., "P5": ...}
+(keras-hub's convention, which RetinaNet reads). Registered for Keras serialization: the
+config holds the architecture, weights name and options, so a `.keras` file reloads it.
+"""
+
+from __future__ import annotations
+
+import keras
+import keras_hub
+
+from . import adapter_config, build_trunk, copy_metadata
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet_suite")
+class ResNetHubBackbone(keras_hub.models.FeaturePyramidBackbone):
+    """Backbone `architecture` (a `backbones.available_models()` name) for keras-hub detectors.
+
+    `weights` and `options` (freeze_at, norm, output_stride, depths, widths, ...) are those of
+    `backbones.build`; `load_weights=False` builds the architecture without reading weights
+    (what a reload does: the `.keras` file holds them).
+    """
+
+    def __init__(self, architecture: str = "resnet50", weights: str | None = None,
+                 options: dict | None = None, image_shape: tuple = (None, None, 3),
+                 load_weights: bool = True, dtype=None, **kwargs):
+        trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights)
+        kwargs.setdefault("name", trunk.name)
+        super().__init__(inputs=trunk.inputs, outputs=trunk.output, dtype=dtype, **kwargs)
+        self.pyramid_outputs = {f"P{level[1:]}": out for level, out in trunk.output.items()}
+        copy_metadata(trunk, self)
+        self._rebuild = adapter_config(architecture, weights, options, image_shape)
+
+    def get_config(self) -> dict:
+        """keras-hub's name/trainable/dtype plus what rebuilds the backbone."""
+        return {**super().get_config(), **self._rebuild}

@@ -1,0 +1,67 @@
+"""keras-cv's RetinaNet and YOLOV8Detector on our backbone through `integrations.keras_cv`:
+one fit step, predict, `.keras` reload in a fresh process with identical outputs and the
+backbone's weights in the file. keras-cv runs on TensorFlow only (the module is not marked jax)."""
+
+import keras
+import numpy as np
+import pytest
+
+keras_cv = pytest.importorskip("keras_cv")
+
+from roundtrip import (  # noqa: E402
+    TINY,
+    assert_same_outputs,
+    boxes_batch,
+    count_found,
+    reload_in_fresh_process,
+)
+
+from keras_resnet_suite.integrations.keras_cv import ResNetCVBackbone  # noqa: E402
+
+MODULE = "keras_resnet_suite.integrations.keras_cv"
+
+
+def _fit_predict_reload(detector, backbone, tmp_path):
+    x, boxes, labels = boxes_batch()
+    before = [np.array(w) for w in backbone.weights]
+    history = detector.fit(x, {"boxes": boxes, "classes": labels}, batch_size=len(x), epochs=1,
+                           verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    # The step trained the backbone inside the detector, not a copy of it.
+    assert any(not np.array_equal(b, np.asarray(w))
+               for b, w in zip(before, backbone.weights, strict=True))
+    predicted = detector.predict(x, verbose=0)
+    assert sorted(predicted) == ["boxes", "classes", "confidence", "num_detections"]
+    after, weights, adapters = reload_in_fresh_process(detector, x, tmp_path, MODULE,
+                                                       "ResNetCVBackbone")
+    assert adapters == ["ResNetCVBackbone"]
+    assert_same_outputs(predicted, after)
+    assert count_found(backbone, weights) == len(backbone.weights) == 60
+
+
+def test_backbone_names_its_level_layers():
+    backbone = ResNetCVBackbone("resnet18", options=TINY)
+    assert backbone.pyramid_level_inputs == {"P2": "conv2_x", "P3": "conv3_x",
+                                             "P4": "conv4_x", "P5": "conv5_x"}
+    config = backbone.get_config()
+    assert config["architecture"] == "resnet18" and config["load_weights"] is False
+    assert config["options"] == {"depths": [1, 1, 1, 1], "widths": [8, 16, 16, 16],
+                                 "stem_width": 8}
+
+
+def test_retinanet_fit_predict_reload(tmp_path):
+    backbone = ResNetCVBackbone("resnet18", options=TINY)
+    detector = keras_cv.models.RetinaNet(num_classes=3, bounding_box_format="xyxy",
+                                         backbone=backbone)
+    detector.compile(optimizer=keras.optimizers.SGD(1e-3), classification_loss="focal",
+                     box_loss="smoothl1")
+    _fit_predict_reload(detector, backbone, tmp_path)
+
+
+def test_yolov8_fit_predict_reload(tmp_path):
+    backbone = ResNetCVBackbone("resnet18", options=TINY)
+    detector = keras_cv.models.YOLOV8Detector(num_classes=3, bounding_box_format="xyxy",
+                                              backbone=backbone, fpn_depth=1)
+    detector.compile(optimizer=keras.optimizers.SGD(1e-3),
+                     classification_loss="binary_crossentropy", box_loss="ciou")
+    _fit_predict_reload(detector, backbone, tmp_path)
