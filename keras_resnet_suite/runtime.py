@@ -8,7 +8,8 @@ faster there (README, Benchmarks).
 - The processes this project starts (`keras-resnet-suite ...`, `python -m keras_resnet_suite`,
   `python -m detection ...`, `python -m benchmarks`, `python examples/*.py`) turn oneDNN on
   before TensorFlow loads, unless the variable is already set: `TF_ENABLE_ONEDNN_OPTS=0` keeps
-  it off. `keras_resnet_suite/__init__.py` does this first thing, so it holds however the
+  it off. The one-image command (`python -m detection predict`) turns it off instead where
+  oneDNN lacks AVX-512 (`onednn_pays_off`). `keras_resnet_suite/__init__.py` does this first thing, so it holds however the
   command reaches the package.
 - Library users choose with the same variable, set before TensorFlow is imported (in the shell,
   or `os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"` at the top of the script), and ask
