@@ -10,6 +10,7 @@ return padded `{"boxes", "scores", "classes", "num_detections"}` in the input's 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import keras
@@ -19,6 +20,20 @@ from detection.modeling import builder
 
 LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
 PARTS = ("backbone", "rpn", "roi_heads", "transform")
+# What a detector knows about itself (set by `detection.checkpoints.pretrained`), kept in its
+# config so `.keras` save/load keeps naming its classes.
+METADATA = ("architecture", "build_overrides", "class_names", "category_ids")
+
+
+def _jsonable(value):
+    """A metadata value as a Keras config keeps it: dataclasses as dicts, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def _feature_list(out) -> list:
@@ -74,15 +89,33 @@ class GeneralizedRCNN(keras.Model):
         return self.transform.image_size
 
     def get_config(self) -> dict:
-        return {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
-                                      for k in PARTS}}
+        config = {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
+                                        for k in PARTS}}
+        metadata = {k: _jsonable(getattr(self, k)) for k in METADATA if hasattr(self, k)}
+        if metadata:
+            config["metadata"] = metadata
+        return config
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None):
         config = dict(config)
+        metadata = config.pop("metadata", None) or {}
         for key in PARTS:
             config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
-        return cls(**config)
+        model = cls(**config)
+        unknown = sorted(set(metadata) - set(METADATA)) if isinstance(metadata, dict) else None
+        if unknown is None or unknown:
+            raise ValueError(f"{model.name}: metadata must be a dict with keys among "
+                             f"{list(METADATA)}, got {unknown if unknown else metadata!r}")
+        if "architecture" in metadata:
+            # The checkpoint layer owns `Architecture`; imported only when a saved detector
+            # carries one, as `from_checkpoint` does.
+            from detection.checkpoints.pretrained import Architecture
+
+            metadata["architecture"] = Architecture(**metadata["architecture"])
+        for key, value in metadata.items():
+            setattr(model, key, value)
+        return model
 
     # ----------------------------------------------------------------------------- forward
     def _features(self, images, training):
