@@ -137,7 +137,7 @@ class ResNetModel(keras.Model):
 
     def __init__(self, *args, metadata: dict | None = None, **kwargs):
         # The (*args, **kwargs) signature is what Keras needs to serialize and revive a
-        # Model subclass as a Functional graph (keras.src.models.functional).
+        # Model subclass as a Functional graph (see Keras' Model.from_config).
         super().__init__(*args, **kwargs)
         if metadata:
             restore(self, metadata)
