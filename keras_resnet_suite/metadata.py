@@ -25,12 +25,15 @@ from .specs import ResNetSpec
 FILENAME = "metadata.json"  # beside an exported SavedModel, in assets.extra/
 
 
-def _jsonable(value):
-    """Tuples as lists, mappings as plain dicts: what JSON (and a Keras config) keeps."""
+def jsonable(value):
+    """Dataclasses and mappings as plain dicts, tuples as lists: what JSON (and a Keras
+    config) keeps."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -63,13 +66,13 @@ def describe(model: keras.Model) -> dict:
     out = {}
     spec = getattr(model, "spec", None)
     if isinstance(spec, ResNetSpec):
-        out["spec"] = _jsonable(dataclasses.asdict(spec))
+        out["spec"] = jsonable(dataclasses.asdict(spec))
     info = getattr(model, "feature_info", None)
     if info is not None:
-        out["feature_info"] = _jsonable(dict(info))
+        out["feature_info"] = jsonable(dict(info))
     checkpoint = getattr(model, "checkpoint", None)
     if isinstance(checkpoint, Checkpoint):
-        out["checkpoint"] = {**_jsonable(dataclasses.asdict(checkpoint)),
+        out["checkpoint"] = {**jsonable(dataclasses.asdict(checkpoint)),
                              "name": checkpoint.name, "filename": checkpoint.filename}
     mode = getattr(model, "preprocessing", None)
     if mode is not None:
@@ -126,7 +129,7 @@ def write_asset(saved_model_dir: str | os.PathLike, metadata: dict) -> str:
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, FILENAME)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(_jsonable(metadata), f, indent=1, sort_keys=True)
+        json.dump(jsonable(metadata), f, indent=1, sort_keys=True)
     return path
 
 
@@ -156,4 +159,4 @@ class ResNetModel(keras.Model):
 
 
 __all__ = ["FILENAME", "ResNetModel", "attach_checkpoint", "attach_preprocessing",
-           "copy_metadata", "describe", "restore", "write_asset"]
+           "copy_metadata", "describe", "jsonable", "restore", "write_asset"]

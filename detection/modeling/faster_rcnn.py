@@ -10,30 +10,19 @@ return padded `{"boxes", "scores", "classes", "num_detections"}` in the input's 
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import keras
 from keras import ops
 
 from detection.modeling import builder
+from keras_resnet_suite.metadata import jsonable
 
 LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
 PARTS = ("backbone", "rpn", "roi_heads", "transform")
 # What a detector knows about itself (set by `detection.checkpoints.pretrained`), kept in its
 # config so `.keras` save/load keeps naming its classes.
 METADATA = ("architecture", "build_overrides", "class_names", "category_ids")
-
-
-def _jsonable(value):
-    """A metadata value as a Keras config keeps it: dataclasses as dicts, tuples as lists."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _feature_list(out) -> list:
@@ -91,7 +80,7 @@ class GeneralizedRCNN(keras.Model):
     def get_config(self) -> dict:
         config = {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
                                         for k in PARTS}}
-        metadata = {k: _jsonable(getattr(self, k)) for k in METADATA if hasattr(self, k)}
+        metadata = {k: jsonable(getattr(self, k)) for k in METADATA if hasattr(self, k)}
         if metadata:
             config["metadata"] = metadata
         return config
@@ -112,7 +101,11 @@ class GeneralizedRCNN(keras.Model):
             # carries one, as `from_checkpoint` does.
             from detection.checkpoints.pretrained import Architecture
 
-            metadata["architecture"] = Architecture(**metadata["architecture"])
+            try:
+                metadata["architecture"] = Architecture(**metadata["architecture"])
+            except TypeError as err:
+                raise ValueError(f"{model.name}: metadata 'architecture' is not a valid "
+                                 f"Architecture: {err}") from err
         for key, value in metadata.items():
             setattr(model, key, value)
         return model

@@ -91,3 +91,9 @@ def test_a_malformed_detector_metadata_is_one_line_naming_it():
     with pytest.raises(ValueError, match=r"metadata must be a dict with keys among "
                                          r"\['architecture', .*\], got \['colours'\]"):
         type(model).from_config(config)
+    # Deserializing consumes the parts' configs, so each try starts from a fresh one.
+    config = {**model.get_config(), "metadata": {"architecture": {"library": "torchvision",
+                                                                  "depth": 50}}}
+    with pytest.raises(ValueError, match=r"metadata 'architecture' is not a valid "
+                                         r"Architecture: .*'depth'"):
+        type(model).from_config(config)
