@@ -14,6 +14,7 @@ import keras
 
 from . import compat
 from . import weights as weights_lib
+from .metadata import ResNetModel, copy_metadata, describe, write_asset
 from .models import _camel, _check_input_shape, _resolve_spec, trunk
 from .specs import ResNetSpec, available_models, get_spec
 
@@ -120,7 +121,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
                      dilations=tuple(_stage_rates(len(spec.depths), spec.total_stride,
                                                   output_stride)), **options)
     outputs = {level: features[level] for level in return_levels}
-    model = compat.mark_called(keras.Model(inputs, outputs, name=name or f"{spec.name}_backbone"))
+    model = compat.mark_called(ResNetModel(inputs, outputs, name=name or f"{spec.name}_backbone"))
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels, output_stride)
     freeze_stages(model, freeze_at, len(spec.depths))
@@ -145,13 +146,10 @@ def from_classifier(model: keras.Model, return_levels: tuple[str, ...] = LEVELS)
             outputs[level] = model.get_layer(layer_name).output
         except ValueError as err:
             raise ValueError(f"{model.name!r} has no level {level} ({layer_name})") from err
-    backbone = compat.mark_called(keras.Model(model.input, outputs, name=f"{model.name}_backbone"))
+    backbone = compat.mark_called(ResNetModel(model.input, outputs, name=f"{model.name}_backbone"))
     backbone.spec = spec
     backbone.feature_info = feature_info(spec, return_levels)
-    for attr in ("checkpoint", "preprocessing", "preprocess_input"):
-        if hasattr(model, attr):
-            setattr(backbone, attr, getattr(model, attr))
-    return backbone
+    return copy_metadata(backbone, model)
 
 
 def export_saved_model(backbone: keras.Model, path: str) -> str:
@@ -173,6 +171,7 @@ def export_saved_model(backbone: keras.Model, path: str) -> str:
     archive.add_endpoint("serving_default", serve, input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
     archive.write_out(os.fspath(path), verbose=False)
+    write_asset(path, describe(backbone))
     return os.fspath(path)
 
 

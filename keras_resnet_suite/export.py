@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from keras_resnet_suite import compat
+from keras_resnet_suite.metadata import describe, write_asset
 from keras_resnet_suite.normalization import portable_batch_branch
 
 SIGNATURES = ("serving_default", "serving_bytes")
@@ -108,6 +109,14 @@ def _folded_or_none(model: keras.Model, required: bool) -> keras.Model | None:
         if required:
             raise
         return None
+
+
+def _constant(value: np.ndarray | None):
+    """A normalisation constant for the metadata asset: per-channel values as a list, a
+    per-pixel mean by its shape only (it lives in the graph)."""
+    if value is None or value.size <= 3:
+        return None if value is None else value.reshape(-1).tolist()
+    return f"per-pixel array of shape {list(value.shape)}"
 
 
 def require_tensorflow_backend() -> None:
@@ -329,8 +338,14 @@ def export_saved_model(
         out["error"] = error
         return out
 
-    return write_saved_model(served, path, {
+    out = write_saved_model(served, path, {
         "serving_default": (from_images, [tf.TensorSpec([None, *size, 3], tf.float32,
                                                     name="images")]),
         "serving_bytes": (from_bytes, [tf.TensorSpec([None], tf.string, name="image_bytes")]),
     }, verbose)
+    # What the model knows about itself (checkpoint, preprocessing, spec) and what
+    # serving_bytes applies, readable beside the graph by any client.
+    write_asset(out, {**describe(model), "serving_bytes": {
+        "image_size": list(size), "resize": resize, "mean": _constant(mean), "std": _constant(std),
+        "class_names": None if class_names is None else [str(c) for c in class_names]}})
+    return out

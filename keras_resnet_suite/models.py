@@ -13,6 +13,7 @@ from keras import layers
 
 from . import compat
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
+from .metadata import ResNetModel
 from .specs import ResNetSpec, available_models, get_spec
 
 __all__ = ["build", "available_models", "trunk"]
@@ -173,7 +174,7 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    model = compat.mark_called(keras.Model(inputs, x, name=name or spec.name))
+    model = compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
     model.spec = spec
     weights_lib.load_for_build(model, weights, checkpoint)
     return model

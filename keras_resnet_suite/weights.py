@@ -10,7 +10,6 @@ loads.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -32,7 +31,7 @@ from .convert.published import (  # noqa: F401  (re-exported: the registry's pub
     get_checkpoint,
     register,
 )
-from .preprocessing import preprocess_input
+from .metadata import attach_checkpoint
 from .specs import ResNetSpec
 
 
@@ -310,10 +309,9 @@ def copy_by_name(target: keras.Model, source: keras.Model) -> None:
 
 
 def attach_preprocessing(model: keras.Model, checkpoint: Checkpoint) -> None:
-    """Let the model remember its checkpoint and apply its preprocessing."""
-    model.checkpoint = checkpoint
-    model.preprocessing = checkpoint.preprocessing
-    model.preprocess_input = functools.partial(preprocess_input, mode=checkpoint.preprocessing)
+    """Let the model remember its checkpoint and apply its preprocessing (kept in its config:
+    see `metadata.ResNetModel`)."""
+    attach_checkpoint(model, checkpoint)
 
 
 def load_checkpoint(model: keras.Model, checkpoint: Checkpoint | str) -> keras.Model:

@@ -37,6 +37,7 @@ from keras_resnet_suite.export import (
     require_tensorflow_backend,
     write_saved_model,
 )
+from keras_resnet_suite.metadata import write_asset
 
 SIGNATURES = ("serving_default", "serving_bytes")
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
@@ -132,6 +133,9 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
     if names:
         (out / "assets.extra").mkdir(exist_ok=True)
         (out / "assets.extra" / "label_map.pbtxt").write_text(label_map(names, ids))
+    # Everything the detector knows about itself (architecture, class names and category
+    # ids, unlike label_map.pbtxt with the "N/A" slots kept), as in its .keras config.
+    write_asset(out, model.get_config().get("metadata", {}))
     return out
 
 

@@ -16,9 +16,13 @@ import keras
 from keras import ops
 
 from detection.modeling import builder
+from keras_resnet_suite.metadata import jsonable
 
 LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
 PARTS = ("backbone", "rpn", "roi_heads", "transform")
+# What a detector knows about itself (set by `detection.checkpoints.pretrained`), kept in its
+# config so `.keras` save/load keeps naming its classes.
+METADATA = ("architecture", "build_overrides", "class_names", "category_ids")
 
 
 def _feature_list(out) -> list:
@@ -74,15 +78,37 @@ class GeneralizedRCNN(keras.Model):
         return self.transform.image_size
 
     def get_config(self) -> dict:
-        return {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
-                                      for k in PARTS}}
+        config = {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
+                                        for k in PARTS}}
+        metadata = {k: jsonable(getattr(self, k)) for k in METADATA if hasattr(self, k)}
+        if metadata:
+            config["metadata"] = metadata
+        return config
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None):
         config = dict(config)
+        metadata = config.pop("metadata", None) or {}
         for key in PARTS:
             config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
-        return cls(**config)
+        model = cls(**config)
+        unknown = sorted(set(metadata) - set(METADATA)) if isinstance(metadata, dict) else None
+        if unknown is None or unknown:
+            raise ValueError(f"{model.name}: metadata must be a dict with keys among "
+                             f"{list(METADATA)}, got {unknown if unknown else metadata!r}")
+        if "architecture" in metadata:
+            # The checkpoint layer owns `Architecture`; imported only when a saved detector
+            # carries one, as `from_checkpoint` does.
+            from detection.checkpoints.pretrained import Architecture
+
+            try:
+                metadata["architecture"] = Architecture(**metadata["architecture"])
+            except TypeError as err:
+                raise ValueError(f"{model.name}: metadata 'architecture' is not a valid "
+                                 f"Architecture: {err}") from err
+        for key, value in metadata.items():
+            setattr(model, key, value)
+        return model
 
     # ----------------------------------------------------------------------------- forward
     def _features(self, images, training):
