@@ -3,7 +3,7 @@
 TensorFlow reads `TF_ENABLE_ONEDNN_OPTS` once, when it is imported. Left unset, it turns its
 oneDNN kernels on only on CPUs with neural-network instructions (AVX512_VNNI, AVX512_BF16, AMX);
 on an AVX2-only x86 CPU they stay off, although they make a ResNet-50 training step 1.4x
-faster there (README, Benchmarks).
+faster there (docs/benchmarks.md).
 
 - The processes this project starts (`keras-resnet-suite ...`, `python -m keras_resnet_suite`,
   `python -m detection ...`, `python -m benchmarks`, `python examples/*.py`) turn oneDNN on
