@@ -33,17 +33,19 @@ SETTINGS = {"oneDNN on, AVX2 cap": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CP
             "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"}}
 
 
-def measure(batches: list[int], rounds: int) -> list[dict]:
-    """Median CPU and wall milliseconds per call of each trace at each batch size."""
+def measure(batches: list[int], rounds: int, name: str = "resnet50", size: int = 224
+            ) -> list[dict]:
+    """Median CPU and wall milliseconds per call of each trace at each batch size (and the
+    largest difference of each trace's outputs from the fused one's: the paths must agree)."""
     import numpy as np
     import tensorflow as tf
 
     import keras_resnet_suite as krs
     from keras_resnet_suite import export, normalization
 
-    model = krs.build("resnet50")
+    model = krs.build(name, input_shape=(size, size, 3))
     folded, _ = export.fold_batchnorm(model)
-    spec = tf.TensorSpec([None, 224, 224, 3], tf.float32)
+    spec = tf.TensorSpec([None, size, size, 3], tf.float32)
 
     def trace(m, branch: bool):
         rule = normalization._affine_inference
@@ -57,9 +59,11 @@ def measure(batches: list[int], rounds: int) -> list[dict]:
     fns = {"fused": trace(model, False), "branch": trace(model, True),
            "folded": trace(folded, False)}
     rng = np.random.default_rng(0)
-    x = {b: tf.constant(rng.normal(size=(b, 224, 224, 3)).astype("float32")) for b in batches}
+    x = {b: tf.constant(rng.normal(size=(b, size, size, 3)).astype("float32")) for b in batches}
     cpu = {(n, b): [] for n in fns for b in batches}
     wall = {(n, b): [] for n in fns for b in batches}
+    diff = {(n, b): float(np.abs(fns[n](x[b]).numpy() - fns["fused"](x[b]).numpy()).max())
+            for n in fns for b in batches}
     names = list(fns)
     for r in range(rounds + 1):  # round 0 warms up
         for b in batches:
@@ -70,8 +74,8 @@ def measure(batches: list[int], rounds: int) -> list[dict]:
                     cpu[(name, b)].append(time.process_time() - c)
                     wall[(name, b)].append(time.perf_counter() - t)
     return [{"path": n, "batch": b, "cpu_ms": round(1000 * statistics.median(cpu[(n, b)]), 1),
-             "wall_ms": round(1000 * statistics.median(wall[(n, b)]), 1)}
-            for n in fns for b in batches]
+             "wall_ms": round(1000 * statistics.median(wall[(n, b)]), 1),
+             "max_abs_diff": diff[(n, b)]} for n in fns for b in batches]
 
 
 def main(argv: list[str] | None = None) -> int:

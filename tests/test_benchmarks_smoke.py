@@ -117,3 +117,16 @@ def test_cpu_runtime_contenders_serve_keras_exports(tmp_path):
         np.testing.assert_allclose(np.asarray(first), expected, rtol=1e-4, atol=1e-5)
         assert case.name.endswith(W.RUNTIME_SUFFIXES) and case.items == 2
     assert len(keep) == 2
+
+
+def test_bn_paths_time_three_traces_that_agree():
+    # benchmarks.bn_paths on a CIFAR model: fused, branch (forced) and folded traces of a
+    # dynamic batch, each timed per batch size; their outputs agree with the fused one's.
+    pytest.importorskip("tensorflow")
+    from benchmarks import bn_paths
+
+    rows = bn_paths.measure([1, 2], rounds=1, name="resnet20", size=32)
+    assert sorted({(r["path"], r["batch"]) for r in rows}) == [
+        (p, b) for p in ("branch", "folded", "fused") for b in (1, 2)]
+    assert all(r["cpu_ms"] > 0 and r["wall_ms"] > 0 for r in rows)
+    assert max(r["max_abs_diff"] for r in rows) < 1e-4
