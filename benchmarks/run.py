@@ -700,12 +700,17 @@ def main(argv: list[str] | None = None) -> int:
                            "row. Each setting runs in a worker process of its own (TensorFlow "
                            "reads TF_ENABLE_ONEDNN_OPTS at import), torchvision in a third; "
                            "calls alternate across the processes round by round")
-        caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
-                if os.environ.get(k)}
+        if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
+            # torch's own kernels and its MKL GEMM ignore oneDNN's cap: cap them too
+            os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+            os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+        caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+                                           "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)}
         if caps:  # e.g. an AVX2-only CPU emulated on an AVX-512 one
             suite.notes.append("instruction sets capped for every contender: " + ", ".join(
                 f"{k}={v}" for k, v in caps.items()) + " (oneDNN's kernels in TensorFlow and "
-                "torch, torch's ATen kernels; TensorFlow's own Eigen kernels are compiled in)")
+                "torch, torch's ATen kernels and MKL GEMM; TensorFlow's own Eigen kernels are "
+                "compiled in)")
     if gpu_mode:  # keras.utils.set_random_seed would import TensorFlow to seed it too
         import random
 

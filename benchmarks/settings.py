@@ -149,6 +149,10 @@ def free(pool: Pool) -> None:
 def tensorflow_default() -> tuple[str, str]:
     """(`ON` or `OFF`, how it was found): what TensorFlow does on this CPU with the variable
     unset, asked of a fresh interpreter (the answer is fixed at import)."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    if cap.upper().startswith("AVX2"):  # TensorFlow decides from the CPU, not from the cap
+        return OFF, (f"emulating an AVX2-only CPU (ONEDNN_MAX_CPU_ISA={cap}), where "
+                     f"TensorFlow with {ONEDNN_ENV} unset runs oneDNN off")
     env = {k: v for k, v in os.environ.items() if k != ONEDNN_ENV}
     env.update({"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)})
     code = ("import tensorflow\nfrom tensorflow.python.util import _pywrap_util_port as p\n"
