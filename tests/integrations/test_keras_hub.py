@@ -69,7 +69,7 @@ def test_dfine_takes_the_backbone_with_out_features(tmp_path):
 
 
 def test_readme_snippet_resnet50_retinanet():
-    # README "Backbones": the keras-hub RetinaNet snippet as printed, except load_weights=False
+    # docs/interop.md: the keras-hub RetinaNet snippet as printed, except load_weights=False
     # (the architecture and preprocessing "imagenet" implies, without the download) and one
     # batch of two 64x64 images for its `images, boxes, labels`.
     x, boxes, labels = boxes_batch()
