@@ -27,7 +27,9 @@ NO_RUN_REASON = re.compile(r"^# not run: \S")
 # The photo examples read `photo.jpg`; the docs test gives them this COCO val2017 image.
 PHOTO = Path("coco-mini", "val2017", "000000000139.jpg")
 MAIN_JOB = "pip install . && python -m detection demo --out demo_output"
-TEST_COMMAND = 'pip install ".[test]" && pytest && KERAS_BACKEND=jax pytest -m "jax and not tf_only"'
+TEST_COMMAND = (
+    'pip install ".[test]" && pytest && KERAS_BACKEND=jax pytest -m "jax and not tf_only"'
+)
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,12 @@ def pages() -> list[str]:
     return found
 
 
-def blocks(page: str) -> list[Block]:
-    """The fenced code blocks of a page; an unclosed fence is an error naming its line."""
-    lines = (REPO / page).read_text(encoding="utf-8").split("\n")
+def blocks(page: str, text: str | None = None) -> list[Block]:
+    """The fenced code blocks of a page (read from the repository unless `text` is given); an
+    unclosed fence is an error naming its line."""
+    if text is None:
+        text = (REPO / page).read_text(encoding="utf-8")
+    lines = text.split("\n")
     found, start, info = [], None, ""
     for number, text in enumerate(lines, 1):
         match = FENCE.match(text)
@@ -77,17 +82,36 @@ RUN = [b for b in ALL if b.info == "python"]
 NO_RUN = [b for b in ALL if b.info == NO_RUN_INFO]
 
 
+def test_the_fence_parser_sees_run_and_no_run_blocks_and_refuses_an_open_fence() -> None:
+    text = "a\n```python\nx = 1\n```\n```python {.no-run}\n# not run: why\n```\n```bash\nls\n```\n"
+    found = blocks("page.md", text)
+    assert [(b.line, b.info, b.code) for b in found] == [
+        (2, "python", "x = 1\n"),
+        (5, NO_RUN_INFO, "# not run: why\n"),
+        (8, "bash", "ls\n"),
+    ]
+    with pytest.raises(ValueError, match=r"page.md:3: code fence is never closed"):
+        blocks("page.md", "a\n\n```python\nx = 1\n")
+
+
 def test_every_python_block_is_run_or_marked_not_run() -> None:
     """A block whose info string says python in another way would silently escape the test."""
-    odd = [f"{b.id} ```{b.info}" for b in ALL if "py" in b.info and b.info not in ("python", NO_RUN_INFO)]
+    odd = [
+        f"{b.id} ```{b.info}"
+        for b in ALL
+        if "py" in b.info and b.info not in ("python", NO_RUN_INFO)
+    ]
     assert odd == [], f"use ```python or ```{NO_RUN_INFO}: {odd}"
     assert len(RUN) >= 10, f"only {len(RUN)} python blocks found: is the fence parser broken?"
+    assert len(NO_RUN) <= len(RUN) // 2, f"{len(NO_RUN)} blocks not run against {len(RUN)} run"
 
 
 @pytest.mark.parametrize("block", NO_RUN, ids=lambda b: b.id)
 def test_a_block_not_run_says_why(block: Block) -> None:
     first = block.code.split("\n", 1)[0]
-    assert NO_RUN_REASON.match(first), f"{block.id}: a no-run block opens with '# not run: <reason>'"
+    assert NO_RUN_REASON.match(first), (
+        f"{block.id}: a no-run block opens with '# not run: <reason>'"
+    )
 
 
 # Per page: the namespace its blocks share, its working directory, the first block that failed.
@@ -116,7 +140,8 @@ def _workdir(page: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_python_block_runs(block: Block, tmp_path_factory, monkeypatch) -> None:
     if block.page in _FAILED:
         pytest.fail(f"an earlier block of this page failed ({_FAILED[block.page]})")
-    if "shared/data" in (REPO / block.page).read_text(encoding="utf-8") and shared_data_dir() is None:
+    text = (REPO / block.page).read_text(encoding="utf-8")
+    if ("shared/data" in text or "photo.jpg" in text) and shared_data_dir() is None:
         pytest.skip("real data not found: set KRS_DATA_DIR or place it at ../shared/data")
     monkeypatch.chdir(_workdir(block.page, tmp_path_factory))
     namespace = _NAMESPACES.setdefault(block.page, {"__name__": "__docs__"})
@@ -147,7 +172,10 @@ def test_the_readme_gives_the_two_commands_ci_and_pyproject_use() -> None:
 def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, result.stderr[-4000:]
