@@ -182,3 +182,12 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path: Path) -> None:
     assert (tmp_path / "site" / "api" / "detection-evaluation" / "index.html").is_file()
     html = (tmp_path / "site" / "api" / "detection-evaluation" / "index.html").read_text()
     assert 'id="detection.evaluation.voc_ap"' in html, "the API reference lost voc_ap"
+
+
+def test_every_relative_link_of_the_readme_resolves() -> None:
+    """mkdocs checks the site's links; the README is outside the site, so it is checked here."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", readme)
+    assert len(targets) >= 10, targets
+    missing = [t for t in targets if not (REPO / t).exists()]
+    assert missing == [], f"README.md links to missing files: {missing}"
