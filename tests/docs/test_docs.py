@@ -143,7 +143,11 @@ def test_python_block_runs(block: Block, tmp_path_factory, monkeypatch) -> None:
     text = (REPO / block.page).read_text(encoding="utf-8")
     if ("shared/data" in text or "photo.jpg" in text) and shared_data_dir() is None:
         pytest.skip("real data not found: set KRS_DATA_DIR or place it at ../shared/data")
-    monkeypatch.chdir(_workdir(block.page, tmp_path_factory))
+    work = _workdir(block.page, tmp_path_factory)
+    monkeypatch.chdir(work)
+    # Converted checkpoints and decoded data go to the page's folder, not the user's caches.
+    monkeypatch.setenv("KRS_WEIGHTS_DIR", str(work.parent / "weights"))
+    monkeypatch.setenv("KRS_CACHE_DIR", str(work.parent / "cache"))
     namespace = _NAMESPACES.setdefault(block.page, {"__name__": "__docs__"})
     try:
         exec(compile(block.code, block.id, "exec"), namespace)
