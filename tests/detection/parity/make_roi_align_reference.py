@@ -1,6 +1,6 @@
-"""Write the stored RoIAlign reference (reference/roi_align.npz): torchvision.ops.roi_align on
-a seeded 9x8x3 feature map and boxes inside, across, outside and smaller than a bin of it, for
-sampling_ratio 0 (adaptive) and 2, aligned True and False. The npz holds the inputs too
+"""Write the stored RoIAlign reference (roi_align.npz, beside this script):
+torchvision.ops.roi_align on a seeded 9x8x3 feature map and boxes inside, across, outside and
+smaller than a bin of it, for sampling_ratio 0 (adaptive) and 2, aligned True and False. The npz holds the inputs too
 (`feat` NHWC, `boxes` xyxy in input pixels, scale 1/8, 4x4 output), so the test needs no torch.
 
 Run where torchvision is installed (torch and TensorFlow must not share a process):
@@ -43,5 +43,5 @@ def reference() -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "reference", "roi_align.npz")
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "roi_align.npz")
     np.savez_compressed(path, **reference())

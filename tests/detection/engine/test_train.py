@@ -78,7 +78,7 @@ def test_train_resume_evaluate_export(tmp_path, capsys):
     assert cli.main(["export", "--config", str(config), "--checkpoint", str(weights),
                      "--out", str(saved)]) == 0
     assert (saved / "saved_model.pb").is_file()
-    # the predict CLI is tested on a SavedModel in test_detection_export.py
+    # the predict CLI is tested on a SavedModel in export/test_saved_model.py
 
 
 def test_bad_arguments_are_reported(tmp_path, capsys):

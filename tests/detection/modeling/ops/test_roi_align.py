@@ -1,5 +1,5 @@
 """RoIAlign equals a direct numpy bilinear reference and torchvision's (stored in
-parity/reference/roi_align.npz, and rerun where torchvision is installed); the
+parity/roi_align.npz, and rerun where torchvision is installed); the
 gather-based multilevel RoIAlign equals pooling on every level and selecting."""
 
 import importlib.util
@@ -119,7 +119,7 @@ def _load(name, path):
     return module
 
 
-PARITY = pathlib.Path(__file__).resolve().parent / "parity"
+PARITY = pathlib.Path(__file__).resolve().parents[2] / "parity"
 MAKE = PARITY / "make_roi_align_reference.py"
 make = _load("make_roi_align_reference", MAKE)
 
@@ -130,10 +130,10 @@ make = _load("make_roi_align_reference", MAKE)
         pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
                            reason="torchvision not installed: the stored reference is checked")])])
 def torchvision_reference(request, tmp_path_factory):
-    """torchvision.ops.roi_align's outputs and inputs: stored (parity/reference/roi_align.npz),
+    """torchvision.ops.roi_align's outputs and inputs: stored (parity/roi_align.npz),
     or freshly computed in a subprocess (torch and TensorFlow crash in one process)."""
     if request.param == "stored":
-        return np.load(PARITY / "reference" / "roi_align.npz")
+        return np.load(PARITY / "roi_align.npz")
     out = tmp_path_factory.mktemp("roi_align") / "roi_align.npz"
     proc = subprocess.run([sys.executable, str(MAKE), str(out)], capture_output=True, text=True,
                           timeout=120)
