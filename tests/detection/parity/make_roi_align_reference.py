@@ -1,7 +1,8 @@
 """Write the stored RoIAlign reference (roi_align.npz, beside this script):
 torchvision.ops.roi_align on a seeded 9x8x3 feature map and boxes inside, across, outside and
-smaller than a bin of it, for sampling_ratio 0 (adaptive) and 2, aligned True and False. The npz holds the inputs too
-(`feat` NHWC, `boxes` xyxy in input pixels, scale 1/8, 4x4 output), so the test needs no torch.
+smaller than a bin of it, for sampling_ratio 0 (adaptive) and 2, aligned True and False. The
+npz holds the inputs too (`feat` NHWC, `boxes` xyxy in input pixels, scale 1/8, 4x4 output), so
+the test needs no torch.
 
 Run where torchvision is installed (torch and TensorFlow must not share a process):
     python tests/detection/parity/make_roi_align_reference.py [OUT_FILE]
