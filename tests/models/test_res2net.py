@@ -1,7 +1,7 @@
 """Res2Net (Gao et al. 2019, TPAMI): timm's parameter and multiply-add counts, the hierarchical
 3x3 (`MultiScaleConv`) as Bottleneck's `scale` option, serialization, checkpoints in timm's
-layout, backbones. Logits against timm: tests/weights/test_res2net_parity.py; the detector on a
-Res2Net backbone: tests/detection/test_faster_rcnn.py."""
+layout, backbones. Logits against timm: tests/weights/test_reference_parity.py; the detector on a
+Res2Net backbone: tests/detection/modeling/test_faster_rcnn.py."""
 
 import keras
 import numpy as np

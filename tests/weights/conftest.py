@@ -24,15 +24,21 @@ def randomise(model, seed=0, gamma=(0.5, 1.0)):
 def write_legacy_h5(model, path):
     """Save a functional model's weights the way keras.applications publishes them (Keras 2
     layout: one group per layer, `layer_names` / `weight_names` attributes)."""
+    return write_legacy_h5_layers(
+        {layer.name: [(w.name, keras.ops.convert_to_numpy(w)) for w in layer.weights]
+         for layer in model.layers}, path)
+
+
+def write_legacy_h5_layers(layers, path):
+    """`write_legacy_h5` from `{layer name: [(weight name, array), ...]}` (no model needed)."""
     with h5py.File(path, "w") as f:
-        names = [layer.name for layer in model.layers]
-        f.attrs["layer_names"] = [n.encode() for n in names]
-        for layer in model.layers:
-            group = f.create_group(layer.name)
-            weight_names = [f"{layer.name}/{w.name}:0" for w in layer.weights]
+        f.attrs["layer_names"] = [n.encode() for n in layers]
+        for layer, named in layers.items():
+            group = f.create_group(layer)
+            weight_names = [f"{layer}/{name}:0" for name, _ in named]
             group.attrs["weight_names"] = [n.encode() for n in weight_names]
-            for name, w in zip(weight_names, layer.weights, strict=True):
-                group.create_dataset(name, data=keras.ops.convert_to_numpy(w))
+            for name, (_, array) in zip(weight_names, named, strict=True):
+                group.create_dataset(name, data=array)
     return path
 
 

@@ -1,9 +1,10 @@
-"""torchvision/timm state dicts (as numpy, .safetensors, or .pth when torch is present):
+"""torchvision/timm state dicts (as numpy, .safetensors or .pth):
 key layout, round trips, and every kind of bad checkpoint refused with the keys listed."""
 
 import keras
 import numpy as np
 import pytest
+from test_torch_file import tensor, torch_save
 
 import keras_resnet_suite as krs
 from keras_resnet_suite import convert, weights
@@ -110,19 +111,20 @@ def test_corrupt_safetensors_names_the_file(tmp_path):
 
 
 def test_pth_is_read_only_as_a_plain_tensor_dict(tmp_path):
-    torch = pytest.importorskip("torch")
+    # The files are written as torch.save writes them (test_torch_file's writer), so this
+    # runs without torch: in CI too.
     model = krs.build("resnet18", input_shape=(None, None, 3), **TINY)
-    state = {k: torch.from_numpy(v) for k, v in weights.to_torchvision(model).items()}
+    state = {k: tensor(v) for k, v in weights.to_torchvision(model).items()}
     good = tmp_path / "good.pth"
-    torch.save({"state_dict": state, "epoch": 3}, good)  # training checkpoint: unwrapped
+    torch_save({"state_dict": state, "epoch": 3}, good, zip_format=True)  # training checkpoint
     loaded = krs.build("resnet18", weights=str(good), input_shape=(None, None, 3), **TINY)
     np.testing.assert_array_equal(_np(loaded(_x())), _np(model(_x())))
     mixed = tmp_path / "mixed.pth"
-    torch.save({**state, "note": "hello"}, mixed)
+    torch_save({**state, "note": "hello"}, mixed, zip_format=True)
     with pytest.raises(ValueError, match=r"mixed.pth: refused.*\['note'\]"):
         convert.read_state_dict(mixed)
     code = tmp_path / "code.pth"
-    torch.save({"w": torch.zeros(1), "obj": _Arbitrary()}, code)
+    torch_save({"w": tensor(np.zeros(1, "float32")), "obj": _Arbitrary()}, code, zip_format=True)
     with pytest.raises(ValueError, match="code.pth: refused: not a plain tensor checkpoint"):
         convert.read_state_dict(code)
 

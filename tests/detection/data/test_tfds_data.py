@@ -24,7 +24,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 mocking = pytest.importorskip("tensorflow_datasets.testing.mocking")
 
 N = 3  # mock examples per split
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _mock(**kwargs):

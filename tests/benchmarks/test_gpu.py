@@ -17,7 +17,7 @@ from benchmarks import gpu as G
 from benchmarks import report
 from benchmarks.run import CPU_SECTIONS, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SMOKE = """
 import sys

@@ -267,8 +267,8 @@ def test_the_package_and_pkl_reading_load_no_tensorflow(tmp_path):
             f"assert c.read_checkpoint({str(path)!r})[0] == 'detectron2'; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120, cwd=os.path.dirname(os.path.dirname(
-                                os.path.dirname(os.path.abspath(__file__)))))
+                            timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                                os.path.dirname(os.path.abspath(__file__))))))
     assert result.returncode == 0, result.stderr[-2000:]
 
 

@@ -1,8 +1,10 @@
-"""RoIAlign equals a direct numpy bilinear reference (and torchvision when installed); the
+"""RoIAlign equals a direct numpy bilinear reference and torchvision's (stored in
+parity/roi_align.npz, and rerun where torchvision is installed); the
 gather-based multilevel RoIAlign equals pooling on every level and selecting."""
 
 import importlib.util
 import math
+import pathlib
 import subprocess
 import sys
 
@@ -110,37 +112,44 @@ def test_batched_boxes_use_their_own_image(jit):
         np.testing.assert_allclose(got[b, 0], ref, atol=1e-5)
 
 
-TORCHVISION = """
-import sys
-import numpy as np
-import torch
-from torchvision.ops import roi_align
-feat, boxes = np.load(sys.argv[1]), np.load(sys.argv[2])
-rois = torch.tensor(np.concatenate([np.zeros((len(boxes), 1)), boxes], 1), dtype=torch.float32)
-for ratio, aligned in ((2, True), (2, False), (0, True)):
-    out = roi_align(torch.tensor(feat).permute(0, 3, 1, 2), rois, (4, 4), 1 / 8, ratio,
-                    aligned=aligned)
-    np.save(f"{sys.argv[3]}_{ratio}_{aligned}.npy", out.permute(0, 2, 3, 1).numpy())
-"""
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-@pytest.mark.tf_only  # the JAX pass has the numpy reference; starting torch is slow
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                    reason="torchvision not installed")
-def test_torchvision_parity(tmp_path):
-    # torch and TensorFlow crash when loaded into one process, so torchvision runs apart.
-    rng = np.random.default_rng(2)
-    feat = rng.normal(size=(1, 9, 8, 3)).astype("float32")
-    np.save(tmp_path / "feat.npy", feat)
-    np.save(tmp_path / "boxes.npy", BOXES[0])
-    proc = subprocess.run([sys.executable, "-c", TORCHVISION, str(tmp_path / "feat.npy"),
-                           str(tmp_path / "boxes.npy"), str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+PARITY = pathlib.Path(__file__).resolve().parents[2] / "parity"
+MAKE = PARITY / "make_roi_align_reference.py"
+make = _load("make_roi_align_reference", MAKE)
+
+
+@pytest.fixture(scope="module", params=[
+    "stored", pytest.param("live", marks=[
+        pytest.mark.tf_only,  # the JAX pass has the stored reference; starting torch is slow
+        pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                           reason="torchvision not installed: the stored reference is checked")])])
+def torchvision_reference(request, tmp_path_factory):
+    """torchvision.ops.roi_align's outputs and inputs: stored (parity/roi_align.npz),
+    or freshly computed in a subprocess (torch and TensorFlow crash in one process)."""
+    if request.param == "stored":
+        return np.load(PARITY / "roi_align.npz")
+    out = tmp_path_factory.mktemp("roi_align") / "roi_align.npz"
+    proc = subprocess.run([sys.executable, str(MAKE), str(out)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for ratio, aligned in ((2, True), (2, False), (0, True)):
-        want = np.load(tmp_path / f"out_{ratio}_{aligned}.npy")
-        got = roi_align.roi_align(feat, BOXES, 4, 1 / 8, ratio, aligned=aligned)
-        np.testing.assert_allclose(ops.convert_to_numpy(got)[0], want, atol=1e-5)
+    return np.load(out)
+
+
+@pytest.mark.parametrize("ratio, aligned", make.CASES)
+def test_torchvision_parity(ratio, aligned, torchvision_reference, jit):
+    feat, boxes = torchvision_reference["feat"], torchvision_reference["boxes"]
+    want = torchvision_reference[make.key(ratio, aligned)]
+    assert np.abs(want).max() > 1.0
+    fn = jit(lambda f, b: roi_align.roi_align(f, b, make.OUTPUT, make.SCALE, ratio,
+                                              aligned=aligned))
+    got = ops.convert_to_numpy(fn(feat, boxes[None]))[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_fpn_level_assignment():

@@ -15,7 +15,7 @@ from detector_helpers import tiny_detector, toy_batch
 from detection.modeling import LOSS_KEYS
 from detection.modeling import transform as transforms
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _dataset(batch, repeat=1):
@@ -207,7 +207,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     script = tmp_path / "mirrored.py"
     script.write_text(MIRRORED)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)],
+    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parents[1])],
                           capture_output=True, text=True, env=env, timeout=300)
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
     assert line, proc.stderr[-3000:]

@@ -24,8 +24,8 @@ from parity.seeded import load_skeleton, seeded_state
 
 from detection.checkpoints import pretrained, registry
 
-REFERENCE = Path(__file__).parent / "parity" / "reference"
-DATA = Path(os.environ.get("KRS_DATA_DIR", Path(__file__).parents[3] / "shared" / "data"))
+REFERENCE = Path(__file__).parents[1] / "parity" / "reference"
+DATA = Path(os.environ.get("KRS_DATA_DIR", Path(__file__).parents[4] / "shared" / "data"))
 ARCHS = {"tv_r50_fpn_v1": "torchvision/fasterrcnn_resnet50_fpn",
          "tv_r50_fpn_v2": "torchvision/fasterrcnn_resnet50_fpn_v2",
          "d2_r50_c4": "detectron2/faster_rcnn_R_50_C4_1x",

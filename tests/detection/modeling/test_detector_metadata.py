@@ -20,7 +20,7 @@ from parity.seeded import load_skeleton, seeded_state
 
 from detection.checkpoints import pretrained
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.tf_only]
 
 # A new interpreter that imports only keras and detection (its FasterRCNN registers the class).
