@@ -195,3 +195,13 @@ def test_every_relative_link_of_the_readme_resolves() -> None:
     assert len(targets) >= 10, targets
     missing = [t for t in targets if not (REPO / t).exists()]
     assert missing == [], f"README.md links to missing files: {missing}"
+
+
+def test_every_repository_path_the_pages_name_exists() -> None:
+    """A page that cites `tests/...py`, `benchmarks/...py` or `examples/...py` as evidence must
+    name a file that exists (files move; the prose must follow them)."""
+    cited = re.compile(r"\b((?:tests|benchmarks|examples|keras_resnet_suite|detection)/[\w/]+\.py)\b")
+    missing = sorted({f"{page}: {path}" for page in pages()
+                      for path in cited.findall((REPO / page).read_text(encoding="utf-8"))
+                      if not (REPO / path).exists()})
+    assert missing == [], f"pages cite files that do not exist: {missing}"
