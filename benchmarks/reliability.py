@@ -1,4 +1,4 @@
-"""Reliability figures (issue 20), re-measured: kill-and-resume of both training CLIs and a
+"""Reliability figures, re-measured: kill-and-resume of both training CLIs and a
 serving load on the exported SavedModels.
 
     python -m benchmarks.reliability [--calls 1000] [--out benchmarks/results] [--skip-train]

@@ -178,3 +178,16 @@ def cpu_flags() -> str:
         return "unknown"
     wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
     return ", ".join(w for w in wanted if w in flags) or "none of AVX2/AVX-512"
+
+
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cap_instruction_sets() -> dict[str, str]:
+    """Under an AVX2 cap on oneDNN (`ONEDNN_MAX_CPU_ISA=AVX2`, an AVX2-only CPU emulated on an
+    AVX-512 one), cap torch's ATen kernels and its MKL GEMM too, which ignore oneDNN's cap;
+    return the caps in force, for the results' notes."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+        os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    return {k: os.environ[k] for k in CAP_VARIABLES if os.environ.get(k)}

@@ -46,15 +46,16 @@ def _row(section, contender, peer, seconds, dtype="float32", **extra):
 
 
 def test_ceiling_annotates_training_rows_by_precision(monkeypatch):
-    from benchmarks import run
+    from benchmarks.sections import classification
+    from benchmarks.suite import MODES, Suite
 
-    suite = run.Suite(run.MODES["quick"], verbose=False)
+    suite = Suite(MODES["quick"], verbose=False)
     suite.gemm = {"float32": 200e9, "bfloat16": 400e9}  # as if measured
     rows = [_row("train step", "ours, oneDNN on", P.OURS, 2.0),
             _row("train step", "ours (mixed_bfloat16), oneDNN on", P.OURS_BF16, 1.0,
                  dtype="mixed bfloat16"),
             _row("train step", "keras.applications, oneDNN on", P.KERAS_APPS, 2.0)]
-    run.ceiling(suite, rows, 50, [])
+    classification.ceiling(suite, rows, 50, [])
     ours, bf16, apps = rows
     # 6 x 4.089 GMACs x 16 images / 2 s = 196 GFLOP/s: 98 % of the float32 GEMM rate
     assert ours["model_gflops_s"] == pytest.approx(196.3, abs=0.2)
@@ -68,25 +69,26 @@ def test_ceiling_annotates_training_rows_by_precision(monkeypatch):
     assert "| TensorFlow matmul, oneDNN on | float32 | 171.8 |" in text
     assert "| train step, resnet50 | ours, oneDNN on | 16 | float32 | 2.000 | 196.3 | 98 % |" in text
     infer = _row("inference", "ours, oneDNN on", P.OURS, 1.0)
-    run.ceiling(suite, [infer], 50, [])
+    classification.ceiling(suite, [infer], 50, [])
     assert infer["model_gflops_s"] == pytest.approx(130.9, abs=0.2)  # 2 x 4.089 G x 16 / 1 s
 
 
 def test_bf16_checks_pair_same_precision_and_the_users_float32():
-    from benchmarks import run
+    from benchmarks.sections import classification
+    from benchmarks.suite import MODES, Suite
 
-    suite = run.Suite(run.MODES["quick"], verbose=False)
+    suite = Suite(MODES["quick"], verbose=False)
     users = "keras.applications, oneDNN on"
     cases = [Case(name, lambda: None, items=16, times=[t] * 3, cpu_times=[2 * t] * 3)
              for name, t in (("ours, oneDNN on", 3.0), ("ours (mixed_bfloat16), oneDNN on", 1.5),
                              (P.TORCHVISION_BF16, 1.8), (users, 3.6))]
     rows = report.rows_from_cases("train step", cases, users, model="resnet50", batch=16,
                                   input_size="224x224", dtype="float32")
-    run._bf16_checks(suite, "fig", rows, users, 1.3)
+    classification.bf16_checks(suite, "fig", rows, users)
     same, versus_users, own = suite.checks
     assert same["value"] == pytest.approx(1.2) and not same["passed"]
     assert versus_users["value"] == pytest.approx(2.4) and versus_users["passed"]
     assert own["value"] == pytest.approx(2.0) and not own["must_show"]
     suite.checks.clear()
-    run._bf16_checks(suite, "fig", rows[:1], users, 1.3)
+    classification.bf16_checks(suite, "fig", rows[:1], users)
     assert suite.checks == []  # no bf16 row: no check

@@ -15,7 +15,8 @@ import pytest
 
 from benchmarks import gpu as G
 from benchmarks import report
-from benchmarks.run import CPU_SECTIONS, main
+from benchmarks.run import main
+from benchmarks.sections import CPU_SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -64,7 +64,9 @@ def test_peak_rss_is_resettable():
 
 
 def test_same_architecture_checks_pair_two_contenders_of_one_figure(tmp_path):
-    from benchmarks.run import MODES, Suite, _same_architecture_checks
+    from benchmarks.sections.classification import same_architecture_checks
+    from benchmarks.suite import MODES, Suite
+    from benchmarks.targets import Target
 
     cases = [Case("ours", lambda: None, items=32, times=[1.0, 1.0, 1.0], cpu_times=[2.0] * 3),
              Case("ours (stride_in_1x1)", lambda: None, items=32, times=[0.8, 1.0, 0.9],
@@ -76,8 +78,8 @@ def test_same_architecture_checks_pair_two_contenders_of_one_figure(tmp_path):
     rows = report.rows_from_cases("inference", cases, "keras.applications", model="resnet50",
                                   batch=32, input_size="224x224", dtype="float32")
     suite = Suite(MODES["quick"], verbose=False)
-    suite.check("must", rows, "ours", 1.0)
-    _same_architecture_checks(suite, "fig", rows)
+    suite.check("must", rows, "ours", Target("ours / keras.applications", 1.0))
+    same_architecture_checks(suite, "fig", rows)
     must, v1, v15 = suite.checks
     assert must["must_show"] and must["value"] == 1.0  # rounds 1.0, 1.1, 0.9 vs k.a.
     assert not v1["must_show"] and v1["value"] == 1.1 and v1["cpu_value"] == 1.2
