@@ -43,6 +43,10 @@ from benchmarks.timing import load_average, paired_speed_ratio
 REPO = Path(__file__).resolve().parents[1]
 OURS, KERAS_APPS, TORCHVISION = "ours", "keras.applications", "torchvision"  # benchmarks.peers
 CHILD_TIMEOUT_S = 1800
+# Left as the user has them (torch's OpenMP threads spin between calls by default, which
+# costs nobody here: nothing else runs); recorded with the results.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "TF_NUM_INTRAOP_THREADS",
+                    "TF_NUM_INTEROP_THREADS")
 
 
 @dataclass(frozen=True)
@@ -230,7 +234,8 @@ def markdown(result: dict) -> str:
              f"- {result['rounds']} rounds x {result['steps']} timed steps after "
              f"{result['warmup']} warm-up, {result['size']}x{result['size']}; load at start "
              f"{result['load_start']}, at end {result['load_end']}"]
-    lines += [f"- {k}={v}" for k, v in result["caps"].items()]
+    lines += [f"- {k}={v}" for k, v in {**result["caps"],
+                                          **result.get("thread_environment", {})}.items()]
     lines += [f"- failed: {f}" for f in result["failed"]]
     lines += ["", "| figure | contender | s / step (median of rounds) | CPU s / step | "
               "ours / this | CPU ratio | per round |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -292,8 +297,9 @@ def measure(a: argparse.Namespace, run: Callable[[Contender, Figure], dict] | No
     rows = [r for f in figures for r in figure_rows(f, lineup[f], got["answers"][f])]
     machine = next((x["machine"] for f in figures for answers in got["answers"][f].values()
                     for x in answers if "machine" in x), {})
+    threads = {k: os.environ[k] for k in THREAD_VARIABLES if os.environ.get(k)}
     return {"date": report.today(), "machine": machine, "cpu_flags": settings.cpu_flags(),
-            "tf_default": how, "caps": caps, "rounds": a.rounds, "steps": a.steps,
+            "tf_default": how, "caps": caps, "thread_environment": threads, "rounds": a.rounds, "steps": a.steps,
             "warmup": a.warmup, "size": a.size, "load_start": load_start,
             "load_end": load_average(), "wall_s": round(time.perf_counter() - start, 1),
             "rows": rows, "checks": [c for f in figures
@@ -302,9 +308,26 @@ def measure(a: argparse.Namespace, run: Callable[[Contender, Figure], dict] | No
             "failed": got["failed"], "host": platform.node()}
 
 
+def _refusal(a: argparse.Namespace) -> str | None:
+    """What is wrong with the command line, in one line, or None."""
+    for flag, value, least in (("--rounds", a.rounds, 1), ("--steps", a.steps, 1),
+                               ("--warmup", a.warmup, 0), ("--size", a.size, 32),
+                               ("--batch", a.batch, 1), ("--train-batch", a.train_batch, 0)):
+        if value < least:
+            return f"{flag} must be at least {least}, got {value}"
+    if any(b < 1 for b in a.infer_batches):
+        return f"--infer-batches must be at least 1 each, got {a.infer_batches}"
+    if not a.infer_batches and not a.train_batch:
+        return "nothing to measure: no --infer-batches and --train-batch 0"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, write the JSON and Markdown results, print the Markdown."""
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
+    if (why := _refusal(a)) is not None:
+        p.error(why)
     if a.child:
         figure = Figure(a.train, a.batch)
         print(json.dumps(child(a.child, figure, a.depth, a.size, a.steps, a.warmup)), flush=True)

@@ -6,6 +6,7 @@
     python -m benchmarks --only resnet50 serving --max-minutes 30
     python -m benchmarks --only detection --detection   # Faster R-CNN (long on a CPU)
     KERAS_BACKEND=jax python -m benchmarks --only gpu --gpu    # on a GPU machine (no TF needed)
+    python -m benchmarks.fresh_rounds   # ResNet-50, a fresh process per contender and round
 
 Every CPU figure times ours and keras.applications with TensorFlow's oneDNN kernels on and off
 side by side, each setting in a worker process of its own since TensorFlow reads
@@ -35,6 +36,8 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks import report, settings
 from benchmarks.sections import CPU_SECTIONS, QUICK_SECTIONS, SECTIONS, runner
@@ -144,8 +147,7 @@ def _cpu_setup(suite: Suite, onednn: str) -> None:
 
 
 def _seed(gpu_mode: bool) -> None:
-    import keras
-    import numpy as np
+    import keras  # after the environment: TensorFlow and JAX read it at import
 
     if gpu_mode:  # keras.utils.set_random_seed would import TensorFlow to seed it too
         random.seed(0)  # Keras' default seeds come from Python's `random`

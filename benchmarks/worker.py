@@ -25,6 +25,8 @@ from pathlib import Path
 
 from benchmarks.timing import Case, _call
 
+# The benchmark modules a figure needs are imported inside its function: they load Keras and
+# TensorFlow, which must come after torch in the torch worker (see `main`).
 ROLE_ENV = "KRS_BENCH_ROLE"  # "torch": import torch/torchvision before TensorFlow
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import fresh_rounds as fr
 from benchmarks import settings
 
@@ -97,3 +99,14 @@ def test_smoke_run_in_fresh_processes(tmp_path):
     (check,) = result["checks"]
     assert check["target"] == ">= 1.2" and check["value"] > 0
     assert js.with_suffix(".md").read_text().count("| inference, batch 1 |") == 2
+
+
+def test_bad_command_lines_are_refused_in_one_line(capsys):
+    for argv, message in ((["--steps", "0"], "--steps must be at least 1, got 0"),
+                          (["--size", "16"], "--size must be at least 32, got 16"),
+                          (["--infer-batches", "0"], "--infer-batches must be at least 1 each"),
+                          (["--infer-batches", "--train-batch", "0"], "nothing to measure")):
+        with pytest.raises(SystemExit) as refused:
+            fr.main(argv)
+        assert refused.value.code == 2
+        assert message in capsys.readouterr().err

@@ -132,3 +132,24 @@ def test_bn_paths_time_three_traces_that_agree():
         (p, b) for p in ("branch", "folded", "fused") for b in (1, 2)]
     assert all(r["cpu_ms"] > 0 and r["wall_ms"] > 0 for r in rows)
     assert max(r["max_abs_diff"] for r in rows) < 1e-4
+
+
+def test_every_target_the_code_names_is_in_the_table_and_every_one_is_used():
+    import ast
+    from pathlib import Path
+
+    from benchmarks.targets import TARGETS
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    literals, subscripts = set(), set()
+    for path in root.rglob("*.py"):
+        if path.name == "targets.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                literals.add(node.value)
+            if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+                    and node.value.id == "TARGETS" and isinstance(node.slice, ast.Constant)):
+                subscripts.add(node.slice.value)
+    assert subscripts and subscripts <= set(TARGETS), subscripts - set(TARGETS)
+    assert set(TARGETS) <= literals, set(TARGETS) - literals
