@@ -153,3 +153,50 @@ def test_every_target_the_code_names_is_in_the_table_and_every_one_is_used():
                 subscripts.add(node.slice.value)
     assert subscripts and subscripts <= set(TARGETS), subscripts - set(TARGETS)
     assert set(TARGETS) <= literals, set(TARGETS) - literals
+
+
+def test_detection_section_checks_its_figures_against_the_targets_table():
+    # The Faster R-CNN section without a detector: each figure's rows made up from the plan
+    # it asks for (seconds per call by contender), as the workers would time them.
+    from benchmarks import settings as S
+    from benchmarks.sections import faster_rcnn
+    from benchmarks.suite import MODES, Suite
+
+    seconds = {"ours": {S.ON: 1.0, S.OFF: 2.0}, "torchvision": {S.TORCH: 1.5},
+               "voc pipeline": {S.ON: 0.5}}
+
+    class Planned(Suite):
+        def compare_remote(self, section, figure, plan, baseline, repeats=None, items=None,
+                           extra=None, **meta):
+            cases = []
+            for setting, (names, _args) in plan.items():
+                for name in names:
+                    t = seconds[name][setting]
+                    cases.append(Case(S.label(name, setting), lambda: None,
+                                      items=items(name) if items else 1, times=[t] * 3,
+                                      cpu_times=[t] * 3))
+            rows = report.rows_from_cases(section, cases, baseline, model=meta["model"],
+                                          batch=1, input_size="x", dtype="float32")
+            for r, c in zip(rows, cases, strict=True):
+                r["items"] = c.items
+            self.rows += rows
+            return rows
+
+    suite = Planned(MODES["default"], verbose=False)
+    faster_rcnn.configuration(suite, "resnet50", "fpn", "voc", ["torchvision"])
+    faster_rcnn.configuration(suite, "resnet101", "c4", "voc", [])
+    checks = {c["check"]: (c["value"], c["target"], c["must_show"]) for c in suite.checks}
+    assert checks == {
+        "Faster R-CNN resnet50-fpn inference: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+        "Faster R-CNN resnet50-fpn inference: ours, oneDNN on / torchvision":
+            (1.5, ">= 1.0", False),
+        "Faster R-CNN resnet50-fpn training step: ours, oneDNN on / torchvision":
+            (1.5, ">= 1.0", True),
+        "Faster R-CNN resnet50-fpn training step: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+        "Faster R-CNN resnet101-c4 inference: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+        # 20 batches in 0.5 s against one step in 1.0 s
+        "VOC pipeline / Faster R-CNN R101-C4 training step": (40.0, ">= 3.0", True),
+        "Faster R-CNN resnet101-c4 training step: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+    }
+    assert {r["section"] for r in suite.rows if r["contender"].startswith("voc")} == {
+        "input pipeline"}
