@@ -100,24 +100,23 @@ def test_cpu_runtime_contenders_serve_keras_exports(tmp_path):
     # The serving section's ONNX Runtime / OpenVINO contenders: Keras' own export of a model,
     # one request per run, the same outputs as Keras; labelled without a TensorFlow setting.
     keras = pytest.importorskip("keras")
-    from benchmarks import serving as S
-    from benchmarks import settings as W
+    from benchmarks import serving, settings
 
-    if S.available_runtimes():
-        pytest.skip(f"runtimes missing: {S.available_runtimes()}")
+    if serving.available_runtimes():
+        pytest.skip(f"runtimes missing: {serving.available_runtimes()}")
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
-    paths = S.export_runtimes({"tiny": model}, tmp_path, size=16)
+    paths = serving.export_runtimes({"tiny": model}, tmp_path, size=16)
     assert sorted(paths) == ["tiny, ONNX Runtime", "tiny, OpenVINO"]
-    cases, keep = S.runtime_cases(paths, batch=2, size=16)
+    cases, keep = serving.runtime_cases(paths, batch=2, size=16)
     expected = model.predict(
         np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype("float32"), verbose=0)
     for case in cases:
         out = case.run()
         first = out[0] if isinstance(out, list) else next(iter(out.values()))
         np.testing.assert_allclose(np.asarray(first), expected, rtol=1e-4, atol=1e-5)
-        assert case.name.endswith(W.RUNTIME_SUFFIXES) and case.items == 2
+        assert case.name.endswith(settings.RUNTIME_SUFFIXES) and case.items == 2
     assert len(keep) == 2
 
 
@@ -158,12 +157,12 @@ def test_every_target_the_code_names_is_in_the_table_and_every_one_is_used():
 def test_detection_section_checks_its_figures_against_the_targets_table():
     # The Faster R-CNN section without a detector: each figure's rows made up from the plan
     # it asks for (seconds per call by contender), as the workers would time them.
-    from benchmarks import settings as S
+    from benchmarks import settings
     from benchmarks.sections import faster_rcnn
     from benchmarks.suite import MODES, Suite
 
-    seconds = {"ours": {S.ON: 1.0, S.OFF: 2.0}, "torchvision": {S.TORCH: 1.5},
-               "voc pipeline": {S.ON: 0.5}}
+    seconds = {"ours": {settings.ON: 1.0, settings.OFF: 2.0}, "torchvision": {settings.TORCH: 1.5},
+               "voc pipeline": {settings.ON: 0.5}}
 
     class Planned(Suite):
         def compare_remote(self, section, figure, plan, baseline, repeats=None, items=None,
@@ -172,7 +171,7 @@ def test_detection_section_checks_its_figures_against_the_targets_table():
             for setting, (names, _args) in plan.items():
                 for name in names:
                     t = seconds[name][setting]
-                    cases.append(Case(S.label(name, setting), lambda: None,
+                    cases.append(Case(settings.label(name, setting), lambda: None,
                                       items=items(name) if items else 1, times=[t] * 3,
                                       cpu_times=[t] * 3))
             rows = report.rows_from_cases(section, cases, baseline, model=meta["model"],
