@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -123,27 +122,18 @@ def run_child(contender: Contender, figure: Figure, a: argparse.Namespace) -> di
     args = [sys.executable, "-m", "benchmarks.fresh_rounds", "--child", contender.name,
             "--batch", str(figure.batch), "--steps", str(a.steps), "--warmup", str(a.warmup),
             "--size", str(a.size), "--depth", str(a.depth)] + (["--train"] if figure.train else [])
-    proc = subprocess.run(args, capture_output=True, text=True, env=child_env(contender),
-                          cwd=REPO, timeout=CHILD_TIMEOUT_S)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"{contender.label}, {figure.name}: exit {proc.returncode}: {tail[0]}")
-    return json.loads(lines[-1])
+    return settings.fresh_process(args, child_env(contender), timeout=CHILD_TIMEOUT_S,
+                                  what=f"{contender.label}, {figure.name}")
 
 
 def library_settings(batches: list[int]) -> dict[int, bool]:
     """`runtime.onednn_pays_off(batch)` for each batch, asked of a fresh interpreter so that
     this driver never loads TensorFlow."""
-    code = ("import json, sys\nfrom keras_resnet_suite.runtime import onednn_pays_off\n"
+    code = ("import json\nfrom keras_resnet_suite.runtime import onednn_pays_off\n"
             f"print(json.dumps({{b: onednn_pays_off(b) for b in {sorted(set(batches))}}}))")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=REPO, timeout=600)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"probing onednn_pays_off failed: {out.stderr.strip()[-300:]}")
-    return {int(k): v for k, v in json.loads(lines[-1]).items()}
+    answer = settings.fresh_process([sys.executable, "-c", code], timeout=600,
+                                    what="probing runtime.onednn_pays_off")
+    return {int(k): v for k, v in answer.items()}
 
 
 def contenders(figure: Figure, pays_off: dict[int, bool], users: str,
@@ -169,7 +159,7 @@ def rounds(figures: list[Figure], lineup: dict[Figure, list[Contender]], n: int,
                     continue
                 try:
                     got = run(contender, figure)
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                except settings.WorkerError as exc:
                     failed[(figure, contender.label)] = str(exc)
                     log(f"round {r + 1}: {exc}")
                     continue

@@ -191,3 +191,23 @@ def cap_instruction_sets() -> dict[str, str]:
         os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
         os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     return {k: os.environ[k] for k in CAP_VARIABLES if os.environ.get(k)}
+
+
+def fresh_process(command: list[str], env: dict[str, str] | None = None, what: str = "",
+                  timeout: float = 3600, starts: str = "{") -> dict | list:
+    """Run `command` (an interpreter and its arguments) in a process of its own at the
+    repository root, the environment plus `env`; the last line of its stdout that starts with
+    `starts`, parsed as JSON. A failure raises WorkerError in one line: `what`, the exit code
+    and the last line of the process' stderr (the exception, for a Python traceback)."""
+    what = what or " ".join(command[1:4])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})}
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise WorkerError(f"{what}: no answer after {timeout:.0f} s") from exc
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(starts)]
+    if proc.returncode != 0 or not lines:
+        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise WorkerError(f"{what}: exit {proc.returncode}: {last[0]}")
+    return json.loads(lines[-1])

@@ -27,7 +27,7 @@ def _fake_rounds():
 
     def run(contender, figure):
         if contender.name == fr.TORCHVISION and figure.train:
-            raise RuntimeError(f"{contender.label}, {figure.name}: exit 1: boom")
+            raise settings.WorkerError(f"{contender.label}, {figure.name}: exit 1: boom")
         seconds = STEP[(contender.name, figure)][sum(1 for c in calls if c[1] == figure) // 3]
         calls.append((contender.name, figure))
         return {"wall_s": [seconds, seconds * 3, seconds], "cpu_s": [2 * seconds] * 3}

@@ -46,3 +46,16 @@ def test_side_by_side_table():
            "| 0.800 (1.500 s) | 1.000 (1.200 s) | - | 0.600 (2.000 s) |" in lines
     assert report.settings_table([{k: v for k, v in r.items() if k != "setting"}
                                   for r in rows]) == []
+
+
+def test_fresh_process_answers_its_last_json_line_or_fails_in_one_line():
+    import sys
+
+    code = "print('noise'); print('{\"a\": 1}'); print('{\"a\": 2}')"
+    assert settings.fresh_process([sys.executable, "-c", code]) == {"a": 2}
+    code = "import sys; print('{}'); sys.exit('ValueError: images must be 3-D')"
+    with pytest.raises(settings.WorkerError) as failed:
+        settings.fresh_process([sys.executable, "-c", code], what="probe")
+    assert str(failed.value) == "probe: exit 1: ValueError: images must be 3-D"
+    with pytest.raises(settings.WorkerError, match=r"^probe: exit 0: no output$"):
+        settings.fresh_process([sys.executable, "-c", "pass"], what="probe")
