@@ -147,8 +147,9 @@ def contenders(figure: Figure, pays_off: dict[int, bool], users: str,
 def rounds(figures: list[Figure], lineup: dict[Figure, list[Contender]], n: int,
            run: Callable[[Contender, Figure], dict], log: Callable[[str], None]) -> dict:
     """`n` rounds; in each, every figure's contenders one after another, in an order that
-    rotates round by round. Returns {figure: {label: [answer per round]}}; a failed process
-    ends its contender's figure (no pairs without it) and is logged."""
+    rotates round by round. Returns {"answers": {figure: {label: [answer per round]}},
+    "failed": [one line each]}; a failed process ends its contender's figure, so each answer
+    list is a prefix of the rounds and pairs stay aligned."""
     answers: dict = {f: {c.label: [] for c in lineup[f]} for f in figures}
     failed: dict = {}
     for r in range(n):
