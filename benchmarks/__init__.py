@@ -1,4 +1,4 @@
-"""Benchmarks against the peers (issue 5): `python -m benchmarks [--quick]`.
+"""Benchmarks against the peers: `python -m benchmarks [--quick]`.
 
 Every figure is the median of repeated timed runs after warm-up; peers alternate round by round
 (TensorFlow's oneDNN on and off in worker processes of their own), and are reported as paired

@@ -22,10 +22,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.settings import fresh_process
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"oneDNN on, AVX2 cap": {"TF_ENABLE_ONEDNN_OPTS": "1", "ONEDNN_MAX_CPU_ISA": "AVX2"},
@@ -91,13 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for setting, env in SETTINGS.items():
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.bn_paths", "--rounds", str(a.rounds),
-             "--batches", *map(str, a.batches)], capture_output=True, text=True, cwd=REPO,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, timeout=3600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{setting}: {proc.stderr[-2000:]}")
-        found = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("[")][-1])
+        found = fresh_process([sys.executable, "-m", "benchmarks.bn_paths", "--rounds",
+                               str(a.rounds), "--batches", *map(str, a.batches)], env,
+                              what=setting, starts="[")
         rows += [{"setting": setting, **row} for row in found]
         print(f"{setting}: {found}", flush=True)
     stem = f"bn-paths-{platform.node() or 'host'}-{datetime.date.today()}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks import peers as P
+from benchmarks import peers
 from benchmarks.timing import Case
 
 
@@ -45,14 +45,14 @@ def torchvision_cases(depth: int, batch: int, train: bool, size: int = 224,
                       bf16: bool = False) -> list[Case]:
     """torchvision at the same batch and size (only where torch is installed); `bf16` runs it
     under `torch.autocast("cpu", torch.bfloat16)`, torch's counterpart of mixed_bfloat16."""
-    model = P.torchvision_model(depth)
+    model = peers.torchvision_model(depth)
     if model is None:
         return []
     import contextlib
 
     import torch
 
-    name = P.TORCHVISION_BF16 if bf16 else P.TORCHVISION
+    name = peers.TORCHVISION_BF16 if bf16 else peers.TORCHVISION
 
     def precision():
         return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16

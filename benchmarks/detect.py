@@ -65,9 +65,9 @@ def torchvision_cases(batch: dict, num_classes: int = 20,
     """torchvision's `fasterrcnn_resnet50_fpn` in the configuration `build` times: resize to a
     600-pixel shorter side (max 1000), frozen BN, stem + layer1 frozen (`trainable_layers=3`),
     random weights. Returns (inference case, training-step case), or None without torch."""
-    from benchmarks import peers as P
+    from benchmarks import peers
 
-    if not P.torchvision_wanted():
+    if not peers.torchvision_wanted():
         return None
     import torch
     from torchvision.models.detection import FasterRCNN

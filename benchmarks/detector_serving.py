@@ -20,11 +20,12 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.settings import fresh_process
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"ours SavedModel, oneDNN on": "1", "ours SavedModel, oneDNN off": "0"}
@@ -57,15 +58,6 @@ def _serve(case: str, path: str, repeats: int) -> None:
     print(json.dumps({"times_s": times, "tensorflow": runtime.describe()}), flush=True)
 
 
-def _worker(args: list[str], env: dict | None = None, python: str = sys.executable) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.run([python, *args], capture_output=True, text=True, env=env, cwd=REPO,
-                          timeout=3600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--case", default="tv_r50_fpn_v1", choices=["tv_r50_fpn_v1"])
@@ -88,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     described = {}
     with tempfile.TemporaryDirectory(prefix="krs-det-serving-") as tmp:
         path = str(Path(tmp) / "saved_model")
-        canvas = _worker([*module, "--export", path], {"TF_ENABLE_ONEDNN_OPTS": "1"})["canvas"]
+        canvas = fresh_process([sys.executable, *module, "--export", path],
+                               {"TF_ENABLE_ONEDNN_OPTS": "1"})["canvas"]
         print(f"exported {a.case} at canvas {canvas[0]}x{canvas[1]}", flush=True)
         names = list(times)
         for r in range(a.rounds):
@@ -96,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 if name == PEER:
                     times[name] += reference_times(a.case, a.repeats, a.python)
                 else:
-                    got = _worker([*module, "--serve", path],
-                                  {"TF_ENABLE_ONEDNN_OPTS": SETTINGS[name]})
+                    got = fresh_process([sys.executable, *module, "--serve", path],
+                                        {"TF_ENABLE_ONEDNN_OPTS": SETTINGS[name]})
                     times[name] += got["times_s"]
                     described[name] = got["tensorflow"]
                 print(f"round {r + 1}: {name} {statistics.median(times[name]):.2f} s", flush=True)

@@ -1,4 +1,4 @@
-"""GPU mode of issue 5: ResNet-50 training throughput on one accelerator, and its MFU.
+"""GPU mode of the benchmarks: ResNet-50 training throughput on one accelerator, and its MFU.
 
 On a GPU machine (JAX with CUDA; torch + torchvision with CUDA for the peer; TensorFlow is
 not needed and not imported):
@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from benchmarks import peers as P
+from benchmarks import peers
 from benchmarks.classify import synthetic_batch
 from benchmarks.timing import Case, median
 
@@ -132,7 +132,8 @@ def ours_case(opts: Options) -> tuple[Case, object, int, str]:
             loss = float(model.train_on_batch(x, y))  # a host float: waits for the device
         return loss
 
-    return Case(OURS, run, items=opts.batch * opts.steps), model, macs, P.jax_device_name(device)
+    case = Case(OURS, run, items=opts.batch * opts.steps)
+    return case, model, macs, peers.jax_device_name(device)
 
 
 def jax_peak_mb() -> float | None:
@@ -146,7 +147,7 @@ def jax_peak_mb() -> float | None:
 
 def torchvision_case(opts: Options) -> tuple[Case, str] | None:
     """torchvision ResNet-50 with channels_last + bf16 autocast, or None without torch."""
-    if not P.torchvision_wanted():
+    if not peers.torchvision_wanted():
         return None
     import torch
     import torchvision
@@ -188,8 +189,10 @@ def torch_peak_mb() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def section(suite, opts: Options) -> None:
-    """Time ours against torchvision (where installed) and add MFU and device memory."""
+def section(suite) -> None:
+    """Time ours against torchvision (where installed) and add MFU and device memory, with the
+    suite's GPU options (`suite.gpu`, the defaults where unset)."""
+    opts = suite.gpu or Options()
     ours, model, macs, device = ours_case(opts)
     suite.log(f"gpu: ours on {device}, {macs / 1e9:.3f} GMACs/image at {opts.size}x{opts.size}")
     cases, probes, devices = [ours], {OURS: jax_peak_mb}, {OURS: device}

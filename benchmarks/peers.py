@@ -24,20 +24,25 @@ def installed(module: str) -> bool:
 
 
 def keras_peers(depth: int, with_v1: bool = False, with_hub: bool = True,
-                with_bf16: bool = False) -> dict[str, Callable[[], keras.Model]]:
-    """Builders of 1000-class, 224x224 ImageNet classifiers under the current Keras backend.
+                with_bf16: bool = False, size: int = 224) -> dict[str, Callable[[], keras.Model]]:
+    """Builders of 1000-class ImageNet classifiers of `size`x`size` images (224 unless a smoke
+    run asks for less) under the current Keras backend.
 
     `ours` is the library default (ResNet v1.5: stride on the 3x3, 4.1 GMACs for ResNet-50);
     `ours (stride_in_1x1)` has keras.applications' stride placement and FLOPs (3.9 GMACs).
     """
     import keras_resnet_suite as krs
 
-    peers = {OURS: lambda: krs.build(f"resnet{depth}")}
+    shape = (size, size, 3)
+    peers = {OURS: lambda: krs.build(f"resnet{depth}", input_shape=shape)}
     if with_v1:
-        peers[OURS_V1] = lambda: krs.build(f"resnet{depth}", stride_in_1x1=True)
+        peers[OURS_V1] = lambda: krs.build(f"resnet{depth}", stride_in_1x1=True,
+                                           input_shape=shape)
     if with_bf16:
-        peers[OURS_BF16] = lambda: _mixed_bfloat16(lambda: krs.build(f"resnet{depth}"))
-    peers[KERAS_APPS] = lambda: getattr(keras.applications, f"ResNet{depth}")(weights=None)
+        peers[OURS_BF16] = lambda: _mixed_bfloat16(
+            lambda: krs.build(f"resnet{depth}", input_shape=shape))
+    peers[KERAS_APPS] = lambda: getattr(keras.applications, f"ResNet{depth}")(
+        weights=None, input_shape=shape)
     if with_hub and installed("keras_hub"):
         peers[KERAS_HUB] = lambda: _keras_hub_classifier(depth)
     return peers

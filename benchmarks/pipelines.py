@@ -1,4 +1,4 @@
-"""Input pipelines against the training step they feed (issue 5: pipelines >= 3x the step).
+"""Input pipelines against the training step they feed.
 
 CIFAR-10 (keras_resnet_suite.data, paper augmentation) feeds a ResNet-20 step at batch 128;
 the raccoon VOC set (detection.data, decode + canvas resize + flip) feeds a Faster R-CNN step.

@@ -178,3 +178,36 @@ def cpu_flags() -> str:
         return "unknown"
     wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"]
     return ", ".join(w for w in wanted if w in flags) or "none of AVX2/AVX-512"
+
+
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cap_instruction_sets() -> dict[str, str]:
+    """Under an AVX2 cap on oneDNN (`ONEDNN_MAX_CPU_ISA=AVX2`, an AVX2-only CPU emulated on an
+    AVX-512 one), cap torch's ATen kernels and its MKL GEMM too, which ignore oneDNN's cap;
+    return the caps in force, for the results' notes."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
+        os.environ.setdefault("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    return {k: os.environ[k] for k in CAP_VARIABLES if os.environ.get(k)}
+
+
+def fresh_process(command: list[str], env: dict[str, str] | None = None, what: str = "",
+                  timeout: float = 3600, starts: str = "{") -> dict | list:
+    """Run `command` (an interpreter and its arguments) in a process of its own at the
+    repository root, the environment plus `env`; the last line of its stdout that starts with
+    `starts`, parsed as JSON. A failure raises WorkerError in one line: `what`, the exit code
+    and the last line of the process' stderr (the exception, for a Python traceback)."""
+    what = what or " ".join(command[1:4])
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO), **(env or {})}
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise WorkerError(f"{what}: no answer after {timeout:.0f} s") from exc
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(starts)]
+    if proc.returncode != 0 or not lines:
+        last = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise WorkerError(f"{what}: exit {proc.returncode}: {last[0]}")
+    return json.loads(lines[-1])

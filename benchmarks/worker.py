@@ -25,6 +25,8 @@ from pathlib import Path
 
 from benchmarks.timing import Case, _call
 
+# The benchmark modules a figure needs are imported inside its function: they load Keras and
+# TensorFlow, which must come after torch in the torch worker (see `main`).
 ROLE_ENV = "KRS_BENCH_ROLE"  # "torch": import torch/torchvision before TensorFlow
 
 
@@ -44,11 +46,11 @@ class State:
 
 
 def _keras_models(state: State, depth: int, contenders: list[str]) -> dict:
-    from benchmarks import peers as P
+    from benchmarks import peers
 
-    builders = P.keras_peers(depth, with_v1=P.OURS_V1 in contenders,
-                             with_hub=P.KERAS_HUB in contenders,
-                             with_bf16=P.OURS_BF16 in contenders)
+    builders = peers.keras_peers(depth, with_v1=peers.OURS_V1 in contenders,
+                                 with_hub=peers.KERAS_HUB in contenders,
+                                 with_bf16=peers.OURS_BF16 in contenders)
     for name in contenders:
         if name in builders and (depth, name) not in state.models:
             state.models[(depth, name)] = builders[name]()
@@ -58,80 +60,79 @@ def _keras_models(state: State, depth: int, contenders: list[str]) -> dict:
 def classify(state: State, depth: int, batch: int, contenders: list[str], train: bool,
              size: int = 224) -> list[Case]:
     """ResNet inference (`predict_on_batch`) or training steps (`train_on_batch`)."""
-    from benchmarks import classify as C
-    from benchmarks import peers as P
+    from benchmarks import classify, peers
 
     cases = []
-    torch_names = [n for n in contenders if n in (P.TORCHVISION, P.TORCHVISION_BF16)]
+    torch_names = [n for n in contenders if n in (peers.TORCHVISION, peers.TORCHVISION_BF16)]
     keras_names = [n for n in contenders if n not in torch_names]
     if keras_names:
         models = _keras_models(state, depth, keras_names)
-        cases += (C.training_cases if train else C.inference_cases)(models, batch, size)
+        make = classify.training_cases if train else classify.inference_cases
+        cases += make(models, batch, size)
     for name in torch_names:
-        cases += C.torchvision_cases(depth, batch, train=train, size=size,
-                                     bf16=name == P.TORCHVISION_BF16)
+        cases += classify.torchvision_cases(depth, batch, train=train, size=size,
+                                            bf16=name == peers.TORCHVISION_BF16)
     return cases
 
 
 def serving(state: State, paths: dict[str, str], batch: int, contenders: list[str]) -> list[Case]:
     """Requests of `batch` float images against the exported SavedModels and runtime files
     named `contenders`, and torchvision's eager model where named."""
-    from benchmarks import classify as C
-    from benchmarks import peers as P
-    from benchmarks import serving as S
+    from benchmarks import classify, peers
+    from benchmarks import serving as exports
 
     saved = {k: Path(v) for k, v in paths.items() if k in contenders and Path(v).is_dir()}
     files = {k: v for k, v in paths.items() if k in contenders and not Path(v).is_dir()}
-    cases, keep = S.serving_cases(saved, batch)
-    more, keep_more = S.runtime_cases(files, batch)
+    cases, keep = exports.serving_cases(saved, batch)
+    more, keep_more = exports.runtime_cases(files, batch)
     state.keep += keep + keep_more
-    if P.TORCHVISION in contenders:
-        more += C.torchvision_cases(50, batch, train=False)
+    if peers.TORCHVISION in contenders:
+        more += classify.torchvision_cases(50, batch, train=False)
     return cases + more
 
 
 def cifar(state: State, archive: str, batch: int, batches: int,
           contenders: list[str]) -> list[Case]:
     """The CIFAR-10 stream and the ResNet-20 step it feeds (those named in `contenders`)."""
-    from benchmarks import pipelines as D
+    from benchmarks import pipelines
 
-    return [c for c in D.cifar_cases(Path(archive), batch, batches) if c.name in contenders]
+    cases = pipelines.cifar_cases(Path(archive), batch, batches)
+    return [c for c in cases if c.name in contenders]
 
 
 def detection(state: State, backbone: str, head: str, contenders: list[str], train: bool,
               voc_dir: str, stream_batches: int = 20) -> list[Case]:
     """Faster R-CNN inference or a training step (ours, torchvision's), and the VOC stream."""
-    from benchmarks import detect as T
-    from benchmarks import pipelines as D
+    from benchmarks import detect, pipelines
 
-    voc = D.voc_training_batches(Path(voc_dir), T.CANVAS, 1)
+    voc = pipelines.voc_training_batches(Path(voc_dir), detect.CANVAS, 1)
     real_batch = next(iter(voc))
     state.keep.append(voc)
     cases = []
     if "ours" in contenders:
         key = ("detection", backbone, head)
         if key not in state.models:
-            state.models[key] = T.build(backbone, head)
+            state.models[key] = detect.build(backbone, head)
         model = state.models[key]
-        cases.append(T.train_case("ours", model, real_batch) if train
-                     else T.predict_case("ours", model))
+        cases.append(detect.train_case("ours", model, real_batch) if train
+                     else detect.predict_case("ours", model))
     if "torchvision" in contenders:
-        peer = T.torchvision_cases(real_batch)
+        peer = detect.torchvision_cases(real_batch)
         if peer is not None:
             cases.append(Case("torchvision", peer[int(train)].run, items=1))
     if "voc pipeline" in contenders:
-        cases.append(D.stream_case("voc pipeline", voc, 1, stream_batches))
+        cases.append(pipelines.stream_case("voc pipeline", voc, 1, stream_batches))
     return cases
 
 
 def gemm(state: State, contenders: list[str], n: int = 0) -> list[Case]:
     """The GEMM rate of this worker's framework (`benchmarks.ceiling`)."""
-    from benchmarks import ceiling as G
+    from benchmarks import ceiling
 
-    n = n or G.GEMM_N
+    n = n or ceiling.GEMM_N
     if os.environ.get(ROLE_ENV) == "torch":
-        return G.torch_cases(contenders, n)
-    return G.tensorflow_cases(contenders, n)
+        return ceiling.torch_cases(contenders, n)
+    return ceiling.tensorflow_cases(contenders, n)
 
 
 FIGURES = {
@@ -152,23 +153,23 @@ def export_serving(state: State, workdir: str, hub: bool = False) -> dict[str, s
     import keras
 
     import keras_resnet_suite as krs
-    from benchmarks import peers as P
-    from benchmarks import serving as S
+    from benchmarks import peers
+    from benchmarks import serving as exports
 
-    models = {P.OURS: krs.build("resnet50"),
-              P.OURS_V1: krs.build("resnet50", stride_in_1x1=True),
-              P.KERAS_APPS: keras.applications.ResNet50(weights=None)}
-    variants = {"ours SavedModel, BN folded": (P.OURS, True),
-                "ours SavedModel": (P.OURS, False),
-                "ours (stride_in_1x1) SavedModel, BN folded": (P.OURS_V1, True),
-                "keras.applications SavedModel": (P.KERAS_APPS, False)}
-    builder = P.keras_peers(50, with_hub=hub).get(P.KERAS_HUB) if hub else None
+    models = {peers.OURS: krs.build("resnet50"),
+              peers.OURS_V1: krs.build("resnet50", stride_in_1x1=True),
+              peers.KERAS_APPS: keras.applications.ResNet50(weights=None)}
+    variants = {"ours SavedModel, BN folded": (peers.OURS, True),
+                "ours SavedModel": (peers.OURS, False),
+                "ours (stride_in_1x1) SavedModel, BN folded": (peers.OURS_V1, True),
+                "keras.applications SavedModel": (peers.KERAS_APPS, False)}
+    builder = peers.keras_peers(50, with_hub=hub).get(peers.KERAS_HUB) if hub else None
     if builder is not None:
-        models[P.KERAS_HUB] = builder()
-        variants["keras-hub SavedModel"] = (P.KERAS_HUB, False)
-    paths = S.export_all(models, variants, Path(workdir))
-    runtimes = S.export_runtimes({P.OURS: models[P.OURS], P.KERAS_APPS: models[P.KERAS_APPS]},
-                                 Path(workdir))
+        models[peers.KERAS_HUB] = builder()
+        variants["keras-hub SavedModel"] = (peers.KERAS_HUB, False)
+    paths = exports.export_all(models, variants, Path(workdir))
+    pair = {name: models[name] for name in (peers.OURS, peers.KERAS_APPS)}
+    runtimes = exports.export_runtimes(pair, Path(workdir))
     paths = {**paths, **runtimes}
     del models
     state.free()

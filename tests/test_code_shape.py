@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("detection", "keras_resnet_suite")
+PACKAGES = ("benchmarks", "detection", "keras_resnet_suite")
 COMPAT = REPO / "keras_resnet_suite" / "compat.py"
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import gpu as G
-from benchmarks import report
-from benchmarks.run import CPU_SECTIONS, main
+from benchmarks import gpu, report
+from benchmarks.run import main
+from benchmarks.sections import CPU_SECTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,16 +29,16 @@ raise SystemExit(rc)
 
 
 def test_peak_table_and_mfu_formula():
-    assert G.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0  # SXM
-    assert G.peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
-    assert G.peak_bf16_tflops("NVIDIA H100 NVL") == 835.0
-    assert G.peak_bf16_tflops("NVIDIA H200") == 989.0
-    assert G.peak_bf16_tflops("NVIDIA A100-SXM4-80GB (gpu:0)") == 312.0
-    assert G.peak_bf16_tflops("NVIDIA L4") == 121.0
-    assert G.peak_bf16_tflops("NVIDIA L40S") == 362.0
-    assert G.peak_bf16_tflops("cpu (cpu:0)") is None
+    assert gpu.peak_bf16_tflops("NVIDIA H100 80GB HBM3") == 989.0  # SXM
+    assert gpu.peak_bf16_tflops("NVIDIA H100 PCIe") == 756.0
+    assert gpu.peak_bf16_tflops("NVIDIA H100 NVL") == 835.0
+    assert gpu.peak_bf16_tflops("NVIDIA H200") == 989.0
+    assert gpu.peak_bf16_tflops("NVIDIA A100-SXM4-80GB (gpu:0)") == 312.0
+    assert gpu.peak_bf16_tflops("NVIDIA L4") == 121.0
+    assert gpu.peak_bf16_tflops("NVIDIA L40S") == 362.0
+    assert gpu.peak_bf16_tflops("cpu (cpu:0)") is None
     # 3000 images/s of 4.09 GMACs on 989 TFLOP/s: 3 x 2 x 4.09e9 x 3000 / 989e12
-    assert G.mfu(3000, 4.09e9, 989e12) == pytest.approx(0.07444, rel=1e-3)
+    assert gpu.mfu(3000, 4.09e9, 989e12) == pytest.approx(0.07444, rel=1e-3)
 
 
 def test_gpu_mode_is_opt_in_and_refused_outside_jax(capsys, monkeypatch):
@@ -52,16 +52,16 @@ def test_gpu_mode_is_opt_in_and_refused_outside_jax(capsys, monkeypatch):
     if keras.backend.backend() != "jax":
         assert main(["--only", "gpu", "--gpu", "--allow-cpu"]) == 2
         err = capsys.readouterr().err
-        assert "KERAS_BACKEND=jax" in err and G.GPU_COMMAND in err
+        assert "KERAS_BACKEND=jax" in err and gpu.GPU_COMMAND in err
 
 
 @pytest.mark.skipif(find_spec("jax") is None, reason="jax not installed")
 def test_refusal_without_gpu_names_the_command():
-    if G.jax_accelerator() is not None:
+    if gpu.jax_accelerator() is not None:
         pytest.skip("this machine has a GPU")
-    reason = G.refusal("jax", allow_cpu=False)
-    assert "no GPU here" in reason and G.GPU_COMMAND in reason and "--allow-cpu" in reason
-    assert G.refusal("jax", allow_cpu=True) is None
+    reason = gpu.refusal("jax", allow_cpu=False)
+    assert "no GPU here" in reason and gpu.GPU_COMMAND in reason and "--allow-cpu" in reason
+    assert gpu.refusal("jax", allow_cpu=True) is None
 
 
 def test_accelerators_without_tensorflow(monkeypatch):
@@ -84,9 +84,9 @@ def test_gpu_smoke_run_writes_rows_and_mfu(tmp_path):
     result = json.loads(js.read_text())
     assert result["machine"]["backend"] == "jax"
     rows = {r["contender"]: r for r in result["rows"]}
-    assert G.OURS in rows
+    assert gpu.OURS in rows
     if find_spec("torch") and find_spec("torchvision"):
-        assert G.TORCHVISION in rows and rows[G.OURS]["baseline"] == G.TORCHVISION
+        assert gpu.TORCHVISION in rows and rows[gpu.OURS]["baseline"] == gpu.TORCHVISION
     else:
         assert any("torchvision" in s for s in result["skipped"])
     for r in rows.values():
@@ -95,6 +95,6 @@ def test_gpu_smoke_run_writes_rows_and_mfu(tmp_path):
         assert r["peak_bf16_tflops"] == 2.0 and r["peak_source"] == "--peak-tflops"
         expected = r["throughput"] * 3 * 2 * r["macs_per_image"] / 2e12
         assert r["mfu"] == pytest.approx(expected, rel=5e-3, abs=1e-5)
-    assert rows[G.OURS]["macs_per_image"] > 50e6  # ResNet-50 at 32x32: 0.085 GMACs
+    assert rows[gpu.OURS]["macs_per_image"] > 50e6  # ResNet-50 at 32x32: 0.085 GMACs
     md = js.with_suffix(".md").read_text()
     assert "## GPU: model-FLOPs utilisation" in md and "--allow-cpu smoke run" in md

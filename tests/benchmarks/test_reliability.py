@@ -12,6 +12,7 @@ if keras.backend.backend() != "tensorflow":
     pytest.skip("SavedModel export is TensorFlow-only", allow_module_level=True)
 
 from benchmarks import reliability  # noqa: E402
+from benchmarks.serving_requests import serving_load  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +22,7 @@ def _seed():
 
 def test_serving_load_accounts_for_every_element_and_writes_results(tmp_path):
     paths = reliability.export_models(tmp_path)
-    s = reliability.serving_load(paths, calls=24, every=8, seed=1, bad_rate=0.5)
+    s = serving_load(paths, calls=24, every=8, seed=1, bad_rate=0.5)
     assert s["calls"] == 24 and s["failures"] == 0, s["failure_examples"]
     assert s["accounting_errors"] == 0, s["accounting_examples"]
     assert s["bad_elements_sent"] > 0  # seed 1 sends bad uploads in this many calls

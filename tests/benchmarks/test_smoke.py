@@ -64,7 +64,9 @@ def test_peak_rss_is_resettable():
 
 
 def test_same_architecture_checks_pair_two_contenders_of_one_figure(tmp_path):
-    from benchmarks.run import MODES, Suite, _same_architecture_checks
+    from benchmarks.sections.classification import same_architecture_checks
+    from benchmarks.suite import MODES, Suite
+    from benchmarks.targets import Target
 
     cases = [Case("ours", lambda: None, items=32, times=[1.0, 1.0, 1.0], cpu_times=[2.0] * 3),
              Case("ours (stride_in_1x1)", lambda: None, items=32, times=[0.8, 1.0, 0.9],
@@ -76,8 +78,8 @@ def test_same_architecture_checks_pair_two_contenders_of_one_figure(tmp_path):
     rows = report.rows_from_cases("inference", cases, "keras.applications", model="resnet50",
                                   batch=32, input_size="224x224", dtype="float32")
     suite = Suite(MODES["quick"], verbose=False)
-    suite.check("must", rows, "ours", 1.0)
-    _same_architecture_checks(suite, "fig", rows)
+    suite.check("must", rows, "ours", Target("ours / keras.applications", 1.0))
+    same_architecture_checks(suite, "fig", rows)
     must, v1, v15 = suite.checks
     assert must["must_show"] and must["value"] == 1.0  # rounds 1.0, 1.1, 0.9 vs k.a.
     assert not v1["must_show"] and v1["value"] == 1.1 and v1["cpu_value"] == 1.2
@@ -98,24 +100,23 @@ def test_cpu_runtime_contenders_serve_keras_exports(tmp_path):
     # The serving section's ONNX Runtime / OpenVINO contenders: Keras' own export of a model,
     # one request per run, the same outputs as Keras; labelled without a TensorFlow setting.
     keras = pytest.importorskip("keras")
-    from benchmarks import serving as S
-    from benchmarks import settings as W
+    from benchmarks import serving, settings
 
-    if S.available_runtimes():
-        pytest.skip(f"runtimes missing: {S.available_runtimes()}")
+    if serving.available_runtimes():
+        pytest.skip(f"runtimes missing: {serving.available_runtimes()}")
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
-    paths = S.export_runtimes({"tiny": model}, tmp_path, size=16)
+    paths = serving.export_runtimes({"tiny": model}, tmp_path, size=16)
     assert sorted(paths) == ["tiny, ONNX Runtime", "tiny, OpenVINO"]
-    cases, keep = S.runtime_cases(paths, batch=2, size=16)
+    cases, keep = serving.runtime_cases(paths, batch=2, size=16)
     expected = model.predict(
         np.random.default_rng(0).uniform(-1, 1, (2, 16, 16, 3)).astype("float32"), verbose=0)
     for case in cases:
         out = case.run()
         first = out[0] if isinstance(out, list) else next(iter(out.values()))
         np.testing.assert_allclose(np.asarray(first), expected, rtol=1e-4, atol=1e-5)
-        assert case.name.endswith(W.RUNTIME_SUFFIXES) and case.items == 2
+        assert case.name.endswith(settings.RUNTIME_SUFFIXES) and case.items == 2
     assert len(keep) == 2
 
 
@@ -130,3 +131,71 @@ def test_bn_paths_time_three_traces_that_agree():
         (p, b) for p in ("branch", "folded", "fused") for b in (1, 2)]
     assert all(r["cpu_ms"] > 0 and r["wall_ms"] > 0 for r in rows)
     assert max(r["max_abs_diff"] for r in rows) < 1e-4
+
+
+def test_every_target_the_code_names_is_in_the_table_and_every_one_is_used():
+    import ast
+    from pathlib import Path
+
+    from benchmarks.targets import TARGETS
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    literals, subscripts = set(), set()
+    for path in root.rglob("*.py"):
+        if path.name == "targets.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                literals.add(node.value)
+            if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
+                    and node.value.id == "TARGETS" and isinstance(node.slice, ast.Constant)):
+                subscripts.add(node.slice.value)
+    assert subscripts and subscripts <= set(TARGETS), subscripts - set(TARGETS)
+    assert set(TARGETS) <= literals, set(TARGETS) - literals
+
+
+def test_detection_section_checks_its_figures_against_the_targets_table():
+    # The Faster R-CNN section without a detector: each figure's rows made up from the plan
+    # it asks for (seconds per call by contender), as the workers would time them.
+    from benchmarks import settings
+    from benchmarks.sections import faster_rcnn
+    from benchmarks.suite import MODES, Suite
+
+    seconds = {"ours": {settings.ON: 1.0, settings.OFF: 2.0}, "torchvision": {settings.TORCH: 1.5},
+               "voc pipeline": {settings.ON: 0.5}}
+
+    class Planned(Suite):
+        def compare_remote(self, section, figure, plan, baseline, repeats=None, items=None,
+                           extra=None, **meta):
+            cases = []
+            for setting, (names, _args) in plan.items():
+                for name in names:
+                    t = seconds[name][setting]
+                    cases.append(Case(settings.label(name, setting), lambda: None,
+                                      items=items(name) if items else 1, times=[t] * 3,
+                                      cpu_times=[t] * 3))
+            rows = report.rows_from_cases(section, cases, baseline, model=meta["model"],
+                                          batch=1, input_size="x", dtype="float32")
+            for r, c in zip(rows, cases, strict=True):
+                r["items"] = c.items
+            self.rows += rows
+            return rows
+
+    suite = Planned(MODES["default"], verbose=False)
+    faster_rcnn.configuration(suite, "resnet50", "fpn", "voc", ["torchvision"])
+    faster_rcnn.configuration(suite, "resnet101", "c4", "voc", [])
+    checks = {c["check"]: (c["value"], c["target"], c["must_show"]) for c in suite.checks}
+    assert checks == {
+        "Faster R-CNN resnet50-fpn inference: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+        "Faster R-CNN resnet50-fpn inference: ours, oneDNN on / torchvision":
+            (1.5, ">= 1.0", False),
+        "Faster R-CNN resnet50-fpn training step: ours, oneDNN on / torchvision":
+            (1.5, ">= 1.0", True),
+        "Faster R-CNN resnet50-fpn training step: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+        "Faster R-CNN resnet101-c4 inference: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+        # 20 batches in 0.5 s against one step in 1.0 s
+        "VOC pipeline / Faster R-CNN R101-C4 training step": (40.0, ">= 3.0", True),
+        "Faster R-CNN resnet101-c4 training step: ours, oneDNN on / off": (2.0, ">= 1.0", False),
+    }
+    assert {r["section"] for r in suite.rows if r["contender"].startswith("voc")} == {
+        "input pipeline"}
