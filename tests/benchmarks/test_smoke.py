@@ -139,7 +139,7 @@ def test_every_target_the_code_names_is_in_the_table_and_every_one_is_used():
 
     from benchmarks.targets import TARGETS
 
-    root = Path(__file__).resolve().parents[1] / "benchmarks"
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
     literals, subscripts = set(), set()
     for path in root.rglob("*.py"):
         if path.name == "targets.py":

@@ -12,7 +12,7 @@ import pytest
 from benchmarks import fresh_rounds as fr
 from benchmarks import settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INFER, TRAIN = fr.Figure(False, 1), fr.Figure(True, 16)
 LINE = [fr.Contender(fr.OURS, settings.OFF), fr.Contender(fr.KERAS_APPS, settings.OFF),
         fr.Contender(fr.TORCHVISION, settings.TORCH)]
