@@ -102,11 +102,6 @@ class WarmupStepLR(StepDecay):
                 "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor}
 
 
-# Runs saved before the schedule moved here from `detection` name it "detection>WarmupStepLR"
-# (checkpoints, .keras files); that name keeps deserializing.
-keras.saving.get_custom_objects().setdefault("detection>WarmupStepLR", WarmupStepLR)
-
-
 @keras.saving.register_keras_serializable("keras_resnet_suite")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then cosine decay to
