@@ -15,7 +15,7 @@ import keras
 from . import compat
 from . import weights as weights_lib
 from .metadata import ResNetModel, copy_metadata, describe, write_asset
-from .models import _camel, _check_input_shape, _resolve_spec, trunk
+from .models import _camel, _check_input_shape, _resolve_spec, load_for_build, trunk
 from .specs import ResNetSpec, available_models, get_spec
 
 LEVELS = ("C2", "C3", "C4", "C5")
@@ -126,7 +126,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     model.feature_info = feature_info(spec, return_levels, output_stride)
     freeze_stages(model, freeze_at, len(spec.depths))
     if load_weights:
-        weights_lib.load_for_build(model, weights, checkpoint)
+        load_for_build(model, weights, checkpoint)
     elif checkpoint is not None:
         weights_lib.attach_preprocessing(model, checkpoint)
     return model

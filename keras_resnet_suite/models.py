@@ -12,11 +12,15 @@ import keras
 from keras import layers
 
 from . import compat
+from . import weights as weights_lib
+from .convert import read_keras_h5
+from .convert.published import Checkpoint
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .metadata import ResNetModel
 from .specs import ResNetSpec, available_models, get_spec
 
-__all__ = ["build", "available_models", "trunk"]
+__all__ = ["available_models", "build", "convert_checkpoint", "convert_keras_applications",
+           "convert_torchvision", "load_checkpoint", "trunk"]
 
 _SPEC_FIELDS = ("depths", "widths", "stem_width", "groups", "width_per_group", "block",
                 "preact", "residual", "stem", "avg_down", "scale")
@@ -130,8 +134,6 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     Keras weights file. Unset architecture options (stride_in_1x1, bn_epsilon, conv_bias,
     downsample) default to v1.5 / 1e-5 / False / "first", or to what the checkpoint needs.
     """
-    from . import weights as weights_lib  # weights imports models
-
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
@@ -176,8 +178,57 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
 
     model = compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
     model.spec = spec
-    weights_lib.load_for_build(model, weights, checkpoint)
+    load_for_build(model, weights, checkpoint)
     return model
+
+
+# --- weights: factories that build a classifier and load into it (weights.py loads into a
+# model it is given; these sit above both) --------------------------------------------------
+
+def load_for_build(model: keras.Model, weights, checkpoint: Checkpoint | None) -> None:
+    """Load what `weights.resolve_for_build` resolved into a freshly built classifier or
+    backbone: a checkpoint through its cached conversion, a file by its layout."""
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    elif weights is not None:
+        weights_lib.load_file(model, weights)
+
+
+def convert_checkpoint(checkpoint: Checkpoint) -> keras.Model:
+    """The checkpoint as this library's full classifier: converted once from the verified
+    download, then cached (the cache entry is used only while its hash record matches)."""
+    cached = weights_lib.cached_conversion(checkpoint)
+    if cached is not None:
+        return cached
+    model = build(checkpoint.arch, input_shape=(None, None, 3), classes=checkpoint.classes,
+                  **checkpoint.build_options)
+    return weights_lib.convert_into(model, checkpoint)
+
+
+def load_checkpoint(model: keras.Model, checkpoint: Checkpoint | str) -> keras.Model:
+    """Load a published checkpoint into a classifier or backbone of this library."""
+    if isinstance(checkpoint, str):
+        checkpoint = weights_lib.get_checkpoint(model.spec.name, checkpoint)
+    weights_lib.copy_by_name(model, convert_checkpoint(checkpoint))
+    weights_lib.attach_preprocessing(model, checkpoint)
+    return model
+
+
+def convert_keras_applications(source, **build_kwargs) -> keras.Model:
+    """This library's classifier with the weights of a keras.applications ResNet (model or
+    `.h5`); it gives the same logits. Save it with `model.save("x.keras")`."""
+    arch, options = weights_lib.keras_arch(source)
+    has_top = "predictions" in (
+        [layer.name for layer in source.layers] if isinstance(source, keras.Model)
+        else read_keras_h5(source))
+    kwargs = {"include_top": has_top, "input_shape": (None, None, 3), **options, **build_kwargs}
+    return weights_lib.load_keras_applications(build(arch, **kwargs), source)
+
+
+def convert_torchvision(arch: str, state_dict, **build_kwargs) -> keras.Model:
+    """This library's `arch` classifier with a torchvision/timm state dict loaded."""
+    kwargs = {"input_shape": (None, None, 3), **build_kwargs}
+    return weights_lib.load_torchvision(build(arch, **kwargs), state_dict)
 
 
 def _camel(name: str) -> str:

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_resnet_suite import weights
+from keras_resnet_suite import models
 
 REFERENCE = textwrap.dedent("""
     import importlib, sys
@@ -70,7 +70,7 @@ def test_logits_equal_the_reference_library(reference):
     library, x, out = reference
     for arch in CASES[library][0]:
         expected = np.load(out / f"{arch}.npy")
-        ours = weights.convert_torchvision(arch, str(out / f"{arch}.pth"),
+        ours = models.convert_torchvision(arch, str(out / f"{arch}.pth"),
                                            classifier_activation=None)
         got = keras.ops.convert_to_numpy(ours(x))
         assert np.abs(expected).max() > 0.1
