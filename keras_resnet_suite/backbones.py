@@ -15,8 +15,8 @@ import keras
 from . import compat
 from . import weights as weights_lib
 from .metadata import ResNetModel, copy_metadata, describe, write_asset
-from .models import _camel, _check_input_shape, _resolve_spec, load_for_build, trunk
-from .specs import ResNetSpec, available_models, get_spec
+from .models import _check_input_shape, _resolve_spec, load_for_build, trunk
+from .specs import ResNetSpec, available_models, camel_name, get_spec
 
 LEVELS = ("C2", "C3", "C4", "C5")
 
@@ -182,12 +182,12 @@ def _make_builder(model_name: str):
         return build(model_name, weights=weights, input_shape=input_shape, freeze_at=freeze_at,
                      norm=norm, output_stride=output_stride, **kwargs)
 
-    builder.__name__ = builder.__qualname__ = _camel(model_name)
+    builder.__name__ = builder.__qualname__ = camel_name(model_name)
     builder.__doc__ = f"{model_name} backbone: dict of C2..C5 feature maps (see `build`)."
     return builder
 
 
-BUILDERS = {_camel(n): _make_builder(n) for n in available_models()
+BUILDERS = {camel_name(n): _make_builder(n) for n in available_models()
             if get_spec(n).dataset == "imagenet"}
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():

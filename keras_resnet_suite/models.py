@@ -17,7 +17,7 @@ from .convert import read_keras_h5
 from .convert.published import Checkpoint
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .metadata import ResNetModel
-from .specs import ResNetSpec, available_models, get_spec
+from .specs import ResNetSpec, available_models, camel_name, get_spec
 
 __all__ = ["available_models", "build", "convert_checkpoint", "convert_keras_applications",
            "convert_torchvision", "load_checkpoint", "trunk"]
@@ -231,16 +231,6 @@ def convert_torchvision(arch: str, state_dict, **build_kwargs) -> keras.Model:
     return weights_lib.load_torchvision(build(arch, **kwargs), state_dict)
 
 
-def _camel(name: str) -> str:
-    """resnet50 -> ResNet50, plain34 -> PlainNet34, resnext50_32x4d -> ResNeXt50_32x4d,
-    res2net50_26w_4s -> Res2Net50_26w_4s."""
-    for prefix, camel in (("res2next", "Res2NeXt"), ("res2net", "Res2Net"), ("resnext", "ResNeXt"), ("wide_resnet", "WideResNet"),
-                          ("resnet", "ResNet"), ("plain", "PlainNet"), ("wrn", "WRN")):
-        if name.startswith(prefix):
-            return camel + name[len(prefix):].replace("v2", "V2")
-    raise AssertionError(name)
-
-
 def _make_builder(model_name: str):
     def builder(include_top: bool = True, weights: str | None = None, input_tensor=None,
                 input_shape: tuple | None = None, pooling: str | None = None,
@@ -252,7 +242,7 @@ def _make_builder(model_name: str):
                      shortcut=shortcut, name=name, **overrides)
 
     spec = get_spec(model_name)
-    builder.__name__ = builder.__qualname__ = _camel(model_name)
+    builder.__name__ = builder.__qualname__ = camel_name(model_name)
     builder.__doc__ = (f"{spec.name}: {spec.num_layers}-layer {'plain' if not spec.residual else ''}"
                        f"{'pre-activation ' if spec.preact else ''}{spec.block}-block network "
                        f"for {spec.dataset}; arguments as keras.applications, plus `shortcut` "
@@ -260,7 +250,7 @@ def _make_builder(model_name: str):
     return builder
 
 
-BUILDERS = {_camel(n): _make_builder(n) for n in available_models()}
+BUILDERS = {camel_name(n): _make_builder(n) for n in available_models()}
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():
     setattr(_module, _name, _fn)

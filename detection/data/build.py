@@ -9,8 +9,6 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from detection.config import CONFIGS as REPO_CONFIGS  # noqa: F401  (the shipped YAML files)
-
 _VAR = re.compile(r"\$\{(\w+)\}")
 
 

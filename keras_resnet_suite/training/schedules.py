@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from keras_resnet_suite import compat
+
 
 def linear_warmup(step, warmup_steps: int, start_factor: float = 0.0):
     """The warm-up factor of every schedule here: rises linearly from `start_factor` at step 0
@@ -139,8 +141,6 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 def schedule_of(optimizer) -> object | None:
     """The LearningRateSchedule driving `optimizer` (through wrappers: LossScaleOptimizer,
     LayerLRMultiplier), or None."""
-    from keras_resnet_suite import compat
-
     opt = optimizer
     while hasattr(opt, "inner_optimizer"):
         opt = opt.inner_optimizer
