@@ -1,15 +1,17 @@
 """keras-resnet-suite: every ResNet of He et al. (2015) and its family, in Keras 3.
 
-Importing the package loads neither Keras nor TensorFlow and changes no environment variable:
-`build`, the builders (`ResNet50`, ...) and the sub-modules load on first use (PEP 562), so a
-script can still choose `TF_ENABLE_ONEDNN_OPTS` or `KERAS_BACKEND` after `import
-keras_resnet_suite`. The commands choose TensorFlow's CPU kernels in their entry points
-(runtime.py).
+Importing the package changes no environment variable and, unless Keras is imported already,
+loads neither Keras nor TensorFlow: `build`, the builders (`ResNet50`, ...) and the
+sub-modules load on first use (PEP 562), so a script can still choose `TF_ENABLE_ONEDNN_OPTS`
+or `KERAS_BACKEND` after `import keras_resnet_suite`, and the commands choose TensorFlow's CPU
+kernels in their entry points (runtime.py). Where Keras is loaded first, the layers register
+at once, so `keras.saving.load_model` reads this library's `.keras` files.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 from .specs import ResNetSpec, available_models, camel_name, get_spec
@@ -19,6 +21,9 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
     from .flops import count_macs, count_params
     from .models import build
     from .preprocessing import preprocess_input
+
+if "keras" in sys.modules:  # the backend is chosen already: register the serializable layers
+    from . import layers, metadata  # noqa: F401
 
 __version__ = "0.1.0"
 

@@ -14,17 +14,20 @@ import keras
 
 from . import compat
 from . import weights as weights_lib
+from .convert.published import DEFAULT_OPTIONS, KERAS_V1
 from .metadata import ResNetModel, copy_metadata, describe, write_asset
 from .models import _check_input_shape, _resolve_spec, load_for_build, trunk
 from .specs import ResNetSpec, available_models, camel_name, get_spec
 
 LEVELS = ("C2", "C3", "C4", "C5")
 
-# keras.applications' ResNet v1: BN epsilon 1.001e-5, biased convolutions, stride in the 1x1.
+# The conventions of the checkpoint tables (convert/published.py): keras.applications' ResNet
+# v1 (BN epsilon 1.001e-5, biased convolutions, stride in the 1x1) and torchvision's (v1.5).
+_PRESET_OPTIONS = ("bn_epsilon", "conv_bias", "stride_in_1x1")
 PRESETS = {
     "default": {},
-    "keras": {"bn_epsilon": 1.001e-5, "conv_bias": True, "stride_in_1x1": True},
-    "torchvision": {"bn_epsilon": 1e-5, "conv_bias": False, "stride_in_1x1": False},
+    "keras": {k: KERAS_V1[k] for k in _PRESET_OPTIONS},
+    "torchvision": {k: DEFAULT_OPTIONS[k] for k in _PRESET_OPTIONS},
 }
 
 
@@ -109,9 +112,6 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     if unknown or not return_levels:
         raise ValueError(f"return_levels must be a non-empty subset of {valid}, "
                          f"got {tuple(return_levels)}")
-    num_stages = len(spec.depths)
-    if not 0 <= freeze_at <= num_stages + 1:
-        raise ValueError(f"freeze_at must be in [0, {num_stages + 1}], got {freeze_at}")
     checkpoint, options = weights_lib.resolve_for_build(spec, weights, options)
     _check_layout(options["downsample"])
     input_shape = _check_input_shape(spec, input_shape, weights)
