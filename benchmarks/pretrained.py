@@ -25,8 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-# Before TensorFlow loads: this command runs on the CPU fast path, as users' commands do.
-import keras_resnet_suite  # noqa: F401
+from keras_resnet_suite import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 PARITY = REPO / "tests" / "detection" / "parity"
@@ -90,6 +89,7 @@ def reference_times(arch_key: str, repeats: int, python: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    runtime.default_for_our_commands()  # the CPU fast path, as users' commands run, before TF
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3, help="timed images per round and side")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (ours, theirs)")
@@ -115,8 +115,6 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"pretrained-{platform.node() or 'host'}-{datetime.date.today()}"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    from keras_resnet_suite import runtime
-
     (out / f"{stem}.json").write_text(json.dumps({"rows": rows, "image": IMAGE,
                                                    "repeats": a.repeats, "rounds": a.rounds,
                                                    "tensorflow": runtime.describe()},

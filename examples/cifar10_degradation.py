@@ -158,10 +158,12 @@ def table(results: dict[str, dict], args) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
     args = parse_args(argv)
-    # The library's first import, before TensorFlow's: as one of this project's commands, the
-    # script runs TensorFlow's oneDNN kernels unless TF_ENABLE_ONEDNN_OPTS is set (runtime.py).
-    from keras_resnet_suite import data as krs_data
     from keras_resnet_suite import runtime
+
+    # Before TensorFlow loads: as one of this project's commands, the script runs TensorFlow's
+    # oneDNN kernels unless TF_ENABLE_ONEDNN_OPTS is set (runtime.py).
+    runtime.default_for_our_commands()
+    from keras_resnet_suite import data as krs_data
 
     print(runtime.describe(), flush=True)
 

@@ -107,6 +107,9 @@ def run_variant(name: str, overrides: dict, args, train, test) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from keras_resnet_suite import runtime
+
+    runtime.default_for_our_commands()  # before TensorFlow loads (runtime.py)
     from keras_resnet_suite.data import load_cifar_arrays
 
     x_train, y_train, x_test, y_test, names, _ = load_cifar_arrays(args.data, 10)

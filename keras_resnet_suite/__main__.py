@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from keras_resnet_suite.cli import main
 
 sys.exit(main())

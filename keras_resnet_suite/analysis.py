@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_resnet_suite import compat
+from keras_resnet_suite.layers import BatchNormalization
 
 
 def _matplotlib():
@@ -44,8 +45,6 @@ def _save(fig, ax, path: str | os.PathLike, legend_size: float | None = None) ->
 def _record_bn_after_conv(records: list, kernel_size: tuple[int, int]):
     """Record `(bn_layer_path, output)` for every BN call whose input came straight from a
     `kernel_size` Conv2D (calls are recorded in execution order, also inside nested blocks)."""
-    from keras_resnet_suite.layers import BatchNormalization
-
     # Keras' BN and ours (whose TensorFlow path does not go through Keras' call).
     bn_classes = (keras.layers.BatchNormalization, BatchNormalization)
     last = {}

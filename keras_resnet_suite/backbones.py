@@ -14,17 +14,20 @@ import keras
 
 from . import compat
 from . import weights as weights_lib
+from .convert.published import DEFAULT_OPTIONS, KERAS_V1
 from .metadata import ResNetModel, copy_metadata, describe, write_asset
-from .models import _camel, _check_input_shape, _resolve_spec, trunk
-from .specs import ResNetSpec, available_models, get_spec
+from .models import _check_input_shape, _resolve_spec, load_for_build, trunk
+from .specs import ResNetSpec, available_models, camel_name, get_spec
 
 LEVELS = ("C2", "C3", "C4", "C5")
 
-# keras.applications' ResNet v1: BN epsilon 1.001e-5, biased convolutions, stride in the 1x1.
+# The conventions of the checkpoint tables (convert/published.py): keras.applications' ResNet
+# v1 (BN epsilon 1.001e-5, biased convolutions, stride in the 1x1) and torchvision's (v1.5).
+_PRESET_OPTIONS = ("bn_epsilon", "conv_bias", "stride_in_1x1")
 PRESETS = {
     "default": {},
-    "keras": {"bn_epsilon": 1.001e-5, "conv_bias": True, "stride_in_1x1": True},
-    "torchvision": {"bn_epsilon": 1e-5, "conv_bias": False, "stride_in_1x1": False},
+    "keras": {k: KERAS_V1[k] for k in _PRESET_OPTIONS},
+    "torchvision": {k: DEFAULT_OPTIONS[k] for k in _PRESET_OPTIONS},
 }
 
 
@@ -109,9 +112,6 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     if unknown or not return_levels:
         raise ValueError(f"return_levels must be a non-empty subset of {valid}, "
                          f"got {tuple(return_levels)}")
-    num_stages = len(spec.depths)
-    if not 0 <= freeze_at <= num_stages + 1:
-        raise ValueError(f"freeze_at must be in [0, {num_stages + 1}], got {freeze_at}")
     checkpoint, options = weights_lib.resolve_for_build(spec, weights, options)
     _check_layout(options["downsample"])
     input_shape = _check_input_shape(spec, input_shape, weights)
@@ -126,7 +126,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     model.feature_info = feature_info(spec, return_levels, output_stride)
     freeze_stages(model, freeze_at, len(spec.depths))
     if load_weights:
-        weights_lib.load_for_build(model, weights, checkpoint)
+        load_for_build(model, weights, checkpoint)
     elif checkpoint is not None:
         weights_lib.attach_preprocessing(model, checkpoint)
     return model
@@ -182,12 +182,12 @@ def _make_builder(model_name: str):
         return build(model_name, weights=weights, input_shape=input_shape, freeze_at=freeze_at,
                      norm=norm, output_stride=output_stride, **kwargs)
 
-    builder.__name__ = builder.__qualname__ = _camel(model_name)
+    builder.__name__ = builder.__qualname__ = camel_name(model_name)
     builder.__doc__ = f"{model_name} backbone: dict of C2..C5 feature maps (see `build`)."
     return builder
 
 
-BUILDERS = {_camel(n): _make_builder(n) for n in available_models()
+BUILDERS = {camel_name(n): _make_builder(n) for n in available_models()
             if get_spec(n).dataset == "imagenet"}
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():

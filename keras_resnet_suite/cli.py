@@ -1,54 +1,39 @@
-"""`keras-resnet-suite` command line: list models, run the demo, train, evaluate and export."""
+"""`keras-resnet-suite` command line: list models, run the demo, train, evaluate and export.
+
+This module stays light (no Keras, no TensorFlow): `main` first chooses TensorFlow's CPU
+kernels (`runtime.default_for_our_commands`), then imports the module that runs the command.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
+from . import runtime
 from .errors import run_command
+from .train_flags import configure_evaluate, configure_export, configure_train
 
-COMMANDS = {}
 
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: `module.function(args)` runs it, `configure(parser)` adds its arguments."""
 
-def command(fn):
-    """Register `fn(args)` as a sub-command; its `configure(parser)` attribute adds arguments."""
-    COMMANDS[fn.__name__.removeprefix("cmd_").replace("_", "-")] = fn
-    return fn
+    module: str
+    function: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+
+    def __call__(self, args: argparse.Namespace):
+        return getattr(importlib.import_module(self.module), self.function)(args)
 
 
 def _configure_models(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None,
                    help="input side for MACs (default: 224 ImageNet, 32 CIFAR models)")
     p.add_argument("--names", nargs="*", default=None, help="only these models")
-
-
-@command
-def cmd_models(args) -> None:
-    """Print every model with its parameters and multiply-adds, next to the paper's figures."""
-    import keras
-
-    from . import build, count_macs, count_params, get_spec
-    from .specs import available_models
-
-    names = args.names or available_models()
-    print(f"{'model':18s} {'layers':>6s} {'params':>12s} {'paper':>7s} {'GMACs':>7s} "
-          f"{'paper':>6s}  input")
-    for name in names:
-        spec = get_spec(name)
-        size = args.size or spec.input_shape[0]
-        model = build(name, input_shape=(size, size, 3))
-        paper = spec.paper
-        gmacs_paper = f"{paper['gflops']:.1f}" if "gflops" in paper else "-"
-        print(f"{name:18s} {spec.num_layers:6d} {count_params(model):12,d} "
-              f"{paper.get('params', '-'):>7s} {count_macs(model) / 1e9:7.3f} {gmacs_paper:>6s}  "
-              f"{size}x{size}", flush=True)
-        del model
-        keras.backend.clear_session()
-    print("GMACs: multiply-adds of one image with the stride on the 3x3 (v1.5, torchvision); the "
-          "paper's Table 1 strides the first 1x1 (build(..., stride_in_1x1=True)).")
-
-
-cmd_models.configure = _configure_models
 
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:
@@ -59,33 +44,33 @@ def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-images", type=int, default=600)
 
 
-@command
-def cmd_demo(args) -> None:
-    """Train, evaluate, save, reload and use a small ResNet on built-in synthetic shapes."""
-    from . import demo
-
-    demo.run(args.out, args.model, args.epochs, args.train_images, args.test_images)
-
-
-cmd_demo.configure = _configure_demo
-
-
-def _register_training_commands() -> None:
-    # train/evaluate/export live in train_cli.py; importing it is cheap (TF loads on use)
-    from . import train_cli
-
-    for fn in (train_cli.cmd_train, train_cli.cmd_evaluate, train_cli.cmd_export):
-        command(fn)
-
-
-_register_training_commands()
+COMMANDS = {
+    "models": Command("keras_resnet_suite.commands", "cmd_models", "Print every model with its "
+                      "parameters and multiply-adds, next to the paper's figures.",
+                      _configure_models),
+    "demo": Command("keras_resnet_suite.commands", "cmd_demo", "Train, evaluate, save, reload "
+                    "and use a small ResNet on built-in synthetic shapes.", _configure_demo),
+    "train": Command("keras_resnet_suite.train_cli", "cmd_train", "Train a model with a paper "
+                     "recipe; a killed run re-run with the same command resumes.",
+                     configure_train),
+    "evaluate": Command("keras_resnet_suite.train_cli", "cmd_evaluate", "Evaluate a run (1-crop, "
+                        "10-crop, multi-scale test error), or a CIFAR model's --weights.",
+                        configure_evaluate),
+    "export": Command("keras_resnet_suite.train_cli", "cmd_export", "Export a run's model as a "
+                      "SavedModel (float-image and encoded-image signatures).", configure_export),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="keras-resnet-suite", description=__doc__)
+    """Run `keras-resnet-suite <command>`; a failure is one line on stderr naming the file,
+    exit 2 (bad input) or 1."""
+    runtime.default_for_our_commands()  # before anything imports TensorFlow
+    parser = argparse.ArgumentParser(prog="keras-resnet-suite",
+                                     description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn in COMMANDS.items():
-        p = sub.add_parser(name, help=fn.__doc__, description=fn.__doc__)
+        text = getattr(fn, "help", fn.__doc__)
+        p = sub.add_parser(name, help=text, description=text)
         getattr(fn, "configure", lambda _: None)(p)
     args = parser.parse_args(argv)
 
@@ -93,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command](args)
         return 0
 
-    return run_command(call)  # a failure is one line on stderr naming the file, exit 2 or 1
+    return run_command(call)
 
 
 if __name__ == "__main__":

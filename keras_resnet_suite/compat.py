@@ -15,6 +15,7 @@ import functools
 import importlib.metadata
 import re
 import sys
+import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -143,8 +144,6 @@ def fit_under_multiworker(model: keras.Model) -> None:
     `strategy.reduce` that the collectives reject (here: build from this worker's first local
     replica batch), and averages scalar logs along an axis 0 they do not have (here: average
     across workers without an axis). A no-op unless `model` was made under that strategy."""
-    import types
-
     import tensorflow as tf
 
     _check("fit_under_multiworker")

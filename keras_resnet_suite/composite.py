@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-PACKAGE = "keras_resnet_suite"
+PACKAGE = "keras_resnet_suite"  # the Keras registry prefix of every serializable layer here
 
 # He et al. 2015 initialisation, fan-out as torchvision does for ReLU networks.
 HE_FAN_OUT = {"class_name": "VarianceScaling",

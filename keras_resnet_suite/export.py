@@ -35,6 +35,9 @@ import keras
 import numpy as np
 
 from keras_resnet_suite import compat
+from keras_resnet_suite.data import augment
+from keras_resnet_suite.data.images import DECODER_MAX_PIXELS, decode_checked
+from keras_resnet_suite.data.images import max_pixels as loaders_limit
 from keras_resnet_suite.metadata import describe, write_asset
 from keras_resnet_suite.normalization import portable_batch_branch
 
@@ -130,9 +133,6 @@ def pixel_limit(max_pixels: int | None) -> int:
     """The decompression-bomb limit of a `serving_bytes` signature: `max_pixels`, or the
     loaders' limit (`data.images.max_pixels`: `$KRS_MAX_PIXELS`, else `MAX_PIXELS`) when None;
     refused unless TensorFlow's decoders can reach it."""
-    from keras_resnet_suite.data.images import DECODER_MAX_PIXELS
-    from keras_resnet_suite.data.images import max_pixels as loaders_limit
-
     limit = loaders_limit(None) if max_pixels is None else max_pixels
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= DECODER_MAX_PIXELS:
         raise ValueError(f"max_pixels must be an int from 1 to {DECODER_MAX_PIXELS} (the largest "
@@ -148,8 +148,6 @@ def map_decoded(fn: Callable, image_bytes, output_signature: Any, max_pixels: in
     decode_checked`) gets `fn` of a 1x1 black placeholder, `valid` False and `error`
     "image_bytes[i]: <what is wrong>", so one bad upload does not fail the batch."""
     import tensorflow as tf
-
-    from keras_resnet_suite.data.images import decode_checked
 
     limit = pixel_limit(max_pixels)
     # A loaded signature checks its inputs' dtypes but not their shapes; EnsureShape refuses a
@@ -224,8 +222,6 @@ def _preprocess(image, size: tuple[int, int], resize: int, mean, std):
     """Decoded image -> the model's float input: shorter side to `resize`, centre crop,
     normalise."""
     import tensorflow as tf
-
-    from keras_resnet_suite.data import augment
 
     image = augment.resize_shorter_side(image, resize)
     h, w = tf.shape(image)[0], tf.shape(image)[1]

@@ -12,11 +12,15 @@ import keras
 from keras import layers
 
 from . import compat
+from . import weights as weights_lib
+from .convert import read_keras_h5
+from .convert.published import Checkpoint
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .metadata import ResNetModel
-from .specs import ResNetSpec, available_models, get_spec
+from .specs import ResNetSpec, available_models, camel_name, get_spec
 
-__all__ = ["build", "available_models", "trunk"]
+__all__ = ["available_models", "build", "convert_checkpoint", "convert_keras_applications",
+           "convert_torchvision", "load_checkpoint", "trunk"]
 
 _SPEC_FIELDS = ("depths", "widths", "stem_width", "groups", "width_per_group", "block",
                 "preact", "residual", "stem", "avg_down", "scale")
@@ -130,8 +134,6 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     Keras weights file. Unset architecture options (stride_in_1x1, bn_epsilon, conv_bias,
     downsample) default to v1.5 / 1e-5 / False / "first", or to what the checkpoint needs.
     """
-    from . import weights as weights_lib  # weights imports models
-
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
@@ -176,18 +178,57 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
 
     model = compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
     model.spec = spec
-    weights_lib.load_for_build(model, weights, checkpoint)
+    load_for_build(model, weights, checkpoint)
     return model
 
 
-def _camel(name: str) -> str:
-    """resnet50 -> ResNet50, plain34 -> PlainNet34, resnext50_32x4d -> ResNeXt50_32x4d,
-    res2net50_26w_4s -> Res2Net50_26w_4s."""
-    for prefix, camel in (("res2next", "Res2NeXt"), ("res2net", "Res2Net"), ("resnext", "ResNeXt"), ("wide_resnet", "WideResNet"),
-                          ("resnet", "ResNet"), ("plain", "PlainNet"), ("wrn", "WRN")):
-        if name.startswith(prefix):
-            return camel + name[len(prefix):].replace("v2", "V2")
-    raise AssertionError(name)
+# --- weights: factories that build a classifier and load into it (weights.py loads into a
+# model it is given; these sit above both) --------------------------------------------------
+
+def load_for_build(model: keras.Model, weights, checkpoint: Checkpoint | None) -> None:
+    """Load what `weights.resolve_for_build` resolved into a freshly built classifier or
+    backbone: a checkpoint through its cached conversion, a file by its layout."""
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    elif weights is not None:
+        weights_lib.load_file(model, weights)
+
+
+def convert_checkpoint(checkpoint: Checkpoint) -> keras.Model:
+    """The checkpoint as this library's full classifier: converted once from the verified
+    download, then cached (the cache entry is used only while its hash record matches)."""
+    cached = weights_lib.cached_conversion(checkpoint)
+    if cached is not None:
+        return cached
+    model = build(checkpoint.arch, input_shape=(None, None, 3), classes=checkpoint.classes,
+                  **checkpoint.build_options)
+    return weights_lib.convert_into(model, checkpoint)
+
+
+def load_checkpoint(model: keras.Model, checkpoint: Checkpoint | str) -> keras.Model:
+    """Load a published checkpoint into a classifier or backbone of this library."""
+    if isinstance(checkpoint, str):
+        checkpoint = weights_lib.get_checkpoint(model.spec.name, checkpoint)
+    weights_lib.copy_by_name(model, convert_checkpoint(checkpoint))
+    weights_lib.attach_preprocessing(model, checkpoint)
+    return model
+
+
+def convert_keras_applications(source, **build_kwargs) -> keras.Model:
+    """This library's classifier with the weights of a keras.applications ResNet (model or
+    `.h5`); it gives the same logits. Save it with `model.save("x.keras")`."""
+    arch, options = weights_lib.keras_arch(source)
+    has_top = "predictions" in (
+        [layer.name for layer in source.layers] if isinstance(source, keras.Model)
+        else read_keras_h5(source))
+    kwargs = {"include_top": has_top, "input_shape": (None, None, 3), **options, **build_kwargs}
+    return weights_lib.load_keras_applications(build(arch, **kwargs), source)
+
+
+def convert_torchvision(arch: str, state_dict, **build_kwargs) -> keras.Model:
+    """This library's `arch` classifier with a torchvision/timm state dict loaded."""
+    kwargs = {"input_shape": (None, None, 3), **build_kwargs}
+    return weights_lib.load_torchvision(build(arch, **kwargs), state_dict)
 
 
 def _make_builder(model_name: str):
@@ -201,7 +242,7 @@ def _make_builder(model_name: str):
                      shortcut=shortcut, name=name, **overrides)
 
     spec = get_spec(model_name)
-    builder.__name__ = builder.__qualname__ = _camel(model_name)
+    builder.__name__ = builder.__qualname__ = camel_name(model_name)
     builder.__doc__ = (f"{spec.name}: {spec.num_layers}-layer {'plain' if not spec.residual else ''}"
                        f"{'pre-activation ' if spec.preact else ''}{spec.block}-block network "
                        f"for {spec.dataset}; arguments as keras.applications, plus `shortcut` "
@@ -209,7 +250,7 @@ def _make_builder(model_name: str):
     return builder
 
 
-BUILDERS = {_camel(n): _make_builder(n) for n in available_models()}
+BUILDERS = {camel_name(n): _make_builder(n) for n in available_models()}
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():
     setattr(_module, _name, _fn)

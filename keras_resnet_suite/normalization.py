@@ -11,9 +11,9 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from keras_resnet_suite import compat
+from keras_resnet_suite import compat, runtime
+from keras_resnet_suite.composite import PACKAGE
 
-PACKAGE = "keras_resnet_suite"
 NORMS = ("batch", "frozen")
 
 
@@ -97,9 +97,7 @@ def _affine_inference() -> bool:
     (paired, same process: ResNet-50 at batch 16 0.86x the time of the multiply-add under an
     AVX2 cap, 0.91x with AVX-512; CIFAR ResNet-56 at batch 1000 0.84x), so it stays.
     """
-    from keras_resnet_suite.runtime import onednn_enabled, onednn_has_avx512
-
-    return onednn_enabled() and not onednn_has_avx512()
+    return runtime.onednn_enabled() and not runtime.onednn_has_avx512()
 
 
 def batch_of_one_branch(fn: Callable, x, training=None):

@@ -9,8 +9,8 @@ faster there (docs/benchmarks.md).
   `python -m detection ...`, `python -m benchmarks`, `python examples/*.py`) turn oneDNN on
   before TensorFlow loads, unless the variable is already set: `TF_ENABLE_ONEDNN_OPTS=0` keeps
   it off. The one-image command (`python -m detection predict`) turns it off instead where
-  oneDNN lacks AVX-512 (`onednn_pays_off`). `keras_resnet_suite/__init__.py` does this first thing, so it holds however the
-  command reaches the package.
+  oneDNN lacks AVX-512 (`onednn_pays_off`). Their entry points call
+  `default_for_our_commands()` first thing; importing the library sets nothing.
 - Library users choose with the same variable, set before TensorFlow is imported (in the shell,
   or `os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"` at the top of the script), and ask
   `onednn_enabled()` whether it took effect. `enable_fast_cpu()` sets it where that is still
@@ -169,9 +169,10 @@ def one_image_command(argv: Sequence[str] | None = None) -> bool:
 
 
 def default_for_our_commands() -> None:
-    """Called by `keras_resnet_suite/__init__.py` before anything imports TensorFlow: the
-    project's own commands run with oneDNN on unless the user set the variable, except a
-    one-image command where oneDNN does not pay off (`onednn_pays_off`): off there."""
+    """Called by the entry points (cli.main, the `__main__` modules, the examples) before
+    anything imports TensorFlow: the project's own commands run with oneDNN on unless the user
+    set the variable, except a one-image command where oneDNN does not pay off
+    (`onednn_pays_off`): off there. Elsewhere (a library user's script, pytest) it does nothing."""
     if started_by_our_command() and _setting() is None and "tensorflow" not in sys.modules:
         one = one_image_command()
         os.environ[ONEDNN_ENV] = "1" if onednn_pays_off(1 if one else None) else "0"

@@ -173,3 +173,14 @@ def get_spec(name: str) -> ResNetSpec:
     if key not in SPECS:
         raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(SPECS)}")
     return SPECS[key]
+
+
+def camel_name(name: str) -> str:
+    """The builder name of a model: resnet50 -> ResNet50, plain34 -> PlainNet34,
+    resnext50_32x4d -> ResNeXt50_32x4d, res2net50_26w_4s -> Res2Net50_26w_4s."""
+    for prefix, camel in (("res2next", "Res2NeXt"), ("res2net", "Res2Net"), ("resnext", "ResNeXt"),
+                          ("wide_resnet", "WideResNet"), ("resnet", "ResNet"),
+                          ("plain", "PlainNet"), ("wrn", "WRN")):
+        if name.startswith(prefix):
+            return camel + name[len(prefix):].replace("v2", "V2")
+    raise AssertionError(name)

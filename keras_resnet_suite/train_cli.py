@@ -9,23 +9,36 @@ A run directory holds everything of one run: `run.json` (its configuration), `ba
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import tempfile
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
+from keras_resnet_suite import analysis, data, export, training
+from keras_resnet_suite.convert import load_model_file
+from keras_resnet_suite.data import (
+    augment,
+    load_cifar_arrays,
+    predict_multiscale,
+    predict_ten_crop,
+    topk_error,
+)
+from keras_resnet_suite.flops import count_params
+from keras_resnet_suite.models import build
+from keras_resnet_suite.preprocessing import preprocess_input
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
-from keras_resnet_suite.train_flags import checked_data_dir as _checked_data_dir
-from keras_resnet_suite.train_flags import configure_train
+from keras_resnet_suite.schema import check_args
+from keras_resnet_suite.specs import available_models, get_spec
+from keras_resnet_suite.train_flags import FLAG_RULES
 from keras_resnet_suite.train_flags import finetune_options as _finetune_options
+from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_json
 
-EVAL_MODES = ("center", "ten-crop", "multiscale")
 CIFAR_SCALES = (32, 40, 48)  # multi-scale test sides for 32 px models (1x, 1.25x, 1.5x)
-
 
 
 def _num_classes(dataset: str, given: int | None) -> int | None:
@@ -34,7 +47,6 @@ def _num_classes(dataset: str, given: int | None) -> int | None:
 
 def load_data(cfg: dict, start_step: int = 0, eval_mode: str = "center"):
     """The `ClassificationData` a run's configuration describes, positioned at `start_step`."""
-    from keras_resnet_suite import data
 
     if cfg["data"] in ("cifar10", "cifar100"):
         return data.cifar(cfg["data_dir"], num_classes=_num_classes(cfg["data"], None),
@@ -46,14 +58,25 @@ def load_data(cfg: dict, start_step: int = 0, eval_mode: str = "center"):
                          normalization=cfg["normalization"])  # fmt: skip
 
 
+def checked_data_dir(args) -> str:
+    """`--data-dir` resolved, after refusing an unknown model or recipe and counts below 1."""
+    if args.model not in available_models():
+        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
+    if args.recipe not in training.RECIPES:
+        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
+                         f"{', '.join(training.RECIPES)}")  # fmt: skip
+    if args.recipe == "fine-tune" and not args.weights:
+        raise SystemExit("error: --recipe fine-tune needs --weights (the pretrained checkpoint)")
+    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
+    if data_dir != "tfds" and not Path(data_dir).exists():
+        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
+    check_args(args, FLAG_RULES)
+    return data_dir
+
+
 def cmd_train(args) -> dict:
     """Train a model with a paper recipe; a killed run re-run with the same command resumes."""
-    import keras
-
-    from keras_resnet_suite import analysis, count_params, get_spec, training
-    from keras_resnet_suite.training.callbacks import atomic_save, atomic_write_json
-
-    data_dir = _checked_data_dir(args)
+    data_dir = checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
     recipe0 = training.get_recipe(args.recipe, total_steps=1)  # its batch (any length)
@@ -128,14 +151,9 @@ def cmd_train(args) -> dict:
     return summary
 
 
-cmd_train.configure = configure_train
-
-
 def _write_run_files(out: Path, cfg: dict, ds) -> None:
     """run.json and normalization.npz; written once the model is compiled, so a refused
     --freeze-at or --lr-mult leaves no run.json that would refuse the corrected command."""
-    from keras_resnet_suite.training.callbacks import atomic_write_json
-
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "run.json", cfg)
     norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}
@@ -144,7 +162,6 @@ def _write_run_files(out: Path, cfg: dict, ds) -> None:
 
 def _compiled_model(name: str, weights: str | None, num_classes: int, recipe):
     """The model to train, compiled by `recipe`: `weights` (fine-tuning) under a new head."""
-    from keras_resnet_suite import build, training
 
     if weights:
         model = training.finetune_model(name, weights, num_classes)
@@ -160,10 +177,6 @@ def _compiled_model(name: str, weights: str | None, num_classes: int, recipe):
 
 def _run_callbacks(out: Path, fit_spe: int) -> list:
     """The chief's logs in the run directory: history.csv, error curves, TensorBoard."""
-    import keras
-
-    from keras_resnet_suite import analysis
-
     callbacks = [keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
                  analysis.ErrorCurvePlot(out / "history.csv", out / "error_curves.png", fit_spe)]
     if _have_tensorboard():
@@ -176,7 +189,6 @@ def _run_callbacks(out: Path, fit_spe: int) -> list:
 
 def _summary(args, model, history: dict, ds, total: int, seconds: float) -> dict:
     """summary.json: iterations done and the final test scores."""
-    import keras
 
     if history.get("val_accuracy"):  # fit has just evaluated the final weights
         scores = {k.removeprefix("val_"): v[-1] for k, v in history.items() if k.startswith("val_")}
@@ -205,7 +217,6 @@ def _print_result(summary: dict, seconds: float, out: Path) -> None:
 
 
 def _have_tensorboard() -> bool:
-    import importlib.util
 
     return importlib.util.find_spec("tensorboard") is not None
 
@@ -227,8 +238,6 @@ def _load_run(run: str | Path) -> tuple[Path, dict, dict]:
 
 
 def _load_model(out: Path, model_file: str | None):
-    from keras_resnet_suite import training  # noqa: F401  (registers SGDL2, StepDecay, losses)
-    from keras_resnet_suite.convert import load_model_file
 
     path = Path(model_file) if model_file else out / "model.keras"
     if not path.is_file():
@@ -236,28 +245,10 @@ def _load_model(out: Path, model_file: str | None):
     return load_model_file(path, compile=False)  # inference only: no optimizer state
 
 
-def _configure_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", help="run directory written by `train` (or --model and --weights)")
-    p.add_argument("--model", help="with --weights: a CIFAR model name (resnet20, resnet56, ...)")
-    p.add_argument("--weights", help="with --model: a checkpoint file (.th/.pth/.safetensors/"
-                   ".keras weights) or name (cifar10) to evaluate on --data-dir's test set")
-    p.add_argument("--preprocessing", choices=("caffe", "tf", "torch"), help="with --weights: "
-                   "input convention (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--save-logits", help="with --weights: write the test logits as this .npy")
-    p.add_argument("--mode", nargs="+", default=["center"], choices=EVAL_MODES,
-                   help="1-crop (center), 10-crop, and/or fully-convolutional multi-scale")
-    p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
-    p.add_argument("--data-dir", help="override the run's data directory")
-    p.add_argument("--limit", type=int, help="evaluate only the first N test batches")
-
-
 def _cifar_views(images, mode: str, sizes=CIFAR_SCALES):
     """Batched CIFAR test views: ten crops of the 4-px zero-padded image (the training
     augmentation's crops), or the image resized to each side in `sizes`, with mirrors."""
     import tensorflow as tf
-
-    from keras_resnet_suite.data import augment
 
     if mode == "ten-crop":
         padded = tf.pad(images, [[0, 0], [4, 4], [4, 4], [0, 0]])
@@ -269,11 +260,6 @@ def _cifar_views(images, mode: str, sizes=CIFAR_SCALES):
 def evaluate_run(run: str | Path, modes=("center",), model_file: str | None = None,
                  data_dir: str | None = None, limit: int | None = None) -> dict[str, dict]:
     """Top-1/top-5 error of a trained run per test mode (paper Sec. 3.4 and Table 3/4 views)."""
-    import keras
-
-    from keras_resnet_suite import build
-    from keras_resnet_suite.data import predict_multiscale, predict_ten_crop, topk_error
-
     out, cfg, norm = _load_run(run)
     if data_dir:
         cfg["data_dir"] = data_dir
@@ -316,9 +302,6 @@ def evaluate_weights(model_name: str, weights: str, data_dir: str, limit: int | 
                      save_logits: str | None = None) -> dict[str, dict]:
     """Top-1/top-5 error of a CIFAR model with given weights (e.g. a published checkpoint) on
     the test split of `data_dir`, its images fed as the checkpoint wants (1-crop)."""
-    from keras_resnet_suite import build, get_spec
-    from keras_resnet_suite.data import load_cifar_arrays, topk_error
-    from keras_resnet_suite.preprocessing import preprocess_input
 
     if get_spec(model_name).dataset != "cifar":
         raise SystemExit(f"error: --weights evaluates the CIFAR models, not {model_name}")
@@ -359,22 +342,8 @@ def cmd_evaluate(args) -> dict:
     return results
 
 
-cmd_evaluate.configure = _configure_evaluate
-
-
-def _configure_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory written by `train`")
-    p.add_argument("--out", required=True, help="SavedModel directory to write")
-    p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
-    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="fold BN into the convolutions (default: wherever a BN follows one)")
-    p.add_argument("--top-k", type=int, default=5)
-
-
 def cmd_export(args) -> Path:
     """Export a run's model as a SavedModel (float-image and encoded-image signatures)."""
-    from keras_resnet_suite import export
-
     out, cfg, norm = _load_run(args.run)
     model = _load_model(out, args.model_file)
     path = export.export_saved_model(model, args.out, mean=norm.get("mean"), std=norm.get("std"),
@@ -383,5 +352,3 @@ def cmd_export(args) -> Path:
     print(f"SavedModel written to {path}: signatures {', '.join(export.SIGNATURES)}")
     return path
 
-
-cmd_export.configure = _configure_export

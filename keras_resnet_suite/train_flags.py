@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from keras_resnet_suite.schema import LR_MULTIPLIERS, Number, arg_type, check_args
+from keras_resnet_suite.schema import LR_MULTIPLIERS, Number, arg_type
 
 DATASETS = ("cifar10", "cifar100", "imagenet")
+EVAL_MODES = ("center", "ten-crop", "multiscale")
 FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
     ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
     ("seed", 0), ("freeze_at", 0))}
@@ -65,20 +66,28 @@ def finetune_options(args) -> dict:
     return out
 
 
-def checked_data_dir(args) -> str:
-    """`--data-dir` resolved, after refusing an unknown model or recipe and counts below 1."""
-    from keras_resnet_suite import training
-    from keras_resnet_suite.specs import available_models
+def configure_evaluate(p: argparse.ArgumentParser) -> None:
+    """Arguments of `keras-resnet-suite evaluate`."""
+    p.add_argument("--run", help="run directory written by `train` (or --model and --weights)")
+    p.add_argument("--model", help="with --weights: a CIFAR model name (resnet20, resnet56, ...)")
+    p.add_argument("--weights", help="with --model: a checkpoint file (.th/.pth/.safetensors/"
+                   ".keras weights) or name (cifar10) to evaluate on --data-dir's test set")
+    p.add_argument("--preprocessing", choices=("caffe", "tf", "torch"), help="with --weights: "
+                   "input convention (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--save-logits", help="with --weights: write the test logits as this .npy")
+    p.add_argument("--mode", nargs="+", default=["center"], choices=EVAL_MODES,
+                   help="1-crop (center), 10-crop, and/or fully-convolutional multi-scale")
+    p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
+    p.add_argument("--data-dir", help="override the run's data directory")
+    p.add_argument("--limit", type=int, help="evaluate only the first N test batches")
 
-    if args.model not in available_models():
-        raise SystemExit(f"error: unknown --model {args.model!r}; see `keras-resnet-suite models`")
-    if args.recipe not in training.RECIPES:
-        raise SystemExit(f"error: unknown --recipe {args.recipe!r}; valid: "
-                         f"{', '.join(training.RECIPES)}")  # fmt: skip
-    if args.recipe == "fine-tune" and not args.weights:
-        raise SystemExit("error: --recipe fine-tune needs --weights (the pretrained checkpoint)")
-    data_dir = args.data_dir if args.data_dir == "tfds" else str(Path(args.data_dir).resolve())
-    if data_dir != "tfds" and not Path(data_dir).exists():
-        raise SystemExit(f"error: --data-dir {args.data_dir} does not exist")
-    check_args(args, FLAG_RULES)
-    return data_dir
+
+def configure_export(p: argparse.ArgumentParser) -> None:
+    """Arguments of `keras-resnet-suite export`."""
+    p.add_argument("--run", required=True, help="run directory written by `train`")
+    p.add_argument("--out", required=True, help="SavedModel directory to write")
+    p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
+    p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="fold BN into the convolutions (default: wherever a BN follows one)")
+    p.add_argument("--top-k", type=int, default=5)

@@ -112,7 +112,7 @@ def to_torchvision(model: keras.Model) -> dict[str, np.ndarray]:
     return convert.torch_state_from_model(model)
 
 
-def _keras_arch(source) -> tuple[str, dict]:
+def keras_arch(source) -> tuple[str, dict]:
     """(architecture name, options) of a keras.applications model or `.h5`, by its layers."""
     if isinstance(source, keras.Model):
         names = [layer.name for layer in source.layers]
@@ -129,27 +129,6 @@ def _keras_arch(source) -> tuple[str, dict]:
         raise ValueError(f"{getattr(source, 'name', source)}: not a keras.applications ResNet "
                          f"(blocks per stage {tuple(depths)})")
     return by_depths[tuple(depths)] + ("v2" if v2 else ""), KERAS_V2 if v2 else KERAS_V1
-
-
-def convert_keras_applications(source, **build_kwargs) -> keras.Model:
-    """This library's classifier with the weights of a keras.applications ResNet (model or
-    `.h5`); it gives the same logits. Save it with `model.save("x.keras")`."""
-    from .models import build
-
-    arch, options = _keras_arch(source)
-    has_top = "predictions" in (
-        [layer.name for layer in source.layers] if isinstance(source, keras.Model)
-        else convert.read_keras_h5(source))
-    kwargs = {"include_top": has_top, "input_shape": (None, None, 3), **options, **build_kwargs}
-    return load_keras_applications(build(arch, **kwargs), source)
-
-
-def convert_torchvision(arch: str, state_dict, **build_kwargs) -> keras.Model:
-    """This library's `arch` classifier with a torchvision/timm state dict loaded."""
-    from .models import build
-
-    kwargs = {"input_shape": (None, None, 3), **build_kwargs}
-    return load_torchvision(build(arch, **kwargs), state_dict)
 
 
 # --- weights= in build() ------------------------------------------------------------------
@@ -178,7 +157,7 @@ def resolve_for_build(spec: ResNetSpec, weights, options: dict) -> tuple[Checkpo
     elif weights is not None and os.path.exists(weights):
         layout = _file_layout(os.fspath(weights))
         if layout == "keras":
-            required = _keras_arch(os.fspath(weights))[1]
+            required = keras_arch(os.fspath(weights))[1]
     elif weights is not None:
         looks_like_file = os.sep in str(weights) or os.path.splitext(str(weights))[1] != ""
         if any(a == spec.name for a, _ in CHECKPOINTS) and not looks_like_file:
@@ -201,21 +180,20 @@ def resolve_for_build(spec: ResNetSpec, weights, options: dict) -> tuple[Checkpo
     return checkpoint, resolved
 
 
-def load_for_build(model: keras.Model, weights, checkpoint: Checkpoint | None) -> None:
-    """Load what `resolve_for_build` resolved into a freshly built model."""
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
-    elif weights is not None:
-        layout = _file_layout(os.fspath(weights))
-        if layout == "torchvision":
-            load_torchvision(model, weights)
-            published = _published_file(model.spec.name, os.fspath(weights))
-            if published is not None:
-                attach_preprocessing(model, published)
-        elif layout == "keras":
-            load_keras_applications(model, weights)
-        else:
-            convert.load_weights_file(model, weights)
+def load_file(model: keras.Model, path) -> None:
+    """Load a weights file into `model` by its layout: a torchvision/timm state dict (with the
+    published checkpoint's preprocessing when the file is one), a keras.applications `.h5`, or
+    a Keras weights file. Checkpoint names load through `models.load_checkpoint`."""
+    layout = _file_layout(os.fspath(path))
+    if layout == "torchvision":
+        load_torchvision(model, path)
+        published = _published_file(model.spec.name, os.fspath(path))
+        if published is not None:
+            attach_preprocessing(model, published)
+    elif layout == "keras":
+        load_keras_applications(model, path)
+    else:
+        convert.load_weights_file(model, path)
 
 
 def _published_file(arch: str, path: str) -> Checkpoint | None:
@@ -231,12 +209,12 @@ def _published_file(arch: str, path: str) -> Checkpoint | None:
 def converted_path(checkpoint: Checkpoint) -> str:
     """Where the converted classifier of `checkpoint` is cached as a `.keras` model: named by
     the published hash of its verified source, with a `.json` sidecar holding that hash and the
-    converted file's own sha256 (checked at every use, see `_cached_conversion`)."""
+    converted file's own sha256 (checked at every use, see `cached_conversion`)."""
     return os.path.join(cache_dir(), "converted", f"{checkpoint.arch}-{checkpoint.tag}-"
                                                   f"{checkpoint.file_hash.lower()[:16]}.keras")
 
 
-def _cached_conversion(checkpoint: Checkpoint) -> keras.Model | None:
+def cached_conversion(checkpoint: Checkpoint) -> keras.Model | None:
     """The cached conversion of `checkpoint` if its sidecar vouches for it: same source hash,
     and the `.keras` file's sha256 as written after converting; None (convert again, with a
     warning when a file was there) for a planted, stale, edited or half-written entry."""
@@ -259,18 +237,11 @@ def _cached_conversion(checkpoint: Checkpoint) -> keras.Model | None:
     return convert.load_model_file(path, compile=False)
 
 
-def convert_checkpoint(checkpoint: Checkpoint) -> keras.Model:
-    """The checkpoint as this library's full classifier: converted once from the verified
-    download, then cached (the cache entry is used only while its hash record matches)."""
-    cached = _cached_conversion(checkpoint)
-    if cached is not None:
-        return cached
-    from .models import build
-
+def convert_into(model: keras.Model, checkpoint: Checkpoint) -> keras.Model:
+    """Load the verified download of `checkpoint` into `model`, a full classifier built with
+    its `build_options`, and cache the result (read back by `cached_conversion`)."""
     path = converted_path(checkpoint)
     source = fetch(checkpoint)
-    model = build(checkpoint.arch, input_shape=(None, None, 3), classes=checkpoint.classes,
-                  **checkpoint.build_options)
     if checkpoint.layout == "keras":
         load_keras_applications(model, source)
     else:
@@ -314,17 +285,6 @@ def attach_preprocessing(model: keras.Model, checkpoint: Checkpoint) -> None:
     attach_checkpoint(model, checkpoint)
 
 
-def load_checkpoint(model: keras.Model, checkpoint: Checkpoint | str) -> keras.Model:
-    """Load a published checkpoint into a classifier or backbone of this library."""
-    if isinstance(checkpoint, str):
-        checkpoint = get_checkpoint(model.spec.name, checkpoint)
-    copy_by_name(model, convert_checkpoint(checkpoint))
-    attach_preprocessing(model, checkpoint)
-    return model
-
-
-__all__ = ["CHECKPOINTS", "Checkpoint", "available_weights", "cache_dir", "convert_checkpoint",
-           "convert_keras_applications", "convert_torchvision", "fetch", "get_checkpoint",
-           "load_checkpoint", "load_keras_applications", "load_torchvision", "register",
-           "to_torchvision",
-           "verify"]
+__all__ = ["CHECKPOINTS", "Checkpoint", "available_weights", "cache_dir", "cached_conversion",
+           "convert_into", "fetch", "get_checkpoint", "keras_arch", "load_file",
+           "load_keras_applications", "load_torchvision", "register", "to_torchvision", "verify"]

@@ -1,5 +1,6 @@
 """The shape the code keeps (issue: detection redesign): small files and functions, private
-Keras/TF APIs only in the compatibility module, old detection import paths still working."""
+Keras/TF APIs only in the compatibility module, no aliases of old module paths (the import
+graph itself is checked in test_import_graph.py)."""
 
 import ast
 import subprocess
@@ -38,15 +39,16 @@ def test_private_keras_and_tf_apis_only_in_the_compat_module():
     assert COMPAT.is_file() and not found, found
 
 
-def test_detection_submodules_load_lazily_and_old_paths_still_import():
+def test_detection_submodules_load_lazily_and_old_paths_are_gone():
     code = ("import sys, detection; assert 'detection.export' not in sys.modules; "
             "assert callable(detection.export.export_saved_model); "
-            "from detection.faster_rcnn import FasterRCNN; from detection.boxes import iou; "
-            "from detection.train import train; "
-            "import detection.modeling as m; assert FasterRCNN is m.FasterRCNN")
+            "import detection.modeling as m; assert detection.FasterRCNN is m.FasterRCNN\n"
+            "try:\n    import detection.faster_rcnn\nexcept ModuleNotFoundError as e:\n"
+            "    print(e.name)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["detection.faster_rcnn"]  # no alias of the old flat layout
 
 
 def test_no_two_detection_modules_share_a_name():

@@ -1,6 +1,7 @@
-"""The CPU fast path (keras_resnet_suite.runtime): our commands turn TensorFlow's oneDNN kernels
-on before TensorFlow loads, an explicit TF_ENABLE_ONEDNN_OPTS is respected, library imports
-change nothing, and `onednn_enabled()` reports what TensorFlow actually does."""
+"""The CPU fast path (keras_resnet_suite.runtime): our commands' entry points turn TensorFlow's
+oneDNN kernels on before TensorFlow loads, an explicit TF_ENABLE_ONEDNN_OPTS is respected,
+library imports change nothing (no environment variable, no TensorFlow), and
+`onednn_enabled()` reports what TensorFlow actually does."""
 
 import os
 import subprocess
@@ -13,25 +14,30 @@ from keras_resnet_suite import runtime
 
 REPO = Path(__file__).resolve().parents[1]
 
-# A fresh interpreter that pretends to be started as `argv` (sys.orig_argv is what the package
-# reads), imports the library, then reports the variable and TensorFlow's own answer.
+# A fresh interpreter that pretends to be started as `argv` (sys.orig_argv is what the entry
+# points read), runs what they run first, then reports the variable and TensorFlow's answer.
 PROBE = """
 import os, sys
 sys.orig_argv[:] = {argv!r}
-import keras_resnet_suite as krs
-print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), krs.runtime.onednn_enabled())
+from keras_resnet_suite import runtime
+runtime.default_for_our_commands()
+print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), runtime.onednn_enabled())
 """
 
 
-def _probe(argv: list[str], value: str | None) -> tuple[str, bool]:
+def _run(code: str, value: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if k != runtime.ONEDNN_ENV}
     env.update({"PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
     if value is not None:
         env[runtime.ONEDNN_ENV] = value
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv)], env=env, cwd=REPO,
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    setting, enabled = proc.stdout.split()[-2:]
+    return proc.stdout
+
+
+def _probe(argv: list[str], value: str | None) -> tuple[str, bool]:
+    setting, enabled = _run(PROBE.format(argv=argv), value).split()[-2:]
     return setting, enabled == "True"
 
 
@@ -63,6 +69,27 @@ def test_explicit_zero_is_respected():
 def test_library_import_leaves_the_choice_to_the_user():
     setting, _ = _probe(["python", "my_script.py"], None)  # TF's own default for this CPU
     assert setting == "None"
+
+
+def test_importing_the_packages_sets_nothing_and_loads_no_tensorflow():
+    # Even inside one of our commands: only the entry points choose, before TensorFlow loads.
+    code = ("import os, sys\nsys.orig_argv[:] = ['python', '-m', 'detection', 'train']\n"
+            "before = dict(os.environ)\nimport keras_resnet_suite as krs, detection\n"
+            "names = krs.available_models(), dir(krs), dir(detection)\n"
+            "print(dict(os.environ) == before, 'tensorflow' in sys.modules, "
+            "'keras' in sys.modules, 'ResNet50' in names[1], 'FasterRCNN' in names[2])")
+    assert _run(code).split() == ["True", "False", "False", "True", "True"]
+
+
+@pytest.mark.parametrize("entry, argv", [
+    ("import detection.__main__", ["python", "-m", "detection", "train"]),
+    ("from keras_resnet_suite import cli\ntry:\n    cli.main(['--help'])\n"
+     "except SystemExit:\n    pass", ["python", "/venv/bin/keras-resnet-suite", "--help"]),
+])
+def test_entry_points_choose_before_tensorflow_loads(entry, argv):
+    code = (f"import os, sys\nsys.orig_argv[:] = {argv!r}\n{entry}\n"
+            "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), 'tensorflow' in sys.modules)")
+    assert _run(code).split()[-2:] == ["1", "False"]
 
 
 def test_enable_fast_cpu_before_and_after_tensorflow(monkeypatch):
@@ -110,11 +137,11 @@ def test_one_image_command_gets_the_faster_setting_for_this_cpu():
 
 
 def _probe_with_cap(argv: list[str]) -> str:
+    env = {k: v for k, v in os.environ.items() if k != runtime.ONEDNN_ENV}
+    env.update({"PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": "AVX2"})
     code = (f"import os, sys\nsys.orig_argv[:] = {argv!r}\n"
             "from keras_resnet_suite import runtime\nruntime.default_for_our_commands()\n"
             "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))")
-    env = {k: v for k, v in os.environ.items() if k != runtime.ONEDNN_ENV}
-    env.update({"PYTHONPATH": str(REPO), "ONEDNN_MAX_CPU_ISA": "AVX2"})
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

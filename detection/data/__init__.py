@@ -1,8 +1,8 @@
 """Detection data: PASCAL VOC, COCO and TFDS loaders (also as labelling tools export them: see
 `voc` and `coco`), the data report, box-aware augmentation.
 
-`shapes` (the synthetic set, module `synthetic`), `pipeline` (fixed-canvas training batches)
-and `augment` are imported on first use, so importing this package stays light.
+`pipeline` (fixed-canvas training batches) and `augment` are imported on first use; `shapes`
+(the synthetic set, module `synthetic`) and the TFDS loaders are reached the same way.
 """
 
 import importlib

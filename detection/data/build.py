@@ -9,8 +9,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from detection.config import CONFIGS as REPO_CONFIGS  # noqa: F401  (the shipped YAML files)
+from detection.data.coco import coco
+from detection.data.synthetic import shapes
+from detection.data.tfds import coco_tfds, voc_tfds
+from detection.data.voc import voc
 
+LOADERS = {"voc": voc, "coco": coco, "shapes": shapes, "voc_tfds": voc_tfds,
+           "coco_tfds": coco_tfds}  # a config's `loader:` -> its function
 _VAR = re.compile(r"\$\{(\w+)\}")
 
 
@@ -32,13 +37,10 @@ def expand_path(value: str) -> str:
 
 def loader_function(loader: str):
     """The `detection.data` function a config's `loader:` names."""
-    import detection.data as data
-
-    names = ("voc", "coco", "shapes", "voc_tfds", "coco_tfds")
-    if loader not in names:
-        raise ValueError(f"data loader must be one of {', '.join(map(repr, names))}; "
+    if loader not in LOADERS:
+        raise ValueError(f"data loader must be one of {', '.join(map(repr, LOADERS))}; "
                          f"got {loader!r}")
-    return getattr(data, loader)
+    return LOADERS[loader]
 
 
 def dataset_from_config(

@@ -17,6 +17,12 @@ from pathlib import Path
 import yaml
 
 from detection.data import split as splits
+from detection.data.build import expand_path
+from detection.data.coco import coco_categories, find_coco_files, load_coco_json
+from detection.data.folders import find_voc_folders, split_files
+from detection.data.report import DataReport
+from detection.data.synthetic import CLASS_NAMES
+from detection.data.voc import count_classes, voc_class_names
 
 
 @dataclass
@@ -65,9 +71,6 @@ class DataSetInfo:
 
 def _voc_info(path: Path, image_dir: Path | None, val_fraction: float, seed: int
               ) -> DataSetInfo:
-    from detection.data.folders import find_voc_folders, split_files
-    from detection.data.voc import count_classes
-
     folders = find_voc_folders(path, 2007, image_dir)
     files = folders.xml_files
     counts = count_classes(files)
@@ -94,9 +97,6 @@ def _voc_info(path: Path, image_dir: Path | None, val_fraction: float, seed: int
 
 def _coco_info(path: Path, image_dir: Path | None, val_fraction: float, seed: int
                ) -> DataSetInfo:
-    from detection.data.coco import coco_categories, find_coco_files, load_coco_json
-    from detection.data.report import DataReport
-
     official = path.is_dir() and (path / "annotations" / "instances_train2017.json").is_file()
     ann_path, _, _ = find_coco_files(path, "train2017" if official else None, None, image_dir)
     data = load_coco_json(ann_path)
@@ -150,12 +150,8 @@ def inspect_data(
 def class_names_of(spec: Mapping) -> list[str]:
     """The class names a loader spec's data holds (for `data.class_names: auto`): sorted XML
     names for VOC, the categories in id order for COCO, the synthetic set's own names."""
-    from detection.data.build import expand_path
-
     loader = spec.get("loader")
     if loader == "shapes":
-        from detection.data.synthetic import CLASS_NAMES
-
         return list(CLASS_NAMES)
     if loader not in ("voc", "coco"):
         raise ValueError(f"class_names: auto needs a voc, coco or shapes loader, got {loader!r}; "
@@ -165,11 +161,8 @@ def class_names_of(spec: Mapping) -> list[str]:
     paths = {k: expand_path(spec[k]) if spec.get(k) else None
              for k in ("data_dir", "image_dir", "annotation_file")}
     if loader == "voc":
-        from detection.data.voc import voc_class_names
-
         names, _ = voc_class_names(paths["data_dir"], spec.get("year", 2007), paths["image_dir"])
         return names
-    from detection.data.coco import coco_categories, find_coco_files, load_coco_json
 
     ann_path, _, _ = find_coco_files(paths["data_dir"], spec.get("split"),
                                      paths["annotation_file"], paths["image_dir"])

@@ -12,6 +12,7 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from keras_resnet_suite.data import shapes as generator
 
@@ -68,8 +69,6 @@ def write_voc(directory: str | Path, num_images: int = 64, split: str = "train",
     Boxes are written 1-based inclusive as the VOC devkit expects (`xmin + 1 .. xmax`).
     Returns the `VOC` root directory.
     """
-    from PIL import Image
-
     root = Path(directory)
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
+
+from detection.config import load_config
+from detection.data import synthetic
+from detection.engine.train import train
+from detection.engine.visualize import draw_detections
+from detection.evaluation import voc_ap
+from detection.export import export_saved_model
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "shapes_demo.yaml"
 
@@ -39,8 +47,6 @@ def check_export(model, images: np.ndarray, predictions: list[dict], path: str |
     yxyx; they are scaled back here)."""
     import tensorflow as tf
 
-    from detection.export import export_saved_model
-
     path = export_saved_model(model, path)
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     out = {k: v.numpy() for k, v in serve(images=tf.constant(images, tf.uint8)).items()}
@@ -62,8 +68,6 @@ def check_export(model, images: np.ndarray, predictions: list[dict], path: str |
 def load_demo_config(path: str | Path | None = None, train_images: int | None = None,
                      test_images: int | None = None, epochs: int | None = None):
     """The demo `Config`, with the command line's sizes applied (`epochs` sets train.steps)."""
-    from detection.config import load_config
-
     overrides: dict = {}
     config = load_config(path or CONFIG)
     data = {"train": dict(config.data.train), "eval": dict(config.data.eval or {})}
@@ -80,13 +84,6 @@ def load_demo_config(path: str | Path | None = None, train_images: int | None = 
 def demo(out_dir: str | Path = "demo_output", config=None, verbose: int | str = "auto") -> dict:
     """Train (the `train` loop, resumable in `out_dir`), evaluate, draw and export; returns
     `{"mAP", "per_class", "seconds", "png", "weights", "model", "export"}`."""
-    import keras
-
-    from detection.data import synthetic
-    from detection.engine.train import train
-    from detection.engine.visualize import draw_detections
-    from detection.evaluation import voc_ap
-
     config = config or load_demo_config()
     out_dir = Path(out_dir)
     start = time.time()

@@ -9,6 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+from detection.config import from_dict, load_config
+from detection.data.discover import inspect_data, starting_config
+from detection.engine.train import build_model, evaluate_config, print_metrics
+from keras_resnet_suite.convert import load_model_file, load_weights_file
+
 
 def load_detector(config, checkpoint: str | Path):
     """The config's `FasterRCNN` with weights from `checkpoint` (`.weights.h5` or `.keras`).
@@ -16,9 +22,6 @@ def load_detector(config, checkpoint: str | Path):
     Neither form fetches backbone weights: a `.keras` file holds the whole model, and a
     `.weights.h5` is loaded over the config's architecture built without them, so this works
     offline with an empty weights cache."""
-    from detection.engine.train import build_model
-    from keras_resnet_suite.convert import load_model_file, load_weights_file
-
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"--checkpoint {checkpoint} does not exist")
@@ -33,26 +36,19 @@ def load_detector(config, checkpoint: str | Path):
 
 def _data_config(args):
     """The config that says what to score on: `--config`, or one made for `--data`."""
-    from detection.config import from_dict, load_config
-
     if args.config is not None:
         return load_config(args.config)
     if getattr(args, "data", None) is None:
         raise ValueError("evaluate: give --config (a detection YAML) or, with --weights, "
                          "--data (a COCO root/JSON or VOC folder)")
-    from detection.data.discover import inspect_data, starting_config
 
     return from_dict(starting_config(inspect_data(args.data), "evaluate"), source=args.data)
 
 
 def run(args) -> int:
     """`python -m detection evaluate` (arguments in `detection.cli`)."""
-    from detection.engine.train import evaluate_config, print_metrics
-
     config = _data_config(args)
     if args.weights is not None:
-        from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
-
         # Each image at its reference size; classes matched to the data's by name.
         model = ReferenceSizes(from_checkpoint(args.weights), class_names=config.class_names())
     else:

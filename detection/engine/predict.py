@@ -18,7 +18,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 
+from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+from detection.config import load_config
+from detection.engine.evaluate import load_detector
+from detection.engine.visualize import draw_detections
+from keras_resnet_suite.convert import load_model_file
 from keras_resnet_suite.data.images import check_pixels
 from keras_resnet_suite.errors import one_line
 
@@ -30,8 +36,6 @@ def _read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
     (TensorFlow's decoders ignore EXIF, so a phone photo would be detected on its side). An
     image over the pixel limit is refused from its header; every failure is a ValueError (or
     FileNotFoundError) naming the file."""
-    from PIL import Image, ImageOps
-
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     try:
@@ -80,13 +84,9 @@ def keras_predictor(model):
 
 def load_predictor(model_path: str | Path, config: str | None = None):
     """`(predict, class_names)` for a SavedModel folder, `.keras` or `.weights.h5`."""
-    from keras_resnet_suite.convert import load_model_file
-
     path = Path(model_path)
     names = None
     if config is not None:
-        from detection.config import load_config
-
         cfg = load_config(config)
         names = cfg.class_names()
     if path.is_dir():
@@ -100,7 +100,6 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     if path.name.endswith(".weights.h5"):
         if config is None:
             raise ValueError(f"--model {path} holds weights only: pass --config to build the model")
-        from detection.engine.evaluate import load_detector
 
         return keras_predictor(load_detector(cfg, path)), names
     raise ValueError(f"--model {path}: expected a SavedModel folder, .keras or .weights.h5")
@@ -109,8 +108,6 @@ def load_predictor(model_path: str | Path, config: str | None = None):
 def checkpoint_predictor(weights: str):
     """`(predict, class_names, category_ids)` for published weights: each image runs on the
     canvas its library would use (`detection.checkpoints.pretrained.ReferenceSizes`)."""
-    from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
-
     detector = ReferenceSizes(from_checkpoint(weights))
     return ((lambda pixels, height, width: detector(pixels)), detector.model.class_names,
             detector.model.category_ids)
@@ -118,8 +115,6 @@ def checkpoint_predictor(weights: str):
 
 def run(args) -> int:
     """Detect objects in image files; write detections.json and PNGs with drawn boxes."""
-    from detection.engine.visualize import draw_detections
-
     ids = None
     if getattr(args, "weights", None):
         predict, names, ids = checkpoint_predictor(args.weights)

@@ -16,14 +16,21 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import keras
 import yaml
 
-from detection.config import STRATEGIES, Config
+from detection.config import STRATEGIES, Config, from_dict, load_config, merge
+from detection.data.augment import augment
+from detection.data.build import dataset_from_config
+from detection.data.discover import data_overrides
 from detection.data.objects import check_objects
+from detection.data.pipeline import training_batches
+from detection.evaluation.dataset import evaluate_dataset
+from detection.modeling import FasterRCNN
 from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
 from keras_resnet_suite.training.callbacks import (
     NaNGuard,
@@ -32,6 +39,7 @@ from keras_resnet_suite.training.callbacks import (
     atomic_write_text,
     weights_finite,
 )
+from keras_resnet_suite.training.distribute import get_strategy
 from keras_resnet_suite.training.loop import fit_resumable
 from keras_resnet_suite.training.lr_multipliers import scale_trunk
 from keras_resnet_suite.training.optimizers import SGDL2
@@ -43,8 +51,6 @@ def build_model(config: Config, load_backbone_weights: bool = True):
     `load_backbone_weights=False` the architecture is the same (the checkpoint's options,
     frozen stages, input normalisation) but nothing is downloaded: for loading trained weights
     over it."""
-    from detection.modeling import FasterRCNN
-
     model = copy.deepcopy(config.model)
     if not load_backbone_weights and model.get("backbone_weights") is not None:
         model["backbone_kwargs"] = {**(model.get("backbone_kwargs") or {}),
@@ -75,11 +81,7 @@ def _dump(config: Config) -> str:
 
 
 def _strategy(name: str):
-    import os
-
     import tensorflow as tf
-
-    from keras_resnet_suite.training.distribute import get_strategy
 
     if name == "auto":
         if "TF_CONFIG" in os.environ:
@@ -117,10 +119,6 @@ def _train_stream(config: Config, base, global_batch: int):
     k-th iterator its k-th permutation, so a run resumed mid-epoch (two calls: the epoch's
     rest, then the later epochs) would otherwise train from its second call on with other
     batches than the uninterrupted run."""
-    from detection.data.augment import augment
-    from detection.data.build import dataset_from_config
-    from detection.data.pipeline import training_batches
-
     data, aug = config.data, config.data.augment
     count = int(getattr(base, "num_examples", 0))
     if count < global_batch:
@@ -151,9 +149,6 @@ def evaluate_config(model, config: Config, split: str = "eval",
                     max_images: int | None = None, verbose: bool = True, dataset=None) -> dict:
     """VOC mAP or COCO AP (per `config.eval`) of `model` on `data.<split>` (or the already
     loaded `dataset` of that split). A split without objects is refused (it has no score)."""
-    from detection.data.build import dataset_from_config
-    from detection.evaluation.dataset import evaluate_dataset
-
     spec = getattr(config.data, split, None)
     if not isinstance(spec, dict):
         raise ValueError(f"config has no data.{split} section to evaluate on")
@@ -223,8 +218,6 @@ def _number(text: str | None) -> float | None:
 def _load_splits(config: Config, evaluate: bool):
     """The training split (shuffled, seeded) and, when scored, the evaluation split, both
     checked for objects before any work starts."""
-    from detection.data.build import dataset_from_config
-
     names = config.class_names()
     base = dataset_from_config(config.data.train, names, shuffle=True, seed=config.data.seed)
     check_objects(base, config.data.train, "train", names)
@@ -335,9 +328,6 @@ def print_metrics(metrics: dict, config: Config) -> None:
 
 def run(args) -> int:
     """Train a detector from a config (resumable), then print VOC/COCO AP on data.eval."""
-    from detection.config import from_dict, load_config, merge
-    from detection.data.discover import data_overrides
-
     overrides: dict = {"train": {}}
     for key, name in (("steps", "steps"), ("batch_size", "batch_size"),
                       ("strategy", "distribution"), ("mixed_precision", "mixed_precision")):

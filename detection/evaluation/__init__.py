@@ -3,6 +3,9 @@
 pycocotools is imported only when COCO metrics are computed.
 """
 
+import importlib
+
+from detection.evaluation.coco_metric import coco_ap, to_coco_results
 from detection.evaluation.dataset import (
     evaluate_dataset,
     format_table,
@@ -17,23 +20,7 @@ __all__ = [
 ]
 
 
-def coco_ap(predictions, ground_truths, verbose: bool = False) -> dict:
-    """COCO AP/AP50/AP75/APs/APm/APl via pycocotools; see `detection.evaluation.coco_metric.coco_ap`."""
-    from detection.evaluation.coco_metric import coco_ap as _coco_ap
-
-    return _coco_ap(predictions, ground_truths, verbose)
-
-
-def to_coco_results(predictions, image_ids, label_to_category) -> list[dict]:
-    """Official COCO results JSON entries; see `detection.evaluation.coco_metric.to_coco_results`."""
-    from detection.evaluation.coco_metric import to_coco_results as _to_coco_results
-
-    return _to_coco_results(predictions, image_ids, label_to_category)
-
-
 def __getattr__(name: str):
     if name == "EvaluationCallback":  # imports keras; keep plain list evaluation light
-        from detection.evaluation.callback import EvaluationCallback
-
-        return EvaluationCallback
+        return importlib.import_module("detection.evaluation.callback").EvaluationCallback
     raise AttributeError(f"module 'detection.evaluation' has no attribute {name!r}")

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from detection.evaluation.coco_metric import coco_ap
 from detection.evaluation.voc_metric import voc_ap
 
 
@@ -154,8 +155,6 @@ def evaluate_dataset(
         result = voc_ap(predictions, truths, iou_threshold, use_07_metric)
         headline, title = result["mAP"], f"AP{int(round(iou_threshold * 100))}"
     else:
-        from detection.evaluation.coco_metric import coco_ap
-
         result = coco_ap(predictions, truths)
         headline, title = result["AP"], "AP"
     if verbose:

@@ -11,7 +11,10 @@ import json
 import math
 import os
 import struct
+import zipfile
 
+import h5py
+import keras
 import numpy as np
 
 from .torch_file import load_torch_file
@@ -100,8 +103,6 @@ def _check_array_count(model, path: str) -> None:
     """Keras loads a `.weights.h5` of a larger model of the same family (ResNet-32's into a
     ResNet-20) without a word, leaving the extra arrays unused: refuse a file with more arrays
     than the model has variables."""
-    import h5py
-
     names: list[str] = []
     with h5py.File(path, "r") as f:
         # a compiled model's file also holds its optimizer's slots, which are no layer weights
@@ -117,10 +118,6 @@ def _check_array_count(model, path: str) -> None:
 def load_model_file(path: str | os.PathLike, **kwargs):
     """`keras.saving.load_model(path, **kwargs)` whose failures name the file and the cause (a
     truncated `.keras` zip otherwise reads as "File not found")."""
-    import zipfile
-
-    import keras
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such model file")
@@ -193,8 +190,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def is_legacy_keras_h5(path: str | os.PathLike) -> bool:
     """True for a Keras 2 style weights `.h5` (what keras.applications publishes)."""
-    import h5py
-
     try:
         with h5py.File(path, "r") as f:
             group = f["model_weights"] if "model_weights" in f else f
@@ -205,8 +200,6 @@ def is_legacy_keras_h5(path: str | os.PathLike) -> bool:
 
 def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """Layer name -> weights (in the layer's own order) of a Keras 2 style `.h5` file."""
-    import h5py
-
     path = os.fspath(path)
     out = {}
     try:

@@ -14,6 +14,8 @@ from collections import defaultdict
 import keras
 import numpy as np
 
+from keras_resnet_suite.compat import flatten_layers
+
 BN_FIELDS = ("gamma", "beta", "mean", "var")
 
 
@@ -261,8 +263,6 @@ def assign(model: keras.Model, params: dict, origin: dict, unexpected: list[str]
 
 def torch_layout(model: keras.Model) -> dict[str, bool]:
     """`torch_name`'s layout flags for `model`: ResNet-D's deep stem and pooled shortcuts."""
-    from keras_resnet_suite.compat import flatten_layers
-
     sublayers = flatten_layers(model)
     return {"deep_stem": "stem.conv1" in model_targets(model),
             "avg_down": any(getattr(layer, "avg_down", False) for layer in sublayers)}

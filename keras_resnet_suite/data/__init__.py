@@ -7,6 +7,7 @@ model.fit(cifar.train, steps_per_epoch=cifar.steps_per_epoch, validation_data=ci
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from keras_resnet_suite.data.cifar import cifar
@@ -40,7 +41,5 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The synthetic-shapes generator is the lead's module; import it only when asked for.
     if name == "shapes":
-        import importlib
-
         return importlib.import_module("keras_resnet_suite.data.shapes")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from tqdm.auto import tqdm
 
 from keras_resnet_suite.data import augment, stream
@@ -30,6 +31,7 @@ from keras_resnet_suite.data.folder import (
     sniff_image,
 )
 from keras_resnet_suite.data.report import ClassificationData, DataReport
+from keras_resnet_suite.data.tfds import load_arrays as tfds_arrays
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], DataReport]
 NORMALIZATIONS = ("pixel_mean", "channel", "none")
@@ -150,8 +152,6 @@ def read_pickle(directory: str | os.PathLike, num_classes: int = 10) -> Arrays:
 
 def _decode_32(path: str) -> np.ndarray | str:
     """The image as uint8 [32, 32, 3], or the reason it cannot be used."""
-    from PIL import Image
-
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -249,8 +249,6 @@ def load_arrays(
     if num_classes <= 1:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     if str(source) == "tfds":
-        from keras_resnet_suite.data.tfds import load_arrays as tfds_arrays
-
         return tfds_arrays(f"cifar{num_classes}", cache)
     root = resolve_folder_root(source, cache)
     kind, d = detect_format(root)

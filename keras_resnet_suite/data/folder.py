@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from tqdm.auto import tqdm
 
 from keras_resnet_suite.data.images import too_large
@@ -115,8 +116,6 @@ def check_image(path: str | os.PathLike, full: bool = True,
     """None if `path` is a readable image, else the reason it is not. `full` decodes all pixels
     (catches truncated files); otherwise only the signature and the header are read. An image
     over the pixel limit (`images.max_pixels`) is refused from its header, never decoded."""
-    from PIL import Image
-
     try:
         with Path(path).open("rb") as f:
             head = f.read(16)

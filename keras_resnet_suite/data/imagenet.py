@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_resnet_suite.data import augment, stream
+from keras_resnet_suite.data import augment, stream, tfds
 from keras_resnet_suite.data.folder import (
     cache_dir,
     find_split_dir,
@@ -153,8 +153,6 @@ def imagenet(
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
     if str(source) == "tfds":
-        from keras_resnet_suite.data import tfds
-
         if normalization == "pixel_mean":
             raise ValueError("a per-pixel mean needs image files; with 'tfds' use 'channel'")
         train_raw, num_train, names = tfds.load_split("imagenet2012", "train", cache)

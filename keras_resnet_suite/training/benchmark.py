@@ -12,6 +12,9 @@ import time
 
 import keras
 
+from keras_resnet_suite import data, training
+from keras_resnet_suite.models import build
+
 
 class _StepTimer(keras.callbacks.Callback):
     """Wall time of training steps after the first `skip` (tracing and compilation)."""
@@ -43,8 +46,6 @@ def pipeline_rate(dataset, batch_size: int, batches: int = 200) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from keras_resnet_suite import build, data, training
-
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="CIFAR-10 directory, archive or 'tfds'")
     p.add_argument("--model", default="resnet20")

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import os
 
+import keras
+
+from keras_resnet_suite import compat
+
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 
@@ -81,8 +85,6 @@ def is_chief() -> bool:
 def data_parallel(devices: list | None = None):
     """JAX backend: shard every batch over `devices` (default: all) with
     `keras.distribution.DataParallel` and make it the global distribution."""
-    import keras
-
     if keras.backend.backend() != "jax":
         raise RuntimeError(
             "keras.distribution.DataParallel needs KERAS_BACKEND=jax "
@@ -107,6 +109,4 @@ def enable_multiworker_fit(model) -> None:
     trainer, so they live in `keras_resnet_suite.compat`. A no-op for models not created
     under a multi-worker strategy.
     """
-    from keras_resnet_suite import compat
-
     compat.fit_under_multiworker(model)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import keras
 
+from keras_resnet_suite.models import build
 from keras_resnet_suite.schema import POSITIVE_INT
+from keras_resnet_suite.specs import get_spec
 
 # what a pretrained model knows about itself (weights.attach_preprocessing): kept on the new one
 _CARRIED = ("spec", "checkpoint", "preprocessing", "preprocess_input")
@@ -18,9 +20,6 @@ def finetune_model(name: str, weights: str | None, classes: int, *,
     The layer names stay the model's own (`conv1`, `conv2_x`, ..., `predictions`), which is what
     `Recipe.freeze_at` and `lr_multipliers` patterns refer to.
     """
-    from keras_resnet_suite.models import build
-    from keras_resnet_suite.specs import get_spec
-
     classes = POSITIVE_INT.check(classes, "classes")
     # include_top=False would leave the sides open; the classifier's own input size instead
     build_kwargs.setdefault("input_shape", get_spec(name).input_shape)

@@ -25,6 +25,7 @@ import re
 
 import keras
 
+from keras_resnet_suite.backbones import freeze_stages
 from keras_resnet_suite.schema import (
     LEARNING_RATE,
     NON_NEGATIVE_INT,
@@ -166,8 +167,6 @@ class Recipe:
         return model
 
     def _freeze(self, model: keras.Model) -> None:
-        from keras_resnet_suite.backbones import freeze_stages
-
         stages = sum(1 for layer in model.layers if re.fullmatch(r"conv\d+_x", layer.name))
         if not stages or "conv1" not in {layer.name for layer in model.layers}:
             raise ValueError(f"recipe.freeze_at = {self.freeze_at}: {model.name} has no conv1 "

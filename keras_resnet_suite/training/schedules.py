@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from keras_resnet_suite import compat
+
 
 def linear_warmup(step, warmup_steps: int, start_factor: float = 0.0):
     """The warm-up factor of every schedule here: rises linearly from `start_factor` at step 0
@@ -102,11 +104,6 @@ class WarmupStepLR(StepDecay):
                 "warmup_steps": self.warmup_steps, "warmup_factor": self.warmup_factor}
 
 
-# Runs saved before the schedule moved here from `detection` name it "detection>WarmupStepLR"
-# (checkpoints, .keras files); that name keeps deserializing.
-keras.saving.get_custom_objects().setdefault("detection>WarmupStepLR", WarmupStepLR)
-
-
 @keras.saving.register_keras_serializable("keras_resnet_suite")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from 0 to `peak_lr` over `warmup_steps`, then cosine decay to
@@ -144,8 +141,6 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 def schedule_of(optimizer) -> object | None:
     """The LearningRateSchedule driving `optimizer` (through wrappers: LossScaleOptimizer,
     LayerLRMultiplier), or None."""
-    from keras_resnet_suite import compat
-
     opt = optimizer
     while hasattr(opt, "inner_optimizer"):
         opt = opt.inner_optimizer

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import keras_resnet_suite as krs
-from keras_resnet_suite import weights
+from keras_resnet_suite import models, weights
 from tests.weights.published import publish_local
 
 
@@ -74,4 +74,4 @@ def test_an_unvouched_cache_entry_is_never_used(case, local_cifar):
     assert _same(model, source)  # the planted weights were not used
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new entry is vouched for: no warning
-        assert _same(weights.convert_checkpoint(ckpt), source)
+        assert _same(models.convert_checkpoint(ckpt), source)

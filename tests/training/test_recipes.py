@@ -180,7 +180,7 @@ def test_mix_batches_one_hots_and_is_seeded():
 
 
 @pytest.mark.jax
-def test_warmup_step_lr_is_detectron2s_and_old_name_loads():
+def test_warmup_step_lr_is_detectron2s_and_round_trips():
     from keras_resnet_suite.training import WarmupStepLR
 
     s = WarmupStepLR(0.02, steps=[100, 200], gamma=0.1, warmup_steps=10, warmup_factor=0.001)
@@ -189,8 +189,8 @@ def test_warmup_step_lr_is_detectron2s_and_old_name_loads():
     assert [float(s(k)) for k in (10, 150, 250)] == pytest.approx([0.02, 0.002, 0.0002])
     config = keras.saving.serialize_keras_object(s)
     assert config["registered_name"] == "keras_resnet_suite>WarmupStepLR"
-    old = {**config, "module": "detection.train", "registered_name": "detection>WarmupStepLR"}
-    clone = keras.saving.deserialize_keras_object(old)
+    clone = keras.saving.deserialize_keras_object(config)
+    assert "detection>WarmupStepLR" not in keras.saving.get_custom_objects()  # no old alias
     assert isinstance(clone, WarmupStepLR) and clone.get_config() == s.get_config()
     with pytest.raises(ValueError, match="increasing"):
         WarmupStepLR(0.1, steps=[5, 3])

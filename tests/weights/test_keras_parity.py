@@ -7,7 +7,7 @@ import pytest
 from conftest import randomise, write_legacy_h5
 
 import keras_resnet_suite as krs
-from keras_resnet_suite import weights
+from keras_resnet_suite import models
 
 SIZE = 64
 
@@ -37,7 +37,7 @@ def test_keras_applications_parity(name, rng, keras_resnet50):
         source = getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3),
                                                    classifier_activation=None)
         randomise(source)
-    ours = weights.convert_keras_applications(source, classifier_activation=None)
+    ours = models.convert_keras_applications(source, classifier_activation=None)
     assert _parity(source, ours, rng) <= 1e-4
     v2 = name.endswith("V2")
     assert ours.get_layer("conv2_x").downsample == ("last" if v2 else "first")

@@ -21,7 +21,7 @@ import pytest
 from conftest import write_legacy_h5_layers
 
 import keras_resnet_suite as krs
-from keras_resnet_suite import weights
+from keras_resnet_suite import models, weights
 
 HERE = pathlib.Path(__file__).resolve().parent
 MAKE = HERE / "make_references.py"
@@ -54,7 +54,7 @@ def _our_model(case: str, skeleton: list, tmp_path: pathlib.Path) -> keras.Model
                   for (layer, ws), arrays in zip(skeleton, make.keras_state(skeleton).values(),
                                                  strict=True)}
         path = write_legacy_h5_layers(layers, tmp_path / f"{arch}.h5")
-        return weights.convert_keras_applications(str(path), classifier_activation=None)
+        return models.convert_keras_applications(str(path), classifier_activation=None)
     shrink = {"depths": options["layers"], "widths": options["channels"],
               "classes": options["num_classes"]} if options else {}
     model = krs.build(arch, input_shape=(None, None, 3), classifier_activation=None, **shrink)

@@ -230,7 +230,7 @@ def test_tfds_voc_element_maps_to_pixel_xyxy():
 def test_configs_parse_and_name_real_loaders(name):
     import yaml
 
-    from detection.data.build import REPO_CONFIGS
+    from detection.config import CONFIGS as REPO_CONFIGS
 
     config = yaml.safe_load((REPO_CONFIGS / f"{name}.yaml").read_text())
     assert config["name"] == name
@@ -249,7 +249,7 @@ def test_configs_parse_and_name_real_loaders(name):
 def test_raccoon_config_builds_its_datasets(shared_data, monkeypatch):
     import yaml
 
-    from detection.data.build import REPO_CONFIGS
+    from detection.config import CONFIGS as REPO_CONFIGS
 
     monkeypatch.setenv("KRS_DATA_DIR", str(shared_data))
     config = yaml.safe_load((REPO_CONFIGS / "raccoon_r50_c4.yaml").read_text())

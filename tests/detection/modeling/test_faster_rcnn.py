@@ -285,14 +285,14 @@ def test_loading_trained_weights_fetches_no_backbone_weights(tmp_path, monkeypat
     from detection.config import CONFIGS, from_dict
     from detection.engine.evaluate import load_detector
     from detection.engine.train import build_model
-    from keras_resnet_suite import weights
+    from keras_resnet_suite import models, weights
 
     def no_download(*args, **kwargs):
         raise AssertionError("a saved detector must load without fetching backbone weights")
 
     monkeypatch.setenv("KRS_WEIGHTS_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(weights, "fetch", no_download)
-    monkeypatch.setattr(weights, "convert_checkpoint", no_download)
+    monkeypatch.setattr(models, "convert_checkpoint", no_download)
     raw = yaml.safe_load((CONFIGS / "raccoon_tiny.yaml").read_text())
     raw["model"].update(backbone_weights="imagenet", image_size=[64, 64], score_threshold=0.0)
     config = from_dict(raw)
