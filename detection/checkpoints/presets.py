@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from detection.modeling.transform import static_sizes
+
 # torchvision: RGB [0, 1] minus mean over std (here on the 0-255 scale).
 _TV_MEAN = (123.675, 116.28, 103.53)
 _TV_STD = (58.395, 57.12, 57.375)
@@ -64,11 +66,9 @@ def reference_size(preset: str, head: str, height: int, width: int,
     """The padded `(H, W)` the reference library runs an `height x width` image at: its
     resized size rounded up to a multiple of 32, except detectron2's C4 (unpadded). A canvas
     of this size makes the model see exactly what the reference sees."""
-    from detection.modeling.transform import _static_sizes
-
     rule = "detectron2" if preset == "detectron2" else "torchvision"
     big = (10**6, 10**6)
-    h, w, _, _ = _static_sizes(height, width, big, rule, min_size, max_size)
+    h, w, _, _ = static_sizes(height, width, big, rule, min_size, max_size)
     if preset == "detectron2" and head == "c4":
         return h, w
     return 32 * math.ceil(h / 32), 32 * math.ceil(w / 32)

@@ -51,10 +51,11 @@ def run(args) -> int:
 
     config = _data_config(args)
     if args.weights is not None:
-        from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+        from detection.checkpoints.pretrained import ReferenceSizes
+        from detection.modeling.faster_rcnn import FasterRCNN
 
         # Each image at its reference size; classes matched to the data's by name.
-        model = ReferenceSizes(from_checkpoint(args.weights), class_names=config.class_names())
+        model = ReferenceSizes(FasterRCNN.from_checkpoint(args.weights), class_names=config.class_names())
     else:
         if args.config is None:
             raise ValueError("evaluate --checkpoint needs --config (the model's YAML)")

@@ -109,9 +109,10 @@ def load_predictor(model_path: str | Path, config: str | None = None):
 def checkpoint_predictor(weights: str):
     """`(predict, class_names, category_ids)` for published weights: each image runs on the
     canvas its library would use (`detection.checkpoints.pretrained.ReferenceSizes`)."""
-    from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+    from detection.checkpoints.pretrained import ReferenceSizes
+    from detection.modeling.faster_rcnn import FasterRCNN
 
-    detector = ReferenceSizes(from_checkpoint(weights))
+    detector = ReferenceSizes(FasterRCNN.from_checkpoint(weights))
     return ((lambda pixels, height, width: detector(pixels)), detector.model.class_names,
             detector.model.category_ids)
 

@@ -166,25 +166,30 @@ def build_parts(
     else:
         trunk, shapes, strides, sizes = _fpn_parts(net, anchor_sizes, fpn_channels, fpn_norm)
     return {"backbone": trunk, "rpn": _rpn(head, image_size, shapes, strides, sizes, options),
-            "roi_heads": _roi_heads(net, head, image_size, strides, options),
+            "roi_heads": _roi_heads(net, head, strides, options),
             "transform": transform}
 
 
 def _rpn(head: str, image_size, shapes, strides, sizes, o: dict) -> RPN:
     """The RPN from `build_parts`' options `o`."""
     (train_pre, train_post), (test_pre, test_post) = RPN_TOPK[head]
-    return RPN(image_size, shapes, strides, sizes, o["anchor_ratios"],
+    if o["anchor_strides"] not in ("nominal", "padded"):
+        raise ValueError(f"anchor_strides must be 'nominal' or 'padded', got "
+                         f"{o['anchor_strides']!r}")
+    if o["anchor_strides"] == "padded":  # torchvision: canvas size // map size per axis
+        strides = [(image_size[0] // h, image_size[1] // w) for h, w in shapes]
+    return RPN(shapes, strides, sizes, o["anchor_ratios"],
                pre_nms_topk=o["rpn_pre_nms_topk"] or (train_pre, test_pre),
                post_nms_topk=o["rpn_post_nms_topk"] or (train_post, test_post),
                nms_threshold=o["rpn_nms_threshold"], batch_size_per_image=o["rpn_batch_size"],
                positive_fraction=o["rpn_positive_fraction"], seed=o["seed"],
-               anchor_strides=o["anchor_strides"], rounded_anchors=o["rounded_anchors"],
+               rounded_anchors=o["rounded_anchors"],
                min_size=o["rpn_min_size"], head_convs=o["rpn_head_convs"], name="rpn")
 
 
-def _roi_heads(net, head: str, image_size, strides, o: dict):
+def _roi_heads(net, head: str, strides, o: dict):
     """The C4 or FPN second stage from `build_parts`' options `o`."""
-    common = {"num_classes": int(o["num_classes"]), "image_size": image_size,
+    common = {"num_classes": int(o["num_classes"]),
               "batch_size_per_image": o["roi_batch_size"],
               "positive_fraction": o["roi_positive_fraction"],
               "score_threshold": o["score_threshold"], "nms_threshold": o["nms_threshold"],

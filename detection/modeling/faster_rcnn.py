@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from detection.checkpoints import presets, pretrained
 from detection.modeling import builder
+from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.metadata import jsonable
 
 LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
@@ -53,9 +55,6 @@ class GeneralizedRCNN(keras.Model):
                 parts[key] = keras.saving.deserialize_keras_object(part)
         self.backbone, self.rpn = parts["backbone"], parts["rpn"]
         self.roi_heads, self.transform = parts["roi_heads"], parts["transform"]
-        sizes = {p.image_size for p in (self.rpn, self.roi_heads, self.transform)}
-        if len(sizes) != 1:
-            raise ValueError(f"rpn, roi_heads and transform disagree on image_size: {sizes}")
         self.loss_trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
         self._build_parts()
 
@@ -75,7 +74,13 @@ class GeneralizedRCNN(keras.Model):
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """The canvas `(height, width)`: the transform's, its one home."""
         return self.transform.image_size
+
+    @property
+    def head_type(self) -> str:
+        """`"c4"` or `"fpn"`: the second stage's design."""
+        return self.roi_heads.head_type
 
     def get_config(self) -> dict:
         config = {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
@@ -97,12 +102,8 @@ class GeneralizedRCNN(keras.Model):
             raise ValueError(f"{model.name}: metadata must be a dict with keys among "
                              f"{list(METADATA)}, got {unknown if unknown else metadata!r}")
         if "architecture" in metadata:
-            # The checkpoint layer owns `Architecture`; imported only when a saved detector
-            # carries one, as `from_checkpoint` does.
-            from detection.checkpoints.pretrained import Architecture
-
             try:
-                metadata["architecture"] = Architecture(**metadata["architecture"])
+                metadata["architecture"] = pretrained.Architecture(**metadata["architecture"])
             except TypeError as err:
                 raise ValueError(f"{model.name}: metadata 'architecture' is not a valid "
                                  f"Architecture: {err}") from err
@@ -122,25 +123,26 @@ class GeneralizedRCNN(keras.Model):
             images, truth = inputs["images"], inputs.get("bounding_boxes")
         else:
             images, truth = inputs, None
-        x, scale, extent = self.transform(images)
+        x, info = self.transform(images)
         if training and truth is not None:
-            features = self._features(x, training=True)
-            gt_boxes, gt_labels = self.transform.targets_to_canvas(truth, scale, extent)
-            logits, deltas, proposals, valid = self.rpn(features, training=True,
-                                                        image_extent=extent)
-            return {**self.rpn.training_losses(logits, deltas, gt_boxes, gt_labels),
-                    **self.roi_heads.training_losses(features, proposals, valid, gt_boxes,
-                                                     gt_labels)}
-        dets = self.detect_canvas(x, extent)
-        shape = ops.shape(images)
-        return self.transform.detections_to_input(dets, scale, shape[1], shape[2])
+            return self.training_losses(x, info, self.transform.targets_to_canvas(truth, info))
+        return self.detect(x, info)
 
-    def detect_canvas(self, x, extent) -> dict:
-        """Inference on normalised canvas images `x` (the transform's output): padded
-        detections in canvas pixels, clipped to each image's `extent [B, 2]` (h, w)."""
+    def training_losses(self, x, info: ImageInfo, targets: dict) -> dict:
+        """The four losses of normalised canvas images `x` against canvas `targets`: each
+        stage returns its own; the composer only gathers them."""
+        features = self._features(x, training=True)
+        proposals, rpn_losses = self.rpn(features, info, targets, training=True)
+        _, roi_losses = self.roi_heads(features, proposals, info, targets, training=True)
+        return {**rpn_losses, **roi_losses}
+
+    def detect(self, x, info: ImageInfo) -> dict:
+        """The one inference path (`call` and the SavedModel export use it): normalised canvas
+        images `x` and their `ImageInfo` -> padded detections in the input images' pixels."""
         features = self._features(x, training=False)
-        _, _, proposals, valid = self.rpn(features, training=False, image_extent=extent)
-        return self.roi_heads.detect(features, proposals, valid, image_extent=extent)
+        proposals, _ = self.rpn(features, info, training=False)
+        detections, _ = self.roi_heads(features, proposals, info, training=False)
+        return self.transform.detections_to_input(detections, info)
 
     # ----------------------------------------------------------------------------- export
     def export(self, filepath, format: str = "tf_saved_model", verbose: bool | None = None,
@@ -239,15 +241,24 @@ class FasterRCNN(GeneralizedRCNN):
         super().__init__(name=name, **parts)
 
     @classmethod
+    def from_architecture(cls, arch: pretrained.Architecture, image_size: Sequence[int] | None = None,
+                          **overrides) -> FasterRCNN:
+        """The preset's detector for a checkpoint's `arch` (random weights) on `image_size`
+        (default: the preset's canvas); `overrides` replace preset options (e.g.
+        `score_threshold`) and are kept in `build_overrides`."""
+        size = tuple(image_size or presets.default_canvas(arch.preset, arch.head))
+        options = {**presets.options(arch.preset, arch.head), **overrides}
+        model = cls(arch.num_classes, arch.backbone, image_size=size, **options)
+        pretrained.describe(model, arch, overrides)
+        return model
+
+    @classmethod
     def from_checkpoint(cls, name_or_path, image_size: Sequence[int] | None = None,
                         **overrides) -> FasterRCNN:
         """A detector with a library's published COCO weights: a registry name
         (`detection.checkpoints.names()`, e.g. "torchvision/fasterrcnn_resnet50_fpn") or a
         torchvision `.pth` / detectron2 `.pkl` file; see `detection.checkpoints.pretrained`."""
-        from detection.checkpoints.pretrained import from_checkpoint
-
-        return from_checkpoint(name_or_path, image_size, **overrides)
-
-    @property
-    def head_type(self) -> str:
-        return "c4" if len(self.rpn.strides) == 1 else "fpn"
+        arch, state, source = pretrained.read(name_or_path)
+        model = cls.from_architecture(arch, image_size, **overrides)
+        pretrained.load_state(model, state, arch, source=source)
+        return model
