@@ -14,6 +14,7 @@ from detection.modeling.ops import boxes as box_ops
 from detection.modeling.ops import matching, sampling
 from detection.modeling.ops.losses import box_head_losses
 from detection.modeling.ops.nms import postprocess_detections
+from keras_resnet_suite import compat
 
 
 def sample_rois(
@@ -88,8 +89,9 @@ class ROIHeads(layers.Layer):
                  max_detections: int = 100, seed: int | None = None, min_size: float = 0.0,
                  pre_nms_topk: int = 1000, **kwargs):
         super().__init__(**kwargs)
-        # Proposals and ground-truth boxes stay float32 under a mixed-precision policy.
-        self._convert_input_args = False
+        # Proposals and ground-truth boxes stay float32 under a mixed-precision policy
+        # (RoIAlign and the layers convert what they use).
+        compat.inputs_as_given(self)
         self.num_classes = int(num_classes)
         self.batch_size_per_image = int(batch_size_per_image)
         self.positive_fraction = float(positive_fraction)

@@ -12,6 +12,7 @@ from detection.modeling.ops import boxes as box_ops
 from detection.modeling.ops import matching, nms, sampling
 from detection.modeling.ops.losses import sigmoid_cross_entropy, smooth_l1
 from detection.modeling.rpn import anchors as anchor_ops
+from keras_resnet_suite import compat
 
 
 @keras.saving.register_keras_serializable(package="detection")
@@ -202,8 +203,9 @@ class RPN(layers.Layer):
                  rounded_anchors: bool = False, min_size: float = 0.0, head_convs: int = 1,
                  **kwargs):
         super().__init__(**kwargs)
-        # Ground-truth boxes and extents stay float32 under a mixed-precision policy.
-        self._convert_input_args = False
+        # Ground-truth boxes and extents stay float32 under a mixed-precision policy (the head
+        # converts the feature maps).
+        compat.inputs_as_given(self)
         self.feature_shapes = [tuple(int(v) for v in hw) for hw in feature_shapes]
         self.strides = [(int(s), int(s)) if np.isscalar(s) else tuple(int(v) for v in s)
                         for s in strides]
