@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import ops
 
 from detection.checkpoints import presets, pretrained
+from detection.data.checks import TrainingDataChecks
 from detection.modeling import builder
 from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.metadata import jsonable
@@ -35,7 +35,7 @@ def _feature_list(out) -> list:
 
 
 @keras.saving.register_keras_serializable(package="detection")
-class GeneralizedRCNN(keras.Model):
+class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     """A two-stage detector from its four parts.
 
     Args:
@@ -44,6 +44,8 @@ class GeneralizedRCNN(keras.Model):
         rpn: a `detection.modeling.rpn.RPN`.
         roi_heads: a `detection.modeling.roi_heads.ROIHeads` (C4 or FPN).
         transform: a `detection.modeling.transform.ImageTransform`.
+
+    `fit` and `predict` check their data (`detection.data.checks.TrainingDataChecks`).
     """
 
     def __init__(self, backbone: keras.Model, rpn, roi_heads, transform, **kwargs):
@@ -134,7 +136,10 @@ class GeneralizedRCNN(keras.Model):
         features = self._features(x, training=True)
         proposals, rpn_losses = self.rpn(features, info, targets, training=True)
         _, roi_losses = self.roi_heads(features, proposals, info, targets, training=True)
-        return {**rpn_losses, **roi_losses}
+        losses = {**rpn_losses, **roi_losses}
+        for key in LOSS_KEYS:
+            self.add_loss(losses[key])
+        return losses
 
     def detect(self, x, info: ImageInfo) -> dict:
         """The one inference path (`call` and the SavedModel export use it): normalised canvas
@@ -159,21 +164,13 @@ class GeneralizedRCNN(keras.Model):
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Sum of the four Faster R-CNN losses (plus regularisers), scaled for tf.distribute."""
+        """Keras' sum of the model's losses: the four stage losses (`add_loss`d by `call`)
+        and the regularisers, each scaled by Keras for the replicas of a tf.distribute run."""
         if not isinstance(y_pred, dict) or not set(LOSS_KEYS) <= set(y_pred):
             raise ValueError("FasterRCNN trains on elements {'images', 'bounding_boxes': "
                              "{'boxes', 'labels'}} (see detection.data); got inputs without "
                              "'bounding_boxes'")
-        total = ops.sum(ops.stack([y_pred[k] for k in LOSS_KEYS]))
-        for extra in self.losses:
-            total = total + ops.cast(ops.sum(extra), "float32")
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if replicas > 1:  # gradients are summed over replicas
-                total = total / float(replicas)
-        return total
+        return super().compute_loss(x, y, y_pred, sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
@@ -186,34 +183,6 @@ class GeneralizedRCNN(keras.Model):
     @property
     def metrics(self):
         return super().metrics + list(self.loss_trackers.values())
-
-    # ----------------------------------------------------------------------------- checks
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` with the training data checked: labels vs `num_classes` and
-        NaN/inf images are refused with a ValueError (a tf.data set is checked batch by batch
-        inside its pipeline, arrays up front)."""
-        import tensorflow as tf
-
-        from detection.data import pipeline
-
-        if not isinstance(x, tf.data.Dataset):
-            pipeline.check_training_batch(x, self.num_classes)
-            return super().fit(x, y, *args, **kwargs)
-        try:
-            return super().fit(pipeline.checked_training_batches(x, self.num_classes), y,
-                               *args, **kwargs)
-        except tf.errors.OpError as e:  # a failed in-pipeline check, or another TF error
-            error = pipeline.data_error(e)
-            if error is None:
-                raise
-            raise error from None
-
-    def predict(self, x, *args, **kwargs):
-        """`keras.Model.predict`; numpy images with NaN/inf are refused up front."""
-        from detection.data.pipeline import check_images
-
-        check_images(x)
-        return super().predict(x, *args, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="detection")

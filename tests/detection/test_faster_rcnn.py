@@ -181,7 +181,7 @@ MIRRORED = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from detector_helpers import tiny_detector, toy_batch
     batch = toy_batch(batch=4, empty_last=True)
-    ds = tf.data.Dataset.from_tensors(batch).repeat(2)
+    ds = tf.data.Dataset.from_tensors(batch)
     results = {}
     # The one-device reference runs eagerly: same maths, and only one graph to trace.
     for name, strategy in (("one", tf.distribute.get_strategy()),
@@ -190,15 +190,20 @@ MIRRORED = textwrap.dedent("""
         with strategy.scope():
             model = tiny_detector("c4", norm="frozen", rpn_batch_size=1000, roi_batch_size=64)
             model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=name == "one")
+        before = [w.numpy() for w in model.trainable_weights]
         logs = model.fit(ds.unbatch().batch(4, drop_remainder=True), epochs=1, verbose=0).history
         results[name] = {k: float(v[-1]) for k, v in logs.items()}
+        # one SGD step: lr times the gradient of the global batch's loss, per variable
+        results[name]["update"] = [float(abs(w.numpy() - b).sum())
+                                   for w, b in zip(model.trainable_weights, before)]
     print("RESULT" + json.dumps(results))
 """)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TF-only")
 def test_mirrored_strategy_matches_one_device(tmp_path):
-    """One epoch on 2 logical CPUs gives the losses of 1 device for the same global batch.
+    """One step on 2 logical CPUs gives the losses and the weight update of 1 device for the
+    same global batch (Keras scales the model's `add_loss` losses per replica).
 
     Sampling budgets exceed the candidates (every anchor / RoI is used), so no randomness
     differs between the runs; frozen BN removes per-replica batch statistics. Tolerance 1e-4
@@ -216,6 +221,9 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     results = json.loads(line[0][len("RESULT"):])
     for key in LOSS_KEYS + ("loss",):
         assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-4, abs=1e-6), key
+    one, two = results["one"]["update"], results["two"]["update"]
+    assert len(one) == len(two) and max(one) > 0
+    assert two == pytest.approx(one, rel=1e-3, abs=1e-9)
 
 
 def _same_detections(a, b):
