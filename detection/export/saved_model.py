@@ -28,7 +28,10 @@ import os
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
+from detection.config import load_config
+from detection.engine.evaluate import load_detector
 from detection.modeling.faster_rcnn import FasterRCNN
 from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.export import (
@@ -50,8 +53,6 @@ def to_od_api(dets: dict, heights, widths, category_ids=None) -> dict:
 
     `heights`/`widths` are `[batch]` input image sizes used to normalise the boxes;
     `category_ids[k]` is the id reported for label k (default k + 1)."""
-    import tensorflow as tf
-
     boxes = tf.cast(dets["boxes"], tf.float32)
     h = tf.cast(tf.reshape(heights, [-1, 1]), tf.float32)
     w = tf.cast(tf.reshape(widths, [-1, 1]), tf.float32)
@@ -83,8 +84,6 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
     """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring;
     `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
     `serving_bytes` decodes (a decompression-bomb guard)."""
-    import tensorflow as tf
-
     require_tensorflow_backend()
     limit = pixel_limit(max_pixels)
     transform = getattr(model, "transform", None)
@@ -146,9 +145,6 @@ def run(args) -> int:
     if getattr(args, "weights", None):
         model = FasterRCNN.from_checkpoint(args.weights, args.image_size)
     else:
-        from detection.config import load_config
-        from detection.engine.evaluate import load_detector
-
         if args.config is None:
             raise ValueError("export --checkpoint needs --config (the model's YAML)")
         model = load_detector(load_config(args.config), args.checkpoint)

@@ -2,8 +2,9 @@
 (canvas + normalisation) -> `backbone` (feature maps) -> `rpn` (proposals) -> `roi_heads`
 (boxes, classes) -> the transform maps detections back to the input's pixels.
 
-Each part is a serializable Keras layer that owns its loss and post-processing; this file
-only wires them. `fit` takes `{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4]
+Each part is a serializable Keras layer whose call returns `(outputs, losses)` (its losses `{}`
+without targets); the per-image geometry travels as the transform's `ImageInfo`. This file only
+wires the parts and hands their losses to Keras (`add_loss`). `fit` takes `{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4]
 xyxy pixels, "labels": [B, M]}}` with ground truth padded by label -1; `call`/`predict`
 return padded `{"boxes", "scores", "classes", "num_detections"}` in the input's pixels.
 """
@@ -17,6 +18,7 @@ import keras
 from detection.checkpoints import presets, pretrained
 from detection.data.checks import TrainingDataChecks
 from detection.modeling import builder
+from detection.modeling.options import DetectorOptions
 from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.metadata import jsonable
 
@@ -50,15 +52,16 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
 
     def __init__(self, backbone: keras.Model, rpn, roi_heads, transform, **kwargs):
         super().__init__(**kwargs)
-        parts = {"backbone": backbone, "rpn": rpn, "roi_heads": roi_heads,
-                 "transform": transform}
-        for key, part in parts.items():
-            if isinstance(part, dict):
-                parts[key] = keras.saving.deserialize_keras_object(part)
-        self.backbone, self.rpn = parts["backbone"], parts["rpn"]
-        self.roi_heads, self.transform = parts["roi_heads"], parts["transform"]
+        self.backbone, self.rpn, self.roi_heads = backbone, rpn, roi_heads
+        self.transform = transform
         self.loss_trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
         self._build_parts()
+
+    @classmethod
+    def compose(cls, backbone, rpn, roi_heads, transform, name: str | None = None):
+        """The detector of given parts (`.keras` loading calls it; a subclass that builds its
+        own parts composes them without building)."""
+        return cls(backbone, rpn, roi_heads, transform, name=name)
 
     def _build_parts(self):
         """Create every weight now, so `fit`/`predict`/`summary`/loading work without a run."""
@@ -98,7 +101,7 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
         metadata = config.pop("metadata", None) or {}
         for key in PARTS:
             config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
-        model = cls(**config)
+        model = cls.compose(**config)
         unknown = sorted(set(metadata) - set(METADATA)) if isinstance(metadata, dict) else None
         if unknown is None or unknown:
             raise ValueError(f"{model.name}: metadata must be a dict with keys among "
@@ -189,25 +192,28 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
 class FasterRCNN(GeneralizedRCNN):
     """Faster R-CNN (Ren et al. 2015) with a ResNet backbone, C4 (paper App. A) or FPN head.
 
-    `FasterRCNN(num_classes, backbone="resnet101", head="c4", ...)` builds the four parts
-    with `detection.modeling.builder.build_parts` (its docstring lists every option);
-    `FasterRCNN(backbone=..., rpn=..., roi_heads=..., transform=...)` composes given parts.
+    `FasterRCNN(num_classes, backbone="resnet101", head="c4", image_size=..., options=...,
+    **keywords)` builds the four parts with `detection.modeling.builder.build_parts`:
+    `options` (`detection.modeling.options.DetectorOptions`, e.g. a preset of
+    `detection.checkpoints.presets`) with the flat `keywords` (`options.KEYWORDS`: `score_
+    threshold`, `rpn_nms_threshold`, ...) applied. To compose given parts, use
+    `GeneralizedRCNN(backbone, rpn, roi_heads, transform)`.
     """
 
-    def __init__(self, num_classes: int | None = None,
-                 backbone: str | keras.Model | dict = "resnet101", head: str = "c4",
-                 image_size: Sequence[int] = (608, 1024), *, rpn=None, roi_heads=None,
-                 transform=None, name: str = "faster_rcnn", **options):
-        if rpn is None and roi_heads is None and transform is None:
-            parts = builder.build_parts(num_classes, backbone, head, image_size, **options)
-        elif options or num_classes is not None:
-            raise ValueError("FasterRCNN: pass either the builder's arguments (num_classes, "
-                             "head, ...) or the parts (backbone, rpn, roi_heads, transform), "
-                             f"not both; got extra {sorted(options)}")
-        else:
-            parts = {"backbone": backbone, "rpn": rpn, "roi_heads": roi_heads,
-                     "transform": transform}
-        super().__init__(name=name, **parts)
+    def __init__(self, num_classes: int, backbone: str | keras.Model = "resnet101",
+                 head: str = "c4", image_size: Sequence[int] = (608, 1024), *,
+                 options: DetectorOptions | None = None, name: str = "faster_rcnn",
+                 **keywords):
+        super().__init__(name=name, **builder.build_parts(num_classes, backbone, head,
+                                                          image_size, options, **keywords))
+
+    @classmethod
+    def compose(cls, backbone, rpn, roi_heads, transform, name: str = "faster_rcnn"):
+        """A `FasterRCNN` of given parts (what `.keras` loading does: a saved detector is
+        its parts, built already)."""
+        model = cls.__new__(cls)
+        GeneralizedRCNN.__init__(model, backbone, rpn, roi_heads, transform, name=name)
+        return model
 
     @classmethod
     def from_architecture(cls, arch: pretrained.Architecture, image_size: Sequence[int] | None = None,
@@ -216,8 +222,8 @@ class FasterRCNN(GeneralizedRCNN):
         (default: the preset's canvas); `overrides` replace preset options (e.g.
         `score_threshold`) and are kept in `build_overrides`."""
         size = tuple(image_size or presets.default_canvas(arch.preset, arch.head))
-        options = {**presets.options(arch.preset, arch.head), **overrides}
-        model = cls(arch.num_classes, arch.backbone, image_size=size, **options)
+        model = cls(arch.num_classes, arch.backbone, arch.head, size,
+                    options=presets.options(arch.preset, arch.head), **overrides)
         pretrained.describe(model, arch, overrides)
         return model
 

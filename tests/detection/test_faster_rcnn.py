@@ -248,6 +248,7 @@ def test_a_detector_built_from_parts_or_a_backbone_object_serialises(tmp_path):
     from detector_helpers import TINY
 
     from detection import FasterRCNN
+    from detection.modeling import GeneralizedRCNN
     from detection.modeling.builder import build_parts
     from keras_resnet_suite import backbones
 
@@ -260,9 +261,12 @@ def test_a_detector_built_from_parts_or_a_backbone_object_serialises(tmp_path):
     parts = build_parts(2, "resnet18", "fpn", (64, 64), backbone_kwargs=dict(TINY),
                         anchor_sizes=((8,), (16,), (32,), (64,), (128,)), fc_dims=(16,),
                         fpn_channels=8)
-    composed = FasterRCNN(**parts)
+    composed = GeneralizedRCNN(**parts)
     assert composed.num_classes == 2 and composed.image_size == (64, 64)
-    with pytest.raises(ValueError, match="either the builder's arguments .* or the parts"):
+    assert composed.head_type == "fpn"
+    # one personality: FasterRCNN builds; given parts are not among its options
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['roi_heads', 'rpn', "
+                                         r"'transform'\]"):
         FasterRCNN(3, **parts)
 
 

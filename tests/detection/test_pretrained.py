@@ -102,10 +102,8 @@ def test_predict_and_export_with_weights(tmp_path, shared_data, monkeypatch):
     image = shared_data / "voc2007-sample" / "VOC2007" / "JPEGImages" / "000001.jpg"
     # At the reference size (800 x 576 for this 353 x 500 photo) a run is slow on 2 cores; a
     # smaller size rule exercises the same code.
-    monkeypatch.setitem(presets._DETECTRON2, "resize_min_size", 192.0)
-    monkeypatch.setitem(presets._DETECTRON2, "resize_max_size", 320.0)
-    monkeypatch.setitem(presets._DETECTRON2_HEAD, "fpn", {
-        **presets._DETECTRON2_HEAD["fpn"], "rpn_post_nms_topk": (100, 100)})
+    monkeypatch.setitem(presets.DETECTRON2, "fpn", presets.DETECTRON2["fpn"].replace(
+        resize_min_size=192.0, resize_max_size=320.0, rpn_post_nms_topk=(100, 100)))
     assert main(["predict", str(image), "--weights", str(path), "--out", str(tmp_path / "p"),
                  "--score-threshold", "0.0"]) == 0
     result = json.loads((tmp_path / "p" / "detections.json").read_text())[0]
