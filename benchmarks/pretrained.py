@@ -50,12 +50,13 @@ def seeded_detector(arch_key: str):
     sys.path.insert(0, str(PARITY.parent))
     from parity import seeded
 
+    from detection import FasterRCNN
     from detection.checkpoints import presets, pretrained, registry
 
     pixels = photo(arch_key).astype("float32")[None]
     arch = pretrained.Architecture.of(registry.get(CASES[arch_key][0]))
     size = presets.reference_size(arch.preset, arch.head, *pixels.shape[1:3])
-    model = pretrained.build(arch, size)
+    model = FasterRCNN.from_architecture(arch, size)
     pretrained.load_state(model, seeded.seeded_state(seeded.load_skeleton(arch_key), seed=0),
                           arch)
     return model, pixels, size

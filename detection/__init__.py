@@ -10,11 +10,15 @@ first use, so `detection.evaluation` or the data loaders work without building K
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
     from detection import checkpoints, config, data, engine, evaluation, export, modeling
     from detection.modeling.faster_rcnn import FasterRCNN, GeneralizedRCNN
+
+if "keras" in sys.modules:  # the backend is chosen already: register the detector's layers
+    from detection import modeling  # noqa: F401  (so keras.saving.load_model reads .keras files)
 
 __all__ = ["FasterRCNN", "GeneralizedRCNN", "checkpoints", "config", "data", "engine",
            "evaluation", "export", "modeling"]

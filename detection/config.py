@@ -158,9 +158,9 @@ class Config:
 
 
 def _model_keys() -> list[str]:
-    from detection.modeling.builder import build_parts
+    from detection.modeling.options import KEYWORDS
 
-    return [p for p in inspect.signature(build_parts).parameters if p != "num_classes"]
+    return ["backbone", "head", "image_size", *KEYWORDS]
 
 
 def _unknown(where: str, keys, valid) -> None:

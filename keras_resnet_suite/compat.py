@@ -61,6 +61,14 @@ def flatten_layers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
     return list(layer._flatten_layers(include_self=False, recursive=True))
 
 
+def inputs_as_given(layer: keras.layers.Layer) -> None:
+    """Let `layer` take its call arguments as given: no cast to its compute dtype (boxes and
+    image sizes stay float32 under a mixed-precision policy) and arrays allowed positionally."""
+    _check("inputs_as_given")
+    layer._convert_input_args = False
+    layer._allow_non_tensor_positional_args = True
+
+
 @contextlib.contextmanager
 def unlocked_tracking(layer: keras.layers.Layer) -> Iterator[None]:
     """Allow assigning new sublayers to a built `layer` (Keras locks tracking once built)."""

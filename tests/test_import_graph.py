@@ -22,15 +22,12 @@ HEAVY_MODULES = ("keras.src.backend.tensorflow",)  # Keras' TensorFlow trainer l
 # TensorFlow loads, so what they run is imported after that, inside them.
 ENTRY_POINTS = {"keras_resnet_suite/cli.py", "keras_resnet_suite/__main__.py",
                 "detection/__main__.py"}
-# Config validation reads the loaders' and the builder's signatures without loading TensorFlow
-# when a config is read (detection/cli.py parses arguments with it).
-LIGHT_BY_DESIGN = {"detection/config.py"}
-# TEMPORARY (H-composer): these files are being rewritten in parallel; the lead removes this
-# entry after merging and the test then holds them to the same rule.
-H_COMPOSER = ("detection/modeling/", "detection/export/", "detection/checkpoints/")
-# TEMPORARY (H-composer): the circle faster_rcnn <-> checkpoints.pretrained is theirs to break
-# (checkpoint loading into a model it is given); this one edge is left out until the merge.
-H_COMPOSER_EDGE = ("detection.modeling.faster_rcnn", "detection.checkpoints.pretrained")
+# Importable without Keras/TensorFlow, and importing Keras only where a function needs it:
+# config validation reads the loaders' and the builder's signatures when a config is read
+# (detection/cli.py parses arguments with it); the checkpoint registry and readers list and
+# read published checkpoints (tests/detection/checkpoints asserts they load no TensorFlow).
+LIGHT_BY_DESIGN = {"detection/config.py", "detection/checkpoints/readers.py",
+                   "detection/checkpoints/registry.py"}
 
 
 def _modules() -> dict[str, Path]:
@@ -119,7 +116,6 @@ def test_the_graph_finds_a_planted_circle():
 
 def test_no_import_circles():
     graph, _ = _graph()
-    graph[H_COMPOSER_EDGE[0]].discard(H_COMPOSER_EDGE[1])
     assert "keras_resnet_suite.models" in graph and "detection.config" in graph
     assert "keras_resnet_suite.weights" in graph["keras_resnet_suite.models"]  # edges are read
     circle = _cycle(graph)
@@ -134,10 +130,9 @@ def test_function_local_imports_only_of_optional_dependencies_and_heavy_backends
     _, local = _graph()
     allowed = {(f, n) for f, n, m in local if _optional_or_heavy(m)}
     exempt = {(f, n) for f, n, m in local if not _optional_or_heavy(m) and
-              (f in ENTRY_POINTS | LIGHT_BY_DESIGN or f.startswith(H_COMPOSER))}
+              f in ENTRY_POINTS | LIGHT_BY_DESIGN}
     wrong = sorted({f"{f}:{n} imports {m} inside a function" for f, n, m in local
                     if not _optional_or_heavy(m) and (f, n) not in exempt})
     print(f"function-local import statements: {len(allowed)} of optional dependencies or heavy "
-          f"backends, {len(exempt)} exempt (entry points, detection/config.py, H-composer's "
-          "files)")
+          f"backends, {len(exempt)} exempt (entry points, light by design)")
     assert local and not wrong, "\n".join(wrong)

@@ -146,3 +146,18 @@ def _probe_with_cap(argv: list[str]) -> str:
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.split()[-1]
+
+
+def test_a_plain_import_registers_the_layers_that_load_model_needs(tmp_path):
+    # `import keras` then the packages (isort's order) is enough to read this project's .keras
+    # files in a fresh process: no attribute touched, no model built first.
+    import keras_resnet_suite as krs
+    from tests.detection.detector_helpers import tiny_detector
+
+    krs.build("resnet20").save(tmp_path / "classifier.keras")
+    tiny_detector().save(tmp_path / "detector.keras")
+    code = ("import keras\nimport keras_resnet_suite, detection\n"
+            f"for name in ('classifier', 'detector'):\n"
+            f"    m = keras.saving.load_model({str(tmp_path)!r} + f'/{{name}}.keras')\n"
+            "    print(type(m).__name__)")
+    assert _run(code).split()[-2:] == ["ResNetModel", "FasterRCNN"]

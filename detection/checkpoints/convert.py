@@ -22,6 +22,7 @@ import re
 import keras
 import numpy as np
 
+from keras_resnet_suite.compat import flatten_layers
 from keras_resnet_suite.convert import mapping
 
 _D2_BLOCK = re.compile(r"res(\d)\.(\d+)\.(conv\d|shortcut)(\.norm)?\.(\w+)$")
@@ -213,8 +214,6 @@ def _detectron2_heads(model, s: dict) -> dict:
 
 
 def _layers_by_path(model) -> dict:
-    from keras_resnet_suite.compat import flatten_layers
-
     return {layer.path: layer for layer in flatten_layers(model) if layer.weights}
 
 

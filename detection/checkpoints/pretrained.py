@@ -1,17 +1,18 @@
-"""Detectors with published weights: `from_checkpoint("torchvision/fasterrcnn_resnet50_fpn")`.
+"""Published detector weights, loaded into a detector it is given.
 
-The checkpoint (a registry name or a local `.pth`/`.pkl`) says which library made it; its
-preset (`detection.checkpoints.presets`) builds the matching architecture, the converter
-copies the weights, and the COCO class names and official category ids travel with the
-model (`model.class_names`, `model.category_ids`). `at_image_size` gives the same weights
-on another canvas, which is how a run matches the reference exactly image by image.
+A checkpoint (a registry name or a local `.pth`/`.pkl`) says which library made it and so
+its `Architecture`; `read` returns both with the state dict. The factory
+`detection.FasterRCNN.from_checkpoint` sits above this layer: it builds the preset's
+architecture (`detection.checkpoints.presets`) and calls `load_state`, which copies the
+weights, and `describe`, which gives the model its COCO class names and official category ids
+(`model.class_names`, `model.category_ids`). `at_image_size` gives the same weights on another
+canvas, which is how a run matches the reference exactly image by image.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -59,19 +60,9 @@ def infer_architecture(library: str, state: dict, name: str = "") -> Architectur
     return Architecture(library, preset, depth, head, int(rows), layout, name)
 
 
-def build(arch: Architecture, image_size: tuple[int, int] | None = None, **overrides: Any):
-    """The preset's `FasterRCNN` for `arch` (random weights) on `image_size` (default: the
-    preset's canvas); `overrides` go to `build_parts` (e.g. `score_threshold`)."""
-    from detection.modeling.faster_rcnn import FasterRCNN
-
-    size = tuple(image_size or presets.default_canvas(arch.preset, arch.head))
-    options = {**presets.options(arch.preset, arch.head), **overrides}
-    model = FasterRCNN(arch.num_classes, arch.backbone, image_size=size, **options)
-    _describe(model, arch, overrides)
-    return model
-
-
-def _describe(model, arch: Architecture, overrides: dict) -> None:
+def describe(model, arch: Architecture, overrides: dict) -> None:
+    """Give a detector built for `arch` what it knows about itself: the architecture, the
+    build options that differ from the preset, its class names and category ids."""
     model.architecture = arch
     model.build_overrides = dict(overrides)
     if arch.class_layout:
@@ -83,34 +74,34 @@ def _describe(model, arch: Architecture, overrides: dict) -> None:
 
 
 def load_state(model, state: dict, arch: Architecture, source: str = "checkpoint") -> None:
-    """Copy a checkpoint's state dict (numpy, the library's names) into a `build` model."""
+    """Copy a checkpoint's state dict (numpy, the library's names) into `model`, a detector
+    built for `arch` (`FasterRCNN.from_architecture`)."""
     if arch.library == "torchvision":
         state = readers.normalize_torchvision_keys(state)
     convert.load_state(model, state, arch.library, source=source,
                        bn_epsilon=presets.BN_EPSILON[arch.preset])
 
 
-def from_checkpoint(name_or_path: str | os.PathLike, image_size: tuple[int, int] | None = None,
-                    **overrides: Any):
-    """A `FasterRCNN` with the weights of a registered checkpoint (downloaded once into the
-    weights cache, hash checked) or of a local torchvision `.pth` / detectron2 `.pkl`."""
+def read(name_or_path: str | os.PathLike) -> tuple[Architecture, dict, str]:
+    """`(architecture, state dict, source)` of a registered checkpoint (downloaded once into
+    the weights cache, hash checked) or of a local torchvision `.pth` / detectron2 `.pkl`."""
     ckpt, path = registry.resolve(name_or_path)
     library, state = readers.read_checkpoint(path)
     arch = Architecture.of(ckpt) if ckpt else infer_architecture(library, state, str(path))
     if arch.library != library:
         raise ValueError(f"{path}: holds a {library} state dict, but {arch.name} is a "
                          f"{arch.library} checkpoint")
-    model = build(arch, image_size, **overrides)
-    load_state(model, state, arch, source=str(path))
-    return model
+    return arch, state, str(path)
 
 
 def at_image_size(model, image_size: tuple[int, int]):
-    """The same detector (weights copied) on another canvas."""
+    """The same detector (weights copied) on another canvas, built by the model's own class
+    (`from_architecture`), so this layer never imports the detector."""
     image_size = tuple(int(s) for s in image_size)
     if image_size == tuple(model.image_size):
         return model
-    other = build(model.architecture, image_size, **model.build_overrides)
+    other = type(model).from_architecture(model.architecture, image_size,
+                                          **model.build_overrides)
     other.set_weights(model.get_weights())
     return other
 

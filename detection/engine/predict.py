@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from detection.checkpoints.pretrained import ReferenceSizes, from_checkpoint
+from detection.checkpoints.pretrained import ReferenceSizes
 from detection.config import load_config
 from detection.engine.evaluate import load_detector
 from detection.engine.visualize import draw_detections
+from detection.modeling.faster_rcnn import FasterRCNN
 from keras_resnet_suite.convert import load_model_file
 from keras_resnet_suite.data.images import check_pixels
 from keras_resnet_suite.errors import one_line
@@ -108,7 +109,7 @@ def load_predictor(model_path: str | Path, config: str | None = None):
 def checkpoint_predictor(weights: str):
     """`(predict, class_names, category_ids)` for published weights: each image runs on the
     canvas its library would use (`detection.checkpoints.pretrained.ReferenceSizes`)."""
-    detector = ReferenceSizes(from_checkpoint(weights))
+    detector = ReferenceSizes(FasterRCNN.from_checkpoint(weights))
     return ((lambda pixels, height, width: detector(pixels)), detector.model.class_names,
             detector.model.category_ids)
 

@@ -28,7 +28,12 @@ import os
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
+from detection.config import load_config
+from detection.engine.evaluate import load_detector
+from detection.modeling.faster_rcnn import FasterRCNN
+from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.export import (
     call_batched,
     invalid_to_zero,
@@ -48,8 +53,6 @@ def to_od_api(dets: dict, heights, widths, category_ids=None) -> dict:
 
     `heights`/`widths` are `[batch]` input image sizes used to normalise the boxes;
     `category_ids[k]` is the id reported for label k (default k + 1)."""
-    import tensorflow as tf
-
     boxes = tf.cast(dets["boxes"], tf.float32)
     h = tf.cast(tf.reshape(heights, [-1, 1]), tf.float32)
     w = tf.cast(tf.reshape(widths, [-1, 1]), tf.float32)
@@ -81,8 +84,6 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
     """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring;
     `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
     `serving_bytes` decodes (a decompression-bomb guard)."""
-    import tensorflow as tf
-
     require_tensorflow_backend()
     limit = pixel_limit(max_pixels)
     transform = getattr(model, "transform", None)
@@ -107,19 +108,19 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
         return to_od_api(dets, tf.fill([batch], shape[1]), tf.fill([batch], shape[2]), ids)
 
     def _place(image):
-        x, scale, extent = transform(image[None])
-        return x[0], scale[0], extent[0], tf.shape(image)[:2]
+        x, info = transform(image[None])
+        return x[0], tuple(v[0] for v in info)
 
     def from_bytes(image_bytes):
         # Images differ in size, so each goes through the model's own transform first
-        # (identical pixels), then the batch is detected on the canvas and each image's
-        # boxes are mapped back with its own scale.
-        (placed, scales, extents, sizes), valid, error = map_decoded(_place, image_bytes, (
-            tf.TensorSpec([*canvas, 3], tf.float32), tf.TensorSpec([2], tf.float32),
-            tf.TensorSpec([2], tf.float32), tf.TensorSpec([2], tf.int32)), limit)
-        dets = dict(call_batched(lambda args: model.detect_canvas(*args), (placed, extents)))
-        hw = tf.cast(sizes, tf.float32)
-        dets["boxes"] = transform.detections_to_input(dets, scales, hw[:, :1], hw[:, 1:])["boxes"]
+        # (identical pixels); the batch then takes the model's inference path, each image
+        # mapped back with its own ImageInfo.
+        pair = tf.TensorSpec([2], tf.float32)
+        (placed, info), valid, error = map_decoded(_place, image_bytes, (
+            tf.TensorSpec([*canvas, 3], tf.float32), (pair, pair, pair)), limit)
+        dets = call_batched(lambda args: model.detect(args[0], ImageInfo(*args[1])),
+                            (placed, info))
+        sizes = tf.cast(info[2], tf.int32)
         out = invalid_to_zero(to_od_api(dets, sizes[:, 0], sizes[:, 1], ids), valid)
         out["error"] = error
         return out
@@ -142,13 +143,8 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
 def run(args) -> int:
     """`python -m detection export` (arguments in `detection.cli`)."""
     if getattr(args, "weights", None):
-        from detection.checkpoints.pretrained import from_checkpoint
-
-        model = from_checkpoint(args.weights, args.image_size)
+        model = FasterRCNN.from_checkpoint(args.weights, args.image_size)
     else:
-        from detection.config import load_config
-        from detection.engine.evaluate import load_detector
-
         if args.config is None:
             raise ValueError("export --checkpoint needs --config (the model's YAML)")
         model = load_detector(load_config(args.config), args.checkpoint)

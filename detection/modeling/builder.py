@@ -1,5 +1,6 @@
 """`build_parts`: the four parts of a Faster R-CNN from a few choices (backbone name, head,
-canvas), with detectron2's defaults; `FasterRCNN(num_classes, ...)` calls it."""
+canvas) and the stages' options (`detection.modeling.options`); `FasterRCNN(num_classes, ...)`
+calls it."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from collections.abc import Sequence
 import keras
 
 from detection.modeling.fpn import FPN
+from detection.modeling.options import DetectorOptions, ROIHeadsOptions, RPNOptions
 from detection.modeling.roi_heads import C4ROIHeads, FPNROIHeads
 from detection.modeling.rpn import RPN
 from detection.modeling.rpn import anchors as anchor_ops
 from detection.modeling.transform import ImageTransform
+from keras_resnet_suite import backbones
 
 # RPN pre-/post-NMS top-k as (train, test) per head design (detectron2 defaults; FPN's
 # pre-NMS count is per level).
@@ -29,8 +32,6 @@ def _backbone_model(backbone, image_size, weights, freeze_at, norm, backbone_kwa
         return backbone
     if not isinstance(backbone, str):
         raise TypeError(f"backbone must be a model name or a keras.Model, got {type(backbone)}")
-    from keras_resnet_suite import backbones
-
     return backbones.build(backbone, weights=weights, input_shape=tuple(image_size) + (3,),
                            freeze_at=freeze_at, norm=norm, **(backbone_kwargs or {}))
 
@@ -88,42 +89,9 @@ def _check(num_classes, head, image_size) -> tuple[str, tuple[int, int]]:
     return head, image_size
 
 
-def build_parts(
-    num_classes: int,
-    backbone: str | keras.Model = "resnet101",
-    head: str = "c4",
-    image_size: Sequence[int] = (608, 1024),
-    backbone_weights: str | None = None,
-    freeze_at: int | None = None,
-    norm: str | None = None,
-    backbone_kwargs: dict | None = None,
-    anchor_sizes: Sequence | None = None,
-    anchor_ratios: Sequence[float] = anchor_ops.RATIOS,
-    rpn_pre_nms_topk: Sequence[int] | None = None,
-    rpn_post_nms_topk: Sequence[int] | None = None,
-    rpn_nms_threshold: float = 0.7,
-    rpn_batch_size: int = 256,
-    rpn_positive_fraction: float = 0.5,
-    roi_batch_size: int = 512,
-    roi_positive_fraction: float = 0.25,
-    score_threshold: float = 0.05,
-    nms_threshold: float = 0.5,
-    max_detections: int = 100,
-    fpn_channels: int = 256,
-    fc_dims: Sequence[int] = (1024, 1024),
-    roi_pooled_size: int | None = None,
-    roi_sampling_ratio: int = 2,
-    pixel_mean: Sequence[float] | None = None,
-    pixel_std: Sequence[float] | None = None,
-    seed: int | None = None,
-    # reference conventions (the checkpoint presets of detection.checkpoints set them)
-    resize: str = "canvas", resize_min_size: float = 800.0, resize_max_size: float = 1333.0,
-    quantize_resized: bool = False, pad_after_normalize: bool = False,
-    anchor_strides: str = "nominal", rounded_anchors: bool = False, rpn_min_size: float = 0.0,
-    rpn_head_convs: int = 1, fpn_norm: str | None = None, roi_aligned: bool = True,
-    roi_level_rule: str = "detectron2", box_head_convs: Sequence[int] = (),
-    detection_min_size: float = 0.0, detection_pre_nms_topk: int = 1000,
-) -> dict:
+def build_parts(num_classes: int, backbone: str | keras.Model = "resnet101", head: str = "c4",
+                image_size: Sequence[int] = (608, 1024),
+                options: DetectorOptions | None = None, **keywords) -> dict:
     """`{"backbone", "rpn", "roi_heads", "transform"}` of a Faster R-CNN.
 
     Args:
@@ -132,70 +100,62 @@ def build_parts(
             backbone `keras.Model` with dict outputs C2..C5 and `feature_info`.
         head: `"c4"` (RoIAlign on C4, conv5_x per RoI) or `"fpn"` (P2-P6, 2x1024 FC head).
         image_size: the fixed `(height, width)` canvas (both multiples of 32 for FPN).
-        backbone_weights, freeze_at, norm, backbone_kwargs: for the backbone builder; by
-            default conv1-conv2_x frozen, BN frozen only with pretrained weights.
-        anchor_sizes: C4: one tuple of sizes; FPN: one tuple per level P2..P6.
-        rpn_pre_nms_topk / rpn_post_nms_topk: `(train, test)`; defaults per `RPN_TOPK`.
-        roi_batch_size / roi_positive_fraction: head sampling (512 at 0.25).
-        roi_pooled_size, roi_sampling_ratio, roi_aligned, roi_level_rule: RoIAlign output
-            (14 for C4, 7 for FPN), samples per bin side (0: adaptive), pixel-centre
-            alignment and FPN level rule (see `detection.modeling.ops.roi_align`).
-        score_threshold, nms_threshold, max_detections, detection_min_size,
-        detection_pre_nms_topk: post-processing (see `ROIHeads`).
-        pixel_mean, pixel_std: explicit input normalisation (RGB, 0-255 scale); by default
-            the backbone checkpoint's own convention (torch mean/std without weights).
-        resize, resize_min_size, resize_max_size, quantize_resized, pad_after_normalize:
-            the input size rule and padding (see `detection.modeling.transform`).
-        anchor_strides, rounded_anchors, rpn_min_size, rpn_head_convs: see `RPN`.
-        fpn_norm, box_head_convs: FPN BatchNorm; 3x3 convs before the FC head (torchvision
-            v2: "batch", (256,) * 4).
+        options: every stage's options (`detection.modeling.options`), by default
+            detectron2's; `keywords` (`options.KEYWORDS`, e.g. `score_threshold=0.1`)
+            replace single fields of them.
     """
-    options = dict(locals())
     head, image_size = _check(num_classes, head, image_size)
-    pretrained = backbone_weights is not None
-    freeze_at = (2 if pretrained else 0) if freeze_at is None else freeze_at
-    norm = ("frozen" if pretrained else "batch") if norm is None else norm
-    net = _backbone_model(backbone, image_size, backbone_weights, freeze_at, norm,
-                          backbone_kwargs)
+    options = (options or DetectorOptions()).replace(**keywords)
+    b = options.backbone
+    pretrained = b.weights is not None
+    freeze_at = (2 if pretrained else 0) if b.freeze_at is None else b.freeze_at
+    norm = ("frozen" if pretrained else "batch") if b.norm is None else b.norm
+    net = _backbone_model(backbone, image_size, b.weights, freeze_at, norm, b.kwargs)
+    t = options.transform
     transform = ImageTransform(
-        image_size, getattr(net, "preprocessing", None) or "torch", pixel_mean, pixel_std,
-        resize=resize, min_size=resize_min_size, max_size=resize_max_size,
-        quantize=quantize_resized, pad_after_normalize=pad_after_normalize, name="transform")
+        image_size, getattr(net, "preprocessing", None) or "torch", t.pixel_mean, t.pixel_std,
+        resize=t.resize, min_size=t.min_size, max_size=t.max_size, quantize=t.quantize,
+        pad_after_normalize=t.pad_after_normalize, name="transform")
+    anchor_sizes = options.rpn.anchor_sizes
     if head == "c4":
         trunk, shapes, strides, sizes = _c4_parts(net, anchor_sizes)
     else:
-        trunk, shapes, strides, sizes = _fpn_parts(net, anchor_sizes, fpn_channels, fpn_norm)
-    return {"backbone": trunk, "rpn": _rpn(head, image_size, shapes, strides, sizes, options),
-            "roi_heads": _roi_heads(net, head, image_size, strides, options),
+        trunk, shapes, strides, sizes = _fpn_parts(net, anchor_sizes, b.fpn_channels, b.fpn_norm)
+    return {"backbone": trunk,
+            "rpn": _rpn(head, image_size, shapes, strides, sizes, options.rpn, options.seed),
+            "roi_heads": _roi_heads(net, head, num_classes, strides, options.roi_heads,
+                                    options.seed),
             "transform": transform}
 
 
-def _rpn(head: str, image_size, shapes, strides, sizes, o: dict) -> RPN:
-    """The RPN from `build_parts`' options `o`."""
+def _rpn(head: str, image_size, shapes, strides, sizes, o: RPNOptions, seed) -> RPN:
+    """The RPN from its options `o`."""
     (train_pre, train_post), (test_pre, test_post) = RPN_TOPK[head]
-    return RPN(image_size, shapes, strides, sizes, o["anchor_ratios"],
-               pre_nms_topk=o["rpn_pre_nms_topk"] or (train_pre, test_pre),
-               post_nms_topk=o["rpn_post_nms_topk"] or (train_post, test_post),
-               nms_threshold=o["rpn_nms_threshold"], batch_size_per_image=o["rpn_batch_size"],
-               positive_fraction=o["rpn_positive_fraction"], seed=o["seed"],
-               anchor_strides=o["anchor_strides"], rounded_anchors=o["rounded_anchors"],
-               min_size=o["rpn_min_size"], head_convs=o["rpn_head_convs"], name="rpn")
+    if o.anchor_strides not in ("nominal", "padded"):
+        raise ValueError(f"anchor_strides must be 'nominal' or 'padded', got "
+                         f"{o.anchor_strides!r}")
+    if o.anchor_strides == "padded":  # torchvision: canvas size // map size per axis
+        strides = [(image_size[0] // h, image_size[1] // w) for h, w in shapes]
+    return RPN(shapes, strides, sizes, o.anchor_ratios,
+               pre_nms_topk=o.pre_nms_topk or (train_pre, test_pre),
+               post_nms_topk=o.post_nms_topk or (train_post, test_post),
+               nms_threshold=o.nms_threshold, batch_size_per_image=o.batch_size,
+               positive_fraction=o.positive_fraction, seed=seed,
+               rounded_anchors=o.rounded_anchors, min_size=o.min_size,
+               head_convs=o.head_convs, name="rpn")
 
 
-def _roi_heads(net, head: str, image_size, strides, o: dict):
-    """The C4 or FPN second stage from `build_parts`' options `o`."""
-    common = {"num_classes": int(o["num_classes"]), "image_size": image_size,
-              "batch_size_per_image": o["roi_batch_size"],
-              "positive_fraction": o["roi_positive_fraction"],
-              "score_threshold": o["score_threshold"], "nms_threshold": o["nms_threshold"],
-              "max_detections": o["max_detections"], "min_size": o["detection_min_size"],
-              "pre_nms_topk": o["detection_pre_nms_topk"], "name": "roi_heads",
-              "sampling_ratio": o["roi_sampling_ratio"], "aligned": o["roi_aligned"],
+def _roi_heads(net, head: str, num_classes: int, strides, o: ROIHeadsOptions, seed):
+    """The C4 or FPN second stage from its options `o`."""
+    common = {"num_classes": int(num_classes), "batch_size_per_image": o.batch_size,
+              "positive_fraction": o.positive_fraction, "score_threshold": o.score_threshold,
+              "nms_threshold": o.nms_threshold, "max_detections": o.max_detections,
+              "min_size": o.min_size, "pre_nms_topk": o.pre_nms_topk, "name": "roi_heads",
+              "sampling_ratio": o.sampling_ratio, "aligned": o.aligned,
               # its own random stream, not a copy of the RPN's anchor sampling draws
-              "seed": None if o["seed"] is None else o["seed"] + 1}
+              "seed": None if seed is None else seed + 1}
     if head == "c4":
-        return C4ROIHeads(net.get_layer("conv5_x"), pooled_size=o["roi_pooled_size"] or 14,
+        return C4ROIHeads(net.get_layer("conv5_x"), pooled_size=o.pooled_size or 14,
                           stride=strides[0], **common)
-    return FPNROIHeads(strides=strides[:4], pooled_size=o["roi_pooled_size"] or 7,
-                       fc_dims=o["fc_dims"], level_rule=o["roi_level_rule"],
-                       conv_dims=o["box_head_convs"], **common)
+    return FPNROIHeads(strides=strides[:4], pooled_size=o.pooled_size or 7, fc_dims=o.fc_dims,
+                       level_rule=o.level_rule, conv_dims=o.box_head_convs, **common)

@@ -2,8 +2,9 @@
 (canvas + normalisation) -> `backbone` (feature maps) -> `rpn` (proposals) -> `roi_heads`
 (boxes, classes) -> the transform maps detections back to the input's pixels.
 
-Each part is a serializable Keras layer that owns its loss and post-processing; this file
-only wires them. `fit` takes `{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4]
+Each part is a serializable Keras layer whose call returns `(outputs, losses)` (its losses `{}`
+without targets); the per-image geometry travels as the transform's `ImageInfo`. This file only
+wires the parts and hands their losses to Keras (`add_loss`). `fit` takes `{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4]
 xyxy pixels, "labels": [B, M]}}` with ground truth padded by label -1; `call`/`predict`
 return padded `{"boxes", "scores", "classes", "num_detections"}` in the input's pixels.
 """
@@ -13,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
-from keras import ops
 
+from detection.checkpoints import presets, pretrained
+from detection.data.checks import TrainingDataChecks
 from detection.modeling import builder
+from detection.modeling.options import DetectorOptions
+from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.metadata import jsonable
 
 LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
@@ -33,7 +37,7 @@ def _feature_list(out) -> list:
 
 
 @keras.saving.register_keras_serializable(package="detection")
-class GeneralizedRCNN(keras.Model):
+class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     """A two-stage detector from its four parts.
 
     Args:
@@ -42,22 +46,22 @@ class GeneralizedRCNN(keras.Model):
         rpn: a `detection.modeling.rpn.RPN`.
         roi_heads: a `detection.modeling.roi_heads.ROIHeads` (C4 or FPN).
         transform: a `detection.modeling.transform.ImageTransform`.
+
+    `fit` and `predict` check their data (`detection.data.checks.TrainingDataChecks`).
     """
 
     def __init__(self, backbone: keras.Model, rpn, roi_heads, transform, **kwargs):
         super().__init__(**kwargs)
-        parts = {"backbone": backbone, "rpn": rpn, "roi_heads": roi_heads,
-                 "transform": transform}
-        for key, part in parts.items():
-            if isinstance(part, dict):
-                parts[key] = keras.saving.deserialize_keras_object(part)
-        self.backbone, self.rpn = parts["backbone"], parts["rpn"]
-        self.roi_heads, self.transform = parts["roi_heads"], parts["transform"]
-        sizes = {p.image_size for p in (self.rpn, self.roi_heads, self.transform)}
-        if len(sizes) != 1:
-            raise ValueError(f"rpn, roi_heads and transform disagree on image_size: {sizes}")
+        self.backbone, self.rpn, self.roi_heads = backbone, rpn, roi_heads
+        self.transform = transform
         self.loss_trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
         self._build_parts()
+
+    @classmethod
+    def compose(cls, backbone, rpn, roi_heads, transform, name: str | None = None):
+        """The detector of given parts (`.keras` loading calls it; a subclass that builds its
+        own parts composes them without building)."""
+        return cls(backbone, rpn, roi_heads, transform, name=name)
 
     def _build_parts(self):
         """Create every weight now, so `fit`/`predict`/`summary`/loading work without a run."""
@@ -75,7 +79,13 @@ class GeneralizedRCNN(keras.Model):
 
     @property
     def image_size(self) -> tuple[int, int]:
+        """The canvas `(height, width)`: the transform's, its one home."""
         return self.transform.image_size
+
+    @property
+    def head_type(self) -> str:
+        """`"c4"` or `"fpn"`: the second stage's design."""
+        return self.roi_heads.head_type
 
     def get_config(self) -> dict:
         config = {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
@@ -91,18 +101,14 @@ class GeneralizedRCNN(keras.Model):
         metadata = config.pop("metadata", None) or {}
         for key in PARTS:
             config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
-        model = cls(**config)
+        model = cls.compose(**config)
         unknown = sorted(set(metadata) - set(METADATA)) if isinstance(metadata, dict) else None
         if unknown is None or unknown:
             raise ValueError(f"{model.name}: metadata must be a dict with keys among "
                              f"{list(METADATA)}, got {unknown if unknown else metadata!r}")
         if "architecture" in metadata:
-            # The checkpoint layer owns `Architecture`; imported only when a saved detector
-            # carries one, as `from_checkpoint` does.
-            from detection.checkpoints.pretrained import Architecture
-
             try:
-                metadata["architecture"] = Architecture(**metadata["architecture"])
+                metadata["architecture"] = pretrained.Architecture(**metadata["architecture"])
             except TypeError as err:
                 raise ValueError(f"{model.name}: metadata 'architecture' is not a valid "
                                  f"Architecture: {err}") from err
@@ -122,25 +128,29 @@ class GeneralizedRCNN(keras.Model):
             images, truth = inputs["images"], inputs.get("bounding_boxes")
         else:
             images, truth = inputs, None
-        x, scale, extent = self.transform(images)
+        x, info = self.transform(images)
         if training and truth is not None:
-            features = self._features(x, training=True)
-            gt_boxes, gt_labels = self.transform.targets_to_canvas(truth, scale, extent)
-            logits, deltas, proposals, valid = self.rpn(features, training=True,
-                                                        image_extent=extent)
-            return {**self.rpn.training_losses(logits, deltas, gt_boxes, gt_labels),
-                    **self.roi_heads.training_losses(features, proposals, valid, gt_boxes,
-                                                     gt_labels)}
-        dets = self.detect_canvas(x, extent)
-        shape = ops.shape(images)
-        return self.transform.detections_to_input(dets, scale, shape[1], shape[2])
+            return self.training_losses(x, info, self.transform.targets_to_canvas(truth, info))
+        return self.detect(x, info)
 
-    def detect_canvas(self, x, extent) -> dict:
-        """Inference on normalised canvas images `x` (the transform's output): padded
-        detections in canvas pixels, clipped to each image's `extent [B, 2]` (h, w)."""
+    def training_losses(self, x, info: ImageInfo, targets: dict) -> dict:
+        """The four losses of normalised canvas images `x` against canvas `targets`: each
+        stage returns its own; the composer only gathers them."""
+        features = self._features(x, training=True)
+        proposals, rpn_losses = self.rpn(features, info, targets, training=True)
+        _, roi_losses = self.roi_heads(features, proposals, info, targets, training=True)
+        losses = {**rpn_losses, **roi_losses}
+        for key in LOSS_KEYS:
+            self.add_loss(losses[key])
+        return losses
+
+    def detect(self, x, info: ImageInfo) -> dict:
+        """The one inference path (`call` and the SavedModel export use it): normalised canvas
+        images `x` and their `ImageInfo` -> padded detections in the input images' pixels."""
         features = self._features(x, training=False)
-        _, _, proposals, valid = self.rpn(features, training=False, image_extent=extent)
-        return self.roi_heads.detect(features, proposals, valid, image_extent=extent)
+        proposals, _ = self.rpn(features, info, training=False)
+        detections, _ = self.roi_heads(features, proposals, info, training=False)
+        return self.transform.detections_to_input(detections, info)
 
     # ----------------------------------------------------------------------------- export
     def export(self, filepath, format: str = "tf_saved_model", verbose: bool | None = None,
@@ -157,21 +167,13 @@ class GeneralizedRCNN(keras.Model):
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Sum of the four Faster R-CNN losses (plus regularisers), scaled for tf.distribute."""
+        """Keras' sum of the model's losses: the four stage losses (`add_loss`d by `call`)
+        and the regularisers, each scaled by Keras for the replicas of a tf.distribute run."""
         if not isinstance(y_pred, dict) or not set(LOSS_KEYS) <= set(y_pred):
             raise ValueError("FasterRCNN trains on elements {'images', 'bounding_boxes': "
                              "{'boxes', 'labels'}} (see detection.data); got inputs without "
                              "'bounding_boxes'")
-        total = ops.sum(ops.stack([y_pred[k] for k in LOSS_KEYS]))
-        for extra in self.losses:
-            total = total + ops.cast(ops.sum(extra), "float32")
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if replicas > 1:  # gradients are summed over replicas
-                total = total / float(replicas)
-        return total
+        return super().compute_loss(x, y, y_pred, sample_weight, training=training)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
@@ -185,58 +187,45 @@ class GeneralizedRCNN(keras.Model):
     def metrics(self):
         return super().metrics + list(self.loss_trackers.values())
 
-    # ----------------------------------------------------------------------------- checks
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit` with the training data checked: labels vs `num_classes` and
-        NaN/inf images are refused with a ValueError (a tf.data set is checked batch by batch
-        inside its pipeline, arrays up front)."""
-        import tensorflow as tf
-
-        from detection.data import pipeline
-
-        if not isinstance(x, tf.data.Dataset):
-            pipeline.check_training_batch(x, self.num_classes)
-            return super().fit(x, y, *args, **kwargs)
-        try:
-            return super().fit(pipeline.checked_training_batches(x, self.num_classes), y,
-                               *args, **kwargs)
-        except tf.errors.OpError as e:  # a failed in-pipeline check, or another TF error
-            error = pipeline.data_error(e)
-            if error is None:
-                raise
-            raise error from None
-
-    def predict(self, x, *args, **kwargs):
-        """`keras.Model.predict`; numpy images with NaN/inf are refused up front."""
-        from detection.data.pipeline import check_images
-
-        check_images(x)
-        return super().predict(x, *args, **kwargs)
-
 
 @keras.saving.register_keras_serializable(package="detection")
 class FasterRCNN(GeneralizedRCNN):
     """Faster R-CNN (Ren et al. 2015) with a ResNet backbone, C4 (paper App. A) or FPN head.
 
-    `FasterRCNN(num_classes, backbone="resnet101", head="c4", ...)` builds the four parts
-    with `detection.modeling.builder.build_parts` (its docstring lists every option);
-    `FasterRCNN(backbone=..., rpn=..., roi_heads=..., transform=...)` composes given parts.
+    `FasterRCNN(num_classes, backbone="resnet101", head="c4", image_size=..., options=...,
+    **keywords)` builds the four parts with `detection.modeling.builder.build_parts`:
+    `options` (`detection.modeling.options.DetectorOptions`, e.g. a preset of
+    `detection.checkpoints.presets`) with the flat `keywords` (`options.KEYWORDS`: `score_
+    threshold`, `rpn_nms_threshold`, ...) applied. To compose given parts, use
+    `GeneralizedRCNN(backbone, rpn, roi_heads, transform)`.
     """
 
-    def __init__(self, num_classes: int | None = None,
-                 backbone: str | keras.Model | dict = "resnet101", head: str = "c4",
-                 image_size: Sequence[int] = (608, 1024), *, rpn=None, roi_heads=None,
-                 transform=None, name: str = "faster_rcnn", **options):
-        if rpn is None and roi_heads is None and transform is None:
-            parts = builder.build_parts(num_classes, backbone, head, image_size, **options)
-        elif options or num_classes is not None:
-            raise ValueError("FasterRCNN: pass either the builder's arguments (num_classes, "
-                             "head, ...) or the parts (backbone, rpn, roi_heads, transform), "
-                             f"not both; got extra {sorted(options)}")
-        else:
-            parts = {"backbone": backbone, "rpn": rpn, "roi_heads": roi_heads,
-                     "transform": transform}
-        super().__init__(name=name, **parts)
+    def __init__(self, num_classes: int, backbone: str | keras.Model = "resnet101",
+                 head: str = "c4", image_size: Sequence[int] = (608, 1024), *,
+                 options: DetectorOptions | None = None, name: str = "faster_rcnn",
+                 **keywords):
+        super().__init__(name=name, **builder.build_parts(num_classes, backbone, head,
+                                                          image_size, options, **keywords))
+
+    @classmethod
+    def compose(cls, backbone, rpn, roi_heads, transform, name: str = "faster_rcnn"):
+        """A `FasterRCNN` of given parts (what `.keras` loading does: a saved detector is
+        its parts, built already)."""
+        model = cls.__new__(cls)
+        GeneralizedRCNN.__init__(model, backbone, rpn, roi_heads, transform, name=name)
+        return model
+
+    @classmethod
+    def from_architecture(cls, arch: pretrained.Architecture, image_size: Sequence[int] | None = None,
+                          **overrides) -> FasterRCNN:
+        """The preset's detector for a checkpoint's `arch` (random weights) on `image_size`
+        (default: the preset's canvas); `overrides` replace preset options (e.g.
+        `score_threshold`) and are kept in `build_overrides`."""
+        size = tuple(image_size or presets.default_canvas(arch.preset, arch.head))
+        model = cls(arch.num_classes, arch.backbone, arch.head, size,
+                    options=presets.options(arch.preset, arch.head), **overrides)
+        pretrained.describe(model, arch, overrides)
+        return model
 
     @classmethod
     def from_checkpoint(cls, name_or_path, image_size: Sequence[int] | None = None,
@@ -244,10 +233,7 @@ class FasterRCNN(GeneralizedRCNN):
         """A detector with a library's published COCO weights: a registry name
         (`detection.checkpoints.names()`, e.g. "torchvision/fasterrcnn_resnet50_fpn") or a
         torchvision `.pth` / detectron2 `.pkl` file; see `detection.checkpoints.pretrained`."""
-        from detection.checkpoints.pretrained import from_checkpoint
-
-        return from_checkpoint(name_or_path, image_size, **overrides)
-
-    @property
-    def head_type(self) -> str:
-        return "c4" if len(self.rpn.strides) == 1 else "fpn"
+        arch, state, source = pretrained.read(name_or_path)
+        model = cls.from_architecture(arch, image_size, **overrides)
+        pretrained.load_state(model, state, arch, source=source)
+        return model

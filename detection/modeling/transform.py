@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import keras
 from keras import layers, ops
@@ -57,7 +58,7 @@ def canvas_scale(height, width, canvas: tuple[int, int]):
     return ops.minimum(canvas[0] / h, canvas[1] / w)
 
 
-def _static_sizes(h: int, w: int, canvas, rule: str, min_size: float, max_size: float):
+def static_sizes(h: int, w: int, canvas, rule: str, min_size: float, max_size: float):
     """`(extent_h, extent_w, scale_h, scale_w)` in Python arithmetic, as each reference."""
     fit = min(canvas[0] / h, canvas[1] / w)
     if rule != "canvas":
@@ -77,7 +78,7 @@ def _static_sizes(h: int, w: int, canvas, rule: str, min_size: float, max_size: 
 
 
 def _graph_sizes(h, w, canvas, rule: str, min_size: float, max_size: float):
-    """`_static_sizes` for sizes known only at run time (float32)."""
+    """`static_sizes` for sizes known only at run time (float32)."""
     hf, wf = ops.cast(h, "float32"), ops.cast(w, "float32")
     fit = canvas_scale(h, w, canvas)
     fit_h, fit_w = ops.round(hf * fit), ops.round(wf * fit)
@@ -103,7 +104,7 @@ def resize_to_canvas(images, canvas: tuple[int, int], rule: str = "canvas",
     images = ops.cast(images, "float32")
     h, w = images.shape[1], images.shape[2]
     if h is not None and w is not None:
-        eh, ew, sy, sx = _static_sizes(int(h), int(w), canvas, rule, min_size, max_size)
+        eh, ew, sy, sx = static_sizes(int(h), int(w), canvas, rule, min_size, max_size)
         if (h, w) == tuple(canvas) and (eh, ew) == (h, w):
             one = ops.convert_to_tensor([1.0, 1.0], "float32")
             return images, one, ops.convert_to_tensor([float(h), float(w)], "float32")
@@ -141,6 +142,20 @@ def boxes_to_input(boxes, scale, height, width):
     return ops.minimum(ops.maximum(boxes, 0.0), limits)
 
 
+class ImageInfo(NamedTuple):
+    """Per-image geometry of a batch on the canvas, made by `ImageTransform` and read by every
+    later stage (torchvision's `ImageList.image_sizes`, with the way back to the input).
+
+    `scale [B, 2]`: the `(y, x)` input-to-canvas factors; `extent [B, 2]`: the `(h, w)` the
+    image covers on the canvas (proposals and detections are clipped to it); `size [B, 2]`:
+    the input image's `(h, w)`, which detections are mapped back to and clipped by.
+    """
+
+    scale: Any
+    extent: Any
+    size: Any
+
+
 @keras.saving.register_keras_serializable(package="detection")
 class ImageTransform(layers.Layer):
     """The model's input side: images of any size onto the fixed canvas, normalised as the
@@ -149,9 +164,8 @@ class ImageTransform(layers.Layer):
     `pixel_mean`/`pixel_std` (RGB, 0-255 scale) replace the mode when given. `resize`,
     `min_size`, `max_size`, `quantize` and `pad_after_normalize`: see the module doc.
 
-    Calling it returns `(x, scale, extent)`: the normalised canvas `[B, H, W, 3]`, the
-    per-image `(y, x)` input-to-canvas factors `[B, 2]` and the `(h, w)` the image covers
-    on the canvas `[B, 2]` (boxes are clipped to it).
+    Calling it returns `(x, info)`: the normalised canvas `[B, H, W, 3]` and its `ImageInfo`.
+    `image_size`, the canvas, is kept here only: the other stages learn it from their maps.
     """
 
     def __init__(self, image_size: Sequence[int], preprocessing: str = "torch",
@@ -207,26 +221,26 @@ class ImageTransform(layers.Layer):
     def call(self, images):
         canvas, scale, extent = self.resize(images)
         per_image = ops.zeros_like(canvas[:, 0, 0, :2])  # [B, 2], the batch may be dynamic
-        scale, extent = per_image + scale, per_image + extent
-        return self.normalize(canvas, extent), scale, extent
+        shape = ops.shape(images)
+        size = per_image + ops.cast(ops.stack([shape[1], shape[2]]), "float32")
+        info = ImageInfo(per_image + scale, per_image + extent, size)
+        return self.normalize(canvas, info.extent), info
 
-    def targets_to_canvas(self, truth: dict, scale, extent=None):
-        """Ground truth `{"boxes", "labels"}` (input pixels) -> canvas boxes and labels, -1
-        where the box is padding or nothing of it is left inside the image."""
-        boxes = ops.cast(truth["boxes"], "float32") * _xyxy(ops.cast(scale, "float32"))
-        if extent is None:
-            boxes = box_ops.clip(boxes, float(self.image_size[0]), float(self.image_size[1]))
-        else:
-            boxes = box_ops.clip(boxes, extent[:, :1], extent[:, 1:])
+    def targets_to_canvas(self, truth: dict, info: ImageInfo) -> dict:
+        """Ground truth `{"boxes", "labels"}` (input pixels) -> the same on the canvas, label
+        -1 where the box is padding or nothing of it is left inside the image."""
+        boxes = ops.cast(truth["boxes"], "float32") * _xyxy(ops.cast(info.scale, "float32"))
+        boxes = box_ops.clip(boxes, info.extent[:, :1], info.extent[:, 1:])
         labels = ops.cast(truth["labels"], "int32")
         valid = ops.logical_and(labels >= 0, box_ops.nonempty(boxes))
-        return boxes, ops.where(valid, labels, -1)
+        return {"boxes": boxes, "labels": ops.where(valid, labels, -1)}
 
-    def detections_to_input(self, detections: dict, scale, height, width) -> dict:
+    def detections_to_input(self, detections: dict, info: ImageInfo) -> dict:
         """Canvas detections -> the input image's pixels (padding rows stay zero)."""
         valid = ops.cast(detections["classes"] >= 0, "float32")[..., None]
-        boxes = boxes_to_input(detections["boxes"], scale, height, width) * valid
-        return {**detections, "boxes": boxes}
+        size = ops.cast(info.size, "float32")
+        boxes = boxes_to_input(detections["boxes"], info.scale, size[:, :1], size[:, 1:])
+        return {**detections, "boxes": boxes * valid}
 
     def get_config(self) -> dict:
         return {**super().get_config(), "image_size": self.image_size,

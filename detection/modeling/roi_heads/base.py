@@ -1,6 +1,6 @@
 """What every second stage (Fast R-CNN) shares: training RoIs sampled from the proposals,
 the box-head losses and the test-time post-processing. A head subclass only says how it
-turns `(features, rois)` into class logits and class-specific box deltas (`predict`).
+turns `(features, rois)` into class logits and class-specific box deltas (`box_outputs`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from detection.modeling.ops import boxes as box_ops
 from detection.modeling.ops import matching, sampling
 from detection.modeling.ops.losses import box_head_losses
 from detection.modeling.ops.nms import postprocess_detections
+from keras_resnet_suite import compat
 
 
 def sample_rois(
@@ -63,26 +64,35 @@ def predictors(num_classes: int, dtype) -> tuple[layers.Dense, layers.Dense]:
 
 
 class ROIHeads(layers.Layer):
-    """Base of the RoI heads: sampling, losses and post-processing around `predict`.
+    """Base of the RoI heads: sampling, losses and post-processing around `box_outputs`.
+
+    `roi_heads(features, proposals, image_info, targets=None)` returns `(detections, losses)`:
+    with canvas `targets` `{"boxes", "labels"}` (training) no detections (`{}`) and the losses
+    `{"roi_cls_loss", "roi_box_loss"}` on RoIs sampled from the proposals; without them padded
+    canvas detections `{"boxes", "scores", "classes", "num_detections"}`, boxes clipped to
+    each image's extent, and `{}`.
 
     Args:
         num_classes: object classes (the background class is added internally, last).
-        image_size: the canvas `(height, width)` boxes are clipped to.
         batch_size_per_image / positive_fraction: training RoIs per image (512 at 0.25).
         score_threshold, nms_threshold, max_detections: post-processing (0.05, 0.5, 100).
         min_size: detections must be wider and taller (torchvision: 0.01 px).
         pre_nms_topk: (box, class) candidates per image that enter the per-class NMS.
     """
 
-    def __init__(self, num_classes: int, image_size: Sequence[int],
+    head_type = ""  # "c4" or "fpn": the design a subclass implements
+
+    def __init__(self, num_classes: int,
                  batch_size_per_image: int = sampling.HEAD_BATCH_SIZE,
                  positive_fraction: float = sampling.HEAD_POSITIVE_FRACTION,
                  score_threshold: float = 0.05, nms_threshold: float = 0.5,
                  max_detections: int = 100, seed: int | None = None, min_size: float = 0.0,
                  pre_nms_topk: int = 1000, **kwargs):
         super().__init__(**kwargs)
+        # Proposals and ground-truth boxes stay float32 under a mixed-precision policy
+        # (RoIAlign and the layers convert what they use).
+        compat.inputs_as_given(self)
         self.num_classes = int(num_classes)
-        self.image_size = tuple(int(s) for s in image_size)
         self.batch_size_per_image = int(batch_size_per_image)
         self.positive_fraction = float(positive_fraction)
         self.score_threshold = float(score_threshold)
@@ -94,51 +104,52 @@ class ROIHeads(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.cls, self.box = predictors(self.num_classes, self.dtype_policy)
 
-    def predict(self, features: Sequence, rois, training=False):
+    def box_outputs(self, features: Sequence, rois, training=False):
         """`([B, R, K + 1] logits, [B, R, K, 4] deltas)` of `rois [B, R, 4]` (canvas xyxy)."""
         raise NotImplementedError
 
-    def call(self, features, rois, training=False):
-        return self.predict(list(features), rois, training=training)
+    def call(self, features, proposals: dict, image_info, targets: dict | None = None,
+             training=False):
+        features = list(features)
+        if targets is not None:
+            return {}, self.losses_of(features, proposals, targets, training)
+        return self.detect(features, proposals, image_info), {}
 
     def _outputs(self, x, num_rois: int):
         logits = ops.reshape(self.cls(x), (-1, num_rois, self.num_classes + 1))
         deltas = ops.reshape(self.box(x), (-1, num_rois, self.num_classes, 4))
         return logits, deltas
 
-    def sample(self, proposals, valid, gt_boxes, gt_labels):
+    def sample(self, proposals: dict, targets: dict):
         """Training RoIs and their targets (see `sample_rois`)."""
-        return sample_rois(proposals, valid, gt_boxes, gt_labels, self.num_classes,
-                           self.batch_size_per_image, self.positive_fraction,
-                           seed=self.seed_generator)
+        return sample_rois(proposals["boxes"], proposals["valid"], targets["boxes"],
+                           targets["labels"], self.num_classes, self.batch_size_per_image,
+                           self.positive_fraction, seed=self.seed_generator)
 
-    def training_losses(self, features, proposals, valid, gt_boxes, gt_labels) -> dict:
+    def losses_of(self, features: list, proposals: dict, targets: dict,
+                  training=True) -> dict:
         """`{"roi_cls_loss", "roi_box_loss"}` on RoIs sampled from `proposals`."""
-        rois, roi_valid, cls_targets, box_targets = self.sample(proposals, valid, gt_boxes,
-                                                                gt_labels)
-        logits, deltas = self(features, rois, training=True)
+        rois, roi_valid, cls_targets, box_targets = self.sample(proposals, targets)
+        logits, deltas = self.box_outputs(features, rois, training=training)
         cls_loss, box_loss = box_head_losses(logits, deltas, roi_valid, cls_targets, box_targets)
         return {"roi_cls_loss": cls_loss, "roi_box_loss": box_loss}
 
-    def detect(self, features, proposals, valid, image_extent=None) -> dict:
+    def detect(self, features: list, proposals: dict, image_info) -> dict:
         """Padded canvas detections `{"boxes", "scores", "classes", "num_detections"}`, boxes
-        clipped to `image_extent [B, 2]` (the image's part of the canvas) or the canvas."""
-        logits, deltas = self(features, proposals, training=False)
+        clipped to each image's extent on the canvas (`image_info.extent`)."""
+        rois = proposals["boxes"]
+        logits, deltas = self.box_outputs(features, rois, training=False)
         probs = ops.softmax(ops.cast(logits, "float32"), axis=-1)
-        probs = probs * ops.cast(valid, "float32")[..., None]
-        class_boxes = box_ops.decode(deltas, proposals[:, :, None, :], box_ops.HEAD_WEIGHTS)
-        if image_extent is None:
-            height, width = float(self.image_size[0]), float(self.image_size[1])
-        else:
-            extent = ops.cast(image_extent, "float32")
-            height, width = extent[:, :1], extent[:, 1:]
+        probs = probs * ops.cast(proposals["valid"], "float32")[..., None]
+        class_boxes = box_ops.decode(deltas, rois[:, :, None, :], box_ops.HEAD_WEIGHTS)
+        extent = ops.cast(image_info.extent, "float32")
         return postprocess_detections(
-            probs, class_boxes, height, width, self.score_threshold, self.nms_threshold,
-            self.max_detections, self.pre_nms_topk, self.min_size)
+            probs, class_boxes, extent[:, :1], extent[:, 1:], self.score_threshold,
+            self.nms_threshold, self.max_detections, self.pre_nms_topk, self.min_size)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes,
-                "image_size": self.image_size, "batch_size_per_image": self.batch_size_per_image,
+                "batch_size_per_image": self.batch_size_per_image,
                 "positive_fraction": self.positive_fraction,
                 "score_threshold": self.score_threshold, "nms_threshold": self.nms_threshold,
                 "max_detections": self.max_detections, "seed": self.seed,

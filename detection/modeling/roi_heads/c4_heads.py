@@ -16,9 +16,11 @@ class C4ROIHeads(ROIHeads):
     """`res5` is the backbone's `conv5_x` layer, moved here: its weights are the backbone's
     (ImageNet-pretrained when the backbone is), and the trunk stops at C4."""
 
-    def __init__(self, res5: layers.Layer, num_classes: int, image_size, pooled_size: int = 14,
+    head_type = "c4"
+
+    def __init__(self, res5: layers.Layer, num_classes: int, pooled_size: int = 14,
                  stride: int = 16, sampling_ratio: int = 2, aligned: bool = True, **kwargs):
-        super().__init__(num_classes, image_size, **kwargs)
+        super().__init__(num_classes, **kwargs)
         if isinstance(res5, dict):
             res5 = keras.saving.deserialize_keras_object(res5)
         self.res5 = res5
@@ -41,7 +43,7 @@ class C4ROIHeads(ROIHeads):
         self.box.build((1, out[-1]))
         self.built = True
 
-    def predict(self, features, rois, training=False):
+    def box_outputs(self, features, rois, training=False):
         r = rois.shape[1]
         pooled = roi_align.roi_align(features[0], rois, self.pooled_size, 1.0 / self.stride,
                                      self.sampling_ratio, aligned=self.aligned)

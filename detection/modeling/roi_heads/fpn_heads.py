@@ -19,11 +19,13 @@ class FPNROIHeads(ROIHeads):
     `fc_dims` dense layers + predictors. `aligned`, `sampling_ratio` (0: adaptive) and
     `level_rule` set the pooling (see `detection.modeling.ops.roi_align`)."""
 
-    def __init__(self, num_classes: int, image_size, strides: Sequence[int] = (4, 8, 16, 32),
+    head_type = "fpn"
+
+    def __init__(self, num_classes: int, strides: Sequence[int] = (4, 8, 16, 32),
                  pooled_size: int = 7, fc_dims: Sequence[int] = (1024, 1024),
                  sampling_ratio: int = 2, aligned: bool = True, level_rule: str = "detectron2",
                  conv_dims: Sequence[int] = (), **kwargs):
-        super().__init__(num_classes, image_size, **kwargs)
+        super().__init__(num_classes, **kwargs)
         if level_rule not in roi_align.LEVEL_RULES:
             raise ValueError(f"level_rule must be one of {roi_align.LEVEL_RULES}, "
                              f"got {level_rule!r}")
@@ -60,7 +62,7 @@ class FPNROIHeads(ROIHeads):
         self.box.build((1, width))
         self.built = True
 
-    def predict(self, features, rois, training=False):
+    def box_outputs(self, features, rois, training=False):
         r = rois.shape[1]
         levels = list(features)[: len(self.strides)]
         pooled = roi_align.multilevel_roi_align(levels, self.strides, rois, self.pooled_size,

@@ -12,6 +12,7 @@ from detection.modeling.ops import boxes as box_ops
 from detection.modeling.ops import matching, nms, sampling
 from detection.modeling.ops.losses import sigmoid_cross_entropy, smooth_l1
 from detection.modeling.rpn import anchors as anchor_ops
+from keras_resnet_suite import compat
 
 
 @keras.saving.register_keras_serializable(package="detection")
@@ -176,33 +177,38 @@ def rpn_losses(
 @keras.saving.register_keras_serializable(package="detection")
 class RPN(layers.Layer):
     """The whole first stage: anchors on every feature map, the shared `RPNHead`, proposals
-    (decode, clip, per-level NMS, top-k) and, in training, its own losses.
+    (decode, clip, per-level NMS, top-k) and, given targets, its own losses.
 
     `feature_shapes`/`strides` describe the maps it is called on (static: the detector's
-    canvas is fixed); `anchor_sizes` holds one tuple of sizes per map. `pre_nms_topk` and
-    `post_nms_topk` are `(train, test)` pairs. `anchor_strides="padded"` takes each map's
-    `(y, x)` anchor stride as canvas size // map size (torchvision: its P6 stride on an 800
-    canvas is 61, not 64) and `rounded_anchors` rounds the cell anchors as torchvision does;
+    canvas is fixed); a stride is one int or a `(y, x)` pair (torchvision's anchors use the
+    canvas size // map size: its P6 stride on an 800 canvas is 61, not 64).
+    `anchor_sizes` holds one tuple of sizes per map. `pre_nms_topk` and `post_nms_topk` are
+    `(train, test)` pairs. `rounded_anchors` rounds the cell anchors as torchvision does;
     `min_size` drops smaller proposals and `head_convs` sets the head's 3x3 convs.
-    Calling it returns `(logits, deltas, proposals, valid)`, proposals clipped to
-    `image_extent [B, 2]` when given (the image's part of the canvas), else the canvas;
-    `training_losses` gives `{"rpn_cls_loss", "rpn_box_loss"}`.
+
+    `rpn(features, image_info, targets=None)` returns `(proposals, losses)`: proposals
+    `{"boxes": [B, P, 4], "valid": [B, P]}` clipped to each image's extent on the canvas;
+    losses `{"rpn_cls_loss", "rpn_box_loss"}` against the canvas `targets` `{"boxes",
+    "labels"}`, or `{}` without targets.
     """
 
-    def __init__(self, image_size: Sequence[int], feature_shapes: Sequence[Sequence[int]],
-                 strides: Sequence[int], anchor_sizes: Sequence[Sequence[float]],
+    def __init__(self, feature_shapes: Sequence[Sequence[int]], strides: Sequence,
+                 anchor_sizes: Sequence[Sequence[float]],
                  anchor_ratios: Sequence[float] = anchor_ops.RATIOS,
                  pre_nms_topk: Sequence[int] = (12000, 6000),
                  post_nms_topk: Sequence[int] = (2000, 1000), nms_threshold: float = 0.7,
                  batch_size_per_image: int = sampling.RPN_BATCH_SIZE,
                  positive_fraction: float = sampling.RPN_POSITIVE_FRACTION,
                  head_channels: int | None = None, seed: int | None = None,
-                 anchor_strides: str = "nominal", rounded_anchors: bool = False,
-                 min_size: float = 0.0, head_convs: int = 1, **kwargs):
+                 rounded_anchors: bool = False, min_size: float = 0.0, head_convs: int = 1,
+                 **kwargs):
         super().__init__(**kwargs)
-        self.image_size = tuple(int(s) for s in image_size)
+        # Ground-truth boxes and extents stay float32 under a mixed-precision policy (the head
+        # converts the feature maps).
+        compat.inputs_as_given(self)
         self.feature_shapes = [tuple(int(v) for v in hw) for hw in feature_shapes]
-        self.strides = [int(s) for s in strides]
+        self.strides = [(int(s), int(s)) if np.isscalar(s) else tuple(int(v) for v in s)
+                        for s in strides]
         self.anchor_sizes = [tuple(float(a) for a in s) for s in anchor_sizes]
         self.anchor_ratios = tuple(float(r) for r in anchor_ratios)
         if not len(self.feature_shapes) == len(self.strides) == len(self.anchor_sizes):
@@ -218,15 +224,9 @@ class RPN(layers.Layer):
         self.batch_size_per_image = int(batch_size_per_image)
         self.positive_fraction = float(positive_fraction)
         self.seed = seed
-        if anchor_strides not in ("nominal", "padded"):
-            raise ValueError(f"RPN: anchor_strides must be 'nominal' or 'padded', got "
-                             f"{anchor_strides!r}")
-        self.anchor_strides = anchor_strides
         self.rounded_anchors = bool(rounded_anchors)
         self.min_size = float(min_size)
-        strides = self.strides if anchor_strides == "nominal" else [
-            (self.image_size[0] // h, self.image_size[1] // w) for h, w in self.feature_shapes]
-        self.anchors = anchor_ops.multilevel_anchors(self.feature_shapes, strides,
+        self.anchors = anchor_ops.multilevel_anchors(self.feature_shapes, self.strides,
                                                      self.anchor_sizes, self.anchor_ratios,
                                                      rounded=self.rounded_anchors)
         num_anchors = len(self.anchor_sizes[0]) * len(self.anchor_ratios)
@@ -239,35 +239,31 @@ class RPN(layers.Layer):
         self.head.build([tuple(s) for s in shapes])
         self.built = True
 
-    def call(self, features, training=False, image_extent=None):
+    def call(self, features, image_info, targets: dict | None = None, training=False):
         logits, deltas = self.head(list(features))
         i = 0 if training else 1
-        if image_extent is None:
-            height, width = float(self.image_size[0]), float(self.image_size[1])
-        else:
-            extent = ops.cast(image_extent, "float32")
-            height, width = extent[:, :1], extent[:, 1:]
-        proposals, valid = generate_proposals(
-            logits, deltas, self.anchors, height, width, self.pre_nms_topk[i],
+        extent = ops.cast(image_info.extent, "float32")
+        boxes, valid = generate_proposals(
+            logits, deltas, self.anchors, extent[:, :1], extent[:, 1:], self.pre_nms_topk[i],
             self.post_nms_topk[i], self.nms_threshold, self.min_size)
-        return logits, deltas, proposals, valid
+        losses = {} if targets is None else self.losses_of(logits, deltas, targets)
+        return {"boxes": boxes, "valid": valid}, losses
 
-    def training_losses(self, logits, deltas, gt_boxes, gt_labels) -> dict:
-        """Objectness and box losses of the anchors sampled against the ground truth."""
+    def losses_of(self, logits: Sequence, deltas: Sequence, targets: dict) -> dict:
+        """Objectness and box losses of the anchors sampled against the canvas `targets`."""
         cls_loss, box_loss = rpn_losses(
             ops.concatenate(logits, axis=1), ops.concatenate(deltas, axis=1),
-            np.concatenate(self.anchors, axis=0), gt_boxes, gt_labels,
+            np.concatenate(self.anchors, axis=0), targets["boxes"], targets["labels"],
             self.batch_size_per_image, self.positive_fraction, seed=self.seed_generator)
         return {"rpn_cls_loss": cls_loss, "rpn_box_loss": box_loss}
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "image_size": self.image_size,
-                "feature_shapes": self.feature_shapes, "strides": self.strides,
-                "anchor_sizes": self.anchor_sizes, "anchor_ratios": self.anchor_ratios,
-                "pre_nms_topk": self.pre_nms_topk, "post_nms_topk": self.post_nms_topk,
-                "nms_threshold": self.nms_threshold,
+        return {**super().get_config(), "feature_shapes": self.feature_shapes,
+                "strides": self.strides, "anchor_sizes": self.anchor_sizes,
+                "anchor_ratios": self.anchor_ratios, "pre_nms_topk": self.pre_nms_topk,
+                "post_nms_topk": self.post_nms_topk, "nms_threshold": self.nms_threshold,
                 "batch_size_per_image": self.batch_size_per_image,
                 "positive_fraction": self.positive_fraction,
                 "head_channels": self.head.channels, "seed": self.seed,
-                "anchor_strides": self.anchor_strides, "rounded_anchors": self.rounded_anchors,
-                "min_size": self.min_size, "head_convs": self.head.num_convs}
+                "rounded_anchors": self.rounded_anchors, "min_size": self.min_size,
+                "head_convs": self.head.num_convs}

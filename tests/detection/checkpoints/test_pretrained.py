@@ -15,6 +15,7 @@ import pytest
 from parity.seeded import load_skeleton, seeded_state
 from PIL import Image
 
+from detection import FasterRCNN
 from detection.checkpoints import presets, pretrained, registry
 from detection.checkpoints.coco_classes import COCO_CATEGORIES
 
@@ -53,14 +54,14 @@ def _non_frozen_params(model) -> int:
 def test_parameter_counts_equal_torchvision(name, published):
     # torchvision's `num_params`; its predictor has box deltas for the background too
     # (4 x 1024 + 4), which this package never computes.
-    model = pretrained.build(pretrained.Architecture.of(registry.get(name)), SMALL)
+    model = FasterRCNN.from_architecture(pretrained.Architecture.of(registry.get(name)), SMALL)
     assert _non_frozen_params(model) + 4 * 1024 + 4 == published
 
 
 def test_a_detectron2_file_loads_into_the_inferred_architecture(tmp_path):
     state = seeded_state(load_skeleton("d2_r50_fpn"), seed=0)
     path = _d2_pkl(tmp_path / "model_final.pkl", state)
-    detector = pretrained.from_checkpoint(path, SMALL)
+    detector = FasterRCNN.from_checkpoint(path, SMALL)
     arch = detector.architecture
     assert (arch.library, arch.preset, arch.backbone, arch.head, arch.num_classes) == (
         "detectron2", "detectron2", "resnet50", "fpn", 80)
@@ -83,7 +84,7 @@ def test_every_problem_of_a_bad_file_is_listed_at_once(tmp_path):
     state["roi_heads.box_predictor.extra.weight"] = np.zeros(3, "float32")
     state["roi_heads.box_predictor.bbox_pred.bias"] = np.zeros(7, "float32")
     with pytest.raises(ValueError) as err:
-        pretrained.from_checkpoint(_d2_pkl(tmp_path / "bad.pkl", state), SMALL)
+        FasterRCNN.from_checkpoint(_d2_pkl(tmp_path / "bad.pkl", state), SMALL)
     text = str(err.value)
     for expected in ("bad.pkl", "backbone.res3.1.conv2.norm",
                      "proposal_generator.rpn_head.conv.weight",
@@ -101,10 +102,8 @@ def test_predict_and_export_with_weights(tmp_path, shared_data, monkeypatch):
     image = shared_data / "voc2007-sample" / "VOC2007" / "JPEGImages" / "000001.jpg"
     # At the reference size (800 x 576 for this 353 x 500 photo) a run is slow on 2 cores; a
     # smaller size rule exercises the same code.
-    monkeypatch.setitem(presets._DETECTRON2, "resize_min_size", 192.0)
-    monkeypatch.setitem(presets._DETECTRON2, "resize_max_size", 320.0)
-    monkeypatch.setitem(presets._DETECTRON2_HEAD, "fpn", {
-        **presets._DETECTRON2_HEAD["fpn"], "rpn_post_nms_topk": (100, 100)})
+    monkeypatch.setitem(presets.DETECTRON2, "fpn", presets.DETECTRON2["fpn"].replace(
+        resize_min_size=192.0, resize_max_size=320.0, rpn_post_nms_topk=(100, 100)))
     assert main(["predict", str(image), "--weights", str(path), "--out", str(tmp_path / "p"),
                  "--score-threshold", "0.0"]) == 0
     result = json.loads((tmp_path / "p" / "detections.json").read_text())[0]
@@ -135,7 +134,7 @@ def test_predict_and_export_with_weights(tmp_path, shared_data, monkeypatch):
     n = int(got["num_detections"])
     assert n > 0 and set(got["detection_classes"][:n].astype(int)) <= COCO_IDS
     # The SavedModel serves the Keras model's detections (same canvas, same weights).
-    model = pretrained.from_checkpoint(path, (256, 320))
+    model = FasterRCNN.from_checkpoint(path, (256, 320))
     want = {k: v[0] for k, v in model.predict(pixels[None].astype("float32"), verbose=0).items()}
     assert int(want["num_detections"]) == n
     h, w = pixels.shape[:2]

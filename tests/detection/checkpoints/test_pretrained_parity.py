@@ -22,6 +22,7 @@ import pytest
 from keras import ops
 from parity.seeded import load_skeleton, seeded_state
 
+from detection import FasterRCNN
 from detection.checkpoints import pretrained, registry
 
 REFERENCE = Path(__file__).parents[1] / "parity" / "reference"
@@ -62,14 +63,14 @@ def _case(case: str):
         pytest.skip(f"{image_path} not found (set KRS_DATA_DIR to the shared data folder)")
     arch_key = case.split("__")[0]
     arch = pretrained.Architecture.of(registry.get(ARCHS[arch_key]))
-    model = pretrained.build(arch, tuple(meta["padded_hw"]))
+    model = FasterRCNN.from_architecture(arch, tuple(meta["padded_hw"]))
     pretrained.load_state(model, seeded_state(load_skeleton(arch_key), seed=meta["seed"]), arch,
                           source=f"seeded {arch_key}")
     image = _image(image_path, arch, meta)
-    x, _, extent = model.transform(image)
+    x, info = model.transform(image)
     features = model.backbone.predict(x, verbose=0)  # compiled: eager R101 is slow
     features = list(features) if isinstance(features, (list, tuple)) else [features]
-    return model, arch, ref, meta, image, extent, features
+    return model, arch, ref, meta, image, info, features
 
 
 def _image(path: Path, arch, meta) -> np.ndarray:
@@ -109,7 +110,7 @@ def test_same_weights_same_outputs(case):
         _check_final_detections(case, *loaded)
 
 
-def _check_features_and_rpn(case, model, arch, ref, meta, image, extent, features):
+def _check_features_and_rpn(case, model, arch, ref, meta, image, info, features):
     feats = [f[0] for f in features]
     levels = meta["levels"]
     assert len(feats) == len(levels)
@@ -128,8 +129,9 @@ def _check_features_and_rpn(case, model, arch, ref, meta, image, extent, feature
             worst["rpn"] = max(worst["rpn"], _close(
                 _sampled(got, ref[f"{key}_{level}_idx"]), ref[f"{key}_{level}_val"], 1e-3,
                 f"{case} {level} {what}"))
-    _, _, proposals, valid = model.rpn(features, image_extent=extent)
-    ours = keras.ops.convert_to_numpy(proposals)[0][keras.ops.convert_to_numpy(valid)[0]]
+    proposals, _ = model.rpn(features, info)
+    ours = keras.ops.convert_to_numpy(proposals["boxes"])[0][
+        keras.ops.convert_to_numpy(proposals["valid"])[0]]
     fraction = _matched_fraction(ref["proposals"], ours)
     _record(case, **worst, proposals_matched=fraction, proposals=len(ref["proposals"]))
     assert fraction >= 0.99, case
@@ -153,9 +155,10 @@ def _reference_head(ref, arch):
     return logits, deltas.reshape(len(deltas), -1, 4)
 
 
-def _check_box_head(case, model, arch, ref, meta, image, extent, features):
+def _check_box_head(case, model, arch, ref, meta, image, info, features):
     """The box head on the reference's own first 64 proposals."""
-    logits, deltas = model.roi_heads(features, ops.convert_to_tensor(ref["head_rois"][None]))
+    logits, deltas = model.roi_heads.box_outputs(features,
+                                                 ops.convert_to_tensor(ref["head_rois"][None]))
     want_logits, want_deltas = _reference_head(ref, arch)
     _record(case, head_logits=_close(keras.ops.convert_to_numpy(logits)[0], want_logits, 1e-3,
                                      f"{case} class logits"),
@@ -163,7 +166,7 @@ def _check_box_head(case, model, arch, ref, meta, image, extent, features):
                                f"{case} box deltas"))
 
 
-def _check_final_detections(case, model, arch, ref, meta, image, extent, features):
+def _check_final_detections(case, model, arch, ref, meta, image, info, features):
     """Boxes within 1e-3 relative, same classes, scores within 1e-4 for >= 99%."""
     out = {k: v[0] for k, v in model.predict(image, verbose=0).items()}
     n = int(out["num_detections"])

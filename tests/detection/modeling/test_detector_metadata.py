@@ -18,6 +18,7 @@ import pytest
 from detector_helpers import tiny_detector
 from parity.seeded import load_skeleton, seeded_state
 
+from detection import FasterRCNN
 from detection.checkpoints import pretrained
 
 REPO = Path(__file__).resolve().parents[3]
@@ -45,7 +46,7 @@ def test_a_pretrained_detector_reloads_naming_its_classes(tmp_path):
         pickle.dump({"model": state, "__author__": "test"}, f)
     del state
     # Fewer proposals than the preset's 1000: the same code, a tenth of the memory on 2 cores.
-    model = pretrained.from_checkpoint(source, (128, 160), score_threshold=0.0,
+    model = FasterRCNN.from_checkpoint(source, (128, 160), score_threshold=0.0,
                                        rpn_pre_nms_topk=(100, 100), rpn_post_nms_topk=(50, 50))
     assert model.class_names[0] == "person" and model.category_ids[-1] == 90
     images = np.random.default_rng(0).uniform(0, 255, (1, 128, 160, 3)).astype("float32")

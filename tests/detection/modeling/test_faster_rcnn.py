@@ -181,7 +181,7 @@ MIRRORED = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from detector_helpers import tiny_detector, toy_batch
     batch = toy_batch(batch=4, empty_last=True)
-    ds = tf.data.Dataset.from_tensors(batch).repeat(2)
+    ds = tf.data.Dataset.from_tensors(batch)
     results = {}
     # The one-device reference runs eagerly: same maths, and only one graph to trace.
     for name, strategy in (("one", tf.distribute.get_strategy()),
@@ -190,15 +190,20 @@ MIRRORED = textwrap.dedent("""
         with strategy.scope():
             model = tiny_detector("c4", norm="frozen", rpn_batch_size=1000, roi_batch_size=64)
             model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=name == "one")
+        before = [w.numpy() for w in model.trainable_weights]
         logs = model.fit(ds.unbatch().batch(4, drop_remainder=True), epochs=1, verbose=0).history
         results[name] = {k: float(v[-1]) for k, v in logs.items()}
+        # one SGD step: lr times the gradient of the global batch's loss, per variable
+        results[name]["update"] = [float(abs(w.numpy() - b).sum())
+                                   for w, b in zip(model.trainable_weights, before)]
     print("RESULT" + json.dumps(results))
 """)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TF-only")
 def test_mirrored_strategy_matches_one_device(tmp_path):
-    """One epoch on 2 logical CPUs gives the losses of 1 device for the same global batch.
+    """One step on 2 logical CPUs gives the losses and the weight update of 1 device for the
+    same global batch (Keras scales the model's `add_loss` losses per replica).
 
     Sampling budgets exceed the candidates (every anchor / RoI is used), so no randomness
     differs between the runs; frozen BN removes per-replica batch statistics. Tolerance 1e-4
@@ -216,6 +221,9 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     results = json.loads(line[0][len("RESULT"):])
     for key in LOSS_KEYS + ("loss",):
         assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-4, abs=1e-6), key
+    one, two = results["one"]["update"], results["two"]["update"]
+    assert len(one) == len(two) and max(one) > 0
+    assert two == pytest.approx(one, rel=1e-3, abs=1e-9)
 
 
 def _same_detections(a, b):
@@ -240,6 +248,7 @@ def test_a_detector_built_from_parts_or_a_backbone_object_serialises(tmp_path):
     from detector_helpers import TINY
 
     from detection import FasterRCNN
+    from detection.modeling import GeneralizedRCNN
     from detection.modeling.builder import build_parts
     from keras_resnet_suite import backbones
 
@@ -252,9 +261,12 @@ def test_a_detector_built_from_parts_or_a_backbone_object_serialises(tmp_path):
     parts = build_parts(2, "resnet18", "fpn", (64, 64), backbone_kwargs=dict(TINY),
                         anchor_sizes=((8,), (16,), (32,), (64,), (128,)), fc_dims=(16,),
                         fpn_channels=8)
-    composed = FasterRCNN(**parts)
+    composed = GeneralizedRCNN(**parts)
     assert composed.num_classes == 2 and composed.image_size == (64, 64)
-    with pytest.raises(ValueError, match="either the builder's arguments .* or the parts"):
+    assert composed.head_type == "fpn"
+    # one personality: FasterRCNN builds; given parts are not among its options
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['roi_heads', 'rpn', "
+                                         r"'transform'\]"):
         FasterRCNN(3, **parts)
 
 
