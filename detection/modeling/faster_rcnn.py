@@ -3,10 +3,11 @@
 (boxes, classes) -> the transform maps detections back to the input's pixels.
 
 Each part is a serializable Keras layer whose call returns `(outputs, losses)` (its losses `{}`
-without targets); the per-image geometry travels as the transform's `ImageInfo`. This file only
-wires the parts and hands their losses to Keras (`add_loss`). `fit` takes `{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4]
-xyxy pixels, "labels": [B, M]}}` with ground truth padded by label -1; `call`/`predict`
-return padded `{"boxes", "scores", "classes", "num_detections"}` in the input's pixels.
+without targets); the per-image geometry travels as the transform's `ImageInfo`. This file
+only wires the parts and hands their losses to Keras (`add_loss`). `fit` takes
+`{"images": [B, H, W, 3], "bounding_boxes": {"boxes": [B, M, 4] xyxy pixels, "labels":
+[B, M]}}` with ground truth padded by label -1; `call`/`predict` return padded
+`{"boxes", "scores", "classes", "num_detections"}` in the input's pixels.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from detection.checkpoints import presets, pretrained
 from detection.data.checks import TrainingDataChecks
 from detection.modeling import builder
 from detection.modeling.options import DetectorOptions
-from detection.modeling.transform import ImageInfo
+from detection.modeling.roi_heads import ROIHeads
+from detection.modeling.rpn import RPN
+from detection.modeling.transform import ImageInfo, ImageTransform
 from keras_resnet_suite.metadata import jsonable
 
 LOSS_KEYS = ("rpn_cls_loss", "rpn_box_loss", "roi_cls_loss", "roi_box_loss")
@@ -50,7 +53,8 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     `fit` and `predict` check their data (`detection.data.checks.TrainingDataChecks`).
     """
 
-    def __init__(self, backbone: keras.Model, rpn, roi_heads, transform, **kwargs):
+    def __init__(self, backbone: keras.Model, rpn: RPN, roi_heads: ROIHeads,
+                 transform: ImageTransform, **kwargs):
         super().__init__(**kwargs)
         self.backbone, self.rpn, self.roi_heads = backbone, rpn, roi_heads
         self.transform = transform
