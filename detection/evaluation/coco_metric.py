@@ -37,8 +37,10 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
 IOU_TYPES = ("bbox", "segm")
 
 
-def _segm_columns(pred: Mapping, i: int, size: tuple, n: int, keep: np.ndarray) -> list[dict]:
-    """RLEs of prediction i's kept masks, checked against its image's size."""
+def _segm_columns(
+    pred: Mapping, i: int, size: tuple | None, n: int, keep: np.ndarray,
+) -> list[dict]:
+    """RLEs of prediction i's kept masks, checked (and against its image's size when given)."""
     if "masks" not in pred:
         raise ValueError(f"prediction {i} has no 'masks': iou_type='segm' needs [N, H, W] binary "
                          f"image-sized masks (paste box-relative masks with "
@@ -107,20 +109,33 @@ def to_coco(
 
 def to_coco_results(
     predictions: Sequence[Mapping], image_ids: Sequence, label_to_category: Mapping[int, int],
+    iou_type: str = "bbox",
 ) -> list[dict]:
-    """Detections in the official COCO results format (`[{image_id, category_id, bbox, score}]`,
-    bbox `[x, y, w, h]`), with COCO's own image and category ids, for `COCO.loadRes` or test-dev.
+    """Detections in the official COCO results format, with COCO's own image and category ids,
+    for `COCO.loadRes` or test-dev: `[{image_id, category_id, bbox [x, y, w, h], score}]`, or
+    with iou_type="segm" `[{image_id, category_id, segmentation (compressed RLE), score}]` from
+    each prediction's binary image-sized `masks`; no bbox there, so `loadRes` sizes each result
+    by its mask, as `coco_ap` does.
     """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     if len(predictions) != len(image_ids):
         raise ValueError(f"{len(predictions)} predictions but {len(image_ids)} image ids")
     results = []
-    for pred, image_id in zip(predictions, image_ids, strict=True):
+    for i, (pred, image_id) in enumerate(zip(predictions, image_ids, strict=True)):
         boxes, classes, keep, n = _valid(pred, "classes", "num_detections")
         scores = np.asarray(pred["scores"], np.float64).reshape(-1)[:n]
         image_id = int(image_id) if str(image_id).isdigit() else image_id
-        for box, c, s in zip(_xywh(boxes[keep]), classes[keep], scores[keep], strict=True):
+        if iou_type == "segm":
+            regions = [{"segmentation": {"size": list(rle["size"]),
+                                         "counts": rle["counts"].decode()}}
+                       for rle in _segm_columns(pred, i, None, n, keep)]
+        else:
+            regions = [{"bbox": [round(float(v), 3) for v in box]}
+                       for box in _xywh(boxes[keep])]
+        for region, c, s in zip(regions, classes[keep], scores[keep], strict=True):
             results.append({"image_id": image_id, "category_id": int(label_to_category[int(c)]),
-                            "bbox": [round(float(v), 3) for v in box], "score": float(s)})
+                            **region, "score": float(s)})
     return results
 
 

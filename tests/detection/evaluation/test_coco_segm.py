@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from detection.evaluation import coco_ap
+from detection.evaluation import coco_ap, to_coco_results
 
 pytest.importorskip("pycocotools")
 from pycocotools import mask as mask_utils  # noqa: E402
@@ -129,6 +129,20 @@ def test_bad_masks_are_refused_in_one_line_naming_image_and_key(preds, truths, m
 def test_unknown_iou_type_is_refused():
     with pytest.raises(ValueError, match="iou_type must be 'bbox' or 'segm', got 'mask'"):
         coco_ap([pred(GOOD)], [truth(GOOD)], iou_type="mask")
+    with pytest.raises(ValueError, match="iou_type must be 'bbox' or 'segm', got 'mask'"):
+        to_coco_results([pred(GOOD)], ["1"], {3: 4}, iou_type="mask")
+
+
+def test_segm_results_are_mask_only_rles_of_the_kept_detections():
+    masks = np.concatenate([square(), square(rows=slice(5, 8)), square()])
+    detections = {**pred(masks, (0.5, 0.25, 0.9), (3, -1, 3)), "num_detections": np.array(2)}
+    results = to_coco_results([detections], ["42"], {3: 7}, iou_type="segm")
+    assert results == [{"image_id": 42, "category_id": 7, "score": 0.5, "segmentation": {
+        "size": [20, 20], "counts": mask_utils.encode(np.asfortranarray(GOOD[0]))["counts"].decode()}}]
+    assert mask_utils.area(results[0]["segmentation"]) == 100
+    with pytest.raises(ValueError, match=r"^prediction 0 'masks' must be binary \(0/1\) but "
+                       r"holds 2;"):
+        to_coco_results([pred(GOOD * 2)], ["1"], {3: 4}, iou_type="segm")
 
 
 def _perturbed_results(coco, rng):
@@ -201,6 +215,8 @@ def test_equals_pycocotools_on_the_official_json(shared_data, tmp_path):
     from detection.evaluation.coco_metric import STAT_NAMES
 
     ours = coco_ap(preds, truths, iou_type="segm")
+    category = {k: c for c, k in label.items()}
+    assert to_coco_results(preds, image_ids, category, iou_type="segm") == records
     for name, value in zip(STAT_NAMES, expected, strict=True):
         assert ours[name] == pytest.approx(value, abs=1e-9), name
     # The same objects given as decoded masks (crowd RLE included) score the same.
