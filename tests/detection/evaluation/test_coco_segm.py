@@ -228,3 +228,68 @@ def test_equals_pycocotools_on_the_official_json(shared_data, tmp_path):
     from_masks = coco_ap(preds, truths, iou_type="segm")
     for name, value in zip(STAT_NAMES, expected, strict=True):
         assert from_masks[name] == pytest.approx(value, abs=1e-9), name
+
+
+def _masked_dataset():
+    """Two images (20x24 and 30x16) with one and two objects; pixel [0, 0, 0] is the index."""
+    import tensorflow as tf
+
+    elements = []
+    for index, (h, w, rects) in enumerate([(20, 24, [(2, 12, 3, 20)]),
+                                          (30, 16, [(0, 10, 0, 8), (12, 30, 4, 16)])]):
+        image = np.zeros((h, w, 3), np.uint8)
+        image[0, 0, 0] = index
+        masks = np.zeros((len(rects), h, w), np.uint8)
+        for k, (y0, y1, x0, x1) in enumerate(rects):
+            masks[k, y0:y1, x0:x1] = 1
+        boxes = np.array([[x0, y0, x1, y1] for y0, y1, x0, x1 in rects], np.float32)
+        elements.append({"images": image, "masks": masks, "bounding_boxes": {
+            "boxes": boxes, "labels": np.arange(len(rects), dtype=np.int32)}})
+    dataset = tf.data.Dataset.from_tensors(elements[0])
+    return dataset.concatenate(tf.data.Dataset.from_tensors(elements[1])), elements
+
+
+class MaskOracle:
+    """Predicts each image's true objects with their masks as probabilities on its input canvas
+    (image-sized, padded like the input), or box-relative 28x28 ones."""
+
+    def __init__(self, elements, box_relative=False):
+        self.elements, self.box_relative = elements, box_relative
+
+    def predict(self, images):
+        b, h, w = images.shape[:3]
+        out = {"boxes": np.zeros((b, 3, 4)), "scores": np.zeros((b, 3)),
+               "classes": np.full((b, 3), -1), "num_detections": np.zeros(b, int),
+               "masks": np.zeros((b, 3, 28, 28) if self.box_relative else (b, 3, h, w))}
+        for i, image in enumerate(images):
+            e = self.elements[int(image[0, 0, 0])]
+            m, (mh, mw) = len(e["masks"]), e["masks"].shape[1:]
+            out["boxes"][i, :m] = e["bounding_boxes"]["boxes"]
+            out["scores"][i, :m], out["classes"][i, :m] = 0.9, e["bounding_boxes"]["labels"]
+            out["num_detections"][i] = m
+            if not self.box_relative:
+                out["masks"][i, :m, :mh, :mw] = e["masks"] * 0.8 + 0.1  # probabilities
+        return out
+
+
+def test_dataset_helpers_carry_masks_into_segm_ap():
+    from detection.evaluation import evaluate_dataset, ground_truth_of, predict_dataset
+
+    dataset, elements = _masked_dataset()
+    truth = ground_truth_of(next(iter(dataset)))
+    np.testing.assert_array_equal(truth["masks"], elements[0]["masks"])
+    oracle = MaskOracle(elements)
+    result = evaluate_dataset(oracle, dataset, metric="segm", verbose=False)
+    assert result["AP"] == pytest.approx(1.0) and result["area_source"] == "mask"
+    # One padded canvas for both sizes: masks are cut back to each image, thresholded.
+    preds, truths, _ = predict_dataset(oracle, dataset, batch_size=2, pad_to=(32, 32),
+                                       progress=False)
+    for p, e in zip(preds, elements, strict=True):
+        assert p["masks"].dtype == np.uint8
+        np.testing.assert_array_equal(p["masks"], e["masks"])
+    assert coco_ap(preds, truths, iou_type="segm")["AP"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="^prediction 0 'masks' are 28x28 but the image is 20x24"):
+        evaluate_dataset(MaskOracle(elements, box_relative=True), dataset, metric="segm",
+                         verbose=False)
+    with pytest.raises(ValueError, match="metric must be 'voc', 'coco' or 'segm', got 'mask'"):
+        evaluate_dataset(oracle, dataset, metric="mask", verbose=False)
