@@ -18,6 +18,7 @@ from detection.evaluation.voc_metric import _valid
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+IOU_TYPES = ("bbox", "segm")
 
 
 def _pycocotools():
@@ -32,9 +33,6 @@ def _pycocotools():
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-
-
-IOU_TYPES = ("bbox", "segm")
 
 
 def _segm_columns(

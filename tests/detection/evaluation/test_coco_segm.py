@@ -293,3 +293,21 @@ def test_dataset_helpers_carry_masks_into_segm_ap():
                          verbose=False)
     with pytest.raises(ValueError, match="metric must be 'voc', 'coco' or 'segm', got 'mask'"):
         evaluate_dataset(oracle, dataset, metric="mask", verbose=False)
+
+
+def test_callback_logs_mask_ap_under_its_own_names():
+    import keras
+
+    from detection.evaluation import EvaluationCallback
+
+    dataset, elements = _masked_dataset()
+    callback = EvaluationCallback(dataset, metric="segm", predictor=MaskOracle(elements),
+                                  verbose=0)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=1, verbose=0,
+                        callbacks=[callback])
+    assert history.history["val_segm_AP"] == [pytest.approx(1.0)]
+    assert "val_AP" not in history.history  # box AP was not computed
+    with pytest.raises(ValueError, match="metric must be 'voc', 'coco' or 'segm', got 'mask'"):
+        EvaluationCallback(dataset, metric="mask")
