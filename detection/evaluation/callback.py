@@ -10,10 +10,10 @@ from detection.evaluation.dataset import evaluate_dataset
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-    """Runs VOC or COCO evaluation every `every_n_epochs` and adds the figures to the logs.
+    """Runs VOC, COCO box or mask evaluation every `every_n_epochs` and adds the figures to the logs.
 
-    Logged keys: `<prefix>mAP` (VOC) or `<prefix>AP`, `AP50`, `AP75`, `APs`, `APm`, `APl`
-    (COCO), so checkpoints and TensorBoard can follow them. `predictor` defaults to the model
+    Logged keys: `<prefix>mAP` (VOC), `<prefix>AP`, `AP50`, `AP75`, `APs`, `APm`, `APl`
+    (COCO) or `<prefix>segm_AP`, ... (metric="segm": mask AP), so checkpoints and TensorBoard can follow them. `predictor` defaults to the model
     being trained; any object with `predict(images)` returning the detection dict works.
     """
 
@@ -26,8 +26,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        if metric not in {"voc", "coco"}:
-            raise ValueError(f"metric must be 'voc' or 'coco', got {metric!r}")
+        if metric not in {"voc", "coco", "segm"}:
+            raise ValueError(f"metric must be 'voc', 'coco' or 'segm', got {metric!r}")
         self.dataset, self.every_n_epochs, self.metric = dataset, every_n_epochs, metric
         self.predictor, self.class_names, self.prefix = predictor, class_names, prefix
         self.batch_size, self.max_images, self.verbose = batch_size, max_images, verbose
@@ -45,7 +45,8 @@ class EvaluationCallback(keras.callbacks.Callback):
             **self.metric_kwargs)
         self.history.append((epoch, result))
         keys = ["mAP"] if self.metric == "voc" else ["AP", "AP50", "AP75", "APs", "APm", "APl"]
-        figures = {f"{self.prefix}{k}": result[k] for k in keys}
+        kind = "segm_" if self.metric == "segm" else ""  # mask AP never passes for box AP
+        figures = {f"{self.prefix}{kind}{k}": result[k] for k in keys}
         if logs is not None:
             logs.update(figures)
         if self.verbose:

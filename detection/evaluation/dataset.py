@@ -31,13 +31,14 @@ def _to_numpy(value) -> np.ndarray:
 
 
 def _split_outputs(outputs: Mapping, batch: int) -> list[dict]:
-    """Per-image prediction dicts from a batched `{"boxes", "scores", "classes", ...}`."""
+    """Per-image prediction dicts from a batched `{"boxes", "scores", "classes", ...}` (and
+    `masks` [B, N, h, w], kept per image as they come)."""
     missing = {"boxes", "scores", "classes"} - set(outputs)
     if missing:
         raise ValueError(f"predict() must return 'boxes', 'scores' and 'classes' (and optionally "
                          f"'num_detections'); missing {sorted(missing)} in {sorted(outputs)}")
-    arrays = {k: _to_numpy(outputs[k]) for k in ("boxes", "scores", "classes", "num_detections")
-              if k in outputs}
+    arrays = {k: _to_numpy(outputs[k])
+              for k in ("boxes", "scores", "classes", "num_detections", "masks") if k in outputs}
     if arrays["boxes"].ndim != 3 or arrays["boxes"].shape[0] != batch:
         raise ValueError(f"predict() returned boxes of shape {arrays['boxes'].shape} for a batch "
                          f"of {batch} images; expected [{batch}, max_detections, 4]")
@@ -48,7 +49,22 @@ def _split_outputs(outputs: Mapping, batch: int) -> list[dict]:
         out.append({"boxes": arrays["boxes"][b, :n].astype(np.float32),
                     "scores": arrays["scores"][b, :n].astype(np.float32),
                     "classes": arrays["classes"][b, :n].astype(np.int64)})
+        if "masks" in arrays:
+            out[-1]["masks"] = arrays["masks"][b, :n]
     return out
+
+
+def _image_masks(pred: dict, padded: tuple[int, int], height: int, width: int) -> dict:
+    """Image-sized masks (their size is the input's) cut to the image and made binary:
+    probabilities at 0.5, as the TF OD API's evaluation does. Other masks (box-relative) are
+    left for `coco_ap` to refuse."""
+    masks = pred.get("masks")
+    if masks is None or masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(padded):
+        return pred
+    masks = masks[:, :height, :width]
+    if np.issubdtype(masks.dtype, np.floating):
+        masks = masks > 0.5
+    return {**pred, "masks": masks.astype(np.uint8)}
 
 
 def ground_truth_of(element: Mapping) -> dict:
@@ -59,6 +75,8 @@ def ground_truth_of(element: Mapping) -> dict:
     for key in ("difficult", "iscrowd", "area"):
         if key in element:
             truth[key] = _to_numpy(element[key]).reshape(-1)
+    if "masks" in element:  # [M, H, W], one per box, for segm AP
+        truth["masks"] = _to_numpy(element["masks"])
     return truth
 
 
@@ -88,6 +106,8 @@ def predict_dataset(
     bottom/right to one size instead: pixel coordinates are unchanged, one compiled graph
     serves the whole set and any images batch together (boxes are clipped to the original
     image); the detector then sees every image at the scale of the padded size.
+    Predicted `masks` the size of the input are cut to each image and thresholded at 0.5;
+    elements' `masks` pass into the ground truths.
     """
     predict = _predict_fn(predictor)
     predictions, truths, ids, sizes = [], [], [], []
@@ -96,7 +116,8 @@ def predict_dataset(
     def flush() -> None:
         if pending:
             outputs = _split_outputs(predict(np.stack(pending)), len(pending))
-            start = len(predictions)
+            start, padded = len(predictions), pending[0].shape[:2]
+            outputs = [_image_masks(p, padded, *sizes[start + k]) for k, p in enumerate(outputs)]
             predictions.extend(_clip(p, *sizes[start + k]) if pad_to else p
                                for k, p in enumerate(outputs))
             pending.clear()
@@ -141,13 +162,15 @@ def evaluate_dataset(
     batch_size: int = 1, max_images: int | None = None, verbose: bool = True,
     pad_to: tuple[int, int] | None = None,
 ) -> dict:
-    """Score a detector on a dataset with `voc_ap` (metric="voc") or `coco_ap` ("coco").
+    """Score a detector on a dataset with `voc_ap` (metric="voc"), `coco_ap` ("coco") or its
+    mask AP (`coco_ap(..., iou_type="segm")`, "segm").
 
     `predictor` is any object with `predict(images [B, H, W, 3]) -> {"boxes", "scores",
-    "classes", "num_detections"}` (a `detection.FasterRCNN`, a loaded SavedModel wrapper, ...).
+    "classes", "num_detections"}` (a `detection.FasterRCNN`, a loaded SavedModel wrapper, ...);
+    for "segm" also image-sized `masks` [B, N, H, W], and the dataset's elements carry `masks`.
     """
-    if metric not in {"voc", "coco"}:
-        raise ValueError(f"metric must be 'voc' or 'coco', got {metric!r}")
+    if metric not in {"voc", "coco", "segm"}:
+        raise ValueError(f"metric must be 'voc', 'coco' or 'segm', got {metric!r}")
     class_names = class_names or getattr(dataset, "class_names", None)
     predictions, truths, _ = predict_dataset(predictor, dataset, batch_size, max_images,
                                              progress=verbose, pad_to=pad_to)
@@ -155,8 +178,8 @@ def evaluate_dataset(
         result = voc_ap(predictions, truths, iou_threshold, use_07_metric)
         headline, title = result["mAP"], f"AP{int(round(iou_threshold * 100))}"
     else:
-        result = coco_ap(predictions, truths)
-        headline, title = result["AP"], "AP"
+        result = coco_ap(predictions, truths, iou_type="segm" if metric == "segm" else "bbox")
+        headline, title = result["AP"], "mask AP" if metric == "segm" else "AP"
     if verbose:
         print(format_table(result["per_class"], class_names, title, headline))
     return result
