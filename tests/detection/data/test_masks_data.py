@@ -1,0 +1,136 @@
+"""Instance masks in the data: COCO polygons/RLE/crowd RLE decoded per box, broken segmentations
+counted, EXIF turns, VOC refusing masks."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import detection.data
+from detection.data.masks import encode_segmentation, upright_mask
+from detection.data.records import upright_boxes
+
+pytest.importorskip("pycocotools")
+
+
+def test_coco_mini_masks_are_pycocotools_own(shared_data):
+    """Every object's mask equals pycocotools' `annToMask` of its annotation; non-crowd areas
+    equal the JSON's `area` (the polygon's own area) within half the polygon's perimeter, the
+    most rasterising can gain or lose along the outline."""
+    from pycocotools.coco import COCO
+
+    path = shared_data / "coco-mini/annotations/instances_val2017.json"
+    api = COCO(str(path))
+    ds = detection.data.coco(shared_data / "coco-mini", "val2017", masks=True, verbose=False)
+    assert not ds.report
+    count = 0
+    for e in ds.as_numpy_iterator():
+        anns = api.loadAnns(api.getAnnIds(imgIds=[int(e["image_id"])]))
+        masks = e["masks"]
+        assert masks.dtype == np.uint8 and masks.shape == (len(anns), *e["images"].shape[:2])
+        for mask, ann in zip(masks, anns, strict=True):
+            np.testing.assert_array_equal(mask, api.annToMask(ann))
+            if not ann["iscrowd"]:
+                perimeter = sum(np.hypot(*np.diff(np.reshape(p + p[:2], (-1, 2)), axis=0).T).sum()
+                                for p in ann["segmentation"])
+                assert abs(int(mask.sum()) - ann["area"]) <= perimeter / 2
+            count += 1
+    assert count == 624
+
+
+def _write_coco(root, segmentations, size=(30, 40), orientation=1):
+    """A one-image exported COCO JSON (image `size` = (height, width), stored frame) whose
+    annotation k has box [1, 1, 8, 8] and `segmentations[k]`."""
+    h, w = size
+    photo = Image.fromarray(np.full((h, w, 3), 90, np.uint8))
+    exif = photo.getexif()
+    exif[0x0112] = orientation
+    photo.save(root / "img.jpg", exif=exif, quality=95)
+    anns = [{"id": 100 + k, "image_id": 1, "bbox": [1, 1, 8, 8], "category_id": 3, "area": 64.0,
+             "iscrowd": int(isinstance(s, dict)),
+             **({} if s == "absent" else {"segmentation": s})}
+            for k, s in enumerate(segmentations)]
+    data = {"images": [{"id": 1, "file_name": "img.jpg", "width": w, "height": h}],
+            "annotations": anns, "categories": [{"id": 3, "name": "thing"}]}
+    (root / "data.json").write_text(json.dumps(data))
+    return root / "data.json"
+
+
+def _rle_string(mask):
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))["counts"].decode()
+
+
+def test_polygon_rle_and_crowd_rle_decode_and_broken_ones_are_counted(tmp_path):
+    square = np.zeros((30, 40), np.uint8)
+    square[2:6, 3:9] = 1
+    # column-major runs: 152 background pixels, then rows 2..5 of columns 5 and 6
+    crowd = {"size": [30, 40], "counts": [30 * 5 + 2, 4, 26, 4, 30 * 40 - (30 * 5 + 2 + 34)]}
+    segmentations = [
+        [[1, 1, 9, 1, 9, 9, 1, 9]],  # polygon: a square
+        crowd,  # uncompressed (crowd) RLE
+        {"size": [30, 40], "counts": _rle_string(square)},  # compressed RLE
+        [[1, 1, 9, 1, 9]],  # odd number of coordinates
+        [[1, 1, 9, 9]],  # 4 coordinates: pycocotools would read a box
+        {"size": [40, 30], "counts": _rle_string(square)},  # RLE of another size
+        {"size": [30, 40], "counts": [10, 5]},  # runs not covering the image
+        {"size": [30, 40], "counts": "not~rle\x7f"},  # garbage string
+        [],  # export without a segmentation
+        "absent",  # no key at all
+    ]
+    path = _write_coco(tmp_path, segmentations)
+    ds = detection.data.coco(path, masks=True, verbose=False)
+    assert ds.report.counts == {"bad_segmentation": 7}
+    details = ds.report.details("bad_segmentation")
+    assert all(d.startswith("img.jpg: annotation id ") for d in details)
+    details = [d.removeprefix("img.jpg: ") for d in details]
+    assert [d.split(":")[0] for d in details] == [f"annotation id {k}" for k in range(103, 110)]
+    assert "5 coordinates" in details[0] and "4 coordinates" in details[1]
+    assert "RLE size 40x30 (h x w) is not the image's 30x40" in details[2]
+    assert "cover 15 pixels" in details[3] and "not a compressed RLE string" in details[4]
+    assert "no segmentation (empty list)" in details[5] and details[6].endswith("no segmentation")
+    (element,) = list(ds.as_numpy_iterator())
+    masks = element["masks"]
+    assert masks.shape == (3, 30, 40) and len(element["bounding_boxes"]["labels"]) == 3
+    np.testing.assert_array_equal(element["iscrowd"], [False, True, True])
+    ys, xs = np.nonzero(masks[0])  # pycocotools' polygon rasterisation: pixels 1..8
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == (1, 1, 8, 8)
+    expected_crowd = np.zeros((30, 40), np.uint8)
+    expected_crowd[2:6, 5:7] = 1
+    np.testing.assert_array_equal(masks[1], expected_crowd)
+    np.testing.assert_array_equal(masks[2], square)
+
+
+def test_masks_only_when_asked_and_voc_refuses_them(tmp_path):
+    path = _write_coco(tmp_path, [[[1, 1, 9, 1, 9, 9, 1, 9]]])
+    assert "masks" not in detection.data.coco(path, verbose=False).element_spec
+    with pytest.raises(ValueError, match=r"PASCAL VOC XML annotations hold boxes only"):
+        detection.data.voc(tmp_path, masks=True)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_mask_turns_as_the_boxes_do(orientation):
+    mask = np.zeros((40, 60), np.uint8)
+    mask[5:15, 10:25] = 1  # the box (10, 5, 25, 15) on the stored pixels
+    ys, xs = np.nonzero(upright_mask(mask, orientation))
+    np.testing.assert_array_equal(upright_boxes([[10, 5, 25, 15]], orientation, 60, 40),
+                                  [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
+
+
+def test_exif_turned_photo_turns_masks_drawn_on_stored_pixels(tmp_path):
+    """Declared size = stored frame: boxes and masks turn with the image (orientation 6)."""
+    path = _write_coco(tmp_path, [[[1, 1, 9, 1, 9, 9, 1, 9]]], orientation=6)
+    ds = detection.data.coco(path, masks=True, verbose=False)
+    (element,) = list(ds.as_numpy_iterator())
+    assert element["images"].shape[:2] == (40, 30) and element["masks"].shape == (1, 40, 30)
+    ys, xs = np.nonzero(element["masks"][0])
+    rle, _ = encode_segmentation([[1, 1, 9, 1, 9, 9, 1, 9]], 30, 40)
+    from pycocotools import mask as mask_utils
+
+    stored = mask_utils.decode(rle)
+    np.testing.assert_array_equal(element["masks"][0], upright_mask(stored, 6))
+    box = element["bounding_boxes"]["boxes"][0]
+    assert abs(xs.min() - box[0]) <= 1 and abs(ys.min() - box[1]) <= 1
+    assert abs(xs.max() + 1 - box[2]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
