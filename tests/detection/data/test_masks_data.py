@@ -134,3 +134,67 @@ def test_exif_turned_photo_turns_masks_drawn_on_stored_pixels(tmp_path):
     box = element["bounding_boxes"]["boxes"][0]
     assert abs(xs.min() - box[0]) <= 1 and abs(ys.min() - box[1]) <= 1
     assert abs(xs.max() + 1 - box[2]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
+
+
+def _mask_box(mask):
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def _masked_elements(count=6):
+    """Elements of a 50x70 image with a rectangle, a triangle and an object labelled -1."""
+    import tensorflow as tf
+
+    masks = np.zeros((3, 50, 70), np.uint8)
+    masks[0, 4:20, 6:30] = 1
+    for row in range(25, 45):  # a triangle widening downwards
+        masks[1, row, 40:40 + (row - 24) + 5] = 1
+    masks[2, 1:3, 1:3] = 1
+    boxes = np.stack([_mask_box(m) for m in masks])
+    element = {"images": np.full((50, 70, 3), 100, np.uint8),
+               "bounding_boxes": {"boxes": boxes, "labels": np.array([0, 2, -1], np.int32)},
+               "masks": masks}
+    return tf.data.Dataset.from_tensors(element).repeat(count), masks
+
+
+def test_canvas_moves_masks_with_boxes_flip_resize_and_pads_zeros():
+    """Nearest-neighbour resize and flip: each kept mask's box equals its transformed box within
+    1 px; the label -1 object goes with its mask; padding objects have all-zero masks."""
+    from detection.data.pipeline import to_canvas, training_batches
+
+    ds, masks = _masked_elements()
+    out = list(to_canvas(ds, (64, 64), max_boxes=4, flip=True, seed=3,
+                         shorter_sides=(32, 40)).as_numpy_iterator())
+    flips = set()
+    for e in out:
+        boxes, labels, canvas_masks = (e["bounding_boxes"]["boxes"], e["bounding_boxes"]["labels"],
+                                       e["masks"])
+        assert canvas_masks.shape == (4, 64, 64) and canvas_masks.dtype == np.uint8
+        np.testing.assert_array_equal(labels, [0, 2, -1, -1])
+        assert not canvas_masks[2:].any()
+        for k in range(2):
+            np.testing.assert_allclose(_mask_box(canvas_masks[k]), boxes[k], atol=1)
+        flips.add(bool(boxes[0, 0] > boxes[1, 0]))  # the rectangle is on the left unflipped
+    assert flips == {True, False}
+    batch = next(iter(training_batches(ds, (64, 64), batch_size=2, max_boxes=4, seed=3)))
+    assert sorted(batch) == ["bounding_boxes", "images", "masks"]
+    assert batch["masks"].shape == (2, 4, 64, 64)
+
+
+def test_augment_flips_masks_with_the_image():
+    from detection.data.augment import augment
+
+    ds, masks = _masked_elements()
+    out = list(augment(ds, brightness=0, contrast=0, saturation=None,
+                       seed=1).as_numpy_iterator())
+    flipped = 0
+    for e in out:
+        assert e["masks"].dtype == np.uint8 and e["masks"].shape == masks.shape
+        is_flipped = not np.array_equal(e["masks"], masks)
+        if is_flipped:
+            np.testing.assert_array_equal(e["masks"], masks[:, :, ::-1])
+            flipped += 1
+        for k in range(3):
+            np.testing.assert_allclose(_mask_box(e["masks"][k]), e["bounding_boxes"]["boxes"][k],
+                                       atol=1)
+    assert 0 < flipped < len(out)
