@@ -198,3 +198,25 @@ def test_augment_flips_masks_with_the_image():
             np.testing.assert_allclose(_mask_box(e["masks"][k]), e["bounding_boxes"]["boxes"][k],
                                        atol=1)
     assert 0 < flipped < len(out)
+
+
+def test_shapes_masks_are_the_shapes_own_pixels():
+    """Exact masks: each mask's bounding box is its box; the images and boxes are those of
+    `masks=False` (asking for masks draws nothing more); a shape's pixels carry its colour."""
+    from detection.data.synthetic import ground_truths, samples, shapes
+
+    plain = list(shapes(6, image_size=48, max_objects=4).as_numpy_iterator())
+    ds = shapes(6, image_size=48, max_objects=4, masks=True)
+    assert "masks" not in shapes(1, image_size=48).element_spec
+    count = 0
+    for e, p in zip(ds.as_numpy_iterator(), plain, strict=True):
+        np.testing.assert_array_equal(e["images"], p["images"])
+        np.testing.assert_array_equal(e["bounding_boxes"]["boxes"], p["bounding_boxes"]["boxes"])
+        assert e["masks"].dtype == np.uint8 and set(np.unique(e["masks"])) <= {0, 1}
+        assert e["masks"].shape == (len(e["bounding_boxes"]["labels"]), 48, 48)
+        for mask, box in zip(e["masks"], e["bounding_boxes"]["boxes"], strict=True):
+            np.testing.assert_array_equal(_mask_box(mask), box)
+            count += 1
+    assert count > 6
+    (truth,) = ground_truths(samples(1, image_size=48, masks=True))
+    assert truth["masks"].shape == (len(truth["labels"]), 48, 48)
