@@ -58,6 +58,38 @@ def _element_name(element, index):
     return name
 
 
+def _checked_masks(masks, image, boxes, name) -> tf.Tensor:
+    """`masks` after checking it holds one [H, W] mask per box at the image's size (else the
+    error `data_error` turns into a ValueError naming the element and both shapes)."""
+    masks = tf.convert_to_tensor(masks)
+    shape = tf.shape(masks)
+    want = tf.concat([tf.shape(boxes)[:1], tf.shape(image)[:2]], 0)
+    fits = tf.logical_and(tf.equal(tf.rank(masks), 3),
+                          tf.reduce_all(tf.equal(tf.pad(shape, [[0, 3]])[:3], want)))
+    with tf.control_dependencies([_checked(
+            fits, name, ": masks have shape [", tf.strings.reduce_join(
+                tf.strings.as_string(shape), separator=", "),
+            "], expected one mask per box at the image's size [",
+            tf.strings.reduce_join(tf.strings.as_string(want), separator=", "), "]")]):
+        return tf.identity(masks)
+
+
+def _refuse_mask_spec(spec) -> None:
+    """Refuse, before any map is traced, masks whose static shape is not one [H, W] mask per
+    box at the image's size (what shapes are known only per element is checked per element)."""
+    if not isinstance(spec, Mapping) or "masks" not in spec:
+        return
+    boxes = tf.TensorShape(spec["bounding_boxes"]["boxes"].shape)
+    images = tf.TensorShape(spec["images"].shape)
+    want = tf.TensorShape([boxes[0] if boxes.rank else None,
+                           *(images[:2] if images.rank else [None, None])])
+    masks = tf.TensorShape(spec["masks"].shape)
+    if not masks.is_compatible_with(want):
+        raise ValueError(f"the dataset's masks have shape {masks.as_list()}, expected one "
+                         f"mask per box at the image's size {want.as_list()} ([M, H, W], M "
+                         "the number of boxes)")
+
+
 def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     image = element["images"]
     index = tf.cast(element.get("_index", 0), tf.int64)
@@ -67,6 +99,9 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
         image = tf.identity(image)
     boxes = tf.reshape(tf.cast(element["bounding_boxes"]["boxes"], tf.float32), (-1, 4))
     labels = tf.reshape(tf.cast(element["bounding_boxes"]["labels"], tf.int32), (-1,))
+    masks = element.get("masks")
+    if masks is not None:
+        masks = _checked_masks(masks, image, boxes, _element_name(element, index))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(canvas[0] / shape[0], canvas[1] / shape[1])
     if sides:
@@ -79,7 +114,6 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     new_hw = tf.cast(tf.round(shape * scale), tf.int32)
     new_hw = tf.minimum(new_hw, tf.constant(canvas, tf.int32))
     image = tf.image.resize(tf.cast(image, tf.float32), new_hw)
-    masks = element.get("masks")
     if masks is not None:  # [M, H, W] -> [H, W, M]: resized as channels, nearest neighbour
         masks = tf.image.resize(tf.transpose(masks, [1, 2, 0]), new_hw,
                                 method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
@@ -137,6 +171,7 @@ def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: 
     sides = tuple(float(s) for s in shorter_sides or ())
     if any(s <= 0 for s in sides):
         raise ValueError(f"shorter_sides must be positive, got {shorter_sides}")
+    _refuse_mask_spec(dataset.element_spec)
     # Every element gets its index: the flips and sizes are drawn per index, and a failed check
     # names the element.
     dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})

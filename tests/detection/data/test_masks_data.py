@@ -2,6 +2,7 @@
 counted, EXIF turns, VOC refusing masks."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -220,3 +221,27 @@ def test_shapes_masks_are_the_shapes_own_pixels():
     assert count > 6
     (truth,) = ground_truths(samples(1, image_size=48, masks=True))
     assert truth["masks"].shape == (len(truth["labels"]), 48, 48)
+
+
+@pytest.mark.parametrize("shape", [(2, 50, 70), (3, 50, 60)])
+def test_masks_not_one_per_box_at_the_image_size_are_named(shape):
+    """Known shapes are refused when the map is built; shapes known only per element fail
+    with a ValueError (through `data_error`) naming the element."""
+    import tensorflow as tf
+
+    from detection.data.pipeline import data_error, to_canvas
+
+    ds, _ = _masked_elements(1)
+    bad = ds.map(lambda e: {**e, "masks": tf.zeros(shape, tf.uint8)})
+    listed = ", ".join(map(str, shape))
+    with pytest.raises(ValueError, match=re.escape(
+            f"the dataset's masks have shape [{listed}], expected one mask per box at the "
+            "image's size [3, 50, 70]")):
+        to_canvas(bad, (64, 64))
+    hidden = ds.map(lambda e: {**e, "masks": tf.raw_ops.PlaceholderWithDefault(
+        input=tf.zeros(shape, tf.uint8), shape=[None, None, None])})  # shape unknown to tracing
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        list(to_canvas(hidden, (64, 64)).as_numpy_iterator())
+    assert str(data_error(caught.value)) == (
+        f"element 0 of the stream: masks have shape [{listed}], expected one mask per box at "
+        "the image's size [3, 50, 70]")
