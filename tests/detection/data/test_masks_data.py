@@ -245,3 +245,14 @@ def test_masks_not_one_per_box_at_the_image_size_are_named(shape):
     assert str(data_error(caught.value)) == (
         f"element 0 of the stream: masks have shape [{listed}], expected one mask per box at "
         "the image's size [3, 50, 70]")
+
+
+def test_config_masks_reach_the_loader_or_are_refused_by_name():
+    from detection.data import dataset_from_config
+
+    ds = dataset_from_config({"loader": "shapes", "num_images": 2, "image_size": 32,
+                              "masks": True})
+    assert ds.element_spec["masks"].shape.as_list() == [None, 32, 32]
+    for loader in ("voc", "voc_tfds", "coco_tfds"):
+        with pytest.raises(ValueError, match=f"^data loader '{loader}' has no instance masks"):
+            dataset_from_config({"loader": loader, "data_dir": "unused", "masks": True})
