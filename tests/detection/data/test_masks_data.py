@@ -120,21 +120,28 @@ def test_upright_mask_turns_as_the_boxes_do(orientation):
                                   [[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]])
 
 
-def test_exif_turned_photo_turns_masks_drawn_on_stored_pixels(tmp_path):
-    """Declared size = stored frame: boxes and masks turn with the image (orientation 6)."""
-    path = _write_coco(tmp_path, [[[1, 1, 9, 1, 9, 9, 1, 9]]], orientation=6)
+@pytest.mark.parametrize("frame", ["stored", "upright"])
+def test_exif_turned_photo_masks_follow_the_boxes_frame(tmp_path, frame):
+    """Orientation 6: drawn on the stored pixels (declared size = stored), masks turn with the
+    image and its boxes; drawn on the upright photo (declared size = upright), they are kept."""
+    from pycocotools import mask as mask_utils
+
+    polygon = [[1, 1, 9, 1, 9, 9, 1, 9]]
+    path = _write_coco(tmp_path, [polygon], orientation=6)
+    if frame == "upright":
+        data = json.loads(path.read_text())
+        data["images"][0].update(width=30, height=40)
+        path.write_text(json.dumps(data))
     ds = detection.data.coco(path, masks=True, verbose=False)
     (element,) = list(ds.as_numpy_iterator())
     assert element["images"].shape[:2] == (40, 30) and element["masks"].shape == (1, 40, 30)
-    ys, xs = np.nonzero(element["masks"][0])
-    rle, _ = encode_segmentation([[1, 1, 9, 1, 9, 9, 1, 9]], 30, 40)
-    from pycocotools import mask as mask_utils
-
-    stored = mask_utils.decode(rle)
-    np.testing.assert_array_equal(element["masks"][0], upright_mask(stored, 6))
-    box = element["bounding_boxes"]["boxes"][0]
-    assert abs(xs.min() - box[0]) <= 1 and abs(ys.min() - box[1]) <= 1
-    assert abs(xs.max() + 1 - box[2]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
+    if frame == "stored":
+        expected = upright_mask(mask_utils.decode(encode_segmentation(polygon, 30, 40)[0]), 6)
+    else:
+        expected = mask_utils.decode(encode_segmentation(polygon, 40, 30)[0])
+    np.testing.assert_array_equal(element["masks"][0], expected)
+    np.testing.assert_allclose(_mask_box(element["masks"][0]),
+                               element["bounding_boxes"]["boxes"][0], atol=1)
 
 
 def _mask_box(mask):
