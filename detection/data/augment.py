@@ -1,5 +1,5 @@
 """Box-aware augmentation with Keras 3 preprocessing layers: flip and colour (instance masks
-ride along as the layers' `segmentation_masks`).
+flip with the image).
 
 Keras' image layers move `bounding_boxes` with the image when given a dict
 `{"images", "bounding_boxes": {"boxes", "labels"}}`. The multi-scale resize of the paper
@@ -92,14 +92,22 @@ def augment(
         boxes = element["bounding_boxes"]
         data = {"images": image[None], "bounding_boxes": {"boxes": boxes["boxes"][None],
                                                           "labels": boxes["labels"][None]}}
-        if "masks" in element:  # [M, H, W] as the layers' [1, H, W, M] segmentation masks
-            data["segmentation_masks"] = tf.transpose(element["masks"], [1, 2, 0])[None]
+        masks = element.get("masks")
         for k, layer in enumerate(layers):
+            moves = masks is not None and isinstance(layer, keras.layers.RandomFlip)
+            if moves:
+                # The masks ride as extra image channels through the flip: the layers' own
+                # `segmentation_masks` path fails inside tf.data under KERAS_BACKEND=jax
+                # (Keras 3.15), and the colour layers must not touch them.
+                as_channels = tf.cast(tf.transpose(masks, [1, 2, 0]), data["images"].dtype)
+                data = {**data, "images": tf.concat([data["images"], as_channels[None]], -1)}
             data = _call_seeded(layer, data, tf.stack([draw, tf.constant(k, tf.int64)]), training)
+            if moves:
+                masks = tf.cast(tf.transpose(data["images"][0, :, :, 3:], [2, 0, 1]), masks.dtype)
+                data = {**data, "images": data["images"][..., :3]}
         out = dict(element)
-        if "masks" in element:
-            out["masks"] = tf.cast(tf.transpose(data["segmentation_masks"][0], [2, 0, 1]),
-                                   element["masks"].dtype)
+        if masks is not None:
+            out["masks"] = masks
         data = {"images": data["images"][0],
                 "bounding_boxes": {"boxes": data["bounding_boxes"]["boxes"][0]}}
         # contrast can push values past the range; the detector expects 0..255
