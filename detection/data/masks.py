@@ -69,9 +69,10 @@ def _rle_problem(segmentation: dict, height: int, width: int) -> str | None:
         runs = counts
     else:
         return "RLE 'counts' is neither a list of integers nor a compressed string"
-    if any(v < 0 for v in runs) or sum(runs) != height * width:
-        return (f"RLE 'counts' cover {sum(runs)} pixels with runs >= 0 required, not the "
-                f"image's {height * width}")
+    if any(v < 0 for v in runs):
+        return "RLE 'counts' has a negative run length"
+    if sum(runs) != height * width:
+        return f"RLE 'counts' cover {sum(runs)} pixels, not the image's {height * width}"
     return None
 
 

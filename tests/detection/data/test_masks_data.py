@@ -263,3 +263,20 @@ def test_config_masks_reach_the_loader_or_are_refused_by_name():
     for loader in ("voc", "voc_tfds", "coco_tfds"):
         with pytest.raises(ValueError, match=f"^data loader '{loader}' has no instance masks"):
             dataset_from_config({"loader": loader, "data_dir": "unused", "masks": True})
+
+
+@pytest.mark.parametrize("segmentation, problem", [
+    ({"size": [30, 40]}, "RLE 'counts' is neither a list of integers nor a compressed string"),
+    ({"counts": [1200]}, "RLE 'size' None is not [height, width]"),
+    ({"size": "30x40", "counts": [1200]}, "RLE 'size' '30x40' is not [height, width]"),
+    ({"size": [30, 40], "counts": [1300, -100]}, "RLE 'counts' has a negative run length"),
+    ({"size": [30, 40], "counts": "0"}, "RLE 'counts' cover 0 pixels, not the image's 1200"),
+    ([[1, "a", 9, 1, 9, 9]], "polygon 0 is not a list of finite numbers"),
+    ([[1, 1, 9, 1, 9, 9], [1, 1, float("nan"), 1, 9, 9]], "polygon 1 is not a list of finite"),
+    ([[1, 1, 9, 1, True, 9]], "polygon 0 is not a list of finite numbers"),
+    ([5, 6, 7, 8, 9, 10], "polygon 0 is not a list of finite numbers"),
+    (7, "segmentation is a int, not polygons or an RLE"),
+])
+def test_broken_segmentations_say_what_is_wrong(segmentation, problem):
+    rle, found = encode_segmentation(segmentation, 30, 40)
+    assert rle is None and found.startswith(problem)
