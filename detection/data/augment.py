@@ -1,4 +1,5 @@
-"""Box-aware augmentation with Keras 3 preprocessing layers: flip and colour.
+"""Box-aware augmentation with Keras 3 preprocessing layers: flip and colour (instance masks
+flip with the image).
 
 Keras' image layers move `bounding_boxes` with the image when given a dict
 `{"images", "bounding_boxes": {"boxes", "labels"}}`. The multi-scale resize of the paper
@@ -72,7 +73,8 @@ def augment(
     Each element draws from its own seed, taken from `tf.data.Dataset.random(seed)`
     re-drawn every epoch: the same `seed` gives the same stream on every run, a new epoch
     gives new augmentations, and the result does not depend on thread timing. Image sizes do
-    not change, so other keys (`area`, ...) pass through. With `training=False` nothing
+    not change, so other keys (`area`, ...) pass through; instance masks (`"masks"`:
+    [M, H, W]) flip with the image (the colour layers leave them alone). With `training=False` nothing
     random is applied. `sizes`/`max_size` (the multi-scale resize that was here) must stay
     None: draw the shorter side with `training_batches(..., shorter_sides=sizes)`.
     """
@@ -90,11 +92,24 @@ def augment(
         boxes = element["bounding_boxes"]
         data = {"images": image[None], "bounding_boxes": {"boxes": boxes["boxes"][None],
                                                           "labels": boxes["labels"][None]}}
+        masks = element.get("masks")
         for k, layer in enumerate(layers):
+            moves = masks is not None and isinstance(layer, keras.layers.RandomFlip)
+            if moves:
+                # The masks ride as extra image channels through the flip: the layers' own
+                # `segmentation_masks` path fails inside tf.data under KERAS_BACKEND=jax
+                # (Keras 3.15), and the colour layers must not touch them.
+                as_channels = tf.cast(tf.transpose(masks, [1, 2, 0]), data["images"].dtype)
+                data = {**data, "images": tf.concat([data["images"], as_channels[None]], -1)}
             data = _call_seeded(layer, data, tf.stack([draw, tf.constant(k, tf.int64)]), training)
+            if moves:
+                masks = tf.cast(tf.transpose(data["images"][0, :, :, 3:], [2, 0, 1]), masks.dtype)
+                data = {**data, "images": data["images"][..., :3]}
+        out = dict(element)
+        if masks is not None:
+            out["masks"] = masks
         data = {"images": data["images"][0],
                 "bounding_boxes": {"boxes": data["bounding_boxes"]["boxes"][0]}}
-        out = dict(element)
         # contrast can push values past the range; the detector expects 0..255
         out["images"] = tf.clip_by_value(tf.cast(data["images"], tf.float32), 0.0, 255.0)
         boxes = data["bounding_boxes"]

@@ -16,6 +16,7 @@ from detection.data.voc import voc
 
 LOADERS = {"voc": voc, "coco": coco, "shapes": shapes, "voc_tfds": voc_tfds,
            "coco_tfds": coco_tfds}  # a config's `loader:` -> its function
+WITH_MASKS = ("coco", "shapes")  # the loaders that can give instance masks (`masks: true`)
 _VAR = re.compile(r"\$\{(\w+)\}")
 
 
@@ -50,11 +51,16 @@ def dataset_from_config(
     """`{"loader": "voc" | "coco" | "shapes" | "voc_tfds" | "coco_tfds", ...its arguments}`
     -> dataset.
 
-    `class_names` (the config's `data.class_names`) applies to VOC-layout sets only.
+    `class_names` (the config's `data.class_names`) applies to VOC-layout sets only;
+    `masks: true` (instance masks) to the loaders in `WITH_MASKS`.
     """
     spec = dict(spec)
     load = loader_function(spec.pop("loader", None))
     loader = load.__name__
+    if spec.get("masks") and loader not in WITH_MASKS:
+        raise ValueError(f"data loader {loader!r} has no instance masks (VOC annotations and the "
+                         f"TFDS sets here hold boxes only); masks: true needs loader "
+                         f"{' or '.join(map(repr, WITH_MASKS))}")
     if "data_dir" in spec and spec["data_dir"] is not None:
         spec["data_dir"] = expand_path(spec["data_dir"])
     if loader == "voc" and class_names is not None:

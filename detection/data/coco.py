@@ -14,10 +14,12 @@ from tqdm.auto import tqdm
 
 from detection.data import split as splits
 from detection.data.coco_checks import annotation_problem, check_structure, image_problem, is_id
+from detection.data.masks import encode_segmentation, turn_rle
 from detection.data.records import (
     Record,
     attach,
     clean_boxes,
+    drawn_on_stored,
     inspect_images,
     orient,
     records_to_dataset,
@@ -141,7 +143,8 @@ def coco_categories(data: dict, report: DataReport | None = None,
 
 def _group_objects(data: dict, images: dict, valid_ids: set, category_to_label: dict,
                    skip_crowd: bool, report: DataReport, desc: str, name: str) -> dict:
-    """image id -> [(xyxy, label, crowd, area or NaN)] of the usable annotations of `images`."""
+    """image id -> [(xyxy, label, crowd, area or NaN, annotation id, segmentation)] of the
+    usable annotations of `images`."""
     objects = defaultdict(list)
     seen: dict = {}  # annotation id -> its index, for repeats
     for k, ann in enumerate(tqdm(data["annotations"], desc=desc, leave=False)):
@@ -175,7 +178,8 @@ def _group_objects(data: dict, images: dict, valid_ids: set, category_to_label: 
             report.add("area_from_box", name, f"{where}")
         label = category_to_label[ann["category_id"]]
         objects[ann["image_id"]].append(
-            ([x, y, x + w, y + h], label, crowd, float("nan") if area is None else float(area)))
+            ([x, y, x + w, y + h], label, crowd, float("nan") if area is None else float(area),
+             ann.get("id"), ann.get("segmentation")))
 
     return objects
 
@@ -191,6 +195,7 @@ def coco_records(
     image_dir: str | Path | None = None,
     val_fraction: float = 0.2,
     split_seed: int = 0,
+    masks: bool = False,
 ) -> tuple[list[Record], DataReport, dict]:
     """Parse a COCO split into records plus `{"class_names", "category_ids"}`.
 
@@ -200,7 +205,9 @@ def coco_records(
     the box area (reported as `area_from_box`); a missing `iscrowd` is 0; fields this loader
     does not use are ignored. An exported JSON (see `find_coco_files`) has no split: `split`
     is None/"all" for every image, or "train"/"val" of a seeded split of the image ids
-    (`val_fraction`, `split_seed`).
+    (`val_fraction`, `split_seed`). `masks=True` checks and encodes each object's
+    `segmentation` (polygons, RLE, crowd RLE) into `Record.masks`; an object whose segmentation
+    is broken is skipped and counted as `bad_segmentation` with its annotation id.
     """
     ann_path, image_dir, official = find_coco_files(data_dir, split, annotation_file, image_dir)
     data = load_coco_json(ann_path)
@@ -242,7 +249,7 @@ def coco_records(
     records = []
     for image, info in zip(chosen, infos, strict=True):
         record = None if info is None else _record(image, info, objects[image["id"]],
-                                                   image_dir, skip_empty, report)
+                                                   image_dir, skip_empty, report, masks)
         if record is not None:
             records.append(record)
     report.num_images += len(records)
@@ -252,13 +259,15 @@ def coco_records(
 
 
 def _record(image: dict, info, objs: list, image_dir: Path, skip_empty: bool,
-            report: DataReport) -> Record | None:
+            report: DataReport, masks: bool = False) -> Record | None:
     declared = (image.get("width"), image.get("height"))
     declared = None if None in declared else (int(declared[0]), int(declared[1]))
     raw = np.array([o[0] for o in objs], np.float32).reshape(-1, 4)
     file = str(image["file_name"])
+    turned = drawn_on_stored(info, declared)
     (width, height), raw = orient(info, declared, raw, report, file)
     boxes, keep = clean_boxes(raw, width, height, report, file)
+    rles = _encode_masks(objs, keep, info, turned, report, file) if masks else None
     if skip_empty and not keep.any():
         return None
     area = np.array([o[3] for o in objs], np.float32).reshape(-1)
@@ -270,7 +279,31 @@ def _record(image: dict, info, objs: list, image_dir: Path, skip_empty: bool,
         labels=np.array([o[1] for o in objs], np.int32)[keep],
         difficult=np.zeros(int(keep.sum()), bool),
         iscrowd=np.array([o[2] for o in objs], bool)[keep],
-        area=area[keep].astype(np.float32), orientation=info.orientation)
+        area=area[keep].astype(np.float32), orientation=info.orientation,
+        masks=None if rles is None else [r for r, k in zip(rles, keep, strict=True) if k])
+
+
+def _encode_masks(objs: list, keep: np.ndarray, info, turned: bool, report: DataReport,
+                  file: str) -> list:
+    """Each kept object's mask as a compressed RLE in the upright frame; an object whose
+    segmentation is broken is dropped from `keep` (in place) with a `bad_segmentation` entry.
+
+    Segmentations are in the frame the boxes were drawn in: the stored pixels when `turned`
+    (then turned upright like the image), else the upright photo.
+    """
+    width, height = (info.width, info.height) if turned else info.upright_size
+    rles = []
+    for i, obj in enumerate(objs):
+        rle = None
+        if keep[i]:
+            rle, problem = encode_segmentation(obj[5], height, width)
+            if problem is not None:
+                keep[i] = False
+                report.add("bad_segmentation", file, f"annotation id {obj[4]}: {problem}")
+            elif turned:
+                rle = turn_rle(rle, info.orientation)
+        rles.append(rle)
+    return rles
 
 
 def coco(
@@ -287,20 +320,24 @@ def coco(
     verbose: bool = True,
     val_fraction: float = 0.2,
     split_seed: int = 0,
+    masks: bool = False,
 ) -> tf.data.Dataset:
     """COCO instances (official layout or a tool's exported JSON) as tf.data in the agreed
     element format. `data_dir` is the COCO root, a folder with one exported JSON, or the JSON.
+
+    `masks=True` adds `"masks"`: uint8 0/1 [M, H, W], one per box in the boxes' order, at the
+    image's (upright) size, from polygons, RLE or crowd RLE (see `coco_records`).
 
     The dataset carries `class_names`, `report`, `num_examples`, `category_ids`,
     `label_to_category` and `category_to_label` (to write results with the file's own ids).
     """
     records, report, meta = coco_records(data_dir, split, report, skip_empty, skip_crowd,
                                          verify_images, annotation_file, image_dir,
-                                         val_fraction, split_seed)
+                                         val_fraction, split_seed, masks)
     if verbose:
         print(report.summary())
     ids = meta["category_ids"]
-    ds = records_to_dataset(records, shuffle=shuffle, seed=seed)
+    ds = records_to_dataset(records, shuffle=shuffle, seed=seed, masks=masks)
     return attach(ds, class_names=meta["class_names"], report=report, num_examples=len(records),
                   category_ids=ids, label_to_category=dict(enumerate(ids)),
                   category_to_label={c: i for i, c in enumerate(ids)})

@@ -9,7 +9,7 @@ from detection.data.discover import class_names_of
 
 # data-report kinds that take objects away (the others are repairs: the object is kept)
 _REMOVING = ("missing_image", "missing_annotation", "malformed_annotation", "unknown_class",
-             "corrupt_image", "degenerate_box")
+             "corrupt_image", "degenerate_box", "bad_segmentation")
 
 
 def _names_in_data(spec: dict) -> list[str] | None:

@@ -3,7 +3,7 @@
 Every image is scaled by `min(H / h, W / w)` onto a fixed `H x W` canvas (aspect ratio kept),
 or, for multi-scale training, to a shorter side drawn from `shorter_sides` (never beyond that
 fit: detectron2's ResizeShortestEdge under a static canvas), optionally flipped left-right
-with its boxes, and zero padded at the bottom/right. Boxes are
+with its boxes (and instance masks), and zero padded at the bottom/right. Boxes are
 clipped to the image; degenerate ones (zero or negative size) are dropped and counted in the
 element's `"num_dropped_boxes"`; ground truth is padded to `max_boxes` with label -1 so that
 images without objects batch and train like any other.
@@ -58,6 +58,38 @@ def _element_name(element, index):
     return name
 
 
+def _checked_masks(masks, image, boxes, name) -> tf.Tensor:
+    """`masks` after checking it holds one [H, W] mask per box at the image's size (else the
+    error `data_error` turns into a ValueError naming the element and both shapes)."""
+    masks = tf.convert_to_tensor(masks)
+    shape = tf.shape(masks)
+    want = tf.concat([tf.shape(boxes)[:1], tf.shape(image)[:2]], 0)
+    fits = tf.logical_and(tf.equal(tf.rank(masks), 3),
+                          tf.reduce_all(tf.equal(tf.pad(shape, [[0, 3]])[:3], want)))
+    with tf.control_dependencies([_checked(
+            fits, name, ": masks have shape [", tf.strings.reduce_join(
+                tf.strings.as_string(shape), separator=", "),
+            "], expected one mask per box at the image's size [",
+            tf.strings.reduce_join(tf.strings.as_string(want), separator=", "), "]")]):
+        return tf.identity(masks)
+
+
+def _refuse_mask_spec(spec) -> None:
+    """Refuse, before any map is traced, masks whose static shape is not one [H, W] mask per
+    box at the image's size (what shapes are known only per element is checked per element)."""
+    if not isinstance(spec, Mapping) or "masks" not in spec:
+        return
+    boxes = tf.TensorShape(spec["bounding_boxes"]["boxes"].shape)
+    images = tf.TensorShape(spec["images"].shape)
+    want = tf.TensorShape([boxes[0] if boxes.rank else None,
+                           *(images[:2] if images.rank else [None, None])])
+    masks = tf.TensorShape(spec["masks"].shape)
+    if not masks.is_compatible_with(want):
+        raise ValueError(f"the dataset's masks have shape {masks.as_list()}, expected one "
+                         f"mask per box at the image's size {want.as_list()} ([M, H, W], M "
+                         "the number of boxes)")
+
+
 def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     image = element["images"]
     index = tf.cast(element.get("_index", 0), tf.int64)
@@ -67,6 +99,9 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
         image = tf.identity(image)
     boxes = tf.reshape(tf.cast(element["bounding_boxes"]["boxes"], tf.float32), (-1, 4))
     labels = tf.reshape(tf.cast(element["bounding_boxes"]["labels"], tf.int32), (-1,))
+    masks = element.get("masks")
+    if masks is not None:
+        masks = _checked_masks(masks, image, boxes, _element_name(element, index))
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(canvas[0] / shape[0], canvas[1] / shape[1])
     if sides:
@@ -79,6 +114,9 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     new_hw = tf.cast(tf.round(shape * scale), tf.int32)
     new_hw = tf.minimum(new_hw, tf.constant(canvas, tf.int32))
     image = tf.image.resize(tf.cast(image, tf.float32), new_hw)
+    if masks is not None:  # [M, H, W] -> [H, W, M]: resized as channels, nearest neighbour
+        masks = tf.image.resize(tf.transpose(masks, [1, 2, 0]), new_hw,
+                                method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
     new_hw_f = tf.cast(new_hw, tf.float32)
     boxes = boxes * scale
     lo = tf.zeros(4)
@@ -89,6 +127,8 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
         do_flip = tf.random.stateless_uniform((), seed=tf.stack([tf.cast(seed, tf.int64),
                                                                  index])) < 0.5
         image = tf.cond(do_flip, lambda: tf.image.flip_left_right(image), lambda: image)
+        if masks is not None:
+            masks = tf.cond(do_flip, lambda: tf.image.flip_left_right(masks), lambda: masks)
         flipped = tf.stack([new_hw_f[1] - boxes[:, 2], boxes[:, 1],
                             new_hw_f[1] - boxes[:, 0], boxes[:, 3]], axis=1)
         boxes = tf.cond(do_flip, lambda: flipped, lambda: boxes)
@@ -101,18 +141,28 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     boxes = tf.pad(boxes, [[0, pad], [0, 0]])
     labels = tf.pad(labels, [[0, pad]], constant_values=-1)
     image = tf.image.pad_to_bounding_box(image, 0, 0, canvas[0], canvas[1])
-    return {
+    out = {
         "images": tf.ensure_shape(image, (canvas[0], canvas[1], 3)),
         "bounding_boxes": {"boxes": tf.ensure_shape(boxes, (max_boxes, 4)),
                            "labels": tf.ensure_shape(labels, (max_boxes,))},
         "num_dropped_boxes": dropped,
     }
+    if masks is not None:  # the boxes' keep and padding: padded objects get all-zero masks
+        masks = tf.boolean_mask(tf.transpose(masks, [2, 0, 1]), keep)[:max_boxes]
+        masks = tf.pad(masks, [[0, pad], [0, canvas[0] - new_hw[0]], [0, canvas[1] - new_hw[1]]])
+        out["masks"] = tf.ensure_shape(tf.cast(masks, tf.uint8),
+                                       (max_boxes, canvas[0], canvas[1]))
+    return out
 
 
 def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: int = 100,
               flip: bool = False, seed: int = 0,
               shorter_sides: tuple[int, ...] | None = None) -> tf.data.Dataset:
     """Map an unbatched `{"images", "bounding_boxes"}` dataset onto the fixed canvas.
+
+    Instance masks (`"masks"`: [M, H, W], one per box) move with their boxes: resized with
+    nearest neighbour (stays 0/1, no threshold to pick), flipped with the image, dropped with
+    dropped boxes and zero padded to `[max_boxes, *image_size]`.
 
     `shorter_sides` (e.g. the paper's (600,) or COCO's 640..800) draws each image's shorter
     side from that list, capped so the image still fits the canvas.
@@ -121,6 +171,7 @@ def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: 
     sides = tuple(float(s) for s in shorter_sides or ())
     if any(s <= 0 for s in sides):
         raise ValueError(f"shorter_sides must be positive, got {shorter_sides}")
+    _refuse_mask_spec(dataset.element_spec)
     # Every element gets its index: the flips and sizes are drawn per index, and a failed check
     # names the element.
     dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
@@ -141,8 +192,8 @@ def training_batches(dataset: tf.data.Dataset, image_size: tuple[int, int], batc
     if repeat:
         dataset = dataset.repeat()
     dataset = to_canvas(dataset, image_size, max_boxes, flip, seed, shorter_sides)
-    dataset = dataset.map(lambda e: {"images": e["images"],
-                                     "bounding_boxes": e["bounding_boxes"]})
+    keys = ("images", "bounding_boxes", "masks")  # masks only where the data has them
+    dataset = dataset.map(lambda e: {k: e[k] for k in keys if k in e})
     return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 

@@ -16,6 +16,7 @@ import tensorflow as tf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from detection.data.masks import decode_masks
 from detection.data.report import DataReport
 from keras_resnet_suite.data.images import decode_rgb, too_large, upright_image
 
@@ -36,6 +37,8 @@ class Record:
     iscrowd: np.ndarray  # bool [N]
     area: np.ndarray  # float32 [N]
     orientation: int = 1  # EXIF orientation of the file, applied when it is decoded
+    # compressed RLEs [N] in the upright frame (detection.data.masks), or None: no masks asked
+    masks: list | None = None
 
 
 class ImageInfo(NamedTuple):
@@ -128,6 +131,13 @@ def upright_boxes(boxes: np.ndarray, orientation: int, width: int, height: int) 
     return np.stack(out, axis=1).astype(np.float32)
 
 
+def drawn_on_stored(info: ImageInfo, declared: tuple[int, int] | None) -> bool:
+    """Whether annotations declaring the size `declared` were drawn on the file's stored pixels
+    of an EXIF-turned photo (so `orient` turns them with the image), not on the upright photo."""
+    stored = (info.width, info.height)
+    return info.orientation != 1 and declared == stored and stored != info.upright_size
+
+
 def orient(
     info: ImageInfo, declared: tuple[int, int] | None, boxes: np.ndarray, report: DataReport,
     file: str,
@@ -148,7 +158,7 @@ def orient(
                                           f"{upright[0]}x{upright[1]}")
     if info.orientation == 1:
         return upright, boxes
-    if declared == stored and stored != upright:
+    if drawn_on_stored(info, declared):
         report.add("exif_rotated", file, f"orientation {info.orientation}; annotated size "
                    f"{stored[0]}x{stored[1]} is the stored frame: boxes turned with the image")
         return upright, upright_boxes(boxes, info.orientation, *stored)
@@ -217,8 +227,11 @@ def records_to_dataset(
     shuffle: bool = False,
     seed: int | None = None,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    masks: bool = False,
 ) -> tf.data.Dataset:
     """Unbatched elements in the agreed format; images decoded in parallel, order deterministic.
+    With `masks=True` (every record carries RLEs) elements add `"masks"`: uint8 [M, H, W],
+    one per box, in the boxes' order.
 
     Shuffling permutes the light-weight record indices (whole-set shuffle, re-drawn each epoch,
     reproducible with `seed`) before any image is read.
@@ -240,6 +253,20 @@ def records_to_dataset(
     orientations = [int(r.orientation) for r in records]
     turn = any(o != 1 for o in orientations)
     orientations_t = tf.constant(orientations or [1], tf.int32)
+    with_masks = masks
+    if masks:
+        lacking = [r.image_id for r in records if r.masks is None or len(r.masks) != len(r.labels)]
+        if lacking:
+            raise ValueError(f"records_to_dataset(masks=True): image {lacking[0]!r} has no mask "
+                             "per box")
+        # Decoded per element from the compact RLEs: a [M, H, W] array per image in memory
+        # for the whole set would not fit a real data set.
+        rles = [r.masks for r in records]
+        sizes = [(r.height, r.width) for r in records]
+
+        def masks_of(index) -> np.ndarray:
+            i = int(index)
+            return decode_masks(rles[i], *sizes[i])
 
     def load(index: tf.Tensor) -> dict:
         start, stop = splits_t[index], splits_t[index + 1]
@@ -247,7 +274,7 @@ def records_to_dataset(
         image = decode_rgb(data)  # JPEG (CMYK too), PNG, BMP, GIF; grayscale made RGB
         if turn:
             image = upright_image(image, orientations_t[index])
-        return {
+        element = {
             "images": tf.cast(image, tf.float32),
             "bounding_boxes": {"boxes": boxes[start:stop], "labels": labels[start:stop]},
             "image_id": ids[index],
@@ -255,6 +282,10 @@ def records_to_dataset(
             "iscrowd": iscrowd[start:stop],
             "area": area[start:stop],
         }
+        if with_masks:
+            masks = tf.numpy_function(masks_of, [index], tf.uint8, stateful=False)
+            element["masks"] = tf.ensure_shape(masks, [None, None, None])
+        return element
 
     ds = tf.data.Dataset.range(len(records))
     if shuffle:

@@ -16,6 +16,7 @@ KINDS = {
     "corrupt_image": "image file that cannot be decoded (record skipped)",
     "image_too_large": "image over the pixel limit, max_pixels (record skipped, not decoded)",
     "ambiguous_image": "image names that differ only in case fit the annotation (skipped)",
+    "bad_segmentation": "object whose segmentation (polygon/RLE) cannot be decoded (skipped)",
     "degenerate_box": "box with zero or negative width/height after clipping (dropped)",
     "box_clipped": "box partly outside the image (clipped to the image)",
     "size_mismatch": "annotated image size differs from the file (file size used)",

@@ -33,30 +33,41 @@ def samples(num_images: int, split: str = "train", image_size: int | tuple[int, 
 
 
 def shapes(num_images: int = 512, split: str = "train", image_size: int | tuple[int, int] = 128,
-           seed: int = 0, progress: bool = False, **kwargs) -> tf.data.Dataset:
+           seed: int = 0, progress: bool = False, masks: bool = False,
+           **kwargs) -> tf.data.Dataset:
     """Unbatched `tf.data.Dataset` of `{"images": uint8 [H, W, 3], "bounding_boxes":
     {"boxes": float32 [N, 4] xyxy pixels, "labels": int32 [N]}}`; labels index `CLASS_NAMES`.
+    `masks=True` adds exact instance masks, `"masks"`: uint8 0/1 [N, H, W] (each shape's own
+    pixels: a mask's bounding box is its box).
 
     Deterministic: the same arguments always give the same images. Extra keyword arguments
     (`min_objects`, `max_objects`, `size_range`, ...) go to the generator.
     """
-    return from_samples(samples(num_images, split, image_size, seed, progress, **kwargs))
+    return from_samples(samples(num_images, split, image_size, seed, progress, masks=masks,
+                                **kwargs))
 
 
 def from_samples(items: list[dict]) -> tf.data.Dataset:
-    """`shapes`' dataset over already rendered samples (all of one image size)."""
+    """`shapes`' dataset over already rendered samples (all of one image size); with masks
+    when the samples were rendered with them."""
     if not items:
         raise ValueError("from_samples: no samples")
     h, w = items[0]["image"].shape[:2]
+    with_masks = all("masks" in s for s in items)
 
     def gen():
         for s in items:
-            yield {"images": s["image"],
-                   "bounding_boxes": {"boxes": s["boxes"], "labels": s["labels"]}}
+            element = {"images": s["image"],
+                       "bounding_boxes": {"boxes": s["boxes"], "labels": s["labels"]}}
+            if with_masks:
+                element["masks"] = s["masks"]
+            yield element
 
     spec = {"images": tf.TensorSpec((h, w, 3), tf.uint8),
             "bounding_boxes": {"boxes": tf.TensorSpec((None, 4), tf.float32),
                                "labels": tf.TensorSpec((None,), tf.int32)}}
+    if with_masks:
+        spec["masks"] = tf.TensorSpec((None, h, w), tf.uint8)
     ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
     # A known length gives Keras progress bars a total and epochs a clean end.
     return ds.apply(tf.data.experimental.assert_cardinality(len(items)))
@@ -91,6 +102,8 @@ def write_voc(directory: str | Path, num_images: int = 64, split: str = "train",
 
 
 def ground_truths(items: list[dict]) -> list[dict]:
-    """Evaluation-list ground truth (`detection.evaluation` format) of rendered samples."""
+    """Evaluation-list ground truth (`detection.evaluation` format) of rendered samples, with
+    their binary `"masks"` [M, H, W] when they were rendered with masks."""
     return [{"boxes": np.asarray(s["boxes"], np.float32).reshape(-1, 4),
-             "labels": np.asarray(s["labels"], np.int64)} for s in items]
+             "labels": np.asarray(s["labels"], np.int64),
+             **({"masks": s["masks"]} if "masks" in s else {})} for s in items]

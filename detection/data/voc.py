@@ -293,6 +293,7 @@ def voc(
     image_dir: str | Path | None = None,
     val_fraction: float = 0.2,
     split_seed: int = 0,
+    masks: bool = False,
 ) -> tf.data.Dataset:
     """PASCAL VOC XML (a VOCdevkit tree or a labelling tool's XML folder) as tf.data.
 
@@ -302,7 +303,12 @@ def voc(
     "area"}. The dataset carries `class_names`, `report`, `num_examples`, `label_to_name` and
     `name_to_label`. `year=(2007, 2012)` concatenates both (VOC 07+12). See `voc_records` for
     `class_names=None`/"auto" and the seeded split of a folder without split files.
+    VOC XML holds boxes only: `masks=True` is refused (use `coco(..., masks=True)`).
     """
+    if masks:
+        raise ValueError(f"voc({str(data_dir)!r}, masks=True): PASCAL VOC XML annotations hold "
+                         "boxes only, no instance masks; use a COCO instances file "
+                         "(detection.data.coco(..., masks=True)) for masks")
     records, report = voc_records(data_dir, year, split, class_names, skip_difficult,
                                          report, verify_images, image_dir, val_fraction,
                                          split_seed)

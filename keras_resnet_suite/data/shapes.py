@@ -63,16 +63,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def render(index: int, *, image_size: int | tuple[int, int] = 64, min_objects: int = 1,
            max_objects: int = 3, size_range: tuple[float, float] = (0.15, 0.45),
-           seed: int = 0, max_overlap: float = 0.1) -> dict:
+           seed: int = 0, max_overlap: float = 0.1, masks: bool = False) -> dict:
     """Draw image `index`: {"image": uint8 [H, W, 3], "boxes": float32 [N, 4] xyxy pixels,
     "labels": int32 [N]} with N in [min_objects, max_objects]; `size_range` is the object's
-    extent as a fraction of the shorter image side."""
+    extent as a fraction of the shorter image side. `masks=True` adds "masks": uint8 0/1
+    [N, H, W], each shape's own pixels (whole, as drawn), so a mask's bounding box is its box."""
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     if not 0 <= min_objects <= max_objects:
         raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     rng = np.random.default_rng([seed, index])
     image = _background(rng, h, w)
-    boxes, labels = [], []
+    boxes, labels, shape_masks = [], [], []
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         for _attempt in range(30):
             r = rng.uniform(*size_range) * min(h, w) / 2
@@ -91,11 +92,16 @@ def render(index: int, *, image_size: int | tuple[int, int] = 64, min_objects: i
         image[mask] = colour + rng.normal(0, 4, size=(int(mask.sum()), 3))
         boxes.append(box)
         labels.append(kind)
-    return {
+        if masks:
+            shape_masks.append(mask)
+    out = {
         "image": np.clip(image, 0, 255).astype(np.uint8),
         "boxes": np.array(boxes, np.float32).reshape(-1, 4),
         "labels": np.array(labels, np.int32),
     }
+    if masks:
+        out["masks"] = np.array(shape_masks, np.uint8).reshape(-1, h, w)
+    return out
 
 
 def generate(num_images: int, *, start: int = 0, progress: bool = False, **kwargs) -> list[dict]:
