@@ -228,12 +228,28 @@ class ImageTransform(layers.Layer):
 
     def targets_to_canvas(self, truth: dict, info: ImageInfo) -> dict:
         """Ground truth `{"boxes", "labels"}` (input pixels) -> the same on the canvas, label
-        -1 where the box is padding or nothing of it is left inside the image."""
+        -1 where the box is padding or nothing of it is left inside the image. Instance
+        `"masks" [B, M, h, w]` (the images' size), when given, are resized as the images are
+        (bilinear, same scale; float, not re-thresholded) and zero-padded to the canvas."""
         boxes = ops.cast(truth["boxes"], "float32") * _xyxy(ops.cast(info.scale, "float32"))
         boxes = box_ops.clip(boxes, info.extent[:, :1], info.extent[:, 1:])
         labels = ops.cast(truth["labels"], "int32")
         valid = ops.logical_and(labels >= 0, box_ops.nonempty(boxes))
-        return {"boxes": boxes, "labels": ops.where(valid, labels, -1)}
+        out = {"boxes": boxes, "labels": ops.where(valid, labels, -1)}
+        if truth.get("masks") is not None:
+            out["masks"] = self.masks_to_canvas(truth["masks"], info)
+        return out
+
+    def masks_to_canvas(self, masks, info: ImageInfo):
+        """`[B, M, h, w]` masks -> `[B, M, H, W]` float32 on the canvas: the images' resize
+        (a batch shares one input size, so one scale: the first image's)."""
+        masks = ops.cast(masks, "float32")
+        shape = ops.shape(masks)
+        scale = ops.cast(info.scale, "float32")[0]
+        extent = ops.cast(info.extent, "float32")[0]
+        ay = _interp_matrix(self.image_size[0], shape[2], scale[0], extent[0])
+        ax = _interp_matrix(self.image_size[1], shape[3], scale[1], extent[1])
+        return ops.einsum("Ww,bmHw->bmHW", ax, ops.einsum("Hh,bmhw->bmHw", ay, masks))
 
     def detections_to_input(self, detections: dict, info: ImageInfo) -> dict:
         """Canvas detections -> the input image's pixels (padding rows stay zero)."""
