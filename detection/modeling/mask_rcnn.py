@@ -88,10 +88,25 @@ class MaskRCNN(FasterRCNN):
                 raise ValueError(f"{type(self).__name__} trains on elements with 'masks' "
                                  "[B, M, H, W] (one 0/1 mask per box; data loaders give them "
                                  f"with masks=True); got keys {sorted(inputs)}")
+            self._check_masks(inputs)
             x, info = self.transform(inputs["images"])
             truth = {**inputs["bounding_boxes"], "masks": inputs["masks"]}
             return self.training_losses(x, info, self.transform.targets_to_canvas(truth, info))
         return super().call(inputs, training=training)
+
+    def _check_masks(self, inputs: dict):
+        """One line naming what is wrong when the masks cannot belong to the boxes and images
+        (`[B, M, H, W]`: M as the boxes, H x W as the images), where shapes are static."""
+        masks, images = tuple(inputs["masks"].shape), tuple(inputs["images"].shape)
+        boxes = tuple(inputs["bounding_boxes"]["boxes"].shape)
+        want = (images[0], boxes[1]) + images[1:3] if len(images) == 4 and len(boxes) == 3 \
+            else None
+        if want is None or len(masks) != 4 or any(
+                m is not None and w is not None and m != w
+                for m, w in zip(masks, want, strict=True)):
+            raise ValueError(f"{type(self).__name__}: 'masks' must be [batch, boxes, height, "
+                             f"width] = {want} (one mask per box at the image's size), got "
+                             f"{masks}")
 
     def stage_losses(self, x, info: ImageInfo, targets: dict) -> dict:
         """FasterRCNN's four losses and `mask_loss` on the box head's positive RoIs."""

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.jax
 MASK_SIZE = {"c4": 6, "fpn": 28}  # tiny C4 pools 6x6 -> res5 3x3 -> deconv 6x6
 
 
-@pytest.fixture(scope="module", params=["c4", "fpn"])
+# FPN's traces take ~40 s under JAX on CPU; its mask RoIAlign (multilevel_roi_align) has its
+# own JAX tests, so the JAX pass trains the C4 detector only.
+@pytest.fixture(scope="module", params=["c4", pytest.param("fpn", marks=pytest.mark.tf_only)])
 def trained(request, tmp_path_factory):
     """A tiny MaskRCNN fitted 2 steps on a batch with masks, its history and predictions
     before and after a `.keras` round trip (shared: one trace per head)."""
@@ -80,6 +82,8 @@ def test_saved_and_loaded_model_predicts_the_same(trained):
         np.testing.assert_allclose(again[key], pred[key], atol=1e-6, err_msg=key)
 
 
+# The composer's business, the same for both heads; eager (~20 s under JAX): one head.
+@pytest.mark.parametrize("trained", ["c4"], indirect=True)
 def test_the_four_faster_rcnn_losses_are_unchanged_by_masks(trained):
     _, model, _, _, _, _ = trained
     batch = toy_batch(masks=True)
@@ -102,4 +106,13 @@ def test_training_without_masks_is_one_clear_error(trained):
     batch = toy_batch()
     with pytest.raises(ValueError, match=r"MaskRCNN trains on elements with 'masks'.*"
                                          r"got keys \['bounding_boxes', 'images'\]"):
+        model(batch, training=True)
+
+
+def test_masks_that_do_not_fit_the_boxes_are_one_clear_error(trained):
+    _, model, _, _, _, _ = trained
+    batch = toy_batch(masks=True)
+    batch["masks"] = batch["masks"][:, :3]
+    with pytest.raises(ValueError, match=r"'masks' must be \[batch, boxes, height, width\] = "
+                                         r"\(2, 4, 64, 64\).*got \(2, 3, 64, 64\)"):
         model(batch, training=True)
