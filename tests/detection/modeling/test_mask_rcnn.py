@@ -8,7 +8,7 @@ import pytest
 from detector_helpers import tiny_detector, toy_batch
 from keras import ops
 
-from detection.modeling import LOSS_KEYS, MASK_LOSS_KEYS
+from detection.modeling import LOSS_KEYS, MASK_LOSS_KEYS, MaskRCNN
 from detection.modeling.faster_rcnn import GeneralizedRCNN
 from detection.modeling.roi_heads import MaskHead
 from detection.modeling.roi_heads.mask_heads import class_masks
@@ -116,3 +116,9 @@ def test_masks_that_do_not_fit_the_boxes_are_one_clear_error(trained):
     with pytest.raises(ValueError, match=r"'masks' must be \[batch, boxes, height, width\] = "
                                          r"\(2, 4, 64, 64\).*got \(2, 3, 64, 64\)"):
         model(batch, training=True)
+
+
+def test_from_checkpoint_refuses_rather_than_leave_a_random_mask_head():
+    with pytest.raises(ValueError, match=r"MaskRCNN.from_checkpoint\('torchvision/"
+                                         r"fasterrcnn_resnet50_fpn'\): no Mask R-CNN checkpoint"):
+        MaskRCNN.from_checkpoint("torchvision/fasterrcnn_resnet50_fpn")
