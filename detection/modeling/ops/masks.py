@@ -88,21 +88,60 @@ def _resize_bilinear(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return (rows[:, x0] * (one - fx)[None] + rows[:, x1] * fx[None]).astype(np.float32)
 
 
-def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
-    """Box-relative mask probabilities `[N, S, S]` at `boxes [N, 4]` (xyxy, image pixels) ->
-    `[N, height, width]` uint8 binary masks (1 where the probability is `> threshold`).
+PASTE_RULES = ("torchvision", "detectron2")
 
-    torchvision's `paste_masks_in_image`: each mask gets a 1-pixel zero border and its box is
-    expanded by `(S + 2) / S` about its centre (so the mask's edge fades to zero outside the
-    box instead of stopping at it), truncated to integers, resized bilinearly to
+
+def _paste_detectron2(mask: np.ndarray, box: np.ndarray, height: int, width: int) -> np.ndarray:
+    """detectron2's `_do_paste_mask`: each image pixel centre mapped into the box's
+    `[-1, 1]` grid and sampled bilinearly (`grid_sample`, `align_corners=False`, zero
+    outside the mask), in float32 as torch computes it."""
+    size = np.float32(mask.shape[-1])
+    one, two, half = np.float32(1.0), np.float32(2.0), np.float32(0.5)
+
+    def taps(centres, lo, hi):
+        grid = (centres - lo) / (hi - lo) * two - one
+        src = ((grid + one) * size - one) / two  # grid_sample's unnormalisation
+        low = np.floor(src)
+        return low.astype(np.int64), (src - low).astype(np.float32)
+
+    y0, fy = taps(np.arange(height, dtype=np.float32) + half, box[1], box[3])
+    x0, fx = taps(np.arange(width, dtype=np.float32) + half, box[0], box[2])
+    out = np.zeros((height, width), np.float32)
+    n = mask.shape[-1]
+    for dy, wy in ((0, one - fy), (1, fy)):
+        for dx, wx in ((0, one - fx), (1, fx)):
+            yy, xx = y0 + dy, x0 + dx
+            inside = ((yy >= 0) & (yy < n))[:, None] & ((xx >= 0) & (xx < n))[None, :]
+            values = mask[np.clip(yy, 0, n - 1)][:, np.clip(xx, 0, n - 1)]
+            out = out + np.where(inside, values, np.float32(0.0)) * (wy[:, None] * wx[None, :])
+    return out
+
+
+def paste_masks(masks, boxes, height: int, width: int, threshold: float = 0.5,
+                rule: str = "torchvision") -> np.ndarray:
+    """Box-relative mask probabilities `[N, S, S]` at `boxes [N, 4]` (xyxy, image pixels) ->
+    `[N, height, width]` uint8 binary masks.
+
+    `rule="torchvision"` (`paste_masks_in_image`, kept where the probability is `>
+    threshold` as its COCO evaluation does): each mask gets a 1-pixel zero border and its box
+    is expanded by `(S + 2) / S` about its centre (so the mask's edge fades to zero outside
+    the box instead of stopping at it), truncated to integers, resized bilinearly to
     `(x2 - x1 + 1) x (y2 - y1 + 1)` pixels and written where it overlaps the image.
+    `rule="detectron2"` (`paste_masks_in_image`, kept where `>= threshold`): every pixel
+    centre sampled from the mask at its float position in the box (no rounding of the box).
     """
+    if rule not in PASTE_RULES:
+        raise ValueError(f"paste_masks: rule must be one of {PASTE_RULES}, got {rule!r}")
     masks = np.asarray(masks, np.float32)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if masks.ndim != 3 or masks.shape[1] != masks.shape[2] or len(masks) != len(boxes):
         raise ValueError(f"paste_masks: masks must be [N, S, S] with one box [N, 4] each, got "
                          f"masks {masks.shape} and boxes {boxes.shape}")
     out = np.zeros((len(masks), int(height), int(width)), np.uint8)
+    if rule == "detectron2":
+        for i in range(len(masks)):
+            out[i] = _paste_detectron2(masks[i], boxes[i], int(height), int(width)) >= threshold
+        return out
     size = masks.shape[-1]
     padded = np.pad(masks, ((0, 0), (1, 1), (1, 1)))
     scale = np.float32((size + 2) / size)

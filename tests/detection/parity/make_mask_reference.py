@@ -1,6 +1,8 @@
 """Write the stored mask reference (masks.npz, beside this script): torchvision's
 `paste_masks_in_image` (pasting 28x28 probabilities into a 40x48 image at boxes inside and across
-the border of it (torchvision fails on a box wholly outside: detections are clipped first), thresholded at 0.5 as its COCO evaluation does) and
+the border of it (torchvision fails on a box wholly outside: detections are clipped first),
+and detectron2's rule (`_do_paste_mask`, its ~10 lines of torch copied below: `grid_sample`
+at each pixel centre's position in the box, kept where >= 0.5), thresholded at 0.5 as its COCO evaluation does) and
 `project_masks_on_boxes` (the mask targets: the matched ground-truth masks RoIAligned into
 28x28, `aligned=False`, adaptive sampling) on seeded inputs. The npz holds the inputs too, so
 the test needs no torch.
@@ -45,6 +47,23 @@ def inputs() -> dict[str, np.ndarray]:
             "matched": MATCHED}
 
 
+def detectron2_paste(masks, boxes, height: int, width: int):
+    """detectron2.layers.mask_ops._do_paste_mask (skip_empty=False) on [N, 1, S, S] masks."""
+    import torch
+    import torch.nn.functional as F
+
+    x0, y0, x1, y1 = torch.split(boxes, 1, dim=1)
+    n = masks.shape[0]
+    img_y = torch.arange(0, height, dtype=torch.float32) + 0.5
+    img_x = torch.arange(0, width, dtype=torch.float32) + 0.5
+    img_y = (img_y - y0) / (y1 - y0) * 2 - 1
+    img_x = (img_x - x0) / (x1 - x0) * 2 - 1
+    gx = img_x[:, None, :].expand(n, img_y.size(1), img_x.size(1))
+    gy = img_y[:, :, None].expand(n, img_y.size(1), img_x.size(1))
+    grid = torch.stack([gx, gy], dim=3)
+    return F.grid_sample(masks, grid, align_corners=False)[:, 0]
+
+
 def reference() -> dict[str, np.ndarray]:
     """torchvision's pasted masks and mask targets, and the inputs."""
     import torch  # only here: the test imports this module without torch
@@ -54,6 +73,9 @@ def reference() -> dict[str, np.ndarray]:
     pasted = paste_masks_in_image(torch.from_numpy(out["probs"])[:, None],
                                   torch.from_numpy(PASTE_BOXES), (HEIGHT, WIDTH))
     out["pasted"] = (pasted[:, 0] > 0.5).numpy().astype("uint8")
+    d2 = detectron2_paste(torch.from_numpy(out["probs"])[:, None], torch.from_numpy(PASTE_BOXES),
+                          HEIGHT, WIDTH)
+    out["pasted_detectron2"] = (d2 >= 0.5).numpy().astype("uint8")
     out["targets"] = np.stack([
         project_masks_on_boxes(torch.from_numpy(out["gt_masks"][b]), torch.from_numpy(ROIS[b]),
                                torch.from_numpy(MATCHED[b]).long(), SIZE).numpy()

@@ -60,6 +60,14 @@ def test_paste_masks_equals_torchvision(reference):
     np.testing.assert_array_equal(got, reference["pasted"])
 
 
+def test_paste_masks_detectron2_rule_equals_its_grid_sample(reference):
+    got = masks.paste_masks(reference["probs"], reference["paste_boxes"], make.HEIGHT,
+                            make.WIDTH, rule="detectron2")
+    want = reference["pasted_detectron2"]
+    assert want.sum() > 1000 and (want != reference["pasted"]).any()  # another rule
+    np.testing.assert_array_equal(got, want)
+
+
 def test_mask_targets_equal_torchvision(reference, jit):
     fn = jit(lambda m, i, r: masks.mask_targets(m, i, r, make.SIZE))
     got = ops.convert_to_numpy(fn(reference["gt_masks"], reference["matched"], reference["rois"]))
@@ -76,6 +84,10 @@ def test_paste_masks_outside_the_image_and_bad_shapes():
     assert got[1].sum() > 0
     with pytest.raises(ValueError, match=r"masks must be \[N, S, S\].*\(2, 4, 4\).*\(1, 4\)"):
         masks.paste_masks(probs, boxes[:1], 40, 48)
+    with pytest.raises(ValueError, match="rule must be one of .*'torchvision'.*got 'tf'"):
+        masks.paste_masks(probs, boxes, 40, 48, rule="tf")
+    d2 = masks.paste_masks(probs, boxes, 40, 48, rule="detectron2")
+    assert d2[0].sum() == 0 and d2[1].sum() == 9  # the 3x3 pixels whose centres are inside
 
 
 def test_mask_targets_crop_the_matched_object():
