@@ -42,8 +42,9 @@ def mask_targets(gt_masks, matched_idx, rois, size: int = 28, aligned: bool = Fa
     image = ops.arange(ops.shape(rois)[0], dtype="int32")[:, None] * num_masks
     first = (image + ops.cast(matched_idx, "int32")) * (height * width)  # [B, P]
     index = ops.reshape(first, (-1, 1, 1, 1, 1)) + yi * width + xi
-    table = ops.reshape(ops.cast(gt_masks, "float32"), (-1,))
-    taps = ops.reshape(ops.take(table, ops.reshape(index, (-1,))), ops.shape(index))
+    table = ops.reshape(gt_masks, (-1,))  # cast after the gather: masks may be large uint8
+    taps = ops.reshape(ops.cast(ops.take(table, ops.reshape(index, (-1,))), "float32"),
+                       ops.shape(index))
     out = ops.sum(taps * (wy * wx), axis=(-2, -1))
     return ops.stop_gradient(ops.reshape(out, (-1, num_rois, size, size)))
 
