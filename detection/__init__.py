@@ -1,4 +1,4 @@
-"""Faster R-CNN with ResNet backbones, in backend-agnostic Keras 3.
+"""Faster R-CNN and Mask R-CNN with ResNet backbones, in backend-agnostic Keras 3.
 
 Sub-packages follow the data: `modeling` (the model: transform, backbone, RPN, RoI heads,
 and the pure `ops` they use), `data` (datasets), `evaluation` (VOC/COCO AP), `export`
@@ -16,20 +16,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
     from detection import checkpoints, config, data, engine, evaluation, export, modeling
     from detection.modeling.faster_rcnn import FasterRCNN, GeneralizedRCNN
+    from detection.modeling.mask_rcnn import MaskRCNN
 
 if "keras" in sys.modules:  # the backend is chosen already: register the detector's layers
     from detection import modeling  # noqa: F401  (so keras.saving.load_model reads .keras files)
 
-__all__ = ["FasterRCNN", "GeneralizedRCNN", "checkpoints", "config", "data", "engine",
+__all__ = ["FasterRCNN", "GeneralizedRCNN", "MaskRCNN", "checkpoints", "config", "data", "engine",
            "evaluation", "export", "modeling"]
 
 _SUBMODULES = ("checkpoints", "config", "data", "engine", "evaluation", "export", "modeling")
-_MODELS = ("FasterRCNN", "GeneralizedRCNN")
+_MODELS = {"FasterRCNN": "faster_rcnn", "GeneralizedRCNN": "faster_rcnn",
+           "MaskRCNN": "mask_rcnn"}
 
 
 def __getattr__(name: str):
     if name in _MODELS:
-        return getattr(importlib.import_module("detection.modeling.faster_rcnn"), name)
+        return getattr(importlib.import_module(f"detection.modeling.{_MODELS[name]}"), name)
     if name in _SUBMODULES:
         return importlib.import_module(f"detection.{name}")
     raise AttributeError(f"module 'detection' has no attribute {name!r}")

@@ -1,9 +1,10 @@
 """The detector, in the order data flows through it: `transform` (canvas, normalisation) ->
 backbone (`keras_resnet_suite.backbones`, with `fpn`) -> `rpn` -> `roi_heads` -> detections.
 `ops` holds the pure box functions the parts are made of; `options` what each stage can be
-told; `faster_rcnn` only composes."""
+told; `faster_rcnn` only composes; `mask_rcnn` adds the mask head."""
 
 from detection.modeling.faster_rcnn import LOSS_KEYS, FasterRCNN, GeneralizedRCNN
+from detection.modeling.mask_rcnn import MASK_LOSS_KEYS, MaskRCNN
 from detection.modeling.options import (
     BackboneOptions,
     DetectorOptions,
@@ -13,5 +14,5 @@ from detection.modeling.options import (
 )
 from detection.modeling.transform import ImageInfo
 
-__all__ = ["LOSS_KEYS", "BackboneOptions", "DetectorOptions", "FasterRCNN", "GeneralizedRCNN",
-           "ImageInfo", "ROIHeadsOptions", "RPNOptions", "TransformOptions"]
+__all__ = ["LOSS_KEYS", "MASK_LOSS_KEYS", "BackboneOptions", "DetectorOptions", "FasterRCNN",
+           "GeneralizedRCNN", "ImageInfo", "MaskRCNN", "ROIHeadsOptions", "RPNOptions", "TransformOptions"]

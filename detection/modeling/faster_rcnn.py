@@ -53,12 +53,15 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     `fit` and `predict` check their data (`detection.data.checks.TrainingDataChecks`).
     """
 
+    parts = PARTS  # what `get_config` saves and `compose` takes (a subclass may add parts)
+    loss_keys = LOSS_KEYS  # the stage losses `call` returns in training
+
     def __init__(self, backbone: keras.Model, rpn: RPN, roi_heads: ROIHeads,
                  transform: ImageTransform, **kwargs):
         super().__init__(**kwargs)
         self.backbone, self.rpn, self.roi_heads = backbone, rpn, roi_heads
         self.transform = transform
-        self.loss_trackers = {k: keras.metrics.Mean(name=k) for k in LOSS_KEYS}
+        self.loss_trackers = {k: keras.metrics.Mean(name=k) for k in self.loss_keys}
         self._build_parts()
 
     @classmethod
@@ -93,7 +96,7 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
 
     def get_config(self) -> dict:
         config = {"name": self.name, **{k: keras.saving.serialize_keras_object(getattr(self, k))
-                                        for k in PARTS}}
+                                        for k in self.parts}}
         metadata = {k: jsonable(getattr(self, k)) for k in METADATA if hasattr(self, k)}
         if metadata:
             config["metadata"] = metadata
@@ -103,7 +106,7 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     def from_config(cls, config: dict, custom_objects=None):
         config = dict(config)
         metadata = config.pop("metadata", None) or {}
-        for key in PARTS:
+        for key in cls.parts:
             config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
         model = cls.compose(**config)
         unknown = sorted(set(metadata) - set(METADATA)) if isinstance(metadata, dict) else None
@@ -138,15 +141,19 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
         return self.detect(x, info)
 
     def training_losses(self, x, info: ImageInfo, targets: dict) -> dict:
+        """The stage losses (`stage_losses`), each handed to Keras (`add_loss`)."""
+        losses = self.stage_losses(x, info, targets)
+        for key in self.loss_keys:
+            self.add_loss(losses[key])
+        return losses
+
+    def stage_losses(self, x, info: ImageInfo, targets: dict) -> dict:
         """The four losses of normalised canvas images `x` against canvas `targets`: each
         stage returns its own; the composer only gathers them."""
         features = self._features(x, training=True)
         proposals, rpn_losses = self.rpn(features, info, targets, training=True)
         _, roi_losses = self.roi_heads(features, proposals, info, targets, training=True)
-        losses = {**rpn_losses, **roi_losses}
-        for key in LOSS_KEYS:
-            self.add_loss(losses[key])
-        return losses
+        return {**rpn_losses, **roi_losses}
 
     def detect(self, x, info: ImageInfo) -> dict:
         """The one inference path (`call` and the SavedModel export use it): normalised canvas
@@ -173,7 +180,7 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' sum of the model's losses: the four stage losses (`add_loss`d by `call`)
         and the regularisers, each scaled by Keras for the replicas of a tf.distribute run."""
-        if not isinstance(y_pred, dict) or not set(LOSS_KEYS) <= set(y_pred):
+        if not isinstance(y_pred, dict) or not set(self.loss_keys) <= set(y_pred):
             raise ValueError("FasterRCNN trains on elements {'images', 'bounding_boxes': "
                              "{'boxes', 'labels'}} (see detection.data); got inputs without "
                              "'bounding_boxes'")
@@ -181,7 +188,7 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         logs = super().compute_metrics(x, y, y_pred, sample_weight)
-        if isinstance(y_pred, dict) and set(LOSS_KEYS) <= set(y_pred):
+        if isinstance(y_pred, dict) and set(self.loss_keys) <= set(y_pred):
             for k, tracker in self.loss_trackers.items():
                 tracker.update_state(y_pred[k])
                 logs[k] = tracker.result()

@@ -73,7 +73,8 @@ class ROIHeadsOptions:
     """The second stage (see `detection.modeling.roi_heads`): training RoIs (`batch_size` at
     `positive_fraction`), RoIAlign (`pooled_size`: 14 for C4, 7 for FPN by default;
     `sampling_ratio` 0 is adaptive; `aligned`; FPN `level_rule`), the FPN box head
-    (`box_head_convs` 3x3 convs, then `fc_dims`) and post-processing."""
+    (`box_head_convs` 3x3 convs, then `fc_dims`), post-processing and Mask R-CNN's mask head
+    width (`mask_head_dim`; Faster R-CNN ignores it)."""
 
     batch_size: int = 512
     positive_fraction: float = 0.25
@@ -88,6 +89,7 @@ class ROIHeadsOptions:
     box_head_convs: Sequence[int] = ()
     min_size: float = 0.0
     pre_nms_topk: int = 1000
+    mask_head_dim: int = 256
 
 
 @dataclass(frozen=True)
@@ -142,5 +144,6 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "box_head_convs": ("roi_heads", "box_head_convs"),
     "detection_min_size": ("roi_heads", "min_size"),
     "detection_pre_nms_topk": ("roi_heads", "pre_nms_topk"),
+    "mask_head_dim": ("roi_heads", "mask_head_dim"),
     "seed": ("", "seed"),
 }

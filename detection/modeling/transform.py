@@ -228,12 +228,39 @@ class ImageTransform(layers.Layer):
 
     def targets_to_canvas(self, truth: dict, info: ImageInfo) -> dict:
         """Ground truth `{"boxes", "labels"}` (input pixels) -> the same on the canvas, label
-        -1 where the box is padding or nothing of it is left inside the image."""
+        -1 where the box is padding or nothing of it is left inside the image. Instance
+        `"masks" [B, M, h, w]` (the images' size), when given, are brought to the canvas with
+        the images' scale (`masks_to_canvas`)."""
         boxes = ops.cast(truth["boxes"], "float32") * _xyxy(ops.cast(info.scale, "float32"))
         boxes = box_ops.clip(boxes, info.extent[:, :1], info.extent[:, 1:])
         labels = ops.cast(truth["labels"], "int32")
         valid = ops.logical_and(labels >= 0, box_ops.nonempty(boxes))
-        return {"boxes": boxes, "labels": ops.where(valid, labels, -1)}
+        out = {"boxes": boxes, "labels": ops.where(valid, labels, -1)}
+        if truth.get("masks") is not None:
+            out["masks"] = self.masks_to_canvas(truth["masks"], info)
+        return out
+
+    def masks_to_canvas(self, masks, info: ImageInfo):
+        """`[B, M, h, w]` 0/1 masks -> `[B, M, H, W]` on the canvas (same dtype): resized with
+        the images' scale by nearest neighbour, as torchvision's transform resizes target
+        masks (they stay binary, and a gather costs O(M H W) where a bilinear resize by
+        interpolation matrices would cost O(M H h w), more than the backbone at COCO sizes),
+        zero outside the image's extent. A batch shares one input size, so one scale."""
+        shape = ops.shape(masks)
+        scale = ops.cast(info.scale, "float32")[0]
+        extent = ops.cast(info.extent, "float32")[0]
+
+        def source(axis: int, length):
+            dst = ops.cast(ops.arange(self.image_size[axis]), "float32")
+            src = ops.floor(dst / scale[axis])
+            src = ops.cast(ops.clip(src, 0.0, ops.cast(length, "float32") - 1.0), "int32")
+            return src, dst < extent[axis]
+
+        ys, inside_y = source(0, shape[2])
+        xs, inside_x = source(1, shape[3])
+        out = ops.take(ops.take(masks, ys, axis=2), xs, axis=3)
+        inside = ops.logical_and(inside_y[:, None], inside_x[None, :])
+        return ops.where(inside[None, None], out, ops.zeros_like(out[..., :1, :1]))
 
     def detections_to_input(self, detections: dict, info: ImageInfo) -> dict:
         """Canvas detections -> the input image's pixels (padding rows stay zero)."""

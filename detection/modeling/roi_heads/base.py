@@ -27,13 +27,16 @@ def sample_rois(
     positive_fraction: float = sampling.HEAD_POSITIVE_FRACTION,
     thresholds: Sequence[float] = matching.HEAD_THRESHOLDS,
     seed=None,
+    return_matches: bool = False,
 ):
     """Training RoIs for the box head (Fast R-CNN sec. 2.3, Faster R-CNN sec. 3.2).
 
     Ground-truth boxes are appended to the proposals (so every object has a perfect
     foreground RoI early in training), matched at IoU 0.5 and sampled 25% foreground.
     Returns `rois [B, S, 4]`, `valid [B, S]`, `class_targets [B, S]` (background =
-    `num_classes`) and `box_targets [B, S, 4]` encoded with the head weights (10, 10, 5, 5).
+    `num_classes`) and `box_targets [B, S, 4]` encoded with the head weights (10, 10, 5, 5);
+    with `return_matches` also `matched [B, S]`, each RoI's ground-truth index (the mask
+    head crops that object's mask).
     """
     gt_boxes = ops.cast(gt_boxes, "float32")
     gt_valid = ops.logical_and(gt_labels >= 0, box_ops.nonempty(gt_boxes))
@@ -50,8 +53,9 @@ def sample_rois(
     class_targets = ops.where(fg, matched_labels, num_classes)
     matched_boxes = matching.gather_rows(gt_boxes, gt_idx)
     box_targets = box_ops.encode(matched_boxes, rois, box_ops.HEAD_WEIGHTS)
-    return (ops.stop_gradient(rois), valid, ops.stop_gradient(class_targets),
-            ops.stop_gradient(box_targets))
+    sampled = (ops.stop_gradient(rois), valid, ops.stop_gradient(class_targets),
+               ops.stop_gradient(box_targets))
+    return sampled + (gt_idx,) if return_matches else sampled
 
 
 def predictors(num_classes: int, dtype) -> tuple[layers.Dense, layers.Dense]:
@@ -66,9 +70,11 @@ def predictors(num_classes: int, dtype) -> tuple[layers.Dense, layers.Dense]:
 class ROIHeads(layers.Layer):
     """Base of the RoI heads: sampling, losses and post-processing around `box_outputs`.
 
-    `roi_heads(features, proposals, image_info, targets=None)` returns `(detections, losses)`:
-    with canvas `targets` `{"boxes", "labels"}` (training) no detections (`{}`) and the losses
-    `{"roi_cls_loss", "roi_box_loss"}` on RoIs sampled from the proposals; without them padded
+    `roi_heads(features, proposals, image_info, targets=None)` returns `(outputs, losses)`:
+    with canvas `targets` `{"boxes", "labels"}` (training) the sampled RoIs `{"rois" [B, S, 4],
+    "valid", "class_targets" (background = num_classes), "matched" (ground-truth index)}`
+    (what a mask head trains on) and the losses `{"roi_cls_loss", "roi_box_loss"}` on them;
+    without targets padded
     canvas detections `{"boxes", "scores", "classes", "num_detections"}`, boxes clipped to
     each image's extent, and `{}`.
 
@@ -112,7 +118,7 @@ class ROIHeads(layers.Layer):
              training=False):
         features = list(features)
         if targets is not None:
-            return {}, self.losses_of(features, proposals, targets, training)
+            return self.losses_of(features, proposals, targets, training)
         return self.detect(features, proposals, image_info), {}
 
     def _outputs(self, x, num_rois: int):
@@ -120,19 +126,27 @@ class ROIHeads(layers.Layer):
         deltas = ops.reshape(self.box(x), (-1, num_rois, self.num_classes, 4))
         return logits, deltas
 
+    def mask_features(self, features: Sequence, rois, training=False):
+        """`[B * R, h, w, C]` features of `rois [B, R, 4]` for a mask head (RoIAlign 14x14 on
+        the same maps as the box head; C4 also runs its `res5`)."""
+        raise NotImplementedError
+
     def sample(self, proposals: dict, targets: dict):
-        """Training RoIs and their targets (see `sample_rois`)."""
+        """Training RoIs, their targets and matched ground-truth indices (see `sample_rois`)."""
         return sample_rois(proposals["boxes"], proposals["valid"], targets["boxes"],
                            targets["labels"], self.num_classes, self.batch_size_per_image,
-                           self.positive_fraction, seed=self.seed_generator)
+                           self.positive_fraction, seed=self.seed_generator,
+                           return_matches=True)
 
     def losses_of(self, features: list, proposals: dict, targets: dict,
-                  training=True) -> dict:
-        """`{"roi_cls_loss", "roi_box_loss"}` on RoIs sampled from `proposals`."""
-        rois, roi_valid, cls_targets, box_targets = self.sample(proposals, targets)
+                  training=True) -> tuple[dict, dict]:
+        """The sampled RoIs and `{"roi_cls_loss", "roi_box_loss"}` on them."""
+        rois, roi_valid, cls_targets, box_targets, matched = self.sample(proposals, targets)
         logits, deltas = self.box_outputs(features, rois, training=training)
         cls_loss, box_loss = box_head_losses(logits, deltas, roi_valid, cls_targets, box_targets)
-        return {"roi_cls_loss": cls_loss, "roi_box_loss": box_loss}
+        sampled = {"rois": rois, "valid": roi_valid, "class_targets": cls_targets,
+                   "matched": matched}
+        return sampled, {"roi_cls_loss": cls_loss, "roi_box_loss": box_loss}
 
     def detect(self, features: list, proposals: dict, image_info) -> dict:
         """Padded canvas detections `{"boxes", "scores", "classes", "num_detections"}`, boxes

@@ -44,11 +44,21 @@ class C4ROIHeads(ROIHeads):
         self.built = True
 
     def box_outputs(self, features, rois, training=False):
-        r = rois.shape[1]
+        return self._outputs(self.pool(self.mask_features(features, rois, training)),
+                             rois.shape[1])
+
+    def mask_features(self, features, rois, training=False):
+        """`res5` of the RoIs pooled on C4: the box head's features, which detectron2's C4
+        mask head shares (one res5, its weights trained by both heads)."""
         pooled = roi_align.roi_align(features[0], rois, self.pooled_size, 1.0 / self.stride,
                                      self.sampling_ratio, aligned=self.aligned)
         pooled = ops.reshape(pooled, (-1,) + tuple(pooled.shape[2:]))
-        return self._outputs(self.pool(self.res5(pooled, training=training)), r)
+        return self.res5(pooled, training=training)
+
+    def mask_feature_shape(self, input_shape) -> tuple:
+        """Shape of `mask_features` for maps of `input_shape` (one RoI)."""
+        return tuple(self.res5.compute_output_shape(
+            (1, self.pooled_size, self.pooled_size, input_shape[0][-1])))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "res5": keras.saving.serialize_keras_object(self.res5),

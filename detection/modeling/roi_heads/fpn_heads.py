@@ -76,6 +76,19 @@ class FPNROIHeads(ROIHeads):
             x = fc(x)
         return self._outputs(x, r)
 
+    def mask_features(self, features, rois, training=False, pooled_size: int = 14):
+        """Each RoI pooled `pooled_size` square from its level (Mask R-CNN's FPN mask branch:
+        the box head's pooler at 14x14)."""
+        levels = list(features)[: len(self.strides)]
+        pooled = roi_align.multilevel_roi_align(levels, self.strides, rois, pooled_size,
+                                                self.sampling_ratio, self.aligned,
+                                                self.level_rule)
+        return ops.reshape(pooled, (-1,) + tuple(pooled.shape[2:]))
+
+    def mask_feature_shape(self, input_shape, pooled_size: int = 14) -> tuple:
+        """Shape of `mask_features` for maps of `input_shape` (one RoI)."""
+        return (1, pooled_size, pooled_size, input_shape[0][-1])
+
     def get_config(self) -> dict:
         return {**super().get_config(), "strides": self.strides,
                 "pooled_size": self.pooled_size, "fc_dims": self.fc_dims,
