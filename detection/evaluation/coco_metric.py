@@ -42,7 +42,7 @@ def _segm_columns(
     if "masks" not in pred:
         raise ValueError(f"prediction {i} has no 'masks': iou_type='segm' needs [N, H, W] binary "
                          f"image-sized masks (paste box-relative masks with "
-                         f"detection.modeling.ops.masks.paste_masks)")
+                         f"detection.evaluation.paste.paste_masks)")
     count = len(np.asarray(pred["classes"]).reshape(-1))
     masks = check_masks(pred["masks"], count, size, f"prediction {i} 'masks'")
     return encode_masks(masks[:n][keep])

@@ -9,6 +9,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from detection.evaluation.coco_metric import coco_ap
+from detection.evaluation.paste import paste_masks
 from detection.evaluation.voc_metric import voc_ap
 
 
@@ -55,16 +56,20 @@ def _split_outputs(outputs: Mapping, batch: int) -> list[dict]:
 
 
 def _image_masks(pred: dict, padded: tuple[int, int], height: int, width: int) -> dict:
-    """Image-sized masks (their size is the input's) cut to the image and made binary:
-    probabilities at 0.5, as the TF OD API's evaluation does. Other masks (box-relative) are
-    left for `coco_ap` to refuse."""
+    """Binary image-sized masks for scoring: image-sized ones (their size is the input's) cut
+    to the image, probabilities at 0.5 as the TF OD API's evaluation does; box-relative
+    `[N, S, S]` ones (`MaskRCNN.predict`) pasted at their boxes (`paste_masks`)."""
     masks = pred.get("masks")
-    if masks is None or masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(padded):
+    if masks is None or masks.ndim != 3:
         return pred
-    masks = masks[:, :height, :width]
-    if np.issubdtype(masks.dtype, np.floating):
-        masks = masks > 0.5
-    return {**pred, "masks": masks.astype(np.uint8)}
+    if tuple(masks.shape[1:]) == tuple(padded):
+        masks = masks[:, :height, :width]
+        if np.issubdtype(masks.dtype, np.floating):
+            masks = masks > 0.5
+        return {**pred, "masks": masks.astype(np.uint8)}
+    if masks.shape[1] == masks.shape[2] and len(masks) == len(pred["boxes"]):
+        return {**pred, "masks": paste_masks(masks, pred["boxes"], height, width)}
+    return pred  # for coco_ap to refuse, naming the shapes
 
 
 def ground_truth_of(element: Mapping) -> dict:

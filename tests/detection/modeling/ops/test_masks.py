@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from detection.evaluation.paste import paste_masks
 from detection.modeling.ops import masks
 from detection.modeling.transform import ImageTransform
 
@@ -54,14 +55,14 @@ def test_stored_inputs_are_the_scripts():
 
 
 def test_paste_masks_equals_torchvision(reference):
-    got = masks.paste_masks(reference["probs"], reference["paste_boxes"], make.HEIGHT, make.WIDTH)
+    got = paste_masks(reference["probs"], reference["paste_boxes"], make.HEIGHT, make.WIDTH)
     assert got.dtype == np.uint8 and got.shape == (6, make.HEIGHT, make.WIDTH)
     assert reference["pasted"].sum() > 1000  # the reference pastes something
     np.testing.assert_array_equal(got, reference["pasted"])
 
 
 def test_paste_masks_detectron2_rule_equals_its_grid_sample(reference):
-    got = masks.paste_masks(reference["probs"], reference["paste_boxes"], make.HEIGHT,
+    got = paste_masks(reference["probs"], reference["paste_boxes"], make.HEIGHT,
                             make.WIDTH, rule="detectron2")
     want = reference["pasted_detectron2"]
     assert want.sum() > 1000 and (want != reference["pasted"]).any()  # another rule
@@ -79,14 +80,14 @@ def test_mask_targets_equal_torchvision(reference, jit):
 def test_paste_masks_outside_the_image_and_bad_shapes():
     probs = np.ones((2, 4, 4), "float32")
     boxes = np.array([[50.0, 45.0, 70.0, 60.0], [2.0, 2.0, 5.0, 5.0]], "float32")
-    got = masks.paste_masks(probs, boxes, 40, 48)
+    got = paste_masks(probs, boxes, 40, 48)
     assert got[0].sum() == 0  # wholly outside: nothing (torchvision raises here)
     assert got[1].sum() > 0
     with pytest.raises(ValueError, match=r"masks must be \[N, S, S\].*\(2, 4, 4\).*\(1, 4\)"):
-        masks.paste_masks(probs, boxes[:1], 40, 48)
+        paste_masks(probs, boxes[:1], 40, 48)
     with pytest.raises(ValueError, match="rule must be one of .*'torchvision'.*got 'tf'"):
-        masks.paste_masks(probs, boxes, 40, 48, rule="tf")
-    d2 = masks.paste_masks(probs, boxes, 40, 48, rule="detectron2")
+        paste_masks(probs, boxes, 40, 48, rule="tf")
+    d2 = paste_masks(probs, boxes, 40, 48, rule="detectron2")
     assert d2[0].sum() == 0 and d2[1].sum() == 9  # the 3x3 pixels whose centres are inside
 
 
