@@ -1,7 +1,9 @@
 """Shared test fixtures: where the real data lives, and a quiet, seeded Keras."""
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -15,6 +17,24 @@ def shared_data_dir() -> Path | None:
     env = os.environ.get("KRS_DATA_DIR")
     path = Path(env) if env else REPO.parent / "shared" / "data"
     return path if path.is_dir() else None
+
+
+def load_script(name: str, path: Path) -> ModuleType:
+    """A script that is not in a package (a reference generator beside its stored outputs,
+    a worker) as a module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stored_or_live(library: str = "torchvision") -> list:
+    """Parameters of a reference fixture: the stored reference in every pass, and the live
+    one (recomputed by the reference library) in the TensorFlow pass where it is installed."""
+    return ["stored", pytest.param("live", marks=[
+        pytest.mark.tf_only,  # the JAX pass has the stored reference; starting torch is slow
+        pytest.mark.skipif(importlib.util.find_spec(library) is None,
+                           reason=f"{library} not installed: the stored reference is checked")])]
 
 
 @pytest.fixture

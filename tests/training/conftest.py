@@ -1,6 +1,5 @@
 """Helpers for the training tests: the subprocess worker, loaded as a module too."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_script
+
 WORKER = Path(__file__).with_name("worker.py")
 
 
 @pytest.fixture(scope="session")
 def worker():
-    spec = importlib.util.spec_from_file_location("krs_training_worker", WORKER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("krs_training_worker", WORKER)
 
 
 @pytest.fixture

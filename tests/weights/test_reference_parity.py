@@ -22,6 +22,7 @@ from conftest import write_legacy_h5_layers
 
 import keras_resnet_suite as krs
 from keras_resnet_suite import models, weights
+from tests.conftest import load_script
 
 HERE = pathlib.Path(__file__).resolve().parent
 MAKE = HERE / "make_references.py"
@@ -29,15 +30,9 @@ REFERENCE = HERE / "reference"
 TOLERANCE = 1e-4  # relative to the largest |logit|; measured 5e-7 to 2e-6 (float32)
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
-
-make = _load("make_references", MAKE)
-seeded = _load("reference_seeded", HERE.parent / "detection" / "parity" / "seeded.py")
+make = load_script("make_references", MAKE)
+seeded = load_script("reference_seeded", HERE.parent / "detection" / "parity" / "seeded.py")
 # What each library's reference needs installed besides this project's test dependencies.
 NEEDS = {"torchvision": ("torch", "torchvision"), "timm": ("torch", "timm"), "keras": ()}
 # One case per code path in the JAX pass (basic, bottleneck, ResNet-D, Res2Net, pre-activation):

@@ -2,7 +2,6 @@
 parity/masks.npz, and rerun where torchvision is installed); the per-class loss equals a
 direct numpy cross-entropy; the transform brings masks onto the canvas as it does images."""
 
-import importlib.util
 import pathlib
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from keras import ops
 from detection.evaluation.paste import paste_masks
 from detection.modeling.ops import masks
 from detection.modeling.transform import ImageTransform
+from tests.conftest import load_script, stored_or_live
 
 pytestmark = pytest.mark.jax
 
@@ -21,21 +21,11 @@ PARITY = pathlib.Path(__file__).resolve().parents[2] / "parity"
 MAKE = PARITY / "make_mask_reference.py"
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+make = load_script("make_mask_reference", MAKE)
 
 
-make = _load("make_mask_reference", MAKE)
-
-
-@pytest.fixture(scope="module", params=[
-    "stored", pytest.param("live", marks=[
-        pytest.mark.tf_only,  # the JAX pass has the stored reference; starting torch is slow
-        pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                           reason="torchvision not installed: the stored reference is checked")])])
+@pytest.fixture(scope="module", params=stored_or_live("torchvision"))
 def reference(request, tmp_path_factory):
     """torchvision's pasted masks and mask targets with their inputs: stored, or computed
     afresh in a subprocess (torch and TensorFlow crash in one process)."""

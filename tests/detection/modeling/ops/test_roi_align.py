@@ -2,7 +2,6 @@
 parity/roi_align.npz, and rerun where torchvision is installed); the
 gather-based multilevel RoIAlign equals pooling on every level and selecting."""
 
-import importlib.util
 import math
 import pathlib
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 from keras import ops
 
 from detection.modeling.ops import roi_align
+from tests.conftest import load_script, stored_or_live
 
 pytestmark = pytest.mark.jax
 
@@ -112,23 +112,13 @@ def test_batched_boxes_use_their_own_image(jit):
         np.testing.assert_allclose(got[b, 0], ref, atol=1e-5)
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 PARITY = pathlib.Path(__file__).resolve().parents[2] / "parity"
 MAKE = PARITY / "make_roi_align_reference.py"
-make = _load("make_roi_align_reference", MAKE)
+make = load_script("make_roi_align_reference", MAKE)
 
 
-@pytest.fixture(scope="module", params=[
-    "stored", pytest.param("live", marks=[
-        pytest.mark.tf_only,  # the JAX pass has the stored reference; starting torch is slow
-        pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
-                           reason="torchvision not installed: the stored reference is checked")])])
+@pytest.fixture(scope="module", params=stored_or_live("torchvision"))
 def torchvision_reference(request, tmp_path_factory):
     """torchvision.ops.roi_align's outputs and inputs: stored (parity/roi_align.npz),
     or freshly computed in a subprocess (torch and TensorFlow crash in one process)."""
