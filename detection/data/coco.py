@@ -14,7 +14,6 @@ from tqdm.auto import tqdm
 
 from detection.data import split as splits
 from detection.data.coco_checks import annotation_problem, check_structure, image_problem, is_id
-from detection.data.masks import encode_segmentation, turn_rle
 from detection.data.records import (
     Record,
     attach,
@@ -25,6 +24,7 @@ from detection.data.records import (
     records_to_dataset,
 )
 from detection.data.report import DataReport
+from detection.data.segmentations import encode_segmentation, turn_rle
 
 
 def load_coco_json(path: str | Path) -> dict:

@@ -16,8 +16,8 @@ import tensorflow as tf
 from PIL import Image
 from tqdm.auto import tqdm
 
-from detection.data.masks import decode_masks
 from detection.data.report import DataReport
+from detection.data.segmentations import decode_masks
 from keras_resnet_suite.data.images import decode_rgb, too_large, upright_image
 
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
@@ -37,7 +37,7 @@ class Record:
     iscrowd: np.ndarray  # bool [N]
     area: np.ndarray  # float32 [N]
     orientation: int = 1  # EXIF orientation of the file, applied when it is decoded
-    # compressed RLEs [N] in the upright frame (detection.data.masks), or None: no masks asked
+    # compressed RLEs [N] in the upright frame (detection.data.segmentations), or None: no masks asked
     masks: list | None = None
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 import detection.data
-from detection.data.masks import encode_segmentation, upright_mask
 from detection.data.records import upright_boxes
+from detection.data.segmentations import encode_segmentation, upright_mask
 
 pytest.importorskip("pycocotools")
 
