@@ -2,9 +2,12 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,6 +38,18 @@ def stored_or_live(library: str = "torchvision") -> list:
         pytest.mark.tf_only,  # the JAX pass has the stored reference; starting torch is slow
         pytest.mark.skipif(importlib.util.find_spec(library) is None,
                            reason=f"{library} not installed: the stored reference is checked")])]
+
+
+def reference_npz(kind: str, stored: Path, script: Path, tmp_path_factory):
+    """The arrays of a reference: `stored` (kind "stored"), or written afresh by its generator
+    `script` in a subprocess (torch and TensorFlow crash in one process)."""
+    if kind == "stored":
+        return np.load(stored)
+    out = tmp_path_factory.mktemp(stored.stem) / stored.name
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return np.load(out)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ parity/masks.npz, and rerun where torchvision is installed); the per-class loss 
 direct numpy cross-entropy; the transform brings masks onto the canvas as it does images."""
 
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from keras import ops
 from detection.evaluation.paste import paste_masks
 from detection.modeling.ops import masks
 from detection.modeling.transform import ImageTransform
-from tests.conftest import load_script, stored_or_live
+from tests.conftest import load_script, reference_npz, stored_or_live
 
 pytestmark = pytest.mark.jax
 
@@ -29,13 +27,7 @@ make = load_script("make_mask_reference", MAKE)
 def reference(request, tmp_path_factory):
     """torchvision's pasted masks and mask targets with their inputs: stored, or computed
     afresh in a subprocess (torch and TensorFlow crash in one process)."""
-    if request.param == "stored":
-        return np.load(PARITY / "masks.npz")
-    out = tmp_path_factory.mktemp("masks") / "masks.npz"
-    proc = subprocess.run([sys.executable, str(MAKE), str(out)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.load(out)
+    return reference_npz(request.param, PARITY / "masks.npz", MAKE, tmp_path_factory)
 
 
 def test_stored_inputs_are_the_scripts():

@@ -4,8 +4,6 @@ gather-based multilevel RoIAlign equals pooling on every level and selecting."""
 
 import math
 import pathlib
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -13,7 +11,7 @@ import pytest
 from keras import ops
 
 from detection.modeling.ops import roi_align
-from tests.conftest import load_script, stored_or_live
+from tests.conftest import load_script, reference_npz, stored_or_live
 
 pytestmark = pytest.mark.jax
 
@@ -122,13 +120,7 @@ make = load_script("make_roi_align_reference", MAKE)
 def torchvision_reference(request, tmp_path_factory):
     """torchvision.ops.roi_align's outputs and inputs: stored (parity/roi_align.npz),
     or freshly computed in a subprocess (torch and TensorFlow crash in one process)."""
-    if request.param == "stored":
-        return np.load(PARITY / "roi_align.npz")
-    out = tmp_path_factory.mktemp("roi_align") / "roi_align.npz"
-    proc = subprocess.run([sys.executable, str(MAKE), str(out)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.load(out)
+    return reference_npz(request.param, PARITY / "roi_align.npz", MAKE, tmp_path_factory)
 
 
 @pytest.mark.parametrize("ratio, aligned", make.CASES)
