@@ -1,4 +1,5 @@
-"""`keras-resnet-suite` command line: list models, run the demo, train, evaluate and export.
+"""`keras-resnet-suite` command line: list models, run the demo, train, evaluate, export and
+benchmark.
 
 This module stays light (no Keras, no TensorFlow): `main` first chooses TensorFlow's CPU
 kernels (`runtime.default_for_our_commands`), then imports the module that runs the command.
@@ -14,7 +15,12 @@ from dataclasses import dataclass
 
 from . import runtime
 from .errors import run_command
-from .train_flags import configure_evaluate, configure_export, configure_train
+from .train_flags import (
+    configure_benchmark,
+    configure_evaluate,
+    configure_export,
+    configure_train,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ COMMANDS = {
                         configure_evaluate),
     "export": Command("keras_resnet_suite.train_cli", "cmd_export", "Export a run's model as a "
                       "SavedModel (float-image and encoded-image signatures).", configure_export),
+    "benchmark": Command("keras_resnet_suite.training.benchmark", "run", "One CIFAR-10 epoch: "
+                         "input-pipeline images/s against training-step images/s, and the test "
+                         "accuracy reached.", configure_benchmark),
 }
 
 

@@ -91,3 +91,14 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BN into the convolutions (default: wherever a BN follows one)")
     p.add_argument("--top-k", type=int, default=5)
+
+
+def configure_benchmark(p: argparse.ArgumentParser) -> None:
+    """`keras-resnet-suite benchmark`: one CIFAR epoch, input pipeline against training step."""
+    p.add_argument("--data", required=True, help="CIFAR-10 directory, archive or 'tfds'")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--recipe", default="paper-cifar")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])

@@ -45,7 +45,7 @@ def _probe(argv: list[str], value: str | None) -> tuple[str, bool]:
     (["python", "-m", "keras_resnet_suite", "models"], True),
     (["python", "-m", "detection", "train", "--config", "c.yaml"], True),
     (["python", "-mbenchmarks", "--quick"], True),
-    (["python", "-X", "dev", "-W", "ignore", "-m", "keras_resnet_suite.training.benchmark"], True),
+    (["python", "-X", "dev", "-W", "ignore", "-m", "keras_resnet_suite", "benchmark"], True),
     (["python", "-Bm", "detection"], True),
     (["/venv/bin/python", "/venv/bin/keras-resnet-suite", "demo"], True),
     (["python", str(REPO / "examples" / "cifar10_degradation.py"), "--budget"], True),
