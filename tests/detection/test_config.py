@@ -95,11 +95,17 @@ def test_model_masks_sets_the_loaders_masks_and_segm_is_accepted(tmp_path):
     again.write_text(_dump(config))
     assert load_config(again).to_dict() == config.to_dict()
     assert not load_config("raccoon_tiny").masks  # default: Faster R-CNN
+    # an exported-COCO JSON (the coco loader) carries masks too
+    raw = _masks_raw()
+    raw["data"]["train"] = {"loader": "coco", "data_dir": "export/_annotations.coco.json"}
+    assert load_config(_write(tmp_path, raw)).data.train["masks"] is True
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda r: r["data"].__setitem__("eval", {"loader": "voc", "data_dir": "x", "split": "val"}),
      "model.masks: true needs instance masks, but data.eval.loader 'voc' has none"),
+    (lambda r: r["data"].__setitem__("train", {"loader": "coco_tfds", "split": "train"}),
+     "model.masks: true needs instance masks, but data.train.loader 'coco_tfds' has none"),
     (lambda r: r["model"].pop("masks"),
      "eval.metric: segm scores masks, but model.masks is not true"),
     (lambda r: r["data"]["train"].__setitem__("masks", False),
