@@ -33,6 +33,9 @@ def _demo(p: argparse.ArgumentParser) -> None:
                    help="run folder: weights, detections.png, SavedModel (default: demo_output)")
     p.add_argument("--config", default=None,
                    help="demo YAML (default: detection/configs/shapes_demo.yaml)")
+    p.add_argument("--masks", action="store_true",
+                   help="the Mask R-CNN demo (detection/configs/shapes_demo_masks.yaml): box "
+                        "and mask AP, masks drawn and exported")
     p.add_argument("--epochs", type=arg_type(POSITIVE_INT, "--epochs"), default=None,
                    help="train for this many passes over the training images (sets train.steps)")
     p.add_argument("--train-images", type=arg_type(POSITIVE_INT, "--train-images"), default=None,

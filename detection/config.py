@@ -5,6 +5,11 @@ so a misspelt option cannot be silently ignored (detectron2's `config/defaults.p
 Every value has a rule beside its field (`keras_resnet_suite.schema`: type, range, allowed
 values, finiteness), checked at load, so `train.batch_size: "four"` or `learning_rate: -0.1`
 is one line naming the file and the dotted key before any work starts.
+
+`model.masks: true` makes the run Mask R-CNN's: `build_model` builds a `MaskRCNN`, and
+`data.train`/`data.eval` give instance masks (`masks: true` set on them here, so every loader
+call of the run agrees); only loaders with masks (`detection.data.build.WITH_MASKS`) are
+accepted, and `eval.metric: segm` (mask AP, with box AP beside it) needs it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from keras_resnet_suite.schema import (
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the YAML files shipped with the package
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 LOADERS = ("voc", "coco", "shapes", "voc_tfds", "coco_tfds")
+METRICS = ("voc", "coco", "segm")
 
 
 NON_NEGATIVE = Number(float, low=0)
@@ -102,9 +108,9 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """How `data.eval` is scored: VOC mAP or COCO AP."""
+    """How `data.eval` is scored: VOC mAP, COCO box AP or COCO mask AP ("segm", box AP too)."""
 
-    metric: str = key(Choice(("voc", "coco")), "voc")
+    metric: str = key(Choice(METRICS), "voc")
     iou_threshold: float = key(Number(float, low=0, high=1, open_low=True, open_high=True), 0.5)
     use_07_metric: bool = key(Flag(), True)
 
@@ -127,13 +133,15 @@ MODEL_RULES: dict[str, Rule] = {
     "freeze_at": Number(int, low=0, optional=True), "backbone_kwargs": Table(optional=True),
     "pixel_mean": ListOf(Number(float), length=3, optional=True),
     "pixel_std": ListOf(Number(float, low=0, open_low=True), length=3, optional=True),
-    "detection_pre_nms_topk": POSITIVE_INT,
+    "detection_pre_nms_topk": POSITIVE_INT, "mask_head_dim": POSITIVE_INT,
+    "masks": Flag(),
 }
 
 
 @dataclass
 class Config:
-    """A whole run. `model` holds `FasterRCNN`'s keyword arguments (checked by name)."""
+    """A whole run. `model` holds `FasterRCNN`'s keyword arguments (checked by name), and
+    `masks` (a `MaskRCNN`)."""
 
     data: DataConfig
     train: TrainConfig
@@ -152,6 +160,11 @@ class Config:
                              f"data.class_names has {len(names)} names")
         return [str(n) for n in names]
 
+    @property
+    def masks(self) -> bool:
+        """Whether the run is Mask R-CNN's (`model.masks: true`)."""
+        return bool(self.model.get("masks", False))
+
     def to_dict(self) -> dict:
         """Plain nested dict (what `config.yaml` in a run folder holds)."""
         return dataclasses.asdict(self)
@@ -160,7 +173,7 @@ class Config:
 def _model_keys() -> list[str]:
     from detection.modeling.options import KEYWORDS
 
-    return ["backbone", "head", "image_size", *KEYWORDS]
+    return ["backbone", "head", "image_size", "masks", *KEYWORDS]
 
 
 def _unknown(where: str, keys, valid) -> None:
@@ -198,6 +211,7 @@ LOADER_RULES: dict[str, Rule] = {
                                                      ListOf(POSITIVE_INT, length=2))),
     "val_fraction": Number(float, low=0, high=1, open_high=True), "split_seed": NON_NEGATIVE_INT,
     "skip_difficult": _FLAG, "skip_empty": _FLAG, "skip_crowd": _FLAG, "verify_images": _FLAG,
+    "masks": _FLAG,
 }
 
 
@@ -225,6 +239,31 @@ def _check_loader(spec: Any, where: str) -> dict:
     return validate(spec, LOADER_RULES, where)
 
 
+def _check_masks(config: Config) -> None:
+    """`model.masks` against the loaders and the metric, one line naming the key; with masks
+    on, the loader specs get `masks: true` (a spec's own `masks:` must agree)."""
+    from detection.data.build import WITH_MASKS
+
+    for split in ("train", "eval"):
+        spec = getattr(config.data, split)
+        if spec is None:
+            continue
+        where = f"data.{split}"
+        if "masks" in spec and bool(spec["masks"]) != config.masks:
+            raise ValueError(f"config {where}.masks is {spec['masks']} but model.masks is "
+                             f"{config.masks}: set model.masks (it sets the loaders' masks)")
+        if config.masks:
+            if spec["loader"] not in WITH_MASKS:
+                raise ValueError(f"config model.masks: true needs instance masks, but "
+                                 f"{where}.loader {spec['loader']!r} has none (VOC and the TFDS "
+                                 f"sets hold boxes only); use loader "
+                                 f"{' or '.join(map(repr, WITH_MASKS))}")
+            spec["masks"] = True
+    if config.eval.metric == "segm" and not config.masks:
+        raise ValueError("config eval.metric: segm scores masks, but model.masks is not true "
+                         "(a Faster R-CNN predicts boxes only; use metric coco or voc)")
+
+
 def from_dict(raw: Mapping, source: str = "config") -> Config:
     """Validate a nested dict (a parsed YAML) into a `Config`; errors name `source` and key."""
     try:
@@ -248,6 +287,7 @@ def from_dict(raw: Mapping, source: str = "config") -> Config:
         config.data.train = _check_loader(config.data.train, "data.train")
         if config.data.eval is not None:
             config.data.eval = _check_loader(config.data.eval, "data.eval")
+        _check_masks(config)
         if config.data.class_names == "auto":
             from detection.data.discover import class_names_of
 

@@ -18,7 +18,8 @@ from keras_resnet_suite.convert import load_model_file, load_weights_file
 
 
 def load_detector(config, checkpoint: str | Path):
-    """The config's `FasterRCNN` with weights from `checkpoint` (`.weights.h5` or `.keras`).
+    """The config's `FasterRCNN` (`MaskRCNN` with `model.masks`) with weights from `checkpoint`
+    (`.weights.h5` or `.keras`).
 
     Neither form fetches backbone weights: a `.keras` file holds the whole model, and a
     `.weights.h5` is loaded over the config's architecture built without them, so this works

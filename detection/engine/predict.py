@@ -8,7 +8,11 @@ signature is used, so nothing of this project is needed to run it), a `.keras` f
 orientation first. An image that cannot be read (missing, truncated, not JPEG/PNG, over the
 pixel limit) is named on stderr and in `failed.json`, the others are still predicted, and the
 exit code is 1. Boxes in the JSON are pixel xyxy of each (upright) image, classes 0-based
-with their names when known.
+with their names when known. A Mask R-CNN model (`.keras`, weights + config with `masks: true`,
+or a SavedModel with `detection_masks`) also gets each detection's mask pasted into the image
+(`paste_masks`, torchvision's rule, probability > 0.5), drawn as a semi-transparent fill and
+written in the JSON as `"mask_rle"`: COCO compressed RLE `{"size": [h, w], "counts": str}`
+(`pycocotools.mask.decode` reads it back).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from detection.checkpoints.pretrained import ReferenceSizes
 from detection.config import load_config
 from detection.engine.evaluate import load_detector
 from detection.engine.visualize import draw_detections
+from detection.evaluation.coco_masks import encode_masks
+from detection.evaluation.paste import paste_masks
 from detection.modeling.faster_rcnn import FasterRCNN
 from keras_resnet_suite.convert import load_model_file
 from keras_resnet_suite.data.images import check_pixels
@@ -53,8 +59,9 @@ def _read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
 
 
 def saved_model_predictor(path: str | Path):
-    """`predict(pixels, height, width) -> {"boxes" xyxy px, "scores", "classes"}` of a
-    SavedModel, through its `serving_default` (uint8 images)."""
+    """`predict(pixels, height, width) -> {"boxes" xyxy px, "scores", "classes"}` (and box-
+    relative `"masks"` when it serves `detection_masks`) of a SavedModel, through its
+    `serving_default` (uint8 images)."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -65,20 +72,27 @@ def saved_model_predictor(path: str | Path):
         n = int(out["num_detections"])
         y1, x1, y2, x2 = out["detection_boxes"][:n].T
         boxes = np.stack([x1 * width, y1 * height, x2 * width, y2 * height], -1)
-        return {"boxes": boxes, "scores": out["detection_scores"][:n],
+        pred = {"boxes": boxes, "scores": out["detection_scores"][:n],
                 "classes": out["detection_classes"][:n].astype(np.int64) - 1}
+        if "detection_masks" in out:
+            pred["masks"] = out["detection_masks"][:n]
+        return pred
 
     return predict
 
 
 def keras_predictor(model):
-    """The same interface over a Keras `FasterRCNN` (one image per call: sizes differ)."""
+    """The same interface over a Keras `FasterRCNN` or `MaskRCNN` (one image per call: sizes
+    differ)."""
 
     def predict(pixels: np.ndarray, height: int, width: int) -> dict:
         dets = model.predict(pixels[None].astype("float32"), verbose=0)
         n = int(dets["num_detections"][0])
-        return {"boxes": np.asarray(dets["boxes"][0, :n]), "scores": np.asarray(
+        pred = {"boxes": np.asarray(dets["boxes"][0, :n]), "scores": np.asarray(
             dets["scores"][0, :n]), "classes": np.asarray(dets["classes"][0, :n], np.int64)}
+        if "masks" in dets:
+            pred["masks"] = np.asarray(dets["masks"][0, :n])
+        return pred
 
     return predict
 
@@ -137,6 +151,8 @@ def run(args) -> int:
             pred = predict(pixels, h, w)
             keep = pred["scores"] >= args.score_threshold
             pred = {k: np.asarray(v)[keep] for k, v in pred.items()}
+            if "masks" in pred:  # box-relative probabilities -> binary masks in the image
+                pred["masks"] = paste_masks(pred["masks"], pred["boxes"], h, w)
             png = draw_detections([pixels], [pred], out / f"{path.stem}.png", class_names=names,
                                   score_threshold=args.score_threshold, columns=1)
             detections = [{"box_xyxy": [round(float(v), 2) for v in box], "score": float(score),
@@ -145,6 +161,10 @@ def run(args) -> int:
                            **({"category_id": ids[int(cls)]} if ids else {})}
                           for box, score, cls in zip(pred["boxes"], pred["scores"], pred["classes"],
                                                      strict=True)]
+            if "masks" in pred:
+                for det, rle in zip(detections, encode_masks(pred["masks"]), strict=True):
+                    det["mask_rle"] = {"size": [int(v) for v in rle["size"]],
+                                       "counts": rle["counts"].decode("ascii")}
             results.append({"image": str(path), "height": h, "width": w, "png": str(png),
                             "detections": detections})
             print(f"{path}: {len(detections)} detection(s) -> {png}")

@@ -30,7 +30,7 @@ from detection.data.discover import data_overrides
 from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
 from detection.evaluation.dataset import evaluate_dataset
-from detection.modeling import FasterRCNN
+from detection.modeling import FasterRCNN, MaskRCNN
 from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
 from keras_resnet_suite.training.callbacks import (
     NaNGuard,
@@ -47,15 +47,17 @@ from keras_resnet_suite.training.schedules import WarmupCosine, WarmupStepLR
 
 
 def build_model(config: Config, load_backbone_weights: bool = True):
-    """`FasterRCNN` of the config's `model` section and class names. With
+    """`FasterRCNN` (`MaskRCNN` with `model.masks: true`) of the config's `model` section and
+    class names. With
     `load_backbone_weights=False` the architecture is the same (the checkpoint's options,
     frozen stages, input normalisation) but nothing is downloaded: for loading trained weights
     over it."""
     model = copy.deepcopy(config.model)
+    detector = MaskRCNN if model.pop("masks", False) else FasterRCNN
     if not load_backbone_weights and model.get("backbone_weights") is not None:
         model["backbone_kwargs"] = {**(model.get("backbone_kwargs") or {}),
                                     "load_weights": False}
-    return FasterRCNN(num_classes=len(config.class_names()), **model)
+    return detector(num_classes=len(config.class_names()), **model)
 
 
 def check_run_dir(out_dir: Path, config: Config) -> None:
@@ -147,8 +149,8 @@ def _train_stream(config: Config, base, global_batch: int):
 
 def evaluate_config(model, config: Config, split: str = "eval",
                     max_images: int | None = None, verbose: bool = True, dataset=None) -> dict:
-    """VOC mAP or COCO AP (per `config.eval`) of `model` on `data.<split>` (or the already
-    loaded `dataset` of that split). A split without objects is refused (it has no score)."""
+    """VOC mAP, COCO AP or mask AP with box AP beside it (per `config.eval`) of `model` on
+    `data.<split>` (or the already loaded `dataset` of that split). A split without objects is refused (it has no score)."""
     spec = getattr(config.data, split, None)
     if not isinstance(spec, dict):
         raise ValueError(f"config has no data.{split} section to evaluate on")
@@ -313,8 +315,9 @@ def _scored(metrics: dict) -> bool:
 
 
 def print_metrics(metrics: dict, config: Config) -> None:
-    """The closing line: `mAP@0.5 = 0.xxx` (VOC) or `AP = ..., AP50 = ...` (COCO); never a
-    `nan` presented as a score."""
+    """The closing line: `mAP@0.5 = 0.xxx` (VOC), `AP = ..., AP50 = ...` (COCO) or, for
+    `segm`, `box AP = ...` then `mask AP = ..., AP50 = ...`; never a `nan` presented as a
+    score."""
     if ("mAP" in metrics or "AP" in metrics) and not _scored(metrics):
         print("no score: the evaluated images hold no ground-truth objects (mAP/AP undefined)")
     elif "mAP" in metrics:
@@ -322,7 +325,11 @@ def print_metrics(metrics: dict, config: Config) -> None:
     elif "AP" in metrics:
         if metrics.get("area_source") == "box":
             print("note: APs/APm/APl use box areas (w*h); the annotations give no segment area")
-        print(f"AP = {metrics['AP']:.3f}, AP50 = {metrics['AP50']:.3f}, "
+        segm = config.eval.metric == "segm"
+        if segm and "bbox" in metrics:
+            box = metrics["bbox"]
+            print(f"box AP = {box['AP']:.3f}, AP50 = {box['AP50']:.3f}, AP75 = {box['AP75']:.3f}")
+        print(f"{'mask ' if segm else ''}AP = {metrics['AP']:.3f}, AP50 = {metrics['AP50']:.3f}, "
               f"AP75 = {metrics['AP75']:.3f}")
 
 

@@ -22,11 +22,14 @@ def draw_detections(
 ) -> Path:
     """Save a grid PNG of `images` with predicted boxes (solid, "name score") and, if given,
     ground truth (dashed white). `predictions` are per-image `{"boxes", "scores", "classes"}`
-    in pixel xyxy; boxes scoring below `score_threshold` are not drawn."""
+    in pixel xyxy, optionally `"masks"` `[N, H, W]` 0/1 at the image's size (pasted, see
+    `detection.evaluation.paste`), drawn as a semi-transparent fill in the box's colour;
+    detections scoring below `score_threshold` are not drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgb
     from matplotlib.patches import Rectangle
 
     if len(images) != len(predictions):
@@ -50,10 +53,22 @@ def draw_detections(
         boxes = np.asarray(pred["boxes"]).reshape(-1, 4)
         scores = np.asarray(pred["scores"]).reshape(-1)
         classes = np.asarray(pred["classes"]).reshape(-1)
-        for box, score, cls in zip(boxes, scores, classes, strict=True):
+        masks = pred.get("masks")
+        if masks is not None:
+            masks = np.asarray(masks)
+            if masks.shape != (len(boxes), *np.asarray(image).shape[:2]):
+                raise ValueError(f"draw_detections: image {i} has masks of shape {masks.shape}; "
+                                 f"expected [{len(boxes)}, height, width] 0/1 at the image's "
+                                 f"size {np.asarray(image).shape[:2]} (paste_masks them first)")
+        for k, (box, score, cls) in enumerate(zip(boxes, scores, classes, strict=True)):
             if score < score_threshold or cls < 0:
                 continue
             colour = _COLOURS[int(cls) % len(_COLOURS)]
+            if masks is not None and masks[k].any():
+                fill = np.zeros((*masks[k].shape, 4), np.float32)
+                fill[..., :3] = to_rgb(colour)
+                fill[..., 3] = 0.45 * (masks[k] > 0)  # see-through, so the object shows
+                ax.imshow(fill, interpolation="nearest")
             ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
                                    fill=False, edgecolor=colour, linewidth=1.5))
             name = class_names[int(cls)] if class_names is not None else str(int(cls))

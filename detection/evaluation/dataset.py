@@ -172,7 +172,9 @@ def evaluate_dataset(
 
     `predictor` is any object with `predict(images [B, H, W, 3]) -> {"boxes", "scores",
     "classes", "num_detections"}` (a `detection.FasterRCNN`, a loaded SavedModel wrapper, ...);
-    for "segm" also image-sized `masks` [B, N, H, W], and the dataset's elements carry `masks`.
+    for "segm" also `masks` (image-sized [B, N, H, W] or box-relative [B, N, S, S], pasted),
+    and the dataset's elements carry `masks`; "segm" also reports the same detections' box AP
+    as `"bbox"`: `{"AP", "AP50", "AP75", "APs", "APm", "APl"}`.
     """
     if metric not in {"voc", "coco", "segm"}:
         raise ValueError(f"metric must be 'voc', 'coco' or 'segm', got {metric!r}")
@@ -185,6 +187,10 @@ def evaluate_dataset(
     else:
         result = coco_ap(predictions, truths, iou_type="segm" if metric == "segm" else "bbox")
         headline, title = result["AP"], "mask AP" if metric == "segm" else "AP"
+        if metric == "segm":  # the same predictions' boxes: one pass gives both figures
+            box = coco_ap(predictions, truths)
+            result["bbox"] = {k: float(box[k]) for k in ("AP", "AP50", "AP75", "APs", "APm",
+                                                         "APl")}
     if verbose:
         print(format_table(result["per_class"], class_names, title, headline))
     return result

@@ -10,7 +10,12 @@ Outputs (as the TF OD API): `detection_boxes` `[batch, N, 4]` normalised (ymin, 
 xmax) in [0, 1] of each input image, `detection_scores` `[batch, N]`, `detection_classes`
 `[batch, N]` float32 class ids (the model's label + 1, or the official category id for a model
 with `category_ids` such as the COCO checkpoints; 0 on padding rows) and `num_detections`
-`[batch]` float32; `N` is the model's `max_detections`. A model with `class_names` also gets
+`[batch]` float32; `N` is the model's `max_detections`. A `MaskRCNN` adds `detection_masks`
+`[batch, N, S, S]` float32: each detection's mask probabilities of its class, box-relative
+(S = 28 FPN, 14 C4; zero on padding rows), the TF OD API exporter's own form before its
+optional reframing to the image: `detection.evaluation.paste.paste_masks(masks[:n],
+boxes_in_pixels[:n], height, width)` pastes them into the image (a `FasterRCNN` has no
+`detection_masks` key). A model with `class_names` also gets
 `assets.extra/label_map.pbtxt`, the TF OD API label map. `serving_bytes` adds `valid` (bool
 `[batch]`) and `error` (string `[batch]`, "" when valid).
 
@@ -46,13 +51,15 @@ from keras_resnet_suite.metadata import write_asset
 
 SIGNATURES = ("serving_default", "serving_bytes")
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+MASK_KEY = "detection_masks"  # a MaskRCNN's extra output
 
 
 def to_od_api(dets: dict, heights, widths, category_ids=None) -> dict:
     """Model detections (pixel xyxy, 0-based labels, -1 padding) -> TF OD API outputs.
 
     `heights`/`widths` are `[batch]` input image sizes used to normalise the boxes;
-    `category_ids[k]` is the id reported for label k (default k + 1)."""
+    `category_ids[k]` is the id reported for label k (default k + 1); a `MaskRCNN`'s
+    box-relative `masks` `[batch, N, S, S]` become `detection_masks` as they are."""
     boxes = tf.cast(dets["boxes"], tf.float32)
     h = tf.cast(tf.reshape(heights, [-1, 1]), tf.float32)
     w = tf.cast(tf.reshape(widths, [-1, 1]), tf.float32)
@@ -64,12 +71,15 @@ def to_od_api(dets: dict, heights, widths, category_ids=None) -> dict:
         ids = classes + 1
     else:
         ids = tf.gather(tf.constant(list(category_ids), tf.int32), tf.maximum(classes, 0))
-    return {
+    out = {
         "detection_boxes": tf.where(valid[..., None], normalised, 0.0),
         "detection_scores": tf.where(valid, tf.cast(dets["scores"], tf.float32), 0.0),
         "detection_classes": tf.cast(tf.where(valid, ids, 0), tf.float32),
         "num_detections": tf.cast(dets["num_detections"], tf.float32),
     }
+    if "masks" in dets:
+        out[MASK_KEY] = tf.where(valid[..., None, None], tf.cast(dets["masks"], tf.float32), 0.0)
+    return out
 
 
 def label_map(class_names, category_ids=None) -> str:
@@ -81,7 +91,7 @@ def label_map(class_names, category_ids=None) -> str:
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
                        max_pixels: int | None = None, verbose: bool = False) -> Path:
-    """Write a `FasterRCNN` as a SavedModel with the signatures in the module docstring;
+    """Write a `FasterRCNN` (or `MaskRCNN`, with `detection_masks`) as a SavedModel with the signatures in the module docstring;
     `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
     `serving_bytes` decodes (a decompression-bomb guard)."""
     require_tensorflow_backend()

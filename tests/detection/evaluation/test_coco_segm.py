@@ -294,6 +294,9 @@ def test_dataset_helpers_carry_masks_into_segm_ap():
     pasted = evaluate_dataset(MaskOracle(elements, box_relative=True), dataset, metric="segm",
                               verbose=False)
     assert pasted["AP"] == pytest.approx(0.8), pasted["AP"]  # the pasted edge misses IoU 0.9, 0.95
+    # the same detections' box AP beside it: the boxes are the truth's, so 1.0 where masks 0.8
+    assert pasted["bbox"]["AP"] == pytest.approx(1.0) and set(pasted["bbox"]) == {
+        "AP", "AP50", "AP75", "APs", "APm", "APl"}
     with pytest.raises(ValueError, match="metric must be 'voc', 'coco' or 'segm', got 'mask'"):
         evaluate_dataset(oracle, dataset, metric="mask", verbose=False)
 
