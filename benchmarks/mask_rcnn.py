@@ -23,11 +23,15 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.pretrained import photo, seeded_module
 from benchmarks.timing import Case
+
+if TYPE_CHECKING:  # torch is an optional peer, imported only in the torch worker
+    import torch
 
 CASE = "tv_r50_fpn_v1"  # the parity case whose photo and box weights ours runs
 PHOTO = "coco-mini/val2017/000000000139.jpg"  # that case's photo, under the data folder
@@ -85,7 +89,7 @@ def ours_cases(contenders: list[str], models: dict) -> list[Case]:
     return cases
 
 
-def seed_torch(model):
+def seed_torch(model: torch.nn.Module) -> torch.nn.Module:
     """`model` (torch) with the seeded weights of its own state dict, in eval mode."""
     import torch
 
@@ -96,7 +100,7 @@ def seed_torch(model):
     return model.eval()
 
 
-def torchvision_model():
+def torchvision_model() -> torch.nn.Module:
     """torchvision's Mask R-CNN R50-FPN as `maskrcnn_resnet50_fpn(weights=COCO_V1)` builds it
     (frozen BN with eps 0, 91 classes), seeded, score threshold 0, 100 detections."""
     from torchvision.models import resnet50

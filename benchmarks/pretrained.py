@@ -53,7 +53,7 @@ def seeded_module():
     return seeded
 
 
-def seeded_detector(arch_key: str, cls=None, **overrides):
+def seeded_detector(arch_key: str, cls: type | None = None, **overrides: object):
     """(model, photo as a float [1, H, W, 3] batch, canvas): our detector of `arch_key` with
     the parity tests' seeded weights, built at the photo's reference canvas; `cls` another
     detector class of the same parts (`MaskRCNN`: its mask head keeps its random weights),
