@@ -44,19 +44,28 @@ def photo(arch_key: str) -> np.ndarray:
     return np.asarray(Image.open(data / meta["image"]).convert("RGB"))
 
 
-def seeded_detector(arch_key: str):
-    """(model, photo as a float [1, H, W, 3] batch, canvas): our detector of `arch_key` with
-    the parity tests' seeded weights, built at the photo's reference canvas."""
-    sys.path.insert(0, str(PARITY.parent))
+def seeded_module():
+    """The parity tests' `seeded` module (pure numpy: no torch, no TensorFlow)."""
+    if str(PARITY.parent) not in sys.path:
+        sys.path.insert(0, str(PARITY.parent))
     from parity import seeded
 
+    return seeded
+
+
+def seeded_detector(arch_key: str, cls: type | None = None, **overrides: object):
+    """(model, photo as a float [1, H, W, 3] batch, canvas): our detector of `arch_key` with
+    the parity tests' seeded weights, built at the photo's reference canvas; `cls` another
+    detector class of the same parts (`MaskRCNN`: its mask head keeps its random weights),
+    `overrides` preset options (e.g. `score_threshold`)."""
     from detection import FasterRCNN
     from detection.checkpoints import presets, pretrained, registry
 
+    seeded = seeded_module()
     pixels = photo(arch_key).astype("float32")[None]
     arch = pretrained.Architecture.of(registry.get(CASES[arch_key][0]))
     size = presets.reference_size(arch.preset, arch.head, *pixels.shape[1:3])
-    model = FasterRCNN.from_architecture(arch, size)
+    model = (cls or FasterRCNN).from_architecture(arch, size, **overrides)
     pretrained.load_state(model, seeded.seeded_state(seeded.load_skeleton(arch_key), seed=0),
                           arch)
     return model, pixels, size

@@ -5,6 +5,7 @@
     python -m benchmarks --onednn on          # one TensorFlow setting instead of both
     python -m benchmarks --only resnet50 serving --max-minutes 30
     python -m benchmarks --only detection --detection   # Faster R-CNN (long on a CPU)
+    python -m benchmarks --only mask_rcnn   # Mask R-CNN vs torchvision and detectron2
     KERAS_BACKEND=jax python -m benchmarks --only gpu --gpu    # on a GPU machine (no TF needed)
     python -m benchmarks.fresh_rounds   # ResNet-50, a fresh process per contender and round
 
@@ -120,10 +121,11 @@ def _mode(a: argparse.Namespace, smoke: bool) -> Mode:
     if smoke:  # --allow-cpu without a GPU: plumbing only, one round
         mode.warmup, mode.repeats, mode.repeats_small = 1, 1, 1
     if a.repeats:
-        mode.repeats = a.repeats
+        mode.repeats = mode.det_repeats = a.repeats
         if smoke:
             mode.repeats_small = a.repeats
     mode.detection = a.detection
+    mode.masks = a.detection or "mask_rcnn" in (a.only or ())
     return mode
 
 

@@ -34,6 +34,7 @@ class Mode:
     with_hub: bool  # keras-hub where installed (our default's architecture)
     with_bf16: bool = True  # ResNet-50 in bfloat16 too, where the CPU computes it natively
     det_configs: tuple[tuple[str, str], ...] = (("resnet50", "fpn"), ("resnet101", "c4"))
+    masks: bool = False  # Mask R-CNN's figures (opt-in: --only mask_rcnn, or --detection)
 
 
 # Every figure runs five contenders (ours and keras.applications under both oneDNN settings,

@@ -60,4 +60,10 @@ TARGETS: dict[str, Target] = {
         "Faster R-CNN R50-FPN inference, ours / torchvision", 1.0, must_show=False),
     "detection training vs torchvision": Target(
         "Faster R-CNN R50-FPN training step, ours / torchvision", 1.0),
+    "mask inference vs torchvision": Target(
+        "Mask R-CNN R50-FPN inference at 800 pixels, 100 detections, ours / torchvision", 1.0,
+        must_show=False),
+    "mask inference vs detectron2": Target(
+        "Mask R-CNN R50-FPN inference at 800 pixels, 100 detections, ours / detectron2", 1.0,
+        must_show=False),
 }

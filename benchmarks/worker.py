@@ -19,9 +19,12 @@ from __future__ import annotations
 import gc
 import json
 import os
+import random
 import sys
 import traceback
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.timing import Case, _call
 
@@ -125,6 +128,14 @@ def detection(state: State, backbone: str, head: str, contenders: list[str], tra
     return cases
 
 
+def mask_rcnn(state: State, contenders: list[str]) -> list[Case]:
+    """Mask R-CNN R50-FPN inference on one COCO photo (`benchmarks.mask_rcnn`): ours with and
+    without masks under TensorFlow, torchvision's and detectron2's in the torch worker."""
+    from benchmarks import mask_rcnn as masks
+
+    return masks.cases(contenders, state.models)
+
+
 def gemm(state: State, contenders: list[str], n: int = 0) -> list[Case]:
     """The GEMM rate of this worker's framework (`benchmarks.ceiling`)."""
     from benchmarks import ceiling
@@ -142,6 +153,7 @@ FIGURES = {
     "cifar": cifar,
     "detection-infer": lambda s, **a: detection(s, train=False, **a),
     "detection-train": lambda s, **a: detection(s, train=True, **a),
+    "mask-rcnn-infer": mask_rcnn,
     "gemm": gemm,
 }
 
@@ -188,7 +200,14 @@ def info(state: State) -> dict:
     return out
 
 
-CALLS = {"export_serving": export_serving, "info": info}
+def mask_counts(state: State) -> dict[str, int]:
+    """Detections each Mask R-CNN contender of this worker returned on its last call."""
+    from benchmarks import mask_rcnn as masks
+
+    return dict(masks.COUNTS)
+
+
+CALLS = {"export_serving": export_serving, "info": info, "mask_counts": mask_counts}
 
 
 def handle(state: State, req: dict) -> dict:
@@ -217,11 +236,18 @@ def main() -> int:
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     if os.environ.get(ROLE_ENV) == "torch":  # the other order segfaults (see run.py)
-        import torch  # noqa: F401
+        import torch
         import torchvision.models  # noqa: F401
-    import keras
 
-    keras.utils.set_random_seed(0)
+        # Keras (and TensorFlow) only where a figure imports it: the Mask R-CNN peers run
+        # in a process without TensorFlow. torch cases seed themselves.
+        random.seed(0)
+        np.random.seed(0)
+        torch.manual_seed(0)  # as keras.utils.set_random_seed does where torch is loaded
+    else:
+        import keras
+
+        keras.utils.set_random_seed(0)
     state = State()
     for line in sys.stdin:
         req = json.loads(line)

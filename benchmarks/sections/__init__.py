@@ -18,6 +18,7 @@ SECTIONS: dict[str, tuple[str, str]] = {  # name -> (module, function)
     "pipelines": ("benchmarks.sections.input_pipelines", "cifar"),
     "resnet101": ("benchmarks.sections.classification", "resnet101"),
     "detection": ("benchmarks.sections.faster_rcnn", "detection"),
+    "mask_rcnn": ("benchmarks.sections.mask_rcnn", "mask_rcnn"),
     "gpu": ("benchmarks.gpu", "section"),
 }
 CPU_SECTIONS = [name for name in SECTIONS if name != "gpu"]

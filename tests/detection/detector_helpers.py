@@ -1,5 +1,12 @@
 """Tiny detectors and toy batches shared by the detector tests (imported by name)."""
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 TINY = {"depths": (1, 1, 1, 1), "widths": (8, 16, 32, 64), "stem_width": 8}
 
 
@@ -48,3 +55,53 @@ def toy_batch(batch=2, size=64, max_boxes=4, empty_last=True, masks=False):
         disc = ((xs - (x0 + x1) / 2) ** 2 + (ys - (y0 + y1) / 2) ** 2) <= r**2
         out["masks"] = (disc & (labels[..., None, None] >= 0)).astype("uint8")
     return out
+
+
+# One training step of a tiny C4 detector (argv[2] == "masks": a MaskRCNN on masked toy data)
+# on 2 logical CPUs under MirroredStrategy and on one device, global batch 4; prints each
+# run's last losses and per-variable absolute update. Budgets exceed the candidates (every
+# anchor / RoI is sampled) and BN is frozen, so both runs do the same maths.
+MIRRORED = textwrap.dedent("""
+    import json, os, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    sys.path.insert(0, sys.argv[1])
+    from detector_helpers import tiny_detector, toy_batch
+    masks = sys.argv[2] == "masks"
+    batch = toy_batch(batch=4, empty_last=True, masks=masks)
+    ds = tf.data.Dataset.from_tensors(batch)
+    results = {}
+    # The one-device reference runs eagerly: same maths, and only one graph to trace.
+    for name, strategy in (("one", tf.distribute.get_strategy()),
+                           ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = tiny_detector("c4", norm="frozen", rpn_batch_size=1000, roi_batch_size=64,
+                                  masks=masks)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=name == "one")
+        before = [w.numpy() for w in model.trainable_weights]
+        logs = model.fit(ds.unbatch().batch(4, drop_remainder=True), epochs=1, verbose=0).history
+        results[name] = {k: float(v[-1]) for k, v in logs.items()}
+        # one SGD step: lr times the gradient of the global batch's loss, per variable
+        results[name]["update"] = [float(abs(w.numpy() - b).sum())
+                                   for w, b in zip(model.trainable_weights, before)]
+        results[name]["variables"] = [w.path for w in model.trainable_weights]
+    print("RESULT" + json.dumps(results))
+""")
+
+
+def mirrored_and_one_device(tmp_path, masks=False) -> dict:
+    """`MIRRORED`'s results in a fresh process (the logical CPUs must be set before TensorFlow
+    starts): {"one": {loss: value, "update": [...], "variables": [...]}, "two": ...}."""
+    script = tmp_path / "mirrored.py"
+    script.write_text(MIRRORED)
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parent),
+                           "masks" if masks else "boxes"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
+    assert line, proc.stderr[-3000:]
+    return json.loads(line[0][len("RESULT"):])

@@ -48,19 +48,25 @@ def mask_targets(gt_masks, matched_idx, rois, size: int = 28, aligned: bool = Fa
 
 def mask_loss(logits, targets, labels, positive):
     """Per-class binary cross-entropy (Mask R-CNN sec. 3, `L_mask`): each RoI's mask of its
-    ground-truth class only, averaged over the positive RoIs' pixels of the whole batch (as
-    torchvision and detectron2); 0 (with a gradient path) when there is no positive RoI.
+    ground-truth class only, averaged over the positive RoIs' pixels (as torchvision and
+    detectron2); 0 (with a gradient path) when there is no positive RoI.
 
     `logits [R, C, S, S]`, `targets [R, S, S]` in [0, 1], `labels [R]` int class of each RoI,
-    `positive [R]` bool. Leading axes beyond one (e.g. `[B, P, ...]`) are flattened.
+    `positive [R]` bool: one image, or RoIs pooled from anywhere. With a batch axis
+    (`[B, R, ...]`) the average is per image, then over images, as `losses.box_head_losses`
+    does: the same as the batch's average when the images have as many positives, and
+    unchanged however the batch is split across replicas (a replica's count of positives
+    would otherwise differ from the global one, and so would the gradient).
     """
     num_classes, size = int(logits.shape[-3]), int(logits.shape[-1])
-    logits = ops.reshape(ops.cast(logits, "float32"), (-1, num_classes, size, size))
-    targets = ops.reshape(ops.cast(targets, "float32"), (-1, size, size))
-    labels = ops.clip(ops.reshape(ops.cast(labels, "int32"), (-1,)), 0, num_classes - 1)
-    weight = ops.cast(ops.reshape(positive, (-1,)), "float32")
-    picked = ops.sum(logits * ops.one_hot(labels, num_classes)[:, :, None, None], axis=1)
+    # [images, RoIs]: the batch axis may be unknown (a replica's share), the RoIs' is static
+    lead = (-1, int(positive.shape[1])) if len(positive.shape) == 2 else (1, -1)
+    logits = ops.reshape(ops.cast(logits, "float32"), lead + (num_classes, size, size))
+    targets = ops.reshape(ops.cast(targets, "float32"), lead + (size, size))
+    labels = ops.clip(ops.reshape(ops.cast(labels, "int32"), lead), 0, num_classes - 1)
+    weight = ops.cast(ops.reshape(positive, lead), "float32")
+    picked = ops.sum(logits * ops.one_hot(labels, num_classes)[..., None, None], axis=2)
     # log(1 + exp(-|x|)) form: finite for any logit.
     bce = ops.maximum(picked, 0.0) - picked * targets + ops.log1p(ops.exp(-ops.abs(picked)))
-    pixels = ops.maximum(ops.sum(weight), 1.0) * float(size * size)
-    return ops.sum(bce * weight[:, None, None]) / pixels
+    pixels = ops.maximum(ops.sum(weight, axis=1), 1.0) * float(size * size)  # [B]
+    return ops.mean(ops.sum(bce * weight[..., None, None], axis=(1, 2, 3)) / pixels)

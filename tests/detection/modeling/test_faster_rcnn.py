@@ -1,21 +1,14 @@
 """FasterRCNN end to end on tiny backbones: fit, predict, frozen stages, bad input, replicas."""
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from detector_helpers import tiny_detector, toy_batch
+from detector_helpers import mirrored_and_one_device, tiny_detector, toy_batch
 
 from detection.modeling import LOSS_KEYS
 from detection.modeling import transform as transforms
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 def _dataset(batch, repeat=1):
@@ -172,34 +165,6 @@ def test_reference_resize_rules(rule, size):
     assert tuple(dynamic.numpy()) == (h, w)
 
 
-MIRRORED = textwrap.dedent("""
-    import json, os, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras
-    sys.path.insert(0, sys.argv[1])
-    from detector_helpers import tiny_detector, toy_batch
-    batch = toy_batch(batch=4, empty_last=True)
-    ds = tf.data.Dataset.from_tensors(batch)
-    results = {}
-    # The one-device reference runs eagerly: same maths, and only one graph to trace.
-    for name, strategy in (("one", tf.distribute.get_strategy()),
-                           ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
-        keras.utils.set_random_seed(0)
-        with strategy.scope():
-            model = tiny_detector("c4", norm="frozen", rpn_batch_size=1000, roi_batch_size=64)
-            model.compile(optimizer=keras.optimizers.SGD(0.01), run_eagerly=name == "one")
-        before = [w.numpy() for w in model.trainable_weights]
-        logs = model.fit(ds.unbatch().batch(4, drop_remainder=True), epochs=1, verbose=0).history
-        results[name] = {k: float(v[-1]) for k, v in logs.items()}
-        # one SGD step: lr times the gradient of the global batch's loss, per variable
-        results[name]["update"] = [float(abs(w.numpy() - b).sum())
-                                   for w, b in zip(model.trainable_weights, before)]
-    print("RESULT" + json.dumps(results))
-""")
-
-
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.distribute is TF-only")
 def test_mirrored_strategy_matches_one_device(tmp_path):
     """One step on 2 logical CPUs gives the losses and the weight update of 1 device for the
@@ -209,16 +174,7 @@ def test_mirrored_strategy_matches_one_device(tmp_path):
     differs between the runs; frozen BN removes per-replica batch statistics. Tolerance 1e-4
     relative (float32 summation order).
     """
-    script = tmp_path / "mirrored.py"
-    script.write_text(MIRRORED)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, str(script), str(Path(__file__).parents[1])],
-                          capture_output=True, text=True, env=env, timeout=300)
-    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT")]
-    assert line, proc.stderr[-3000:]
-    import json
-
-    results = json.loads(line[0][len("RESULT"):])
+    results = mirrored_and_one_device(tmp_path)
     for key in LOSS_KEYS + ("loss",):
         assert results["two"][key] == pytest.approx(results["one"][key], rel=1e-4, abs=1e-6), key
     one, two = results["one"]["update"], results["two"]["update"]

@@ -107,6 +107,24 @@ def test_mask_loss_is_the_true_class_cross_entropy_over_positive_pixels(jit):
     assert float(none) == 0.0
 
 
+def test_batched_mask_loss_averages_per_image_so_replicas_agree(jit):
+    # [B, R, ...]: each image's own average, then the images' mean; the two halves of the
+    # batch (two replicas' shares) average to the same value, unequal positives or not.
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(4, 3, 2, 5, 5)).astype("float32") * 3
+    targets = (rng.uniform(size=(4, 3, 5, 5)) > 0.5).astype("float32")
+    labels = rng.integers(0, 2, (4, 3)).astype("int32")
+    positive = np.array([[1, 1, 1], [1, 0, 0], [0, 0, 0], [0, 1, 0]], bool)
+    per_image = [masks.mask_loss(logits[b], targets[b], labels[b], positive[b]) for b in range(4)]
+    want = float(np.mean([float(x) for x in per_image]))
+    assert float(per_image[2]) == 0.0
+    assert float(jit(masks.mask_loss)(logits, targets, labels, positive)) == \
+        pytest.approx(want, rel=1e-5)
+    halves = [float(masks.mask_loss(logits[h], targets[h], labels[h], positive[h]))
+              for h in (slice(0, 2), slice(2, 4))]
+    assert np.mean(halves) == pytest.approx(want, rel=1e-5)
+
+
 def test_masks_follow_the_images_onto_the_canvas(jit):
     transform = ImageTransform((64, 96))
     rng = np.random.default_rng(1)
