@@ -1,9 +1,10 @@
 """Published detector weights, loaded into a detector it is given.
 
 A checkpoint (a registry name or a local `.pth`/`.pkl`) says which library made it and so
-its `Architecture`; `read` returns both with the state dict. The factory
-`detection.FasterRCNN.from_checkpoint` sits above this layer: it builds the preset's
-architecture (`detection.checkpoints.presets`) and calls `load_state`, which copies the
+its `Architecture`; `read` returns both with the state dict. The factories
+`detection.FasterRCNN.from_checkpoint` and `detection.MaskRCNN.from_checkpoint` (a checkpoint
+with mask head weights) sit above this layer: each builds the preset's architecture
+(`detection.checkpoints.presets`) and calls `load_state`, which copies the
 weights, and `describe`, which gives the model its COCO class names and official category ids
 (`model.class_names`, `model.category_ids`). `at_image_size` gives the same weights on another
 canvas, which is how a run matches the reference exactly image by image.
