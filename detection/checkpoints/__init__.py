@@ -1,7 +1,7 @@
-"""Pretrained COCO Faster R-CNN checkpoints (torchvision, detectron2): the registry, the
-file readers and the COCO class tables. Importing this package loads no TensorFlow; only
-what reaches into `keras_resnet_suite` does: downloading and hash checks (`fetch_checkpoint`,
-`resolve`) and reading a `.pth`/`.safetensors` without PyTorch."""
+"""Pretrained COCO Faster R-CNN and Mask R-CNN checkpoints (torchvision, detectron2): the
+registry, the file readers and the COCO class tables. Importing this package loads no
+TensorFlow; only what reaches into `keras_resnet_suite` does: downloading and hash checks
+(`fetch_checkpoint`, `resolve`) and reading a `.pth`/`.safetensors` without PyTorch."""
 
 from .coco_classes import COCO_CATEGORIES, TORCHVISION_LABELS, category_ids, class_names
 from .readers import (

@@ -11,7 +11,10 @@ detection parts, copied here layer by layer. What has to change on the way:
 - torchvision's predictor rows hold the background first (91 classes): they move last, and
   the background's box deltas are dropped;
 - the first FC layer after RoIAlign flattens NCHW in PyTorch, NHWC here: its input rows are
-  permuted.
+  permuted;
+- Mask R-CNN's mask head (a model with a `mask_head`): PyTorch's ConvTranspose2d weight is
+  `[in, out, kh, kw]` (Keras `[kh, kw, out, in]`), and torchvision's 91-map predictor's
+  background map is dropped (ours predicts one map per object class).
 Every missing, unexpected and mis-shaped key is listed in one error.
 """
 
@@ -213,14 +216,50 @@ def _detectron2_heads(model, s: dict) -> dict:
     return out
 
 
+# Where each library keeps Mask R-CNN's mask head (a box-only model drops these keys).
+MASK_PREFIXES = ("roi_heads.mask_head.", "roi_heads.mask_predictor.")
+
+
+def _deconv(s: dict, key: str) -> list:
+    """A PyTorch ConvTranspose2d (`[in, out, kh, kw]`) -> Keras Conv2DTranspose arrays."""
+    kernel = np.asarray(s[f"{key}.weight"], "float32").transpose(2, 3, 1, 0)
+    return [kernel, s[f"{key}.bias"]]
+
+
+def _mask_logits(s: dict, key: str, background_first: bool) -> list:
+    """The 1x1 per-class mask predictor, torchvision's background map (first) dropped."""
+    kernel, bias = _conv(s, key)
+    if background_first:
+        kernel, bias = kernel[..., 1:], np.asarray(bias)[1:]
+    return [kernel, bias]
+
+
+def _mask_head(out: _Out, head, s: dict, library: str) -> None:
+    """{our layer path: arrays} for the mask head: torchvision `mask_head.{i}.0` (+ `.1` BN,
+    v2) and `mask_predictor.{conv5_mask, mask_fcn_logits}`; detectron2 `mask_head.mask_fcn{i}`,
+    `deconv` and `predictor`."""
+    tv = library == "torchvision"
+    for i, conv in enumerate(head.convs):
+        out.put(conv.path, _conv, s, f"roi_heads.mask_head.{i}.0" if tv
+                else f"roi_heads.mask_head.mask_fcn{i + 1}")
+    for i, norm in enumerate(head.norms):
+        out.put(norm.path, _bn, s, f"roi_heads.mask_head.{i}.1")
+    deconv, logits = (("roi_heads.mask_predictor.conv5_mask", "roi_heads.mask_predictor."
+                       "mask_fcn_logits") if tv else
+                      ("roi_heads.mask_head.deconv", "roi_heads.mask_head.predictor"))
+    out.put(head.deconv.path, _deconv, s, deconv)
+    out.put(head.predictor.path, _mask_logits, s, logits, tv)
+
+
 def _layers_by_path(model) -> dict:
     return {layer.path: layer for layer in flatten_layers(model) if layer.weights}
 
 
 def load_state(model, state: dict, library: str, *, source: str = "checkpoint",
                bn_epsilon: float = 1e-5) -> None:
-    """Copy a torchvision or detectron2 Faster R-CNN state dict (numpy arrays, each
-    library's current names) into `model`, or raise one error listing every problem."""
+    """Copy a torchvision or detectron2 Faster R-CNN (or, into a `MaskRCNN`, Mask R-CNN)
+    state dict (numpy arrays, each library's current names) into `model`, or raise one error
+    listing every problem."""
     if library not in ("torchvision", "detectron2"):
         raise ValueError(f"library must be 'torchvision' or 'detectron2', got {library!r}")
     trunk, rest, names = split_state(state, library)
@@ -229,6 +268,8 @@ def load_state(model, state: dict, library: str, *, source: str = "checkpoint",
     tracked = _Tracked(rest, used)
     arrays = (_torchvision_heads if library == "torchvision" else _detectron2_heads)(
         model, tracked)
+    if getattr(model, "mask_head", None) is not None:
+        _mask_head(arrays, model.mask_head, tracked, library)
     layers = _layers_by_path(model)
     problems += [f"missing: {k}" for k in sorted(tracked.missing)]
     problems += [f"unexpected: {k}" for k in sorted(set(rest) - used)]

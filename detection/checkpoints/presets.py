@@ -33,13 +33,14 @@ TORCHVISION = DetectorOptions(
     roi_heads=ROIHeadsOptions(sampling_ratio=2, aligned=False, level_rule="torchvision",
                               min_size=1e-2, pre_nms_topk=5000),
 )
-# v2 keeps torchvision's trainable BatchNorm in the backbone too (the same in inference).
+# v2 keeps torchvision's trainable BatchNorm in the backbone too (the same in inference), and
+# its Mask R-CNN has BatchNorm in the mask head's convs.
 TORCHVISION_V2 = dataclasses.replace(
     TORCHVISION,
     backbone=dataclasses.replace(TORCHVISION.backbone, norm="batch", fpn_norm="batch"),
     rpn=dataclasses.replace(TORCHVISION.rpn, head_convs=2),
     roi_heads=dataclasses.replace(TORCHVISION.roi_heads, box_head_convs=(256, 256, 256, 256),
-                                  fc_dims=(1024,)),
+                                  fc_dims=(1024,), mask_head_norm="batch"),
 )
 # detectron2: BGR 0-255 minus its pixel mean, std 1. The model here takes RGB: the mean is
 # given in RGB order and the converter reverses the stem kernel's input channels.

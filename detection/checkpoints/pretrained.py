@@ -1,9 +1,10 @@
 """Published detector weights, loaded into a detector it is given.
 
 A checkpoint (a registry name or a local `.pth`/`.pkl`) says which library made it and so
-its `Architecture`; `read` returns both with the state dict. The factory
-`detection.FasterRCNN.from_checkpoint` sits above this layer: it builds the preset's
-architecture (`detection.checkpoints.presets`) and calls `load_state`, which copies the
+its `Architecture`; `read` returns both with the state dict. The factories
+`detection.FasterRCNN.from_checkpoint` and `detection.MaskRCNN.from_checkpoint` (a checkpoint
+with mask head weights) sit above this layer: each builds the preset's architecture
+(`detection.checkpoints.presets`) and calls `load_state`, which copies the
 weights, and `describe`, which gives the model its COCO class names and official category ids
 (`model.class_names`, `model.category_ids`). `at_image_size` gives the same weights on another
 canvas, which is how a run matches the reference exactly image by image.
@@ -30,11 +31,12 @@ class Architecture:
     num_classes: int
     class_layout: str | None  # "coco91" | "coco80" | None (own classes)
     name: str = ""
+    masks: bool = False  # a Mask R-CNN checkpoint (mask head weights)
 
     @classmethod
     def of(cls, ckpt: registry.DetectorCheckpoint) -> Architecture:
         return cls(ckpt.library, ckpt.preset, ckpt.backbone, ckpt.head, ckpt.num_classes,
-                   ckpt.class_layout, ckpt.name)
+                   ckpt.class_layout, ckpt.name, ckpt.masks)
 
 
 def infer_architecture(library: str, state: dict, name: str = "") -> Architecture:
@@ -57,7 +59,8 @@ def infer_architecture(library: str, state: dict, name: str = "") -> Architectur
     if depth is None:
         raise ValueError(f"{name or 'checkpoint'}: a ResNet with {len(blocks)} conv4_x blocks "
                          "is none of ResNet-50/101/152")
-    return Architecture(library, preset, depth, head, int(rows), layout, name)
+    masks = any(k.startswith(convert.MASK_PREFIXES) for k in keys)
+    return Architecture(library, preset, depth, head, int(rows), layout, name, masks)
 
 
 def describe(model, arch: Architecture, overrides: dict) -> None:
@@ -75,23 +78,47 @@ def describe(model, arch: Architecture, overrides: dict) -> None:
 
 def load_state(model, state: dict, arch: Architecture, source: str = "checkpoint") -> None:
     """Copy a checkpoint's state dict (numpy, the library's names) into `model`, a detector
-    built for `arch` (`FasterRCNN.from_architecture`)."""
+    built for `arch` (`FasterRCNN.from_architecture`). A Mask R-CNN checkpoint loaded into a
+    detector without a mask head (a `FasterRCNN`) gives it its box parts: the mask head's
+    weights are left out, with a note."""
     if arch.library == "torchvision":
         state = readers.normalize_torchvision_keys(state)
+    if arch.masks and getattr(model, "mask_head", None) is None:
+        dropped = [k for k in state if k.startswith(convert.MASK_PREFIXES)]
+        state = {k: v for k, v in state.items() if not k.startswith(convert.MASK_PREFIXES)}
+        print(f"note: {source} is a Mask R-CNN checkpoint; {type(model).__name__} takes its "
+              f"box parts and leaves out the mask head ({len(dropped)} tensors; "
+              "detection.MaskRCNN.from_checkpoint loads them)")
     convert.load_state(model, state, arch.library, source=source,
                        bn_epsilon=presets.BN_EPSILON[arch.preset])
 
 
-def read(name_or_path: str | os.PathLike) -> tuple[Architecture, dict, str]:
+def read(name_or_path: str | os.PathLike, masks: bool = False,
+         ) -> tuple[Architecture, dict, str]:
     """`(architecture, state dict, source)` of a registered checkpoint (downloaded once into
-    the weights cache, hash checked) or of a local torchvision `.pth` / detectron2 `.pkl`."""
+    the weights cache, hash checked) or of a local torchvision `.pth` / detectron2 `.pkl`.
+    `masks=True` (a Mask R-CNN is to be built) refuses a box-only checkpoint in one line,
+    before downloading a registered one."""
+    named = name_or_path if isinstance(name_or_path, registry.DetectorCheckpoint) else \
+        registry.CHECKPOINTS.get(name_or_path) if isinstance(name_or_path, str) else None
+    if masks and named is not None and not named.masks:
+        raise _box_only(named.name)
     ckpt, path = registry.resolve(name_or_path)
     library, state = readers.read_checkpoint(path)
     arch = Architecture.of(ckpt) if ckpt else infer_architecture(library, state, str(path))
     if arch.library != library:
         raise ValueError(f"{path}: holds a {library} state dict, but {arch.name} is a "
                          f"{arch.library} checkpoint")
+    if masks and not arch.masks:
+        raise _box_only(str(path))
     return arch, state, str(path)
+
+
+def _box_only(source: str) -> ValueError:
+    masked = [c.name for c in registry.CHECKPOINTS.values() if c.masks]
+    return ValueError(f"{source}: a Faster R-CNN checkpoint (no mask head weights) cannot make "
+                      f"a MaskRCNN; use FasterRCNN.from_checkpoint, or a Mask R-CNN checkpoint: "
+                      f"{', '.join(sorted(masked))}")
 
 
 def at_image_size(model, image_size: tuple[int, int]):

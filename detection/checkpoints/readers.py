@@ -181,6 +181,7 @@ def read_torchvision_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 _FPN_OLD = re.compile(r"^(backbone\.fpn\.(?:inner|layer)_blocks\.\d+)\.(weight|bias)$")
 _RPN_OLD = re.compile(r"^(rpn\.head\.conv)\.(weight|bias)$")
+_MASK_OLD = re.compile(r"^(roi_heads\.mask_head)\.mask_fcn(\d+)\.(weight|bias)$")
 
 
 def normalize_torchvision_keys(state: dict) -> dict:
@@ -190,7 +191,9 @@ def normalize_torchvision_keys(state: dict) -> dict:
     `RPNHead._load_from_state_dict` (both `_version = 2`): before those modules became
     `Conv2dNormActivation`s, `fpn.{inner,layer}_blocks.N.{weight,bias}` now are
     `...N.0.{weight,bias}`, and `rpn.head.conv.{weight,bias}` now is
-    `rpn.head.conv.0.0.{weight,bias}`. `num_batches_tracked` counters (no weights; torchvision's
+    `rpn.head.conv.0.0.{weight,bias}`; and `MaskRCNNHeads._load_from_state_dict`'s:
+    `roi_heads.mask_head.mask_fcnN.{weight,bias}` now is `roi_heads.mask_head.{N-1}.0.*`.
+    `num_batches_tracked` counters (no weights; torchvision's
     FrozenBatchNorm2d drops them too) and DataParallel's "module." prefix are dropped.
     """
     out = {}
@@ -200,6 +203,7 @@ def normalize_torchvision_keys(state: dict) -> dict:
             continue
         key = _FPN_OLD.sub(r"\1.0.\2", key)
         key = _RPN_OLD.sub(r"\1.0.0.\2", key)
+        key = _MASK_OLD.sub(lambda m: f"{m[1]}.{int(m[2]) - 1}.0.{m[3]}", key)
         if key in out:
             raise ValueError(f"two entries map to {key!r} (old and new names both present)")
         out[key] = value

@@ -1,12 +1,16 @@
-"""Pretrained COCO Faster R-CNN checkpoints of torchvision and detectron2: where each file
-lives, how it is verified, and what it needs (architecture, preprocessing preset, class
-layout, published box AP).
+"""Pretrained COCO Faster R-CNN and Mask R-CNN checkpoints of torchvision and detectron2:
+where each file lives, how it is verified, and what it needs (architecture, preprocessing
+preset, class layout, published box AP and, for Mask R-CNN, mask AP).
 
 Sources (checked against the publishers' code):
 - torchvision 0.29 `models/detection/faster_rcnn.py`: `FasterRCNN_ResNet50_FPN_Weights
-  .COCO_V1` and `FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1` (URL and `box_map`).
+  .COCO_V1` and `FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1` (URL and `box_map`);
+  `models/detection/mask_rcnn.py`: `MaskRCNN_ResNet50_FPN_Weights.COCO_V1` and
+  `MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1` (URL, `box_map` and `mask_map`).
 - detectron2 `detectron2/model_zoo/model_zoo.py` (`_ModelZooUrls`: S3 prefix + config path +
-  `<model id>/model_final_<suffix>.pkl`) and `MODEL_ZOO.md` (box AP on COCO val2017).
+  `<model id>/model_final_<suffix>.pkl`) and `MODEL_ZOO.md` (box AP on COCO val2017; the
+  "COCO Instance Segmentation Baselines with Mask R-CNN" table for box AP and mask AP), at
+  commit 02b5c4e295e990042a714712c21dc79b731e8833.
 
 Hashes: torchvision names each file after the first 8 hex digits of its SHA-256. detectron2
 publishes no separate checksum; `MODEL_ZOO.md` states that each file name "contains its md5
@@ -32,7 +36,9 @@ class DetectorCheckpoint:
     """One published COCO detector and everything needed to download and use it.
 
     `file_hash` is a prefix of the file's `hash_algorithm` digest (see the module docstring
-    for what each publisher gives); `box_ap` is the publisher's COCO val2017 box AP (percent).
+    for what each publisher gives); `box_ap` is the publisher's COCO val2017 box AP (percent),
+    `mask_ap` its mask AP (None for a box-only detector); `masks` tells a Mask R-CNN
+    checkpoint (it holds mask head weights: `detection.MaskRCNN.from_checkpoint`).
     `source` names the publisher's weights enum or config; `class_layout` is a key of
     `coco_classes.LAYOUTS`. The fields `url`, `filename`, `file_hash`, `hash_algorithm` and
     `name` are what `keras_resnet_suite.weights.fetch` / `verify` read.
@@ -50,6 +56,8 @@ class DetectorCheckpoint:
     preset: str  # detector preset of the model builder: one of PRESETS
     class_layout: str  # "coco91" | "coco80"
     source: str = ""
+    mask_ap: float | None = None
+    masks: bool = False
 
     @property
     def filename(self) -> str:
@@ -68,24 +76,30 @@ class DetectorCheckpoint:
 
 
 _TV = "https://download.pytorch.org/models/"
-_D2 = "https://dl.fbaipublicfiles.com/detectron2/COCO-Detection/"
+_D2 = "https://dl.fbaipublicfiles.com/detectron2/"
 
 
-def _tv(variant: str, file: str, box_ap: float, source: str) -> DetectorCheckpoint:
-    name = "fasterrcnn_resnet50_fpn" + ("_v2" if variant == "v2" else "")
+def _tv(variant: str, file: str, box_ap: float, source: str,
+        mask_ap: float | None = None) -> DetectorCheckpoint:
+    kind = "maskrcnn" if mask_ap is not None else "fasterrcnn"
+    name = f"{kind}_resnet50_fpn" + ("_v2" if variant == "v2" else "")
     return DetectorCheckpoint(
         f"torchvision/{name}", "torchvision", _TV + file, file.rsplit("-", 1)[1].split(".")[0],
         "sha256", box_ap, "resnet50", "fpn", variant,
-        "torchvision_v2" if variant == "v2" else "torchvision", "coco91", source)
+        "torchvision_v2" if variant == "v2" else "torchvision", "coco91", source, mask_ap,
+        mask_ap is not None)
 
 
-def _d2(config: str, model_id: str, suffix: str, box_ap: float) -> DetectorCheckpoint:
-    depth, head = config.split("_")[3:5]  # faster_rcnn_R_<depth>_<head>_<schedule>
+def _d2(config: str, model_id: str, suffix: str, box_ap: float,
+        mask_ap: float | None = None) -> DetectorCheckpoint:
+    # faster_rcnn_R_<depth>_<head>_<schedule> / mask_rcnn_R_<depth>_<head>_<schedule>
+    depth, head = config.split("_")[3:5]
+    folder = "COCO-Detection" if mask_ap is None else "COCO-InstanceSegmentation"
     return DetectorCheckpoint(
         f"detectron2/{config}", "detectron2",
-        f"{_D2}{config}/{model_id}/model_final_{suffix}.pkl", suffix, "md5", box_ap,
+        f"{_D2}{folder}/{config}/{model_id}/model_final_{suffix}.pkl", suffix, "md5", box_ap,
         f"resnet{depth}", head.lower(), None, "detectron2", "coco80",
-        f"COCO-Detection/{config}.yaml")
+        f"{folder}/{config}.yaml", mask_ap, mask_ap is not None)
 
 
 CHECKPOINTS: dict[str, DetectorCheckpoint] = {c.name: c for c in [
@@ -98,6 +112,16 @@ CHECKPOINTS: dict[str, DetectorCheckpoint] = {c.name: c for c in [
     _d2("faster_rcnn_R_101_C4_3x", "138204752", "298dad", 41.1),
     _d2("faster_rcnn_R_50_FPN_3x", "137849458", "280758", 40.2),
     _d2("faster_rcnn_R_101_FPN_3x", "137851257", "f6e8b1", 42.0),
+    _tv("v1", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth", 37.9,
+        "MaskRCNN_ResNet50_FPN_Weights.COCO_V1", mask_ap=34.6),
+    _tv("v2", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth", 47.4,
+        "MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1", mask_ap=41.8),
+    _d2("mask_rcnn_R_50_C4_1x", "137259246", "9243eb", 36.8, mask_ap=32.2),
+    _d2("mask_rcnn_R_50_C4_3x", "137849525", "4ce675", 39.8, mask_ap=34.4),
+    _d2("mask_rcnn_R_101_C4_3x", "138363239", "a2914c", 42.6, mask_ap=36.7),
+    _d2("mask_rcnn_R_50_FPN_1x", "137260431", "a54504", 38.6, mask_ap=35.2),
+    _d2("mask_rcnn_R_50_FPN_3x", "137849600", "f10217", 41.0, mask_ap=37.2),
+    _d2("mask_rcnn_R_101_FPN_3x", "138205316", "a3ec72", 42.9, mask_ap=38.6),
 ]}
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pkl", ".th", ".bin", ".safetensors")

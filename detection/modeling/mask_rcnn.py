@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import keras
 from keras import ops
 
+from detection.checkpoints import pretrained
 from detection.modeling import builder
 from detection.modeling.faster_rcnn import LOSS_KEYS, PARTS, FasterRCNN, GeneralizedRCNN
 from detection.modeling.ops import masks as mask_ops
@@ -33,7 +34,7 @@ class MaskRCNN(FasterRCNN):
     backbone="resnet101", head="c4", image_size=..., options=..., **keywords)` builds
     FasterRCNN's four parts (`builder.build_parts`) and `mask_head` (FPN: 4 convs, 28x28
     masks; C4: the box head's res5 + deconv, 14x14 masks, as detectron2's R50-C4), its width
-    the option `mask_head_dim` (256).
+    the option `mask_head_dim` (256), BatchNorm after each conv with `mask_head_norm="batch"`.
 
     `fit` takes `{"images", "bounding_boxes": {"boxes", "labels"}, "masks": [B, M, H, W]}`;
     `predict` returns FasterRCNN's outputs plus `"masks": [B, N, S, S]` probabilities.
@@ -50,7 +51,8 @@ class MaskRCNN(FasterRCNN):
         parts = builder.build_parts(num_classes, backbone, head, image_size, options)
         GeneralizedRCNN.__init__(self, name=name, **parts)
         self._attach_mask_head(mask_head_for(self.head_type, self.num_classes,
-                                             options.roi_heads.mask_head_dim))
+                                             options.roi_heads.mask_head_dim,
+                                             options.roi_heads.mask_head_norm))
 
     @classmethod
     def compose(cls, backbone, rpn, roi_heads, transform, mask_head: MaskHead,
@@ -64,11 +66,14 @@ class MaskRCNN(FasterRCNN):
     @classmethod
     def from_checkpoint(cls, name_or_path, image_size: Sequence[int] | None = None,
                         **overrides) -> MaskRCNN:
-        """Refused until the converters map mask-head weights: loading a checkpoint's box
-        weights under a random mask head would predict masks silently wrong."""
-        raise ValueError(f"MaskRCNN.from_checkpoint({str(name_or_path)!r}): no Mask R-CNN "
-                         "checkpoint converter yet (the converters map the box parts only); "
-                         "use FasterRCNN.from_checkpoint for boxes, or train a MaskRCNN")
+        """A Mask R-CNN with a library's published COCO weights, as
+        `FasterRCNN.from_checkpoint`: a registry name whose checkpoint has `masks` (e.g.
+        "detectron2/mask_rcnn_R_50_FPN_3x") or a Mask R-CNN `.pth` / `.pkl`; a Faster R-CNN
+        checkpoint is refused in one line (it has no mask head weights)."""
+        arch, state, source = pretrained.read(name_or_path, masks=True)
+        model = cls.from_architecture(arch, image_size, **overrides)
+        pretrained.load_state(model, state, arch, source=source)
+        return model
 
     def _attach_mask_head(self, mask_head: MaskHead):
         if not isinstance(mask_head, MaskHead) or mask_head.num_classes != self.num_classes:

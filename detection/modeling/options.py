@@ -74,7 +74,8 @@ class ROIHeadsOptions:
     `positive_fraction`), RoIAlign (`pooled_size`: 14 for C4, 7 for FPN by default;
     `sampling_ratio` 0 is adaptive; `aligned`; FPN `level_rule`), the FPN box head
     (`box_head_convs` 3x3 convs, then `fc_dims`), post-processing and Mask R-CNN's mask head
-    width (`mask_head_dim`; Faster R-CNN ignores it)."""
+    width (`mask_head_dim`) and norm (`mask_head_norm`: None or "batch"; Faster R-CNN
+    ignores both)."""
 
     batch_size: int = 512
     positive_fraction: float = 0.25
@@ -90,6 +91,7 @@ class ROIHeadsOptions:
     min_size: float = 0.0
     pre_nms_topk: int = 1000
     mask_head_dim: int = 256
+    mask_head_norm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,5 +147,6 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "detection_min_size": ("roi_heads", "min_size"),
     "detection_pre_nms_topk": ("roi_heads", "pre_nms_topk"),
     "mask_head_dim": ("roi_heads", "mask_head_dim"),
+    "mask_head_norm": ("roi_heads", "mask_head_norm"),
     "seed": ("", "seed"),
 }

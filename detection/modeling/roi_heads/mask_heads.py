@@ -5,7 +5,9 @@ The RoI features come from the box head's stage (`ROIHeads.mask_features`): FPN 
 from the RoI's pyramid level, C4 pools 14x14 on C4 and runs the box head's own `res5` (shared,
 as detectron2's `Res5ROIHeads`), giving 7x7. The head then is: `conv_dims` 3x3 conv + ReLU
 layers (FPN: 4 x 256; C4: none), a 2x2 stride-2 transposed conv + ReLU, and a 1x1 conv to one
-logit map per class: FPN 28x28, C4 14x14 masks (detectron2's R50-C4).
+logit map per class: FPN 28x28, C4 14x14 masks (detectron2's R50-C4). `norm="batch"` puts a
+BatchNorm between each 3x3 conv (then bias-free) and its ReLU, as torchvision's v2 head
+(`MaskRCNNHeads(..., norm_layer=BatchNorm2d)`).
 """
 
 from __future__ import annotations
@@ -29,20 +31,27 @@ class MaskHead(layers.Layer):
         num_classes: object classes (no background mask).
         conv_dims: widths of the 3x3 conv + ReLU layers before upsampling (FPN: 4 x 256).
         deconv_dim: width of the 2x2 stride-2 transposed conv.
+        norm: None, or "batch" for conv -> BatchNorm -> ReLU (torchvision v2).
     """
 
     def __init__(self, num_classes: int, conv_dims: Sequence[int] = FPN_CONV_DIMS,
-                 deconv_dim: int = 256, **kwargs):
+                 deconv_dim: int = 256, norm: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         if self.num_classes < 1:
             raise ValueError(f"MaskHead: num_classes must be >= 1, got {num_classes!r}")
         self.conv_dims = tuple(int(d) for d in conv_dims)
         self.deconv_dim = int(deconv_dim)
-        self.convs = [layers.Conv2D(d, 3, padding="same", activation="relu",
-                                    kernel_initializer=_HE_FAN_OUT, name=f"mask_fcn{i + 1}",
-                                    dtype=self.dtype_policy)
+        if norm not in (None, "batch"):
+            raise ValueError(f"MaskHead: norm must be None or 'batch', got {norm!r}")
+        self.norm = norm
+        self.convs = [layers.Conv2D(d, 3, padding="same", activation=None if norm else "relu",
+                                    use_bias=not norm, kernel_initializer=_HE_FAN_OUT,
+                                    name=f"mask_fcn{i + 1}", dtype=self.dtype_policy)
                       for i, d in enumerate(self.conv_dims)]
+        self.norms = [layers.BatchNormalization(epsilon=1e-5, name=f"mask_fcn{i + 1}_bn",
+                                                dtype=self.dtype_policy)
+                      for i in range(len(self.conv_dims) if norm else 0)]
         self.deconv = layers.Conv2DTranspose(self.deconv_dim, 2, strides=2, activation="relu",
                                              kernel_initializer=_HE_FAN_OUT, name="deconv",
                                              dtype=self.dtype_policy)
@@ -54,17 +63,21 @@ class MaskHead(layers.Layer):
         if self.built:
             return
         shape = (None,) + tuple(input_shape[1:])
-        for conv in self.convs:
+        for i, conv in enumerate(self.convs):
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
+            if self.norms:
+                self.norms[i].build(shape)
         self.deconv.build(shape)
         shape = self.deconv.compute_output_shape(shape)
         self.predictor.build(shape)
         self.built = True
 
     def call(self, x, training=False):
-        for conv in self.convs:
+        for i, conv in enumerate(self.convs):
             x = conv(x)
+            if self.norms:
+                x = ops.relu(self.norms[i](x, training=training))
         return self.predictor(self.deconv(x))
 
     def compute_output_shape(self, input_shape):
@@ -73,13 +86,14 @@ class MaskHead(layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "num_classes": self.num_classes,
-                "conv_dims": self.conv_dims, "deconv_dim": self.deconv_dim}
+                "conv_dims": self.conv_dims, "deconv_dim": self.deconv_dim, "norm": self.norm}
 
 
-def mask_head_for(head: str, num_classes: int, dims: int = 256) -> MaskHead:
+def mask_head_for(head: str, num_classes: int, dims: int = 256,
+                  norm: str | None = None) -> MaskHead:
     """The mask head of a `"fpn"` (4 convs) or `"c4"` (deconv only) detector."""
     conv_dims = (dims,) * 4 if head == "fpn" else ()
-    return MaskHead(num_classes, conv_dims, dims, name="mask_head")
+    return MaskHead(num_classes, conv_dims, dims, norm, name="mask_head")
 
 
 def class_masks(logits, classes):

@@ -30,7 +30,20 @@ EXPECTED = {  # name: (box AP, backbone, head, preset)
     "detectron2/faster_rcnn_R_101_C4_3x": (41.1, "resnet101", "c4", "detectron2"),
     "detectron2/faster_rcnn_R_50_FPN_3x": (40.2, "resnet50", "fpn", "detectron2"),
     "detectron2/faster_rcnn_R_101_FPN_3x": (42.0, "resnet101", "fpn", "detectron2"),
+    "torchvision/maskrcnn_resnet50_fpn": (37.9, "resnet50", "fpn", "torchvision"),
+    "torchvision/maskrcnn_resnet50_fpn_v2": (47.4, "resnet50", "fpn", "torchvision_v2"),
+    "detectron2/mask_rcnn_R_50_C4_1x": (36.8, "resnet50", "c4", "detectron2"),
+    "detectron2/mask_rcnn_R_50_C4_3x": (39.8, "resnet50", "c4", "detectron2"),
+    "detectron2/mask_rcnn_R_101_C4_3x": (42.6, "resnet101", "c4", "detectron2"),
+    "detectron2/mask_rcnn_R_50_FPN_1x": (38.6, "resnet50", "fpn", "detectron2"),
+    "detectron2/mask_rcnn_R_50_FPN_3x": (41.0, "resnet50", "fpn", "detectron2"),
+    "detectron2/mask_rcnn_R_101_FPN_3x": (42.9, "resnet101", "fpn", "detectron2"),
 }
+# Mask AP of the Mask R-CNN checkpoints: torchvision's `mask_map`, detectron2's MODEL_ZOO.md.
+MASK_AP = {"torchvision/maskrcnn_resnet50_fpn": 34.6, "torchvision/maskrcnn_resnet50_fpn_v2": 41.8,
+           "detectron2/mask_rcnn_R_50_C4_1x": 32.2, "detectron2/mask_rcnn_R_50_C4_3x": 34.4,
+           "detectron2/mask_rcnn_R_101_C4_3x": 36.7, "detectron2/mask_rcnn_R_50_FPN_1x": 35.2,
+           "detectron2/mask_rcnn_R_50_FPN_3x": 37.2, "detectron2/mask_rcnn_R_101_FPN_3x": 38.6}
 
 
 def test_registry_names_urls_hashes_and_metadata():
@@ -40,6 +53,7 @@ def test_registry_names_urls_hashes_and_metadata():
         assert (c.name, c.box_ap, c.backbone, c.head, c.preset) == (name, ap, backbone, head,
                                                                      preset)
         assert c.library == name.split("/")[0] and c.url.startswith("https://")
+        assert (c.mask_ap, c.masks) == (MASK_AP.get(name), name in MASK_AP)
         if c.library == "torchvision":  # the file name carries the sha256 prefix
             assert re.fullmatch(r"[0-9a-f]{8}", c.file_hash) and c.hash_algorithm == "sha256"
             assert c.url == f"https://download.pytorch.org/models/{c.filename}"
@@ -49,7 +63,9 @@ def test_registry_names_urls_hashes_and_metadata():
         else:  # MODEL_ZOO.md: the file name contains its md5 prefix
             config = name.split("/")[1]
             assert re.fullmatch(r"[0-9a-f]{6}", c.file_hash) and c.hash_algorithm == "md5"
-            assert re.fullmatch(rf"https://dl\.fbaipublicfiles\.com/detectron2/COCO-Detection/"
+            folder = "COCO-InstanceSegmentation" if c.masks else "COCO-Detection"
+            assert c.source == f"{folder}/{config}.yaml"
+            assert re.fullmatch(rf"https://dl\.fbaipublicfiles\.com/detectron2/{folder}/"
                                 rf"{config}/\d{{9}}/model_final_{c.file_hash}\.pkl", c.url)
             assert c.filename.startswith(f"detectron2-{config}-") and c.variant is None
             assert (c.class_layout, c.num_classes) == ("coco80", 80)

@@ -60,6 +60,20 @@ used for the seed it was made with, 0)
       and, with BG_BIAS, a few tens of detections per photo clear the 0.05 threshold.
 
     The architecture is recognised from the key names (:func:`arch_of`).
+
+Mask R-CNN (``MASK_ARCHS``, ``make_mask_rcnn_reference.py``)
+    A Mask R-CNN skeleton is its Faster R-CNN's plus the mask head, and every tensor depends
+    only on its own name: the box parts are bit-identical to the Faster R-CNN arch's, whose
+    calibration they reuse. The mask head's convs and deconv follow rules 2-4; its per-class
+    1x1 predictor (tv ``roi_heads.mask_predictor.mask_fcn_logits``, d2
+    ``roi_heads.mask_head.predictor``) is calibrated like the classifier, for the same reason
+    (random ReLU features share a large mean, so ``w_c . x`` is nearly constant over the
+    mask): centred rows ``w0`` times ``mask_gain``, bias ``N(0, 0.01) - mask_gain *
+    mask_offset[c]`` with ``mask_offset[c] = w0_c . mu`` (``mu``: the mean predictor input over
+    the pixels of the detections on ``coco139``), ``mask_gain`` setting the detected class's
+    logit std to ~2 (``MASK_TARGET_STD``): masks about half on, neither all 0 nor all 1.
+    Stored in ``skeletons/mask_calibration.json`` (``make_mask_rcnn_reference.py
+    --calibrate``), merged over the Faster R-CNN arch's entry.
 """
 
 from __future__ import annotations
@@ -73,7 +87,12 @@ import numpy as np
 
 SKELETON_DIR = Path(__file__).resolve().parent / "skeletons"
 CALIBRATION_FILE = SKELETON_DIR / "calibration.json"
+MASK_CALIBRATION_FILE = SKELETON_DIR / "mask_calibration.json"
 ARCHS = ("tv_r50_fpn_v1", "tv_r50_fpn_v2", "d2_r50_c4", "d2_r101_c4", "d2_r50_fpn", "d2_r101_fpn")
+MASK_ARCHS = tuple(a.replace("_", "_mask_", 1) for a in ARCHS)  # tv_mask_r50_fpn_v1, ...
+MASK_TARGET_STD = 2.0
+MASK_LOGITS = re.compile(r"^roi_heads\.(mask_predictor\.mask_fcn_logits|mask_head\.predictor)"
+                         r"\.(weight|bias)$")
 
 BN_MEAN_STD = 0.5
 BN_BETA_STD = 0.25
@@ -117,15 +136,34 @@ def load_skeleton(arch: str) -> list[tuple[str, tuple[int, ...], str]]:
 
 
 def load_calibration() -> dict:
-    if not CALIBRATION_FILE.exists():
-        return {}
-    with open(CALIBRATION_FILE) as f:
-        return json.load(f)
+    """{arch: entry} of both calibration files; a Mask R-CNN arch's entry is its Faster R-CNN
+    arch's with the mask keys added."""
+    calib = {}
+    if CALIBRATION_FILE.exists():
+        with open(CALIBRATION_FILE) as f:
+            calib = json.load(f)
+    if MASK_CALIBRATION_FILE.exists():
+        with open(MASK_CALIBRATION_FILE) as f:
+            for arch, entry in json.load(f).items():
+                calib[arch] = {**calib.get(box_arch(arch), {}), **entry}
+    return calib
+
+
+def box_arch(arch: str) -> str:
+    """The Faster R-CNN arch of a Mask R-CNN arch (``tv_mask_r50_fpn_v1`` -> ``tv_r50_fpn_v1``)."""
+    return arch.replace("_mask_", "_", 1)
 
 
 def arch_of(names) -> str | None:
-    """Which of :data:`ARCHS` a set of state-dict key names belongs to (None if none)."""
+    """Which of :data:`ARCHS` / :data:`MASK_ARCHS` a set of state-dict key names belongs to."""
     names = set(names)
+    box = _box_arch_of(names)
+    if box and any(n.startswith("roi_heads.mask_") for n in names):
+        return box.replace("_", "_mask_", 1)
+    return box
+
+
+def _box_arch_of(names: set) -> str | None:
     if "backbone.body.conv1.weight" in names:
         return "tv_r50_fpn_v2" if "rpn.head.conv.1.0.weight" in names else "tv_r50_fpn_v1"
     if "roi_heads.res5.0.conv1.weight" in names:
@@ -163,9 +201,15 @@ def _cls_gain(gains: dict, rows: int) -> np.ndarray:
 
 def centred_cls_rows(shape, seed: int = 0) -> np.ndarray:
     """The gain-1 classifier weight ``w0`` (float64): He-normal draws, each row centred."""
+    return centred_rows(CLS_WEIGHT, shape, seed)
+
+
+def centred_rows(name: str, shape, seed: int = 0) -> np.ndarray:
+    """He-normal draws for ``name`` (float64), each output row centred over its inputs."""
     fan_in = int(np.prod(shape[1:]))
-    x = _rng(seed, CLS_WEIGHT).normal(0.0, np.sqrt(2.0 / fan_in), tuple(shape))
-    return x - x.mean(axis=1, keepdims=True)
+    x = _rng(seed, name).normal(0.0, np.sqrt(2.0 / fan_in), tuple(shape))
+    axes = tuple(range(1, len(shape)))
+    return x - x.mean(axis=axes, keepdims=True)
 
 
 def seeded_tensor(name, shape, dtype, names, seed: int = 0, calib: dict | None = None):
@@ -198,6 +242,13 @@ def seeded_tensor(name, shape, dtype, names, seed: int = 0, calib: dict | None =
             x = rng.uniform(0.5, 1.5, shape)
     elif name == CLS_WEIGHT:
         x = centred_cls_rows(shape, seed) * _cls_gain(gains, shape[0])[:, None]
+    elif MASK_LOGITS.match(name) and leaf == "weight":
+        gain = float(calib.get("mask_gain", 1.0)) if calib else 1.0
+        x = centred_rows(name, shape, seed) * gain
+    elif MASK_LOGITS.match(name):
+        x = rng.normal(0.0, 0.01, shape)
+        if calib and "mask_offset" in calib:
+            x -= float(calib["mask_gain"]) * np.asarray(calib["mask_offset"], np.float64)
     elif leaf == "weight" and len(shape) in (2, 4):
         fan_in = int(np.prod(shape[1:]))
         x = rng.normal(0.0, np.sqrt(2.0 / fan_in), shape) * _weight_gain(name, gains)

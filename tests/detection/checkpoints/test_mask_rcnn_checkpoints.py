@@ -1,0 +1,136 @@
+"""Published Mask R-CNN checkpoints without the network: the mask head's weights are mapped
+(torchvision's ConvTranspose2d layout, its background map dropped, v2's BatchNorm head, old key
+names), parameter counts equal torchvision's, a file's keys tell a Mask R-CNN, every problem of
+a bad file is listed at once, and the box-only / mask mismatches answer in one line."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from parity.seeded import load_skeleton, seeded_state
+
+from detection import FasterRCNN, MaskRCNN
+from detection.checkpoints import pretrained, registry
+from detection.modeling.roi_heads import MaskHead
+from tests.detection.checkpoints.test_pretrained import _non_frozen_params
+
+SMALL = (128, 160)
+
+
+def _np(x) -> np.ndarray:
+    return keras.ops.convert_to_numpy(x)
+
+
+def _d2_pkl(path: Path, state: dict) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump({"model": state}, f)
+    return path
+
+
+@pytest.fixture(scope="module")
+def d2_c4(tmp_path_factory):
+    """detectron2's R50-C4 Mask R-CNN state (seeded) as a `.pkl`, loaded by from_checkpoint."""
+    state = seeded_state(load_skeleton("d2_mask_r50_c4"), seed=0)
+    path = _d2_pkl(tmp_path_factory.mktemp("d2") / "model_final.pkl", state)
+    return state, path, MaskRCNN.from_checkpoint(path, SMALL)
+
+
+@pytest.mark.tf_only
+def test_a_detectron2_mask_file_loads_into_the_inferred_architecture(d2_c4):
+    state, _, model = d2_c4
+    arch = model.architecture
+    assert (arch.library, arch.backbone, arch.head, arch.num_classes, arch.masks) == (
+        "detectron2", "resnet50", "c4", 80, True)
+    head = model.mask_head
+    assert head.conv_dims == () and model.mask_size == 14
+    # ConvTranspose2d [in, out, kh, kw] -> Conv2DTranspose [kh, kw, out, in], no flip
+    np.testing.assert_array_equal(_np(head.deconv.kernel),
+                                  state["roi_heads.mask_head.deconv.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(_np(head.predictor.kernel)[0, 0],
+                                  state["roi_heads.mask_head.predictor.weight"][:, :, 0, 0].T)
+
+
+@pytest.mark.tf_only
+def test_every_problem_of_a_bad_mask_file_is_listed_at_once(d2_c4):
+    state, _, model = d2_c4
+    bad = dict(state)
+    del bad["roi_heads.mask_head.deconv.weight"]
+    bad["roi_heads.mask_head.mask_fcn1.weight"] = np.zeros((256, 2048, 3, 3), "float32")
+    bad["roi_heads.mask_head.predictor.bias"] = np.zeros(81, "float32")
+    with pytest.raises(ValueError) as err:
+        pretrained.load_state(model, bad, model.architecture, source="bad.pkl")
+    text = str(err.value)
+    for expected in ("bad.pkl does not fit", "missing: roi_heads.mask_head.deconv.weight",
+                     "unexpected: roi_heads.mask_head.mask_fcn1.weight",
+                     "wrong shape: mask_head/mask_logits: checkpoint [(1, 1, 256, 80), (81,)]"):
+        assert expected in text, (expected, text)
+
+
+@pytest.mark.tf_only
+def test_a_mask_checkpoint_gives_faster_rcnn_its_box_parts_with_a_note(d2_c4, capsys):
+    state, path, mask_model = d2_c4
+    model = FasterRCNN.from_checkpoint(path, SMALL)
+    assert capsys.readouterr().out == (
+        f"note: {path} is a Mask R-CNN checkpoint; FasterRCNN takes its box parts and leaves out "
+        "the mask head (4 tensors; detection.MaskRCNN.from_checkpoint loads them)\n")
+    np.testing.assert_array_equal(_np(model.roi_heads.cls.kernel),
+                                  _np(mask_model.roi_heads.cls.kernel))
+
+
+def test_a_faster_rcnn_checkpoint_cannot_make_a_mask_rcnn(tmp_path):
+    # a registered name is refused before any download; a file after reading its keys
+    box_only = _d2_pkl(tmp_path / "faster.pkl", seeded_state(load_skeleton("d2_r50_c4")))
+    for source in ("torchvision/fasterrcnn_resnet50_fpn", box_only):
+        with pytest.raises(ValueError, match=(
+                rf"^{re.escape(str(source))}: a Faster R-CNN checkpoint \(no mask head weights\) cannot make a "
+                r"MaskRCNN; use FasterRCNN.from_checkpoint, or a Mask R-CNN checkpoint: "
+                r"detectron2/mask_rcnn_R_101_C4_3x, .*torchvision/maskrcnn_resnet50_fpn_v2$")):
+            MaskRCNN.from_checkpoint(source)
+
+
+@pytest.mark.tf_only
+@pytest.mark.parametrize("name, published", [
+    ("torchvision/maskrcnn_resnet50_fpn", 44_401_393),
+    ("torchvision/maskrcnn_resnet50_fpn_v2", 46_359_409)])
+def test_torchvision_masks_load_and_parameter_counts_equal_torchvision(name, published):
+    # torchvision's `num_params`; it also has the background's box deltas (4 x 1024 + 4) and
+    # mask map (256 + 1), which this package never computes.
+    arch = pretrained.Architecture.of(registry.get(name))
+    model = MaskRCNN.from_architecture(arch, SMALL)
+    assert _non_frozen_params(model) + 4 * 1024 + 4 + 256 + 1 == published
+    skeleton = "tv_mask_r50_fpn_v2" if name.endswith("_v2") else "tv_mask_r50_fpn_v1"
+    state = seeded_state(load_skeleton(skeleton), seed=0)
+    assert pretrained.infer_architecture("torchvision", state, name) == arch
+    if skeleton.endswith("v1"):  # the published v1 file predates MaskRCNNHeads' renames
+        old = (re.fullmatch(r"roi_heads\.mask_head\.(\d)\.0\.(weight|bias)", k) for k in state)
+        state = {f"roi_heads.mask_head.mask_fcn{int(m[1]) + 1}.{m[2]}" if m else k: v
+                 for m, (k, v) in zip(old, state.items(), strict=True)}
+        assert "roi_heads.mask_head.mask_fcn4.bias" in state
+    pretrained.load_state(model, state, arch, source=name)
+    head = model.mask_head
+    logits = state["roi_heads.mask_predictor.mask_fcn_logits.weight"][:, :, 0, 0]
+    np.testing.assert_array_equal(_np(head.predictor.kernel)[0, 0], logits[1:].T)  # no bg
+    if skeleton.endswith("v2"):
+        assert head.norm == "batch" and not head.convs[0].use_bias
+        np.testing.assert_array_equal(_np(head.norms[2].moving_variance),
+                                      state["roi_heads.mask_head.2.1.running_var"])
+    else:
+        np.testing.assert_array_equal(_np(head.convs[3].bias),
+                                      state["roi_heads.mask_head.mask_fcn4.bias"])
+
+
+@pytest.mark.jax
+def test_mask_head_norm_option_round_trips_and_old_configs_load():
+    head = MaskHead(5, (8, 8), 8, norm="batch")
+    head.build((None, 7, 7, 4))
+    assert [n.name for n in head.norms] == ["mask_fcn1_bn", "mask_fcn2_bn"]
+    assert MaskHead.from_config(head.get_config()).norm == "batch"
+    old = {k: v for k, v in MaskHead(5, (8,), 8).get_config().items() if k != "norm"}
+    assert MaskHead.from_config(old).norm is None  # a .keras saved before the option
+    with pytest.raises(ValueError, match=r"^MaskHead: norm must be None or 'batch', got 'group'$"):
+        MaskHead(5, norm="group")
