@@ -168,15 +168,19 @@ class ReferenceSizes:
         return self._models[size]
 
     def __call__(self, image) -> dict:
-        """Detections (numpy, input pixels, only the valid rows) of one `[H, W, 3]` image."""
+        """Detections (numpy, input pixels, only the valid rows) of one `[H, W, 3]` image, with
+        `"masks"` (box-relative) for a `MaskRCNN`."""
         model = self.model_for(*image.shape[:2])
         out = {k: np.asarray(v)[0] for k, v in
                model.predict(np.asarray(image, "float32")[None], verbose=0).items()}
         n = int(out["num_detections"])
         classes = self._remap[out["classes"][:n]]
         keep = classes >= 0
-        return {"boxes": out["boxes"][:n][keep], "scores": out["scores"][:n][keep],
+        dets = {"boxes": out["boxes"][:n][keep], "scores": out["scores"][:n][keep],
                 "classes": classes[keep]}
+        if "masks" in out:  # a MaskRCNN's box-relative mask probabilities
+            dets["masks"] = out["masks"][:n][keep]
+        return dets
 
     def predict(self, images, verbose: int = 0) -> dict:
         """Batched padded detections of `images [B, H, W, 3]`, one image at a time."""
@@ -186,8 +190,9 @@ class ReferenceSizes:
                "scores": np.zeros((len(dets), size), "float32"),
                "classes": np.full((len(dets), size), -1, "int64"),
                "num_detections": np.array([len(d["scores"]) for d in dets], "int32")}
+        if dets and "masks" in dets[0]:
+            out["masks"] = np.zeros((len(dets), size, *dets[0]["masks"].shape[1:]), "float32")
         for b, d in enumerate(dets):
-            n = len(d["scores"])
-            out["boxes"][b, :n], out["scores"][b, :n], out["classes"][b, :n] = (
-                d["boxes"], d["scores"], d["classes"])
+            for key in out.keys() - {"num_detections"}:
+                out[key][b, :len(d["scores"])] = d[key]
         return out

@@ -13,7 +13,7 @@ from detection.checkpoints.pretrained import ReferenceSizes
 from detection.config import from_dict, load_config
 from detection.data.discover import inspect_data, starting_config
 from detection.engine.train import build_model, evaluate_config, print_metrics
-from detection.modeling.faster_rcnn import FasterRCNN
+from detection.modeling.mask_rcnn import detector_from_checkpoint
 from keras_resnet_suite.convert import load_model_file, load_weights_file
 
 
@@ -52,7 +52,7 @@ def run(args) -> int:
     config = _data_config(args)
     if args.weights is not None:
         # Each image at its reference size; classes matched to the data's by name.
-        model = ReferenceSizes(FasterRCNN.from_checkpoint(args.weights),
+        model = ReferenceSizes(detector_from_checkpoint(args.weights),
                                class_names=config.class_names())
     else:
         if args.config is None:

@@ -30,7 +30,7 @@ from detection.engine.evaluate import load_detector
 from detection.engine.visualize import draw_detections
 from detection.evaluation.coco_masks import encode_masks
 from detection.evaluation.paste import paste_masks
-from detection.modeling.faster_rcnn import FasterRCNN
+from detection.modeling.mask_rcnn import detector_from_checkpoint
 from keras_resnet_suite.convert import load_model_file
 from keras_resnet_suite.data.images import check_pixels
 from keras_resnet_suite.errors import one_line
@@ -123,7 +123,7 @@ def load_predictor(model_path: str | Path, config: str | None = None):
 def checkpoint_predictor(weights: str):
     """`(predict, class_names, category_ids)` for published weights: each image runs on the
     canvas its library would use (`detection.checkpoints.pretrained.ReferenceSizes`)."""
-    detector = ReferenceSizes(FasterRCNN.from_checkpoint(weights))
+    detector = ReferenceSizes(detector_from_checkpoint(weights))
     return ((lambda pixels, height, width: detector(pixels)), detector.model.class_names,
             detector.model.category_ids)
 

@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from detection.config import load_config
 from detection.engine.evaluate import load_detector
-from detection.modeling.faster_rcnn import FasterRCNN
+from detection.modeling.mask_rcnn import detector_from_checkpoint
 from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.export import (
     call_batched,
@@ -91,8 +91,8 @@ def label_map(class_names, category_ids=None) -> str:
 
 def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
                        max_pixels: int | None = None, verbose: bool = False) -> Path:
-    """Write a `FasterRCNN` (or `MaskRCNN`, with `detection_masks`) as a SavedModel with the signatures in the module docstring;
-    `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
+    """Write a `FasterRCNN` (or a `MaskRCNN`, with `detection_masks`) as a SavedModel with the
+    signatures in the module docstring; `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
     `serving_bytes` decodes (a decompression-bomb guard)."""
     require_tensorflow_backend()
     limit = pixel_limit(max_pixels)
@@ -153,7 +153,7 @@ def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
 def run(args) -> int:
     """`python -m detection export` (arguments in `detection.cli`)."""
     if getattr(args, "weights", None):
-        model = FasterRCNN.from_checkpoint(args.weights, args.image_size)
+        model = detector_from_checkpoint(args.weights, args.image_size)
     else:
         if args.config is None:
             raise ValueError("export --checkpoint needs --config (the model's YAML)")

@@ -4,7 +4,7 @@ backbone (`keras_resnet_suite.backbones`, with `fpn`) -> `rpn` -> `roi_heads` ->
 told; `faster_rcnn` only composes; `mask_rcnn` adds the mask head."""
 
 from detection.modeling.faster_rcnn import LOSS_KEYS, FasterRCNN, GeneralizedRCNN
-from detection.modeling.mask_rcnn import MASK_LOSS_KEYS, MaskRCNN
+from detection.modeling.mask_rcnn import MASK_LOSS_KEYS, MaskRCNN, detector_from_checkpoint
 from detection.modeling.options import (
     BackboneOptions,
     DetectorOptions,
@@ -15,4 +15,5 @@ from detection.modeling.options import (
 from detection.modeling.transform import ImageInfo
 
 __all__ = ["LOSS_KEYS", "MASK_LOSS_KEYS", "BackboneOptions", "DetectorOptions", "FasterRCNN",
-           "GeneralizedRCNN", "ImageInfo", "MaskRCNN", "ROIHeadsOptions", "RPNOptions", "TransformOptions"]
+           "GeneralizedRCNN", "ImageInfo", "MaskRCNN", "ROIHeadsOptions", "RPNOptions", "TransformOptions",
+           "detector_from_checkpoint"]

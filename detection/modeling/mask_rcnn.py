@@ -160,3 +160,15 @@ class MaskRCNN(FasterRCNN):
         probs = ops.sigmoid(class_masks(logits, detections["classes"]))
         valid = ops.cast(detections["classes"] >= 0, "float32")[:, :, None, None]
         return {**self.transform.detections_to_input(detections, info), "masks": probs * valid}
+
+
+def detector_from_checkpoint(name_or_path, image_size: Sequence[int] | None = None,
+                             **overrides) -> FasterRCNN:
+    """The detector a published checkpoint makes: a `MaskRCNN` for a Mask R-CNN checkpoint
+    (mask head weights), else a `FasterRCNN`; what the commands' `--weights` load, so
+    `predict`/`evaluate`/`export` of a mask checkpoint keep its masks."""
+    arch, state, source = pretrained.read(name_or_path)
+    cls = MaskRCNN if arch.masks else FasterRCNN
+    model = cls.from_architecture(arch, image_size, **overrides)
+    pretrained.load_state(model, state, arch, source=source)
+    return model

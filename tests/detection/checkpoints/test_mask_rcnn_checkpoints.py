@@ -16,6 +16,7 @@ from parity.seeded import load_skeleton, seeded_state
 
 from detection import FasterRCNN, MaskRCNN
 from detection.checkpoints import pretrained, registry
+from detection.modeling import detector_from_checkpoint
 from detection.modeling.roi_heads import MaskHead
 from tests.detection.checkpoints.test_pretrained import _non_frozen_params
 
@@ -82,6 +83,29 @@ def test_a_mask_checkpoint_gives_faster_rcnn_its_box_parts_with_a_note(d2_c4, ca
                                   _np(mask_model.roi_heads.cls.kernel))
 
 
+@pytest.mark.tf_only
+def test_the_commands_weights_keep_a_mask_checkpoints_masks(d2_c4):
+    # `--weights` of predict / evaluate / export: the checkpoint's kind picks the detector, and
+    # each image at its reference canvas (ReferenceSizes) still returns its masks, padded alike
+    _, path, _ = d2_c4
+    # built at the canvas detectron2 gives a 90x120 image at 96/160, so one model serves
+    model = detector_from_checkpoint(path, (96, 128), resize_min_size=96, resize_max_size=160,
+                                     rpn_pre_nms_topk=(200, 200), rpn_post_nms_topk=(40, 40),
+                                     score_threshold=0.0, max_detections=12)
+    assert type(model) is MaskRCNN
+    images = np.random.default_rng(0).integers(0, 256, (2, 90, 120, 3)).astype("float32")
+    sizes = pretrained.ReferenceSizes(model)
+    out = sizes.predict(images)
+    assert sizes.model_for(90, 120) is model
+    assert out["masks"].shape == (2, 12, 14, 14)
+    for b in range(2):
+        n = int(out["num_detections"][b])
+        alone = sizes(images[b])
+        assert n == len(alone["masks"]) > 0
+        np.testing.assert_array_equal(out["masks"][b, :n], alone["masks"])
+        assert not out["masks"][b, n:].any()
+
+
 def test_a_faster_rcnn_checkpoint_cannot_make_a_mask_rcnn(tmp_path):
     # a registered name is refused before any download; a file after reading its keys
     box_only = _d2_pkl(tmp_path / "faster.pkl", seeded_state(load_skeleton("d2_r50_c4")))
@@ -91,6 +115,7 @@ def test_a_faster_rcnn_checkpoint_cannot_make_a_mask_rcnn(tmp_path):
                 r"MaskRCNN; use FasterRCNN.from_checkpoint, or a Mask R-CNN checkpoint: "
                 r"detectron2/mask_rcnn_R_101_C4_3x, .*torchvision/maskrcnn_resnet50_fpn_v2$")):
             MaskRCNN.from_checkpoint(source)
+    assert type(detector_from_checkpoint(box_only, SMALL)) is FasterRCNN  # what --weights build
 
 
 @pytest.mark.tf_only
