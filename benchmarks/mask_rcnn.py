@@ -7,9 +7,9 @@ show what the mask head costs.
 Weights: the parity tests' seeded weights (`tests/detection/parity/seeded.py`) on every side,
 drawn from each model's own state dict, so that every stage works on realistic numbers
 (plain random weights blow up through detectron2's trunk: 15 proposals, 48 detections).
-Ours and torchvision share the same backbone, RPN and box-head weights (torchvision's
-preset: the same proposals and detections); mask heads are seeded (torch) or Keras-random
-(ours: no Mask R-CNN converter yet), which changes no cost. Post-processing is set alike so
+Ours and torchvision's are the same network with the same weights, mask head included (the
+seeded torchvision Mask R-CNN state through our converter, torchvision's preset: the same
+proposals, detections and masks); our FasterRCNN takes that state's box parts. Post-processing is set alike so
 the mask head runs on as many boxes everywhere: score threshold 0 and 100 detections per
 image. Every call records its detection count in `COUNTS`; the section reports them.
 
@@ -33,7 +33,8 @@ from benchmarks.timing import Case
 if TYPE_CHECKING:  # torch is an optional peer, imported only in the torch worker
     import torch
 
-CASE = "tv_r50_fpn_v1"  # the parity case whose photo and box weights ours runs
+CASE = "tv_r50_fpn_v1"  # the parity case whose photo ours runs
+MASK_CASE = "tv_mask_r50_fpn_v1"  # the Mask R-CNN parity skeleton whose seeded weights it loads
 PHOTO = "coco-mini/val2017/000000000139.jpg"  # that case's photo, under the data folder
 DETECTIONS = 100
 D2_ENV = "DETECTRON2_SRC"
@@ -81,7 +82,7 @@ def ours_cases(contenders: list[str], models: dict) -> list[Case]:
         if name not in contenders:
             continue
         if name not in models:
-            models[name] = seeded_detector(CASE, cls, score_threshold=0.0,
+            models[name] = seeded_detector(CASE, cls, masks=MASK_CASE, score_threshold=0.0,
                                            max_detections=DETECTIONS)[:2]
         model, pixels = models[name]
         cases.append(_counted(name, lambda m=model, x=pixels: m.predict_on_batch(x),

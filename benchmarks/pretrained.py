@@ -53,21 +53,25 @@ def seeded_module():
     return seeded
 
 
-def seeded_detector(arch_key: str, cls: type | None = None, **overrides: object):
+def seeded_detector(arch_key: str, cls: type | None = None, *, masks: str | None = None,
+                    **overrides: object):
     """(model, photo as a float [1, H, W, 3] batch, canvas): our detector of `arch_key` with
     the parity tests' seeded weights, built at the photo's reference canvas; `cls` another
-    detector class of the same parts (`MaskRCNN`: its mask head keeps its random weights),
-    `overrides` preset options (e.g. `score_threshold`)."""
+    detector class of the same parts (`MaskRCNN`), `masks` a Mask R-CNN parity skeleton whose
+    seeded weights to load instead (e.g. "tv_mask_r50_fpn_v1": a `MaskRCNN` gets its mask head
+    too, a `FasterRCNN` the box parts), `overrides` preset options (e.g. `score_threshold`)."""
     from detection import FasterRCNN
     from detection.checkpoints import presets, pretrained, registry
 
     seeded = seeded_module()
     pixels = photo(arch_key).astype("float32")[None]
+    state = seeded.seeded_state(seeded.load_skeleton(masks or arch_key), seed=0)
     arch = pretrained.Architecture.of(registry.get(CASES[arch_key][0]))
+    if masks:  # the architecture the mask state's keys tell
+        arch = pretrained.infer_architecture(arch.library, state, masks)
     size = presets.reference_size(arch.preset, arch.head, *pixels.shape[1:3])
     model = (cls or FasterRCNN).from_architecture(arch, size, **overrides)
-    pretrained.load_state(model, seeded.seeded_state(seeded.load_skeleton(arch_key), seed=0),
-                          arch)
+    pretrained.load_state(model, state, arch, source=masks or arch_key)
     return model, pixels, size
 
 

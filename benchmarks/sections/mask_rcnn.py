@@ -11,6 +11,9 @@ from benchmarks.timing import median, paired_speed_ratio
 from keras_resnet_suite.runtime import onednn_pays_off
 
 SECTION = "mask_rcnn inference"
+SAVED_MODEL_NOT_TIMED = ("ours Mask R-CNN SavedModel (with detection_masks): not timed yet; "
+                         "the Faster R-CNN SavedModel's seconds per image: python -m "
+                         "benchmarks.detector_serving")
 
 
 def mask_rcnn(suite: Suite) -> None:
@@ -35,9 +38,7 @@ def mask_rcnn(suite: Suite) -> None:
     else:
         suite.skipped.append("torchvision and detectron2 Mask R-CNN: torch/torchvision not "
                              "installed or left out (optional peers)")
-    suite.skipped.append("ours Mask R-CNN SavedModel: detection.export writes no "
-                         "detection_masks in this tree; a SavedModel without them prunes the "
-                         "mask head, so it would time boxes only")
+    suite.skipped.append(SAVED_MODEL_NOT_TIMED)
     setting = _setting(suite)
     args: dict = {}
     plan = {setting: ([masks.OURS, masks.OURS_BOXES], args), settings.TORCH: (torch, args)}

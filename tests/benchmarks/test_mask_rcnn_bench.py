@@ -106,9 +106,7 @@ def test_section_plans_ours_and_both_peers_and_checks_each(data_and_d2):
     assert cost == ("our mask head's cost at 100 detections: 1.00 s wall, 1.00 s CPU per image "
                     "(paired medians; MaskRCNN 4.00 s vs FasterRCNN 3.00 s, which is 1.33x as "
                     "fast)")
-    assert suite.skipped == [
-        "ours Mask R-CNN SavedModel: detection.export writes no detection_masks in this tree; "
-        "a SavedModel without them prunes the mask head, so it would time boxes only"]
+    assert suite.skipped == [mask_rcnn.SAVED_MODEL_NOT_TIMED]
 
 
 def test_section_says_why_it_skips(data_and_d2, monkeypatch, tmp_path):
