@@ -13,7 +13,7 @@ from detection.checkpoints.pretrained import ReferenceSizes
 from detection.config import from_dict, load_config
 from detection.data.discover import inspect_data, starting_config
 from detection.engine.train import build_model, evaluate_config, print_metrics
-from detection.modeling.mask_rcnn import detector_from_checkpoint
+from detection.modeling.mask_rcnn import MaskRCNN, detector_from_checkpoint
 from keras_resnet_suite.convert import load_model_file, load_weights_file
 
 
@@ -36,24 +36,29 @@ def load_detector(config, checkpoint: str | Path):
     return model
 
 
-def _data_config(args):
-    """The config that says what to score on: `--config`, or one made for `--data`."""
+def _data_config(args, masks: bool = False):
+    """The config that says what to score on: `--config`, or one made for `--data` (COCO
+    data scored by mask AP, with the box AP beside it, when `masks`: a Mask R-CNN)."""
     if args.config is not None:
         return load_config(args.config)
     if getattr(args, "data", None) is None:
         raise ValueError("evaluate: give --config (a detection YAML) or, with --weights, "
                          "--data (a COCO root/JSON or VOC folder)")
-
-    return from_dict(starting_config(inspect_data(args.data), "evaluate"), source=args.data)
+    config = starting_config(inspect_data(args.data), "evaluate")
+    if masks and config["eval"]["metric"] == "coco":  # VOC holds boxes only
+        config["model"]["masks"], config["eval"]["metric"] = True, "segm"
+    return from_dict(config, source=args.data)
 
 
 def run(args) -> int:
     """`python -m detection evaluate` (arguments in `detection.cli`)."""
-    config = _data_config(args)
+    config = _data_config(args)  # the data is checked before any download
     if args.weights is not None:
+        detector = detector_from_checkpoint(args.weights)
+        if isinstance(detector, MaskRCNN):
+            config = _data_config(args, masks=True)
         # Each image at its reference size; classes matched to the data's by name.
-        model = ReferenceSizes(detector_from_checkpoint(args.weights),
-                               class_names=config.class_names())
+        model = ReferenceSizes(detector, class_names=config.class_names())
     else:
         if args.config is None:
             raise ValueError("evaluate --checkpoint needs --config (the model's YAML)")

@@ -5,6 +5,7 @@ a bad file is listed at once, and the box-only / mask mismatches answer in one l
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from pathlib import Path
@@ -13,9 +14,10 @@ import keras
 import numpy as np
 import pytest
 from parity.seeded import load_skeleton, seeded_state
+from PIL import Image
 
 from detection import FasterRCNN, MaskRCNN
-from detection.checkpoints import pretrained, registry
+from detection.checkpoints import presets, pretrained, registry
 from detection.modeling import detector_from_checkpoint
 from detection.modeling.roi_heads import MaskHead
 from tests.detection.checkpoints.test_pretrained import _non_frozen_params
@@ -159,3 +161,34 @@ def test_mask_head_norm_option_round_trips_and_old_configs_load():
     assert MaskHead.from_config(old).norm is None  # a .keras saved before the option
     with pytest.raises(ValueError, match=r"^MaskHead: norm must be None or 'batch', got 'group'$"):
         MaskHead(5, norm="group")
+
+
+@pytest.mark.tf_only
+def test_the_commands_predict_evaluate_and_export_a_mask_checkpoint(d2_c4, tmp_path, shared_data,
+                                                                    monkeypatch):
+    import tensorflow as tf
+
+    from detection.__main__ import main
+
+    _, path, _ = d2_c4
+    # a smaller size rule and fewer proposals than detectron2's (800 px, 1000) keep it quick
+    monkeypatch.setitem(presets.DETECTRON2, "c4", presets.DETECTRON2["c4"].replace(
+        resize_min_size=160.0, resize_max_size=256.0, rpn_post_nms_topk=(50, 50)))
+    coco = shared_data / "coco-mini"
+    image = coco / "val2017" / "000000000139.jpg"
+    assert main(["predict", str(image), "--weights", str(path), "--out", str(tmp_path / "p"),
+                 "--score-threshold", "0.0"]) == 0
+    dets = json.loads((tmp_path / "p" / "detections.json").read_text())[0]["detections"]
+    assert dets and all(d["mask_rle"]["size"] == [426, 640] for d in dets)
+    # COCO data and a Mask R-CNN: mask AP, with the same detections' box AP beside it
+    assert main(["evaluate", "--weights", str(path), "--data", str(coco), "--max-images", "1",
+                 "--json", str(tmp_path / "ap.json")]) == 0
+    scores = json.loads((tmp_path / "ap.json").read_text())
+    assert {"AP", "AP50", "AP75"} <= set(scores) and {"AP", "AP50"} <= set(scores["bbox"])
+    out = tmp_path / "saved"
+    assert main(["export", "--weights", str(path), "--image-size", "160", "256",
+                 "--out", str(out)]) == 0
+    served = tf.saved_model.load(str(out)).signatures["serving_default"]
+    pixels = np.asarray(Image.open(image).convert("RGB"))
+    got = {k: v.numpy()[0] for k, v in served(images=tf.constant(pixels[None])).items()}
+    assert got["detection_masks"].shape[1:] == (14, 14) and int(got["num_detections"]) > 0
