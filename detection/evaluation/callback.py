@@ -10,11 +10,13 @@ from detection.evaluation.dataset import evaluate_dataset
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-    """Runs VOC, COCO box or mask evaluation every `every_n_epochs` and adds the figures to the logs.
+    """Runs VOC, COCO box or mask evaluation every `every_n_epochs`; adds the figures to the logs.
 
     Logged keys: `<prefix>mAP` (VOC), `<prefix>AP`, `AP50`, `AP75`, `APs`, `APm`, `APl`
-    (COCO) or `<prefix>segm_AP`, ... (metric="segm": mask AP), so checkpoints and TensorBoard can follow them. `predictor` defaults to the model
-    being trained; any object with `predict(images)` returning the detection dict works.
+    (COCO) or `<prefix>segm_AP`, ... (metric="segm": mask AP, with the same detections' box AP
+    under the COCO names), so checkpoints and TensorBoard can follow them. `predictor` defaults
+    to the model being trained; any object with `predict(images)` returning the detection
+    dict works.
     """
 
     def __init__(
@@ -47,6 +49,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         keys = ["mAP"] if self.metric == "voc" else ["AP", "AP50", "AP75", "APs", "APm", "APl"]
         kind = "segm_" if self.metric == "segm" else ""  # mask AP never passes for box AP
         figures = {f"{self.prefix}{kind}{k}": result[k] for k in keys}
+        if "bbox" in result:  # segm: the same detections' box AP, under the box names
+            figures.update({f"{self.prefix}{k}": result["bbox"][k] for k in keys})
         if logs is not None:
             logs.update(figures)
         if self.verbose:
