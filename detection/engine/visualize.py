@@ -23,7 +23,7 @@ def draw_detections(
     """Save a grid PNG of `images` with predicted boxes (solid, "name score") and, if given,
     ground truth (dashed white). `predictions` are per-image `{"boxes", "scores", "classes"}`
     in pixel xyxy, optionally `"masks"` `[N, H, W]` 0/1 at the image's size (pasted, see
-    `detection.evaluation.paste`), drawn as a semi-transparent fill in the box's colour;
+    `detection.evaluation.paste`), drawn as a semi-transparent fill outlined in the box's colour;
     detections scoring below `score_threshold` are not drawn."""
     import matplotlib
 
@@ -69,6 +69,8 @@ def draw_detections(
                 fill[..., :3] = to_rgb(colour)
                 fill[..., 3] = 0.45 * (masks[k] > 0)  # see-through, so the object shows
                 ax.imshow(fill, interpolation="nearest")
+                # and its outline, so the mask reads apart from an object of a similar colour
+                ax.contour(masks[k] > 0, levels=[0.5], colors=[colour], linewidths=1.2)
             ax.add_patch(Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
                                    fill=False, edgecolor=colour, linewidth=1.5))
             name = class_names[int(cls)] if class_names is not None else str(int(cls))
