@@ -8,9 +8,9 @@ signature is used, so nothing of this project is needed to run it), a `.keras` f
 orientation first. An image that cannot be read (missing, truncated, not JPEG/PNG, over the
 pixel limit) is named on stderr and in `failed.json`, the others are still predicted, and the
 exit code is 1. Boxes in the JSON are pixel xyxy of each (upright) image, classes 0-based
-with their names when known. A Mask R-CNN model (`.keras`, weights + config with `masks: true`,
-or a SavedModel with `detection_masks`) also gets each detection's mask pasted into the image
-(`paste_masks`, torchvision's rule, probability > 0.5), drawn as a semi-transparent fill and
+with their names when known. A Mask R-CNN model (`.keras`, weights + config with `masks: true`, a
+SavedModel with `detection_masks`, or a Mask R-CNN `--weights`) also gets each detection's mask
+pasted into the image (`paste_masks`, torchvision's rule, probability > 0.5), drawn outlined and
 written in the JSON as `"mask_rle"`: COCO compressed RLE `{"size": [h, w], "counts": str}`
 (`pycocotools.mask.decode` reads it back).
 """
