@@ -10,9 +10,9 @@ pixel limit) is named on stderr and in `failed.json`, the others are still predi
 exit code is 1. Boxes in the JSON are pixel xyxy of each (upright) image, classes 0-based
 with their names when known. A Mask R-CNN model (`.keras`, weights + config with `masks: true`, a
 SavedModel with `detection_masks`, or a Mask R-CNN `--weights`) also gets each detection's mask
-pasted into the image (`paste_masks`, torchvision's rule, probability > 0.5), drawn filled and outlined, and
-written in the JSON as `"mask_rle"`: COCO compressed RLE `{"size": [h, w], "counts": str}`
-(`pycocotools.mask.decode` reads it back).
+pasted into the image (`paste_masks`, torchvision's rule, probability > 0.5), drawn filled and
+outlined, and written in the JSON as `"mask_rle"`: COCO compressed RLE `{"size": [h, w],
+"counts": str}` (`pycocotools.mask.decode` reads it back).
 """
 
 from __future__ import annotations
