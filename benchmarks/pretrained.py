@@ -92,9 +92,12 @@ def _ours(arch_key: str, repeats: int):
 
 
 def reference_times(arch_key: str, repeats: int, python: str) -> list[float]:
-    """The reference library's seconds per image, timed in a torch-only subprocess."""
-    proc = subprocess.run([python, str(PARITY / "make_reference.py"), "--time", arch_key,
-                           "--image", IMAGE, "--repeats", str(repeats)],
+    """The reference library's seconds per image, timed in a torch-only subprocess (a Mask
+    R-CNN parity arch, e.g. "tv_mask_r50_fpn_v1", by its own generator, on the same photo)."""
+    script = "make_mask_rcnn_reference.py" if "_mask_" in arch_key else "make_reference.py"
+    image = [] if "_mask_" in arch_key else ["--image", IMAGE]
+    proc = subprocess.run([python, str(PARITY / script), "--time", arch_key, *image,
+                           "--repeats", str(repeats)],
                           capture_output=True, text=True, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"reference timing failed:\n{proc.stderr[-3000:]}")

@@ -210,9 +210,15 @@ def main(argv=None) -> None:
     p.add_argument("--arch", action="append", choices=seeded.MASK_ARCHS, help="default: all")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--time", metavar="ARCH", choices=seeded.MASK_ARCHS,
+                   help="print seconds per image of ARCH on the photo as a JSON line")
+    p.add_argument("--repeats", type=int, default=2, help="timed calls with --time")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.time:
+        return print(json.dumps(mr.time_arch(args.time, IMAGE, args.repeats, seeded_model)),
+                     flush=True)
     archs = args.arch or list(seeded.MASK_ARCHS)
     if args.skeletons:
         return write_skeletons(archs)

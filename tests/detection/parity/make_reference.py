@@ -569,10 +569,13 @@ def write_skeletons():
         print(f"{path.name}: {len(skel)} tensors, {n} values", flush=True)
 
 
-def time_arch(arch: str, image: str, repeats: int) -> dict:
+def time_arch(arch: str, image: str, repeats: int, make=None) -> dict:
+    """Seconds per image of the seeded reference `arch` (`make(arch)` builds it: the model, or
+    detectron2's predictor; default `seeded_model`) on `image`, after one warm-up call."""
+    make = make or seeded_model
     path = data_dir() / IMAGES[image]
     if arch.startswith("tv_"):
-        model = seeded_model(arch)
+        model = make(arch)
         from PIL import Image
 
         rgb = np.asarray(Image.open(path).convert("RGB"))
@@ -582,7 +585,7 @@ def time_arch(arch: str, image: str, repeats: int) -> dict:
             with torch.no_grad():
                 return model([img])
     else:
-        predictor = seeded_model(arch)
+        predictor = make(arch)
         bgr = read_bgr(path)
 
         def call():
