@@ -11,9 +11,8 @@ from benchmarks.timing import median, paired_speed_ratio
 from keras_resnet_suite.runtime import onednn_pays_off
 
 SECTION = "mask_rcnn inference"
-SAVED_MODEL_NOT_TIMED = ("ours Mask R-CNN SavedModel (with detection_masks): not timed yet; "
-                         "the Faster R-CNN SavedModel's seconds per image: python -m "
-                         "benchmarks.detector_serving")
+SAVED_MODEL_NOT_TIMED = ("ours Mask R-CNN SavedModel (with detection_masks): timed in fresh "
+                         "processes by python -m benchmarks.detector_serving --masks")
 
 
 def mask_rcnn(suite: Suite) -> None:
