@@ -2,6 +2,7 @@
 releases written on the fly in every official format."""
 
 import importlib.util
+import io
 import os
 import pickle
 import subprocess
@@ -23,6 +24,15 @@ def shared_data_dir() -> Path | None:
     env = os.environ.get("KRS_DATA_DIR")
     path = Path(env) if env else REPO.parent / "shared" / "data"
     return path if path.is_dir() else None
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """`image` (uint8 [H, W, 3]) encoded as PNG, what an upload to a bytes signature holds."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def load_script(name: str, path: Path) -> ModuleType:

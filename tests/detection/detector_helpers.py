@@ -92,6 +92,14 @@ MIRRORED = textwrap.dedent("""
 """)
 
 
+def mixed_size_images(sizes) -> list:
+    """uint8 crops of one toy image at each `(height, width)` of `sizes` (serving tests)."""
+    import numpy as np
+
+    base = toy_batch(batch=1, size=96, empty_last=False)["images"][0]
+    return [np.clip(base[:h, :w], 0, 255).astype("uint8") for h, w in sizes]
+
+
 def mirrored_and_one_device(tmp_path, masks=False) -> dict:
     """`MIRRORED`'s results in a fresh process (the logical CPUs must be set before TensorFlow
     starts): {"one": {loss: value, "update": [...], "variables": [...]}, "two": ...}."""

@@ -1,7 +1,6 @@
 """SavedModel export: parity with Keras in a process that cannot import this project, the
 encoded-image signature, BN folding, saved_model_cli, bad arguments."""
 
-import io
 import json
 import os
 import shutil
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import png_bytes
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -64,14 +65,6 @@ def _random_statistics(model, seed=0):
     return model
 
 
-def _png(array) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """resnet20 exported plain and BN-folded, then loaded by a clean `python -I` process."""
@@ -92,7 +85,7 @@ def exported(tmp_path_factory):
     files = []
     for i, r in enumerate(raw):
         files.append(tmp / f"img{i}.png")
-        files[-1].write_bytes(_png(r))
+        files[-1].write_bytes(png_bytes(r))
     args = {"models": {"plain": str(tmp / "plain"), "folded": str(tmp / "folded")},
             "images": str(tmp / "images.npy"), "files": [str(f) for f in files],
             "result": str(tmp / "result.npz")}  # fmt: skip

@@ -14,7 +14,6 @@ and each matched detection's mask, pasted with the library's own rule
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -22,13 +21,11 @@ import keras
 import numpy as np
 import pytest
 from keras import ops
-from parity.seeded import load_skeleton, seeded_state
 
 from detection import MaskRCNN
-from detection.checkpoints import pretrained, registry
 from detection.evaluation.paste import paste_masks
 from detection.modeling.roi_heads.mask_heads import class_masks
-from tests.detection.checkpoints.test_pretrained_parity import DATA, _image, _record
+from tests.detection.checkpoints.test_pretrained_parity import _record, seeded_case
 
 REFERENCE = Path(__file__).parents[1] / "parity" / "reference_masks"
 ARCHS = {"tv_mask_r50_fpn_v1": "torchvision/maskrcnn_resnet50_fpn",
@@ -54,18 +51,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("case", CASES)
 def test_same_weights_same_masks(case):
-    ref = dict(np.load(REFERENCE / f"{case}.npz"))
-    meta = json.loads(str(ref.pop("meta")))
-    path = DATA / meta["image"]
-    if not path.exists():
-        pytest.skip(f"{path} not found (set KRS_DATA_DIR to the shared data folder)")
-    arch_key = case.split("__")[0]
-    arch = pretrained.Architecture.of(registry.get(ARCHS[arch_key]))
-    model = MaskRCNN.from_architecture(arch, tuple(meta["padded_hw"]))
-    pretrained.load_state(model, seeded_state(load_skeleton(arch_key), seed=meta["seed"]), arch,
-                          source=f"seeded {arch_key}")
+    model, arch, ref, meta, image = seeded_case(REFERENCE, case, ARCHS, MaskRCNN)
     tv = arch.library == "torchvision"
-    image = _image(path, arch, meta)
 
     # (1) the mask head on the reference's own boxes (canvas pixels): the detected class's logits
     x, _ = model.transform(image)

@@ -55,18 +55,25 @@ def _record(case: str, **figures) -> None:
             f.write(json.dumps({"case": case, **figures}) + "\n")
 
 
-def _case(case: str):
-    ref = dict(np.load(REFERENCE / f"{case}.npz"))
+def seeded_case(reference: Path, case: str, archs: dict[str, str], cls=FasterRCNN):
+    """`(model, arch, ref, meta, image)` of a stored reference case: its arrays and meta, our
+    `cls` detector of `archs[arch key]` on the reference's padded canvas with the same seeded
+    weights, and the photo as the reference's library resized it (skips without the photo)."""
+    ref = dict(np.load(reference / f"{case}.npz"))
     meta = json.loads(str(ref.pop("meta")))
     image_path = DATA / meta["image"]
     if not image_path.exists():
         pytest.skip(f"{image_path} not found (set KRS_DATA_DIR to the shared data folder)")
     arch_key = case.split("__")[0]
-    arch = pretrained.Architecture.of(registry.get(ARCHS[arch_key]))
-    model = FasterRCNN.from_architecture(arch, tuple(meta["padded_hw"]))
+    arch = pretrained.Architecture.of(registry.get(archs[arch_key]))
+    model = cls.from_architecture(arch, tuple(meta["padded_hw"]))
     pretrained.load_state(model, seeded_state(load_skeleton(arch_key), seed=meta["seed"]), arch,
                           source=f"seeded {arch_key}")
-    image = _image(image_path, arch, meta)
+    return model, arch, ref, meta, _image(image_path, arch, meta)
+
+
+def _case(case: str):
+    model, arch, ref, meta, image = seeded_case(REFERENCE, case, ARCHS)
     x, info = model.transform(image)
     features = model.backbone.predict(x, verbose=0)  # compiled: eager R101 is slow
     features = list(features) if isinstance(features, (list, tuple)) else [features]

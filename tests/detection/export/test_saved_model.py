@@ -1,7 +1,6 @@
 """SavedModel export of the detector: TF OD API signatures, loaded without this project, and
 train/serve parity with `model.predict` (boxes within 1e-3 after normalisation)."""
 
-import io
 import json
 import os
 import subprocess
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import png_bytes
+
 pytestmark = pytest.mark.tf_only
 
 tf = pytest.importorskip("tensorflow")
@@ -20,18 +21,9 @@ SIZES = ((64, 64), (48, 80), (72, 56))  # batch 3 of mixed sizes (height, width)
 
 
 def _images():
-    from detector_helpers import toy_batch
+    from detector_helpers import mixed_size_images
 
-    base = toy_batch(batch=1, size=96, empty_last=False)["images"][0]
-    return [np.clip(base[:h, :w], 0, 255).astype("uint8") for h, w in SIZES]
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return mixed_size_images(SIZES)
 
 
 def _reference(model, image: np.ndarray) -> dict:
@@ -73,7 +65,7 @@ def test_loads_without_project_and_matches_predict(exported, tmp_path):
     images = _images()
     np.save(tmp_path / "same.npy", np.stack([images[0]] * 2 + [images[0][:, ::-1]]))
     for i, image in enumerate(images):
-        (tmp_path / f"{i}.png").write_bytes(_png(image))
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(image))
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np, tensorflow as tf
@@ -130,7 +122,7 @@ def test_predict_cli_on_saved_model(exported, tmp_path, capsys):
     files = []
     for i, image in enumerate(_images()[1:]):
         files.append(tmp_path / f"img{i}.png")
-        files[-1].write_bytes(_png(image))
+        files[-1].write_bytes(png_bytes(image))
     out = tmp_path / "preds"
     assert cli.main(["predict", *map(str, files), "--model", str(path), "--out", str(out),
                      "--score-threshold", "0"]) == 0

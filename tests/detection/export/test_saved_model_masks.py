@@ -3,11 +3,12 @@
 drawing and writing the masks (COCO RLE) from the SavedModel (from Keras weights:
 tests/detection/engine/test_train_masks.py)."""
 
-import io
 import json
 
 import numpy as np
 import pytest
+
+from tests.conftest import png_bytes
 
 pytestmark = pytest.mark.tf_only
 
@@ -18,18 +19,9 @@ SIZES = ((64, 64), (48, 80))  # mixed sizes through serving_bytes (height, width
 
 
 def _images():
-    from detector_helpers import toy_batch
+    from detector_helpers import mixed_size_images
 
-    base = toy_batch(batch=1, size=96, empty_last=False)["images"][0]
-    return [np.clip(base[:h, :w], 0, 255).astype("uint8") for h, w in SIZES]
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return mixed_size_images(SIZES)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +59,7 @@ def test_detection_masks_match_predict_in_both_signatures(exported):
         for b, image in enumerate(batch):
             _check_row(out, b, model.predict(image[None].astype("float32"), verbose=0))
     # serving_bytes: mixed sizes, one undecodable element answered with zero masks
-    blobs = [_png(square), b"not an image", _png(wide)]
+    blobs = [png_bytes(square), b"not an image", png_bytes(wide)]
     out = {k: v.numpy() for k, v in loaded.signatures["serving_bytes"](
         image_bytes=tf.constant(blobs)).items()}
     assert out["valid"].tolist() == [True, False, True]
@@ -82,7 +74,7 @@ def test_predict_cli_writes_and_draws_masks(exported, tmp_path):
 
     model, path = exported
     image = _images()[1]
-    (tmp_path / "wide.png").write_bytes(_png(image))
+    (tmp_path / "wide.png").write_bytes(png_bytes(image))
     out = tmp_path / "preds"
     assert cli.main(["predict", str(tmp_path / "wide.png"), "--model", str(path), "--out",
                      str(out), "--score-threshold", "0"]) == 0
@@ -101,7 +93,7 @@ def test_predict_cli_writes_and_draws_masks(exported, tmp_path):
     assert (out / "wide.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_drawn_masks_change_the_png(tmp_path):
+def test_drawn_masks_change_thepng_bytes(tmp_path):
     """The semi-transparent fill is in the picture: the same detections with and without a
     mask draw different pixels inside the mask only; a mask of the wrong size is refused."""
     from PIL import Image
