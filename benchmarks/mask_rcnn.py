@@ -9,9 +9,10 @@ drawn from each model's own state dict, so that every stage works on realistic n
 (plain random weights blow up through detectron2's trunk: 15 proposals, 48 detections).
 Ours and torchvision's are the same network with the same weights, mask head included (the
 seeded torchvision Mask R-CNN state through our converter, torchvision's preset: the same
-proposals, detections and masks); our FasterRCNN takes that state's box parts. Post-processing is set alike so
-the mask head runs on as many boxes everywhere: score threshold 0 and 100 detections per
-image. Every call records its detection count in `COUNTS`; the section reports them.
+proposals, detections and masks); our FasterRCNN takes that state's box parts.
+Post-processing is set alike so the mask head runs on as many boxes everywhere: score
+threshold 0 and 100 detections per image. Every call records its detection count in `COUNTS`;
+the section reports them.
 
 The torch contenders import neither Keras nor TensorFlow (the two must not share a process):
 they run in the suite's torch worker, which loads Keras only for the figures that need it.

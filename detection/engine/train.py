@@ -150,7 +150,8 @@ def _train_stream(config: Config, base, global_batch: int):
 def evaluate_config(model, config: Config, split: str = "eval",
                     max_images: int | None = None, verbose: bool = True, dataset=None) -> dict:
     """VOC mAP, COCO AP or mask AP with box AP beside it (per `config.eval`) of `model` on
-    `data.<split>` (or the already loaded `dataset` of that split). A split without objects is refused (it has no score)."""
+    `data.<split>` (or the already loaded `dataset` of that split). A split without objects
+    is refused (it has no score)."""
     spec = getattr(config.data, split, None)
     if not isinstance(spec, dict):
         raise ValueError(f"config has no data.{split} section to evaluate on")

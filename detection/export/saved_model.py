@@ -92,8 +92,9 @@ def label_map(class_names, category_ids=None) -> str:
 def export_saved_model(model: keras.Model, path: str | os.PathLike, *,
                        max_pixels: int | None = None, verbose: bool = False) -> Path:
     """Write a `FasterRCNN` (or a `MaskRCNN`, with `detection_masks`) as a SavedModel with the
-    signatures in the module docstring; `max_pixels` (default `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image
-    `serving_bytes` decodes (a decompression-bomb guard)."""
+    signatures in the module docstring; `max_pixels` (default
+    `keras_resnet_suite.data.images.MAX_PIXELS`) is the largest image `serving_bytes` decodes
+    (a decompression-bomb guard)."""
     require_tensorflow_backend()
     limit = pixel_limit(max_pixels)
     transform = getattr(model, "transform", None)

@@ -15,5 +15,5 @@ from detection.modeling.options import (
 from detection.modeling.transform import ImageInfo
 
 __all__ = ["LOSS_KEYS", "MASK_LOSS_KEYS", "BackboneOptions", "DetectorOptions", "FasterRCNN",
-           "GeneralizedRCNN", "ImageInfo", "MaskRCNN", "ROIHeadsOptions", "RPNOptions", "TransformOptions",
-           "detector_from_checkpoint"]
+           "GeneralizedRCNN", "ImageInfo", "MaskRCNN", "ROIHeadsOptions", "RPNOptions",
+           "TransformOptions", "detector_from_checkpoint"]

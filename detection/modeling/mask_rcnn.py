@@ -6,7 +6,8 @@ box head sampled, against their matched ground-truth masks cropped by RoIAlign
 masks. Inference runs the mask head on the final detections (after NMS, as torchvision and
 detectron2 do) and returns each detection's mask probabilities of its detected class,
 box-relative (the TF OD API's `detection_masks`): `detection.evaluation.paste.paste_masks`
-puts them into the image. Training elements carry `"masks": [B, M, H, W]` 0/1, one per ground-truth box.
+puts them into the image. Training elements carry `"masks": [B, M, H, W]` 0/1, one per
+ground-truth box.
 """
 
 from __future__ import annotations
