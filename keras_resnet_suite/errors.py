@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Callable
 
 from keras_resnet_suite.run_dir import TrainingDiverged
+from keras_resnet_suite.run_folder import SIGTERM_EXIT, DiskFull, Terminated
 
 # Bad input: every reader here raises these with the file named (h5py and PIL raise OSError).
 BAD_INPUT = (ValueError, OSError)
@@ -25,11 +26,15 @@ def one_line(err: BaseException, limit: int = 1000) -> str:
 
 def run_command(call: Callable[[], int | None]) -> int:
     """`call()`'s exit code (None is 0); bad input prints `error: <message>` and gives 2, a
-    diverged training run `error: <message>` (what was kept) and 1, any other exception
+    diverged training run or a full disk `error: <message>` (what was kept) and 1, a run
+    stopped by SIGTERM `stopped: <message>` (where it resumes) and 143, any other exception
     `error: <type>: <message>` and 1. KeyboardInterrupt passes through."""
     try:
         return int(call() or 0)
-    except TrainingDiverged as err:
+    except Terminated as err:
+        print(f"stopped: {one_line(err)}", file=sys.stderr, flush=True)
+        return SIGTERM_EXIT
+    except (TrainingDiverged, DiskFull) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return UNEXPECTED_EXIT
     except BAD_INPUT as err:

@@ -8,6 +8,8 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from keras_resnet_suite.run_folder import complete_checkpoints
+
 # run.json keys that must match when a run directory is reused (resume)
 IDENTITY = ("model", "data", "recipe", "batch_size", "total_steps", "seed", "num_classes",
             "weights", "freeze_at", "lr_multipliers")  # the last three: fine-tuning, if given
@@ -54,9 +56,12 @@ def describe_changes(diff: Mapping[str, tuple]) -> str:
 
 
 def check_run_dir(out: Path, cfg: dict) -> None:
-    """Refuse to resume `out` when its `run.json` describes another run (`IDENTITY` keys)."""
+    """Refuse to resume `out` when its `run.json` describes another run (`IDENTITY` keys).
+    A run.json beside no trained state (no checkpoint in `backup/`, no `model.keras`: left by
+    a start that failed before failed starts removed their record) refuses nothing."""
     path = out / "run.json"
-    if not path.exists():
+    if not path.exists() or not (complete_checkpoints(out / "backup")
+                                 or (out / "model.keras").exists()):
         return
     old = json.loads(path.read_text())
     diff = differences({k: old.get(k) for k in IDENTITY}, {k: cfg.get(k) for k in IDENTITY})

@@ -9,6 +9,7 @@ A run directory holds everything of one run: `run.json` (its configuration), `ba
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import tempfile
@@ -32,6 +33,7 @@ from keras_resnet_suite.models import build
 from keras_resnet_suite.preprocessing import preprocess_input
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
+from keras_resnet_suite.run_folder import RunFolder, stop_on_sigterm
 from keras_resnet_suite.schema import check_args
 from keras_resnet_suite.specs import available_models, get_spec
 from keras_resnet_suite.train_flags import FLAG_RULES
@@ -75,7 +77,18 @@ def checked_data_dir(args) -> str:
 
 
 def cmd_train(args) -> dict:
-    """Train a model with a paper recipe; a killed run re-run with the same command resumes."""
+    """Train a model with a paper recipe; a killed run re-run with the same command resumes.
+    The run folder is locked while it runs (a second run there is refused naming the first);
+    a start failing before its first checkpoint leaves nothing there; SIGTERM saves the step
+    it reached and exits 143 (`run_folder`)."""
+    out = Path(args.out)
+    folder = RunFolder(out, out / "backup", note=print) if training.is_chief() \
+        else contextlib.nullcontext()
+    with stop_on_sigterm(), folder:
+        return _train(args)
+
+
+def _train(args) -> dict:
     data_dir = checked_data_dir(args)
     strategy = training.get_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -125,8 +138,6 @@ def cmd_train(args) -> dict:
     with strategy.scope():
         model = _compiled_model(args.model, cfg.get("weights"), num_classes, recipe)
     chief = training.is_chief()
-    if chief:
-        _write_run_files(out, cfg, ds)
     print(f"{args.model}: {count_params(model):,} parameters; recipe {args.recipe}: LR "
           f"{recipe.lr:g} at global batch {batch} on {replicas} replica(s), {total} iterations "
           f"({epochs} x {fit_spe}), LR /10 at {recipe.boundaries}", flush=True)  # fmt: skip
@@ -140,6 +151,7 @@ def cmd_train(args) -> dict:
         steps_per_epoch=fit_spe, epochs=epochs, backup_dir=backup,
         save_freq=min(args.save_every, fit_spe), callbacks=callbacks,
         validation_data=ds.test, verbose=_verbosity(args.verbose), is_chief=chief,
+        on_start=(lambda step: _write_run_files(out, cfg, ds)) if chief else None,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     summary = _summary(args, model, history, ds, total, seconds)
@@ -152,8 +164,9 @@ def cmd_train(args) -> dict:
 
 
 def _write_run_files(out: Path, cfg: dict, ds) -> None:
-    """run.json and normalization.npz; written once the model is compiled, so a refused
-    --freeze-at or --lr-mult leaves no run.json that would refuse the corrected command."""
+    """run.json and normalization.npz; written once the checkpoint is restored, before the
+    first step, so a refused --freeze-at, --lr-mult or checkpoint leaves no run.json that would
+    refuse the corrected command (and a start failing later has them removed)."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "run.json", cfg)
     norm = {k: v for k, v in (("mean", ds.mean), ("std", ds.std)) if v is not None}

@@ -11,6 +11,7 @@ after the k-th of `lr_steps`; or warm-up then cosine decay to 0 (`schedule: cosi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import importlib.util
@@ -32,6 +33,7 @@ from detection.data.pipeline import training_batches
 from detection.evaluation.dataset import evaluate_dataset
 from detection.modeling import FasterRCNN, MaskRCNN
 from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
+from keras_resnet_suite.run_folder import RunFolder, complete_checkpoints, stop_on_sigterm
 from keras_resnet_suite.training.callbacks import (
     NaNGuard,
     atomic_save,
@@ -39,7 +41,7 @@ from keras_resnet_suite.training.callbacks import (
     atomic_write_text,
     weights_finite,
 )
-from keras_resnet_suite.training.distribute import get_strategy
+from keras_resnet_suite.training.distribute import get_strategy, is_chief
 from keras_resnet_suite.training.loop import fit_resumable
 from keras_resnet_suite.training.lr_multipliers import scale_trunk
 from keras_resnet_suite.training.optimizers import SGDL2
@@ -61,9 +63,12 @@ def build_model(config: Config, load_backbone_weights: bool = True):
 
 
 def check_run_dir(out_dir: Path, config: Config) -> None:
-    """Refuse to resume a run folder that holds another run (any change but `train.steps`)."""
+    """Refuse to resume a run folder that holds another run (any change but `train.steps`).
+    A config.yaml beside no trained state (no checkpoint, no final weights: left by a start
+    that failed before failed starts removed their record) refuses nothing."""
     path = out_dir / "config.yaml"
-    if not path.is_file():
+    if not path.is_file() or not (complete_checkpoints(out_dir / "checkpoints")
+                                  or (out_dir / "final.weights.h5").exists()):
         return
     old, new = yaml.safe_load(path.read_text()) or {}, yaml.safe_load(_dump(config))
     for cfg in (old, new):
@@ -192,7 +197,8 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
         model, make_train, steps_per_epoch=steps_per_epoch, epochs=epochs,
         backup_dir=out_dir / "checkpoints",
         save_freq=int(train.checkpoint_every or steps_per_epoch), callbacks=callbacks,
-        verbose=verbose)
+        verbose=verbose,  # the run's record once its checkpoint is restored, before any step
+        on_start=lambda step: atomic_write_text(out_dir / "config.yaml", _dump(config)))
     return model
 
 
@@ -254,6 +260,19 @@ def _status(path: Path) -> str | None:
 
 def train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
           max_eval_images: int | None = None, evaluate: bool = True) -> dict:
+    """`_train` in `out_dir` locked for this run (`RunFolder`: a second live run is refused
+    naming the first); a run ending before its first checkpoint leaves nothing there but a
+    divergence record, so the same or an edited command is not refused afterwards."""
+    out_dir = Path(out_dir)
+    check_run_dir(out_dir, config)  # before the lock: a refusal creates no folder
+    folder = RunFolder(out_dir, out_dir / "checkpoints", keep=("metrics.json",),
+                       note=print) if is_chief() else contextlib.nullcontext()
+    with folder:
+        return _train(config, out_dir, verbose, max_eval_images, evaluate)
+
+
+def _train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
+           max_eval_images: int | None = None, evaluate: bool = True) -> dict:
     """Train per `config` into `out_dir` (resuming if checkpoints are there), then evaluate
     on `data.eval` unless `evaluate=False`.
 
@@ -275,8 +294,6 @@ def train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
         # The strategy first: a multi-worker one must exist before TensorFlow runs any op.
         strategy = _strategy(config.train.distribution)
         base, held_out = _load_splits(config, evaluate)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", _dump(config))
         try:
             model = _fit(config, out_dir, verbose, strategy, base)
         except TrainingDiverged as err:
@@ -352,7 +369,8 @@ def run(args) -> int:
     if args.data or args.classes:
         print(f"classes ({len(config.class_names())}): {', '.join(config.class_names())}")
     out = Path(args.out or Path("runs") / str(config.name or Path(args.config).stem))
-    result = train(config, out, max_eval_images=args.eval_images)
+    with stop_on_sigterm():  # SIGTERM: a checkpoint at the step boundary, then exit 143
+        result = train(config, out, max_eval_images=args.eval_images)
     losses = result["history"].get("loss", [])  # the whole run's, from history.csv
     if losses and None not in (losses[0], losses[-1]):
         print(f"loss: first epoch {losses[0]:.4f}, last epoch {losses[-1]:.4f}"

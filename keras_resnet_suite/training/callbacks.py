@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import shutil
 from collections import deque
 from collections.abc import Callable
@@ -21,73 +20,22 @@ import keras
 import numpy as np
 
 from keras_resnet_suite.run_dir import TrainingDiverged  # noqa: F401  (fit_resumable raises it)
+from keras_resnet_suite.run_folder import (
+    DiskFull,
+    Terminated,
+    complete_checkpoints,
+    is_disk_full,
+    stop_requested,
+)
+from keras_resnet_suite.training.atomic import (  # noqa: F401  (their home before atomic.py)
+    atomic_save,
+    atomic_write_json,
+    atomic_write_text,
+    close_h5_handles,
+    fsync_path,
+    json_safe,
+)
 from keras_resnet_suite.training.schedules import schedule_of
-
-
-def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file or directory to disk (directories: so a rename inside it is durable)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_save(
-    model: keras.Model, path: str | os.PathLike, weights_only: bool | None = None
-) -> Path:
-    """Save `model` to `path` (`.keras` or `.weights.h5`) via a temporary file and a rename."""
-    path = Path(path)
-    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else path.suffix
-    if suffix not in (".keras", ".weights.h5"):
-        raise ValueError(f"checkpoint path must end in .keras or .weights.h5, got {path}")
-    if weights_only is None:
-        weights_only = suffix == ".weights.h5"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[: -len(suffix)]}.tmp-{os.getpid()}{suffix}")
-    try:
-        if weights_only:
-            model.save_weights(tmp)
-        else:
-            model.save(tmp)
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    fsync_path(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write a small text file atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
-def json_safe(value):
-    """`value` with every non-finite float (NaN, inf) replaced by None, so `json.dumps` writes
-    valid JSON (`null`) instead of the `NaN` literals most JSON readers refuse."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def atomic_write_json(path: str | os.PathLike, value) -> None:
-    """Write `value` as indented, valid JSON (non-finite floats as null), atomically."""
-    atomic_write_text(path, json.dumps(json_safe(value), indent=2, allow_nan=False))
 
 
 def weights_finite(model: keras.Model) -> bool:
@@ -196,8 +144,6 @@ class BackupAndRestore(keras.callbacks.Callback):
     its step; `training.fit_resumable` then continues at exactly that step.
     """
 
-    _PATTERN = re.compile(r"^step-(\d{8})$")
-
     def __init__(
         self,
         backup_dir: str | os.PathLike,
@@ -220,14 +166,7 @@ class BackupAndRestore(keras.callbacks.Callback):
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """Complete checkpoints, newest first."""
-        if not self.backup_dir.is_dir():
-            return []
-        found = []
-        for p in self.backup_dir.iterdir():
-            m = self._PATTERN.match(p.name)
-            if m and (p / "meta.json").is_file():
-                found.append((int(m.group(1)), p))
-        return sorted(found, reverse=True)
+        return complete_checkpoints(self.backup_dir)
 
     def restore(self, model: keras.Model) -> int:
         """Load the newest readable checkpoint into `model` (compiled); its global step, or 0."""
@@ -285,7 +224,25 @@ class BackupAndRestore(keras.callbacks.Callback):
         final = self.backup_dir / f"step-{step:08d}"
         tmp = self.backup_dir / f".step-{step:08d}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        try:
+            tmp.mkdir()
+            self._write(tmp, step)
+        except BaseException as err:  # a full disk, a second SIGTERM: abandon this one
+            close_h5_handles(tmp / "state.weights.h5")
+            shutil.rmtree(tmp, ignore_errors=True)
+            if is_disk_full(err):
+                raise DiskFull(f"no space left on device while writing {final}") from None
+            raise
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_path(self.backup_dir)
+        self._last_saved = step
+        self._prune()
+        return final
+
+    def _write(self, tmp: Path, step: int) -> None:
+        """The checkpoint's files into the temporary folder `tmp`, flushed to disk."""
         self.model.save_weights(tmp / "state.weights.h5")
         schedule = schedule_of(self.model.optimizer)
         meta = {
@@ -301,13 +258,6 @@ class BackupAndRestore(keras.callbacks.Callback):
         for f in tmp.iterdir():
             fsync_path(f)
         fsync_path(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        fsync_path(self.backup_dir)
-        self._last_saved = step
-        self._prune()
-        return final
 
     def _prune(self) -> None:
         for _, path in self.checkpoints()[self.keep :]:
@@ -324,6 +274,13 @@ class BackupAndRestore(keras.callbacks.Callback):
             return
         if self.save_freq != "epoch" and _global_step(self.model) % self.save_freq == 0:
             self.save()
+        if stop_requested():  # SIGTERM: save this step, then stop before the next one
+            self.save()
+            if batch + 1 < ((self.params or {}).get("steps") or 0):
+                raise Terminated(step=_global_step(self.model))
+            # the epoch's last step: its end (history row, validation) is logged first, then
+            # fit_resumable raises
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         if not self._stopped_bad and _loss_finite(logs):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import keras
 
+from keras_resnet_suite.run_folder import Terminated, deferred_stop, stop_requested
 from keras_resnet_suite.training import distribute
 from keras_resnet_suite.training.callbacks import BackupAndRestore, NaNGuard, TrainingDiverged
 
@@ -23,6 +24,7 @@ def fit_resumable(
     validation_data=None,
     verbose: int | str = "auto",
     is_chief: bool | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> dict[str, list]:
     """Train a compiled model for `epochs * steps_per_epoch` steps in total, resuming from the
     newest checkpoint in `backup_dir` if there is one.
@@ -37,6 +39,12 @@ def fit_resumable(
     A non-finite loss or state stops training and raises `TrainingDiverged` naming the step and
     the last finite checkpoint in `backup_dir` (or saying that none had been written yet); the
     model in memory is then not finite, so the caller must not save it as a result.
+
+    A checkpoint further than the `total` asked for is refused (`ValueError`): a finished run
+    is never presented as a shorter one. `on_start(start_step)`, once the checkpoint is restored
+    and before any step, is where a caller writes its run record (nothing is written for a run
+    refused here). Under `run_folder.stop_on_sigterm`, a SIGTERM saves a checkpoint at the
+    next step boundary and raises `Terminated`.
     """
     if is_chief is None:  # only one multi-worker process may write the shared backup
         is_chief = distribute.is_chief()
@@ -44,7 +52,13 @@ def fit_resumable(
     start = backup.restore(model)
     total = epochs * steps_per_epoch
     history: dict[str, list] = {}
-    if start >= total:
+    if start > total:
+        raise ValueError(f"{backup_dir} holds a run trained for {start} steps, more than the "
+                         f"{total} asked for; a finished run is not shortened: ask for at least "
+                         f"{start} steps (the same run, or longer) or choose another folder")
+    if on_start is not None:
+        on_start(start)
+    if start == total:
         print(f"{backup_dir}: already trained for {start} of {total} steps; nothing to do")
         return history
     if start:
@@ -58,16 +72,19 @@ def fit_resumable(
         runs.append((epoch, epochs, steps_per_epoch))
     step = start
     for first, last, spe in runs:
-        h = model.fit(
-            make_train(step),
-            initial_epoch=first,
-            epochs=last,
-            steps_per_epoch=spe,
-            callbacks=[backup, *callbacks],
-            validation_data=validation_data,
-            verbose=verbose,
-            shuffle=False,  # the stream is already permuted per epoch
-        )
+        if stop_requested():
+            break
+        with deferred_stop():  # a SIGTERM now stops at the next step boundary, saved
+            h = model.fit(
+                make_train(step),
+                initial_epoch=first,
+                epochs=last,
+                steps_per_epoch=spe,
+                callbacks=[backup, *callbacks],
+                validation_data=validation_data,
+                verbose=verbose,
+                shuffle=False,  # the stream is already permuted per epoch
+            )
         for k, v in h.history.items():
             history.setdefault(k, []).extend(v)
         if model.stop_training:
@@ -75,6 +92,9 @@ def fit_resumable(
         step += (last - first) * spe
     if backup.diverged:
         raise _diverged(model, backup, callbacks)
+    if stop_requested():  # arrived after the last step (or at an epoch's end): all saved
+        backup.save()
+        raise Terminated(step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
     return history
 
 
