@@ -2,6 +2,10 @@
 serving load on the exported SavedModels (`benchmarks.serving_requests`).
 
     python -m benchmarks.reliability [--calls 1000] [--out benchmarks/results] [--skip-train]
+                                     [--faults-only]
+
+Training-run faults (`benchmarks.run_faults`, unless --skip-train): two runs on one folder,
+SIGTERM and resume, a full disk during a checkpoint and resume, on the detection CLI.
 
 Kill and resume: `python -m detection train` (a tiny C4 detector on the built-in shapes data,
 derived from `detection/configs/shapes_demo.yaml`) and `python -m keras_resnet_suite train`
@@ -44,6 +48,7 @@ import numpy as np
 import yaml
 
 from benchmarks.report import today
+from benchmarks.run_faults import faults_ok, markdown_rows, run_faults
 from benchmarks.serving_requests import serving_load
 from benchmarks.timing import load_average
 
@@ -285,6 +290,8 @@ def markdown(result: dict) -> str:
                          f"({r['arrays']} arrays) | {r['time_lost_s']} / "
                          f"{r['uninterrupted_s']} |")
         lines.append("")
+    if result.get("run_faults"):
+        lines += [*markdown_rows(result["run_faults"]), ""]
     s = result.get("serving")
     if s:
         growth = "n/a" if s["rss_growth_mb"] is None else f"{s['rss_growth_mb']:+.1f} MiB"
@@ -308,7 +315,7 @@ def markdown(result: dict) -> str:
     if s and s["calls_asked"] != 1000:
         command += f" --calls {s['calls_asked']}"
     if not result.get("kill_and_resume"):
-        command += " --skip-train"
+        command += " --faults-only" if result.get("run_faults") else " --skip-train"
     lines += ["", f"Reproduce: `{command}`"]
     return "\n".join(lines) + "\n"
 
@@ -319,11 +326,20 @@ def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     # a run with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) is kept beside the default one
     off = "" if result.get("onednn", True) else "-onednn-off"
+    off += "" if "serving" in result else "-faults"  # --faults-only
     stem = f"reliability-{result['host']}-{result['date']}{off}"
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     js.write_text(json.dumps(result, indent=1) + "\n")
     md.write_text(markdown(result))
     return js, md
+
+
+def _write_faults_only(result: dict, out: Path) -> int:
+    """Results of `--faults-only`; 0 when every fault case behaved."""
+    result["load_after"] = load_average()
+    js, md = write_results(result, out)
+    print(md.read_text() + f"written: {js}, {md}")
+    return 0 if all(faults_ok(r) for r in result["run_faults"]) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=100, help="calls between RSS samples")
     p.add_argument("--max-seconds", type=float, default=1800, help="serving time bound")
     p.add_argument("--skip-train", action="store_true", help="only the serving load")
+    p.add_argument("--faults-only", action="store_true", help="only the training-run faults")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     a = p.parse_args(argv)
     if a.calls < 1 or a.every < 1:
@@ -342,8 +359,12 @@ def main(argv: list[str] | None = None) -> int:
               "tensorflow": runtime.describe(), "onednn": runtime.onednn_enabled()}
     with tempfile.TemporaryDirectory(prefix="krs-reliability-") as tmp:
         work = Path(tmp)
-        if not a.skip_train:
+        if not (a.skip_train or a.faults_only):
             result["kill_and_resume"] = kill_and_resume_all(work)
+        if not a.skip_train:
+            result["run_faults"] = run_faults(tiny_detector_config(work / "detector.yaml"), work)
+        if a.faults_only:
+            return _write_faults_only(result, Path(a.out))
         serving = serving_load(export_models(work), a.calls, a.every, max_seconds=a.max_seconds)
     result["serving"] = serving
     result["load_after"] = load_average()

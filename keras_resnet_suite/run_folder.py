@@ -212,11 +212,13 @@ class RunFolder:
     def _acquire(self) -> None:
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                  "pid_start": _process_start(os.getpid()), "command": " ".join(getattr(sys, "orig_argv", sys.argv))}
+                  "pid_start": _process_start(os.getpid()),
+                  "command": " ".join(getattr(sys, "orig_argv", sys.argv))}
         tmp = self.out / f".{LOCK_NAME}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(holder))
-        fd = os.open(tmp, os.O_RDONLY)
+        fd = None
         try:
+            tmp.write_text(json.dumps(holder))
+            fd = os.open(tmp, os.O_RDONLY)
             if fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             for _ in range(5):
@@ -262,9 +264,11 @@ class RunFolder:
                 self._remove_added()
         finally:
             self._release()
-        if isinstance(err, DiskFull):
+        if is_disk_full(err):  # ours names the file; another writer's (a log) is named too
+            what = err if isinstance(err, DiskFull) else \
+                f"no space left on device ({' '.join(str(err).split())})"
             note = resume_note(self.checkpoints)
-            raise DiskFull(f"{err}; {note.replace('the same', 'free some space, then the same')}"
+            raise DiskFull(f"{what}; {note.replace('the same', 'free some space, then the same')}"
                            ) from None
         if isinstance(err, Terminated):
             where = f" at step {err.step}" if err.step is not None else ""

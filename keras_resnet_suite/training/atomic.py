@@ -14,6 +14,7 @@ import math
 import os
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 
@@ -32,8 +33,6 @@ def fsync_path(path: str | os.PathLike) -> None:
 def close_h5_handles(path: str | os.PathLike) -> None:
     """Close every HDF5 file handle open on `path` (a writer that raised leaves its own), after
     emptying the file: the close flushes, and on a full disk only a freed one can take it."""
-    import h5py
-
     target = os.path.abspath(path)
     for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
         try:

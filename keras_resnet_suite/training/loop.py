@@ -52,17 +52,8 @@ def fit_resumable(
     start = backup.restore(model)
     total = epochs * steps_per_epoch
     history: dict[str, list] = {}
-    if start > total:
-        raise ValueError(f"{backup_dir} holds a run trained for {start} steps, more than the "
-                         f"{total} asked for; a finished run is not shortened: ask for at least "
-                         f"{start} steps (the same run, or longer) or choose another folder")
-    if on_start is not None:
-        on_start(start)
-    if start == total:
-        print(f"{backup_dir}: already trained for {start} of {total} steps; nothing to do")
+    if not _begin(backup, start, total, on_start):
         return history
-    if start:
-        print(f"resuming from step {start} of {total} ({backup.checkpoints()[0][1]})")
     epoch, done = divmod(start, steps_per_epoch)
     runs = []
     if done:  # finish the interrupted epoch first
@@ -96,6 +87,24 @@ def fit_resumable(
         backup.save()
         raise Terminated(step=int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
     return history
+
+
+def _begin(backup: BackupAndRestore, start: int, total: int, on_start) -> bool:
+    """Refuse a checkpoint past `total`, call `on_start`, say where training starts; whether
+    any step is left to train."""
+    if start > total:
+        raise ValueError(f"{backup.backup_dir} holds a run trained for {start} steps, more than "
+                         f"the {total} asked for; a finished run is not shortened: ask for at "
+                         f"least {start} steps (the same run, or longer) or choose another "
+                         "folder")
+    if on_start is not None:
+        on_start(start)
+    if start == total:
+        print(f"{backup.backup_dir}: already trained for {start} of {total} steps; nothing to do")
+        return False
+    if start:
+        print(f"resuming from step {start} of {total} ({backup.checkpoints()[0][1]})")
+    return True
 
 
 def _diverged(model: keras.Model, backup: BackupAndRestore, callbacks) -> TrainingDiverged:

@@ -282,9 +282,18 @@ def test_resume_reports_the_runs_first_epoch_and_a_later_failure_loses_nothing(
     assert checkpoints == ["step-00000006", "step-00000008"]
 
     # another config in the same folder: refused, nothing touched
+    record = (run / "config.yaml").read_bytes()
     other = write_config(tmp_path, tiny_config(tmp_path, learning_rate=0.1), "other.yaml")
     code, _, err = _train(["--config", other, "--out", run, "--steps", "12"], capsys)
     assert code == 2 and "holds a different run (train.learning_rate: 0.01 -> 0.1" in err
+    # the finished run asked for fewer steps: refused naming its step count, nothing rewritten
+    code, out, err = _train([*common, "--steps", "4"], capsys)
+    assert (code, err) == (2, f"error: {run / 'checkpoints'} holds a run trained for 8 steps, "
+                              "more than the 4 asked for; a finished run is not shortened: ask "
+                              "for at least 8 steps (the same run, or longer) or choose another "
+                              "folder\n")
+    assert (run / "config.yaml").read_bytes() == record
+    assert {name: (run / name).read_bytes() for name in saved} == saved
     # the same run, longer, diverging (an absurd learning rate swapped in): exit 1, and the
     # finished run's final weights, metrics and finite checkpoints are all still there
     monkeypatch.setattr(engine, "_schedule",
@@ -325,7 +334,13 @@ def test_classification_cli_divergence_exits_non_zero_and_loses_nothing(tmp_path
             "--out", run, "--steps", "4", "--batch-size", "8", "--save-every", "2",
             "--verbose", "0", "--jit-compile", "false"]
     assert cli.main(list(map(str, args))) == 0
-    saved = {name: (run / name).read_bytes() for name in ("model.keras", "summary.json")}
+    saved = {name: (run / name).read_bytes() for name in ("model.keras", "summary.json",
+                                                          "run.json")}
+    shorter = list(args)  # the finished run asked for less
+    shorter[shorter.index("--steps") + 1] = "2"
+    with pytest.raises(SystemExit, match=r"holds a different run \(total_steps: 4 -> 2\)"):
+        cli.main(list(map(str, shorter)))
+    assert {name: (run / name).read_bytes() for name in saved} == saved
     # as if killed after step 2 but with its model.keras from before: resume, and diverge
     for path in (run / "backup" / "step-00000004").iterdir():
         path.unlink()
