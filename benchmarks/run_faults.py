@@ -4,8 +4,8 @@
   in one line naming the holder (exit 2), and the first must finish unharmed;
 - **SIGTERM and resume**: SIGTERM a step after the first checkpoint: exit 143, one line saying
   where a resume starts, no temporary folder or lock left; the same command then resumes there;
-- **disk full and resume**: `--out` on a small tmpfs (a private mount namespace, `unshare`)
-  that holds two checkpoints but not three: one line naming the file and the last complete
+- **disk full and resume**: `--out` on a 2.3 MB tmpfs (a private mount namespace, `unshare`)
+  that fills up before the run ends: one line naming the file and the last complete
   checkpoint, exit 1 (never a crash: 139), no partial folder; after `mount -o remount` gives
   space, the same command resumes there.
 
@@ -16,6 +16,7 @@ alone, into `benchmarks/results/reliability-<host>-<date>-faults.{json,md}`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -133,7 +134,7 @@ cp {disk}/run/final.weights.h5 {work}/resumed.weights.h5 2>/dev/null || true
 
 
 def disk_full_and_resume(config: Path, work: Path, whole: Path, size: str = "2300k") -> dict:
-    """A tmpfs `--out` of `size` (two checkpoints of the tiny detector, not three)."""
+    """A tmpfs `--out` of `size` (fills up at the tiny detector's second checkpoint)."""
     if shutil.which("unshare") is None:
         return {"case": "disk full and resume", "skipped": "no unshare"}
     disk, logs = work / "disk", work / "disk-logs"
@@ -170,6 +171,7 @@ def run_faults(base_config: Path, work: Path) -> list[dict]:
     whole = work / "whole"
     results.append(sigterm_and_resume(config, work, whole))
     results.append(disk_full_and_resume(config, work, whole))
+    results = json.loads(json.dumps(results).replace(str(work), "WORK"))  # no temporary paths
     for r in results:
         print(f"{r['case']}: " + ", ".join(f"{k} {v}" for k, v in r.items() if k != "case"),
               flush=True)
