@@ -142,7 +142,7 @@ def test_a_checkpoint_that_cannot_be_parsed_names_the_file(tmp_path, name, conte
     one_line_naming(err, path)
 
 
-def test_a_deep_keras_h5_attribute_free_file_is_named(tmp_path):
+def test_a_cut_h5_weights_file_is_named(tmp_path):
     """An HDF5 file cut short: h5py's OSError names no file; the reader's message does."""
     import h5py
 
