@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from keras_resnet_suite.file_errors import reading
 from keras_resnet_suite.schema import (
     LEARNING_RATE,
     NON_NEGATIVE_INT,
@@ -337,14 +338,12 @@ def load_config(path: str | Path, overrides: Mapping | None = None) -> Config:
     if not path.is_file():
         raise FileNotFoundError(f"--config {path} does not exist (shipped configs: "
                                 f"{', '.join(sorted(p.stem for p in CONFIGS.glob('*.yaml')))})")
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not a UTF-8 text file ({err.reason} at byte "
-                         f"{err.start})") from None
-    except yaml.YAMLError as err:
-        detail = " ".join(str(err).split())
-        raise ValueError(f"{path}: not valid YAML ({detail})") from None
+    with reading(path, "config"):  # whatever else PyYAML raises (RecursionError, ...)
+        try:
+            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+        except yaml.YAMLError as err:
+            detail = " ".join(str(err).split())
+            raise ValueError(f"{path}: not valid YAML ({detail})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a detection config is a mapping with model/data/train/eval")
     return from_dict(merge(raw, overrides), str(path))

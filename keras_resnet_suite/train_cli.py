@@ -28,6 +28,7 @@ from keras_resnet_suite.data import (
     predict_ten_crop,
     topk_error,
 )
+from keras_resnet_suite.file_errors import read_json, reading
 from keras_resnet_suite.flops import count_params
 from keras_resnet_suite.models import build
 from keras_resnet_suite.preprocessing import preprocess_input
@@ -242,10 +243,11 @@ def _load_run(run: str | Path) -> tuple[Path, dict, dict]:
     out = Path(run)
     if not (out / "run.json").is_file():
         raise SystemExit(f"error: {out} is not a run directory (no run.json); train first")
-    cfg = json.loads((out / "run.json").read_text())
+    cfg = read_json(out / "run.json", "run record")
     norm = {}
     if (out / "normalization.npz").is_file():
-        with np.load(out / "normalization.npz") as z:
+        with reading(out / "normalization.npz", "normalization file (.npz)"), \
+                np.load(out / "normalization.npz") as z:
             norm = {k: z[k] for k in z.files}
     return out, cfg, norm
 

@@ -227,7 +227,7 @@ def cached_conversion(checkpoint: Checkpoint) -> keras.Model | None:
         trusted = (isinstance(record, dict)
                    and record.get("source_hash") == checkpoint.file_hash.lower()
                    and record.get("sha256") == _digest(path, "sha256"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError, MemoryError):  # any unreadable record
         trusted = False
     if not trusted:
         warnings.warn(f"{path}: not the verified conversion of {checkpoint.name} (no matching "

@@ -20,6 +20,8 @@ import zipfile
 
 import numpy as np
 
+from keras_resnet_suite.file_errors import reads
+
 try:  # numpy >= 2 (numpy 1.26 has the same names, for reading numpy 2 pickles)
     from numpy._core import multiarray as _multiarray
     from numpy._core import numeric as _numeric
@@ -114,6 +116,7 @@ def _arrays(source: str, tensors: dict, max_bytes: int | None = None) -> dict[st
     return out
 
 
+@reads("checkpoint")
 def read_detectron2_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The state dict of a detectron2 model-zoo `.pkl` ("model", or Detectron's "blobs"
     without their "_momentum" entries), floats as float32, no code from the file run."""
@@ -166,6 +169,7 @@ def _torch_load(path: str) -> dict:
             else v.numpy() if torch.is_tensor(v) else v for k, v in obj.items()}
 
 
+@reads("checkpoint")
 def read_torchvision_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A `torch.save` state dict (bare, or wrapped in "model"/"state_dict") as arrays: by
     PyTorch when installed, else by `keras_resnet_suite.convert.read_torch` (no PyTorch)."""
@@ -229,6 +233,7 @@ def _is_torch_save(path: str) -> bool:
     return zipfile.is_zipfile(path) or head == b"\x80\x02\x8a\x0a"
 
 
+@reads("checkpoint")
 def read_checkpoint(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
     """(library, state dict) of a detector checkpoint file: `.pkl` pickles of arrays, or
     `torch.save` files / `.safetensors`; the library is told by the keys, and torchvision keys

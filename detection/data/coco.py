@@ -5,6 +5,7 @@ one JSON file as CVAT, Label Studio or Roboflow export it (no `area`, `iscrowd`,
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from detection.data.records import (
 )
 from detection.data.report import DataReport
 from detection.data.segmentations import encode_segmentation, turn_rle
+from keras_resnet_suite.file_errors import reading
 
 
 def load_coco_json(path: str | Path) -> dict:
@@ -32,19 +34,21 @@ def load_coco_json(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"COCO annotation file {path} not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: malformed JSON at line {error.lineno}, column {error.colno}: "
-                         f"{error.msg}") from error
+    with reading(path, "COCO annotation file"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: malformed JSON at line {error.lineno}, column "
+                             f"{error.colno}: {error.msg}") from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a COCO instances file (the top level is a "
                          f"{type(data).__name__}, not an object)")
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise ValueError(f"{path}: not a COCO instances file, missing key(s) {missing}")
-    check_structure(data, path)
+    with reading(path, "COCO annotation file"):  # its values may be nested anywhere
+        check_structure(data, path)
     return data
 
 
@@ -97,6 +101,25 @@ def _image_path(folder: Path, file_name: str) -> Path:
         return path
     name = file_name.replace("\\", "/").rsplit("/", 1)[-1]
     return folder / name if (folder / name).is_file() else path
+
+
+def _outside(path: Path, folders: list[Path]) -> bool:
+    """Whether `path`, read lexically (`..` applied, links not followed: a data folder of
+    links stays inside), lies under none of `folders`."""
+    where = os.path.normpath(os.path.abspath(path))
+    return not any(os.path.commonpath([where, os.path.normpath(os.path.abspath(f))])
+                   == os.path.normpath(os.path.abspath(f)) for f in folders)
+
+
+def _count_outside(used: list[tuple[Path, dict]], folders: list[Path],
+                   report: DataReport) -> None:
+    """Report each used image whose `file_name` (absolute, or `../` up) leads out of the data
+    folders: what real exports write is used, never silently."""
+    for path, image in used:
+        if _outside(path, folders):
+            report.add("outside_data_folder", str(image["file_name"]),
+                       f"image id {image['id']}: {os.path.normpath(os.path.abspath(path))} is "
+                       f"outside {', '.join(map(str, dict.fromkeys(folders)))}")
 
 
 def _find_image_dir(json_path: Path, file_names: list[str]) -> Path:
@@ -244,8 +267,10 @@ def coco_records(
     objects = _group_objects(data, images, valid_ids, category_to_label, skip_crowd, report,
                              f"COCO {split}", name)
     chosen = [im for im in images.values() if objects[im["id"]] or not skip_empty]
-    infos = inspect_images([_image_path(image_dir, str(im["file_name"])) for im in chosen],
-                           report, verify_images)
+    paths = [_image_path(image_dir, str(im["file_name"])) for im in chosen]
+    infos = inspect_images(paths, report, verify_images)  # a non-image is skipped, as anywhere
+    _count_outside([(p, im) for p, im, info in zip(paths, chosen, infos, strict=True) if info],
+                   [image_dir, ann_path.parent], report)
     records = []
     for image, info in zip(chosen, infos, strict=True):
         record = None if info is None else _record(image, info, objects[image["id"]],

@@ -90,6 +90,17 @@ def _refuse_mask_spec(spec) -> None:
                          "the number of boxes)")
 
 
+def _resized_masks(masks, new_hw):
+    """`[M, H, W]` masks -> `[new_h, new_w, M]`: resized as channels, nearest neighbour. An
+    image without objects (M = 0, a negative image) skips the resize, which refuses images
+    of no channels."""
+    channels = tf.transpose(masks, [1, 2, 0])
+    return tf.cond(tf.shape(masks)[0] > 0,
+                   lambda: tf.image.resize(channels, new_hw,
+                                           method=tf.image.ResizeMethod.NEAREST_NEIGHBOR),
+                   lambda: tf.zeros(tf.concat([new_hw, [0]], 0), channels.dtype))
+
+
 def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     image = element["images"]
     index = tf.cast(element.get("_index", 0), tf.int64)
@@ -114,9 +125,8 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
     new_hw = tf.cast(tf.round(shape * scale), tf.int32)
     new_hw = tf.minimum(new_hw, tf.constant(canvas, tf.int32))
     image = tf.image.resize(tf.cast(image, tf.float32), new_hw)
-    if masks is not None:  # [M, H, W] -> [H, W, M]: resized as channels, nearest neighbour
-        masks = tf.image.resize(tf.transpose(masks, [1, 2, 0]), new_hw,
-                                method=tf.image.ResizeMethod.NEAREST_NEIGHBOR)
+    if masks is not None:
+        masks = _resized_masks(masks, new_hw)
     new_hw_f = tf.cast(new_hw, tf.float32)
     boxes = boxes * scale
     lo = tf.zeros(4)
@@ -128,7 +138,7 @@ def _canvas_example(element, canvas, max_boxes, flip, seed, sides=None):
                                                                  index])) < 0.5
         image = tf.cond(do_flip, lambda: tf.image.flip_left_right(image), lambda: image)
         if masks is not None:
-            masks = tf.cond(do_flip, lambda: tf.image.flip_left_right(masks), lambda: masks)
+            masks = tf.cond(do_flip, lambda: tf.reverse(masks, [1]), lambda: masks)  # [H, W, M]
         flipped = tf.stack([new_hw_f[1] - boxes[:, 2], boxes[:, 1],
                             new_hw_f[1] - boxes[:, 0], boxes[:, 3]], axis=1)
         boxes = tf.cond(do_flip, lambda: flipped, lambda: boxes)

@@ -23,6 +23,8 @@ KINDS = {
     "grayscale_image": "single-channel image (converted to RGB)",
     "cmyk_image": "CMYK image (converted to RGB)",
     "filename_mismatch": "XML <filename> names another file (image found by the XML's own name)",
+    "outside_data_folder": "image named by an absolute or ../ path outside the data folder "
+                           "(used)",
     "exif_rotated": "photo with an EXIF orientation (turned upright; boxes in its frame)",
     "area_from_box": "annotation without 'area' (box area w*h used, e.g. for APs/APm/APl)",
     "unannotated_image": "image without an annotation file (not used)",

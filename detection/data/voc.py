@@ -39,6 +39,7 @@ from detection.data.records import (
     records_to_dataset,
 )
 from detection.data.report import DataReport
+from keras_resnet_suite.file_errors import describe, reading
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -66,7 +67,8 @@ def read_split(root: Path, split: str) -> list[str]:
     if not path.is_file():
         have = split_files(root / "ImageSets" / "Main")
         raise FileNotFoundError(f"split file {path} not found; available splits: {have or 'none'}")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    with reading(path, "split file"):
+        return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
 def _text(root: ET.Element, tag: str) -> str:
@@ -80,6 +82,9 @@ def _parse_xml(path: Path, report: DataReport) -> dict | None:
         root = ET.parse(path).getroot()
     except ET.ParseError as error:
         report.add("malformed_annotation", path.name, str(error))  # names line and column
+        return None
+    except Exception as error:  # whatever else the parser raised (RecursionError, ...)
+        report.add("malformed_annotation", path.name, describe(error, "VOC XML file"))
         return None
     size = None
     try:

@@ -32,6 +32,7 @@ from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
 from detection.evaluation.dataset import evaluate_dataset
 from detection.modeling import FasterRCNN, MaskRCNN
+from keras_resnet_suite.file_errors import reading
 from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
 from keras_resnet_suite.run_folder import RunFolder, complete_checkpoints, stop_on_sigterm
 from keras_resnet_suite.training.callbacks import (
@@ -70,7 +71,9 @@ def check_run_dir(out_dir: Path, config: Config) -> None:
     if not path.is_file() or not (complete_checkpoints(out_dir / "checkpoints")
                                   or (out_dir / "final.weights.h5").exists()):
         return
-    old, new = yaml.safe_load(path.read_text()) or {}, yaml.safe_load(_dump(config))
+    with reading(path, "run folder's config"):
+        old = yaml.safe_load(path.read_text()) or {}
+    new = yaml.safe_load(_dump(config))
     for cfg in (old, new):
         cfg.pop("eval", None)  # scoring may change between runs of the same training
         cfg.get("train", {}).pop("steps", None)  # a longer schedule resumes
@@ -254,7 +257,7 @@ def _status(path: Path) -> str | None:
     statuses existed count as finished."""
     try:
         return json.loads(path.read_text()).get("status", "finished")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError, MemoryError):
         return None
 
 

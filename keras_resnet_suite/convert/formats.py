@@ -17,6 +17,7 @@ import h5py
 import keras
 import numpy as np
 
+from ..file_errors import reads
 from .torch_file import load_torch_file
 
 TORCH_SUFFIXES = (".pth", ".th", ".pt", ".bin", ".safetensors")
@@ -26,6 +27,7 @@ _ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np
 _ST_NAMES = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 
 
+@reads("checkpoint")
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Tensors of a `.safetensors` file (bfloat16 widened to float32)."""
     path = os.fspath(path)
@@ -84,6 +86,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+@reads("weights file", arg=1)
 def load_weights_file(model, path: str | os.PathLike) -> None:
     """`model.load_weights(path)` whose every failure is a ValueError naming the file (h5py's
     "Unable to synchronously open file" names none; Keras' mismatch messages span lines)."""
@@ -115,6 +118,7 @@ def _check_array_count(model, path: str) -> None:
                          "weights of another architecture")
 
 
+@reads("model file")
 def load_model_file(path: str | os.PathLike, **kwargs):
     """`keras.saving.load_model(path, **kwargs)` whose failures name the file and the cause (a
     truncated `.keras` zip otherwise reads as "File not found")."""
@@ -149,6 +153,7 @@ def write_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike) -
         f.write(struct.pack("<Q", len(head)) + head + b"".join(chunks))
 
 
+@reads("checkpoint")
 def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A PyTorch state dict from a `torch.save` file (`.pth`/`.th`/`.pt`/`.bin`), as arrays.
 
@@ -178,6 +183,7 @@ def read_torch(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
+@reads("checkpoint")
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A torchvision/timm state dict from `.safetensors` or `.pth`/`.th`/`.pt`/`.bin`."""
     path = os.fspath(path)
@@ -198,6 +204,7 @@ def is_legacy_keras_h5(path: str | os.PathLike) -> bool:
         return False
 
 
+@reads("checkpoint")
 def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """Layer name -> weights (in the layer's own order) of a Keras 2 style `.h5` file."""
     path = os.fspath(path)

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ..file_errors import reads
+
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
 
@@ -262,6 +264,7 @@ def _load_legacy(path: str, raw: bytes) -> Any:
     return obj
 
 
+@reads("torch.save file")
 def load_torch_file(path: str | os.PathLike) -> Any:
     """The object a `torch.save` file holds (zip or legacy layout), tensors as numpy arrays.
 

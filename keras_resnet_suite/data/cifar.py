@@ -32,6 +32,7 @@ from keras_resnet_suite.data.folder import (
 )
 from keras_resnet_suite.data.report import ClassificationData, DataReport
 from keras_resnet_suite.data.tfds import load_arrays as tfds_arrays
+from keras_resnet_suite.file_errors import read_json, reading
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str], DataReport]
 NORMALIZATIONS = ("pixel_mean", "channel", "none")
@@ -101,7 +102,8 @@ def read_binary(directory: str | os.PathLike, num_classes: int = 10) -> Arrays:
 
 def _names_from_text(path: Path | None, num_classes: int) -> list[str]:
     if path is not None and path.is_file():
-        names = [n.strip() for n in path.read_text().splitlines() if n.strip()]
+        with reading(path, "class names file"):
+            names = [n.strip() for n in path.read_text().splitlines() if n.strip()]
         if len(names) == num_classes:
             return names
     return _CIFAR10_NAMES if num_classes == 10 else [str(i) for i in range(num_classes)]
@@ -143,7 +145,7 @@ def read_pickle(directory: str | os.PathLike, num_classes: int = 10) -> Arrays:
         report.loaded[split] = len(out[split][1])
     names = None
     if meta.is_file():
-        with meta.open("rb") as f:
+        with reading(meta, "CIFAR meta file"), meta.open("rb") as f:
             names = [n.decode() for n in pickle.load(f, encoding="bytes")[meta_key]]
     if not names or len(names) != num_classes:
         names = _names_from_text(None, num_classes)
@@ -183,9 +185,9 @@ def read_folder(
     key = hashlib.sha1(listing + str(os.stat(root).st_mtime_ns).encode()).hexdigest()[:16]
     npz = cache_dir(cache) / f"cifar-folder-{key}.npz"
     if npz.exists():
-        with np.load(npz) as z:
+        with reading(npz, "CIFAR cache (.npz)"), np.load(npz) as z:
             arrays = [z[k] for k in ("xtr", "ytr", "xte", "yte")]
-        cached = DataReport.from_dict(json.loads(npz.with_suffix(".json").read_text()))
+        cached = DataReport.from_dict(read_json(npz.with_suffix(".json"), "CIFAR cache record"))
         for p, r in cached.skipped:
             report.skip(p, r)
         report.loaded = cached.loaded

@@ -25,6 +25,7 @@ from keras_resnet_suite.data.folder import (
 )
 from keras_resnet_suite.data.images import decode_rgb
 from keras_resnet_suite.data.report import ClassificationData, DataReport
+from keras_resnet_suite.file_errors import reading
 from keras_resnet_suite.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 MULTISCALE_SIZES = (224, 256, 384, 480, 640)
@@ -86,7 +87,8 @@ def _cached_pixel_mean(files: Sequence[str], image_size: int, eval_resize: int,
     key = hashlib.sha1("\n".join(files).encode()).hexdigest()[:16]
     path = cache_dir(cache) / f"imagenet-mean-{key}-{image_size}-{samples}.npy"
     if path.exists():
-        return np.load(path)
+        with reading(path, "cached pixel mean (.npy)"):
+            return np.load(path)
     mean = pixel_mean(files, image_size, eval_resize, samples, seed)
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npy")
     np.save(tmp, mean)
