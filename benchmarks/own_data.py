@@ -173,10 +173,13 @@ def markdown(result: dict) -> str:
              f"{CANVAS[0]}x{CANVAS[1]} for every contender; medians of {result['steps']} "
              f"training steps (batch 2, real raccoon-voc batches) and {result['images']} "
              "evaluated photos (batch 1, each at its own size, raccoon-voc val), after the "
-             "first step and the first two photos (tracing; their sum is 'first'). Wall seconds "
+             "first step and the first two photos (tracing; their sum is 'first'). Random "
+             "seeded weights, every contender from scratch (batch norm, all layers trainable, as "
+             "torchvision builds them with weights=None, weights_backbone=None). Wall seconds "
              "include waiting for the shared cores; CPU seconds are the process's own work (all "
-             "threads). Ratios are wall seconds over torchvision fasterrcnn_resnet50_fpn's, "
-             "same run.", "",
+             "threads). Ratios: over torchvision fasterrcnn_resnet50_fpn's from the same run, "
+             "CPU seconds first (robust to the load, which changes between contenders), wall "
+             "seconds in brackets.", "",
              "| contender | step s (CPU s) | per image s (CPU s) | step / tv-R50 | image / tv-R50 "
              "| first step s | first 2 images s |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
@@ -185,10 +188,11 @@ def markdown(result: dict) -> str:
             continue
 
         def ratio(k, r=r):
-            return f"{r[k] / ref[k]:.2f}x" if ref.get(k) else "n/a"
+            return (f"{r[k + '_cpu_s'] / ref[k + '_cpu_s']:.2f}x ({r[k + '_s'] / ref[k + '_s']:.2f}x)"
+                    if ref.get(k + "_s") else "n/a")
 
         lines.append(f"| {name} | {r['step_s']:.2f} ({r['step_cpu_s']:.2f}) | {r['image_s']:.2f} "
-                     f"({r['image_cpu_s']:.2f}) | {ratio('step_s')} | {ratio('image_s')} | "
+                     f"({r['image_cpu_s']:.2f}) | {ratio('step')} | {ratio('image')} | "
                      f"{r['step_first_s']:.1f} | {r['image_first_s']:.1f} |")
     return "\n".join(lines + ["", f"Reproduce: `{result['command']}`", ""])
 
@@ -200,9 +204,14 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default=f"vm-cpu{os.cpu_count()}-" + time.strftime("%Y-%m-%d"),
                    help="results file name part (strftime codes allowed)")
     p.add_argument("--only", default=None, help="run only contenders whose name has this")
+    p.add_argument("--markdown", metavar="JSON", help="only rewrite the Markdown of a results JSON")
     p.add_argument("--worker", choices=("keras", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--name", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.markdown:
+        Path(args.markdown).with_suffix(".md").write_text(
+            markdown(json.loads(Path(args.markdown).read_text())))
+        return 0
     if args.worker:
         work = keras_worker if args.worker == "keras" else torch_worker
         print(json.dumps(work(args.name, args.images + 2, args.steps)), flush=True)
