@@ -203,6 +203,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=3, help="timed training steps (default 3)")
     p.add_argument("--tag", default=f"vm-cpu{os.cpu_count()}-" + time.strftime("%Y-%m-%d"),
                    help="results file name part (strftime codes allowed)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
+                   help="folder for the JSON and Markdown (default: benchmarks/results)")
     p.add_argument("--only", default=None, help="run only contenders whose name has this")
     p.add_argument("--markdown", metavar="JSON", help="only rewrite the Markdown of a results JSON")
     p.add_argument("--worker", choices=("keras", "torch"), help=argparse.SUPPRESS)
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
         result["results"][label] = _run_worker(kind, name, args)
         print(label, result["results"][label], flush=True)
     result["load_after"] = os.getloadavg()[0]
-    out = Path(__file__).resolve().parent / "results" / f"own-data-{result['tag']}"
+    out = Path(args.out) / f"own-data-{result['tag']}"
     out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
