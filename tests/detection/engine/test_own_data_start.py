@@ -125,8 +125,15 @@ def test_backbone_weights_flag_in_the_clis(offline, voc_folder, tmp_path, capsys
     assert written["model"]["backbone_weights"] == "imagenet"
     assert written["model"]["norm"] == "frozen" and written["model"]["freeze_at"] == 2
 
+    config = tmp_path / "mine.yaml"  # with --config, the flag replaces its backbone_weights
+    config.write_text(yaml.safe_dump({"model": {"backbone": "resnet18", "head": "c4",
+                                                "image_size": [64, 64]},
+                                      "train": {"steps": 1, "batch_size": 1,
+                                                "learning_rate": 0.01}}))
     for argv in (["init-config", str(voc_folder), "--out", str(tmp_path / "x.yaml")],
-                 ["train", "--data", str(voc_folder), "--out", str(tmp_path / "run")]):
+                 ["train", "--data", str(voc_folder), "--out", str(tmp_path / "run")],
+                 ["train", "--config", str(config), "--data", str(voc_folder), "--out",
+                  str(tmp_path / "run")]):
         assert cli.main([*argv, "--backbone-weights", str(tmp_path / "nope.pth")]) == 2
         err = _errors(capsys.readouterr().err)
         assert len(err) == 1 and "nope.pth: no such file" in err[0]
