@@ -24,7 +24,7 @@ COMMANDS = {
     "predict": ("detection.engine.predict", "detect objects in image files; write "
                 "detections.json and PNGs with drawn boxes"),
     "init-config": ("detection.data.discover", "recognise a VOC-XML folder or COCO JSON and "
-                    "write a starting config for it (class names, split, small model)"),
+                    "write a starting config for it (class names, split, a CPU-sized model)"),
 }
 
 
@@ -52,10 +52,21 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                         "files (default 0.2; the split is seeded and reproducible)")
 
 
+BACKBONE_WEIGHTS_HELP = (
+    "imagenet | none | PATH: the backbone's starting weights. imagenet downloads them once "
+    "(into $KRS_WEIGHTS_DIR); none trains from scratch; PATH reads a local torchvision "
+    ".pth/.safetensors or Keras weights file. Default: ImageNet weights if already cached, "
+    "else from scratch (said in one line), never a download")
+
+
 def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="detection YAML (a path, or a shipped name such as raccoon_tiny); "
-                        "optional with --data (then a small ResNet-18 C4 starting config)")
+                        "optional with --data (then a small ResNet-18 FPN starting config "
+                        "sized for a CPU)")
+    p.add_argument("--backbone-weights", default=None, metavar="imagenet|none|PATH",
+                   help=BACKBONE_WEIGHTS_HELP + "; with --config it replaces "
+                        "model.backbone_weights")
     p.add_argument("--data", default=None,
                    help="train on this data set instead of the config's data.train/eval: a "
                         "VOC XML folder (labelImg, CVAT, Roboflow), a VOC tree, a COCO root or "
@@ -129,6 +140,8 @@ def _init_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="VOC XML folder or tree, COCO root, or COCO JSON file")
     p.add_argument("--out", default=None, help="YAML to write (default: <data name>.yaml here)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--backbone-weights", default=None, metavar="imagenet|none|PATH",
+                   help=BACKBONE_WEIGHTS_HELP)
     _data_arguments(p)
 
 

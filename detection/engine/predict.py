@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from tqdm.auto import tqdm
 
 from detection.checkpoints.pretrained import ReferenceSizes
 from detection.config import load_config
@@ -139,7 +140,8 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results, failed = [], []
     try:  # what was predicted is written even if a later image stops the run
-        for name in args.images:
+        for name in tqdm(args.images, desc="predicting", unit="img", leave=False,
+                         disable=len(args.images) < 2):  # total and ETA over many files
             path = Path(name)
             try:
                 pixels = _read_image(path, getattr(args, "max_pixels", None))
@@ -167,7 +169,7 @@ def run(args) -> int:
                                        "counts": rle["counts"].decode("ascii")}
             results.append({"image": str(path), "height": h, "width": w, "png": str(png),
                             "detections": detections})
-            print(f"{path}: {len(detections)} detection(s) -> {png}")
+            tqdm.write(f"{path}: {len(detections)} detection(s) -> {png}")  # above the bar
     finally:
         (out / "detections.json").write_text(json.dumps(results, indent=2))
         if failed:

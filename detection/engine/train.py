@@ -24,10 +24,12 @@ from pathlib import Path
 import keras
 import yaml
 
+from detection.backbone_weights import choose as choose_weights
+from detection.backbone_weights import prefetch
 from detection.config import STRATEGIES, Config, from_dict, load_config, merge
 from detection.data.augment import augment
 from detection.data.build import dataset_from_config
-from detection.data.discover import data_overrides
+from detection.data.discover import STARTING_MODEL, data_overrides
 from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
 from detection.evaluation.dataset import evaluate_dataset
@@ -363,12 +365,24 @@ def run(args) -> int:
             overrides["train"][name] = getattr(args, key)
     # --data PATH / --classes: the data set replaces data.train/eval (and class names); without
     # --config, a starting config for it (see `python -m detection init-config`)
+    # --backbone-weights: the starting config's (default: ImageNet only when cached), or
+    # replacing a --config's model.backbone_weights when given
+    choice = getattr(args, "backbone_weights", None)
+    weights, line = (choose_weights(choice, STARTING_MODEL["backbone"]) if args.config is None
+                     else (None, None))
     base, overrides["data"] = data_overrides(args.data, args.images, args.classes,
-                                             args.val_fraction)
+                                             args.val_fraction, weights)
     if args.config is None and base is None:
         raise ValueError("train needs --config FILE, or --data PATH (a starting config for it)")
     config = (load_config(args.config, overrides) if args.config is not None
               else from_dict(merge(base, overrides), f"--data {args.data}"))
+    if args.config is not None and choice is not None:
+        backbone = config.model.get("backbone", "resnet50")
+        weights, line = choose_weights(choice, backbone if isinstance(backbone, str) else "")
+        config.model["backbone_weights"] = weights
+    if line is not None:
+        print(line)
+    prefetch(config.model.get("backbone_weights"), config.model.get("backbone"))
     if args.data or args.classes:
         print(f"classes ({len(config.class_names())}): {', '.join(config.class_names())}")
     out = Path(args.out or Path("runs") / str(config.name or Path(args.config).stem))

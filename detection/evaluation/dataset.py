@@ -100,6 +100,20 @@ def _clip(pred: dict, height: int, width: int) -> dict:
     return {**pred, "boxes": boxes}
 
 
+def _count(dataset, max_images: int | None) -> int | None:
+    """How many images a pass over `dataset` (at most `max_images`) sees, for the progress
+    bar's total and ETA: the loaders' `num_examples`, else a known cardinality, else None."""
+    count = getattr(dataset, "num_examples", None)
+    if count is None and hasattr(dataset, "cardinality"):
+        known = int(dataset.cardinality())
+        count = known if known >= 0 else None
+    elif count is None and hasattr(dataset, "__len__"):
+        count = len(dataset)
+    if count is None:
+        return max_images
+    return int(count) if max_images is None else min(int(count), max_images)
+
+
 def predict_dataset(
     predictor, dataset, batch_size: int = 1, max_images: int | None = None,
     progress: bool = True, pad_to: tuple[int, int] | None = None,
@@ -128,7 +142,8 @@ def predict_dataset(
             pending.clear()
 
     items = dataset.take(max_images) if max_images is not None else dataset
-    for element in tqdm(items, desc="evaluating", leave=False, disable=not progress):
+    for element in tqdm(items, desc="evaluating", total=_count(dataset, max_images),
+                        unit="img", leave=False, disable=not progress):
         image = _to_numpy(element["images"])
         if image.ndim != 3:
             raise ValueError(f"predict_dataset needs an unbatched dataset (images [H, W, 3]); "

@@ -54,6 +54,7 @@ def test_predict_skips_a_bad_image_and_predicts_the_others(kind, tmp_path, tiny_
     assert code == 1
     assert f"skipped {bad}: image {bad} cannot be decoded" in err and reason in err
     assert "Traceback" not in err and "error: 1 of 3 image(s) failed" in err
+    assert "predicting:   0%|" in err and "0/3 [" in err  # a bar with a total and ETA
     done = json.loads((out / "detections.json").read_text())
     assert [d["image"] for d in done] == [str(a), str(b)]  # the image after the bad one too
     assert [(d["width"], d["height"]) for d in done] == [(40, 30), (50, 20)]
