@@ -25,6 +25,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
+try:  # POSIX: a filtered terminal stays a terminal
+    import pty
+    import tty
+except ImportError:  # Windows: a pipe
+    pty = tty = None
+
 LOGS_ENV = "KRS_TF_LOGS"
 # absl / glog C++ lines, e.g. "I0000 00:00:1796680709.883692    7871 port.cc:153] oneDNN ..."
 _ABSL = re.compile(rb"^[IWEF]\d{4} [\d:.]+\s+\d+ [^\s:]+:\d+\] ")
@@ -65,10 +71,7 @@ class _Filter:
 
     def __init__(self) -> None:
         self.saved = os.dup(2)
-        if os.isatty(self.saved):  # keep isatty() true for progress bars and colours
-            import pty
-            import tty
-
+        if pty is not None and os.isatty(self.saved):  # keep isatty() true for progress bars and colours
             read, write = pty.openpty()
             tty.setraw(write)  # no \n -> \r\n translation, no echo
         else:

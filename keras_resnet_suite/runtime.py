@@ -27,6 +27,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_resnet_suite.console import quiet_tensorflow
+
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 _TRUE = ("1", "true")  # TensorFlow also accepts "0" and "false"
 # `python -m <module>` for these packages (and their submodules) and this console script
@@ -180,10 +182,8 @@ def default_for_our_commands() -> None:
     if _setting() is None and "tensorflow" not in sys.modules:
         one = one_image_command()
         os.environ[ONEDNN_ENV] = "1" if onednn_pays_off(1 if one else None) else "0"
-    from keras_resnet_suite.console import quiet_tensorflow  # TensorFlow's C++ lines hidden
-
     entry = _entry(list(sys.orig_argv)[1:])
-    quiet_tensorflow(entry[2] if entry else ())
+    quiet_tensorflow(entry[2] if entry else ())  # TensorFlow's C++ log lines hidden
 
 
 def describe() -> str:

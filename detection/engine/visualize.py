@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 MAX_SIDE = 1333  # longest side of a drawn image; larger photos are scaled down to it
 
@@ -62,8 +63,6 @@ def label_layout(anchors: Sequence[Sequence[float]], sizes: Sequence[tuple[float
 
 def _font(size: int):
     """A scalable font of `size` px (Pillow's bundled one, else matplotlib's DejaVu Sans)."""
-    from PIL import ImageFont
-
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: no sized default font
@@ -128,8 +127,6 @@ def draw_image(image: np.ndarray, pred: dict, class_names: Sequence[str] | None 
                max_side: int | None = MAX_SIDE, min_side: int | None = None, index: int = 0):
     """One image with its detections as a PIL RGB image of the image's size (scaled to
     `max_side` / `min_side` when outside them); see `draw_detections`."""
-    from PIL import Image, ImageDraw
-
     image = np.asarray(image)
     boxes, scores, classes, masks = _check(index, image, pred)
     keep = (scores >= score_threshold) & (classes >= 0)
@@ -198,8 +195,6 @@ def draw_detections(
     `"masks"` `[N, H, W]` 0/1 at the image's size (pasted, see `detection.evaluation.paste`),
     drawn as a semi-transparent fill outlined in the box's colour; detections scoring below
     `score_threshold` are not drawn."""
-    from PIL import Image
-
     if len(images) != len(predictions):
         raise ValueError(f"draw_detections: {len(images)} images but {len(predictions)} "
                          "prediction sets")
