@@ -149,10 +149,41 @@ ARGUMENTS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "export": _e
              "predict": _predict, "init-config": _init_config}
 
 
+DESCRIPTION = """\
+Faster R-CNN and Mask R-CNN with ResNet backbones (C4 or FPN), in Keras 3: train on your own
+VOC-XML or COCO data, score, export for TF Serving, and draw detections on photos. Each
+command's options: python -m detection COMMAND --help.
+
+TensorFlow's C++ log lines are hidden; --verbose (before the command) shows them."""
+
+EXAMPLES = """\
+examples:
+  python -m detection demo --out demo_output            # offline, CPU; prints mAP@0.5
+  python -m detection train --data photos/ --classes auto --steps 200 --out runs/photos
+  python -m detection init-config photos/ --out photos.yaml   # a config to edit, then:
+  python -m detection train --config photos.yaml --out runs/photos2
+  python -m detection evaluate --config runs/photos/config.yaml \\
+      --checkpoint runs/photos/final.weights.h5
+  python -m detection export --config runs/photos/config.yaml \\
+      --checkpoint runs/photos/final.weights.h5 --out served/photos
+  python -m detection predict a.jpg b.png --model served/photos --out predictions
+  python -m detection predict a.jpg --weights torchvision/fasterrcnn_resnet50_fpn
+  python -m detection --verbose train ...   (with TensorFlow's own log lines)
+
+A run folder holds checkpoints/, history.csv, training_curves.png, config.yaml,
+final.weights.h5 and metrics.json; predict writes detections.json and one PNG per photo,
+drawn at the photo's size. The full guide is docs/detection.md."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m detection",
-                                     description="Faster R-CNN with ResNet backbones.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="python -m detection", description=DESCRIPTION,
+                                     epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", dest="tf_logs", action="store_true",
+                        help="show TensorFlow's C++ log lines (hidden by default; also "
+                             "KRS_TF_LOGS=1 or TF_CPP_MIN_LOG_LEVEL=0)")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         ARGUMENTS[name](sub.add_parser(name, help=help_text, description=help_text))
     return parser

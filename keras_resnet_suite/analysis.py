@@ -232,7 +232,8 @@ def read_history(csv_path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def plot_error_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike,
                       steps_per_epoch: int) -> Path | None:
-    """Fig. 6 for one run: training error (dashed) and test error (bold) against iterations."""
+    """Fig. 6 for one run: training error (dashed) and test error (bold) against iterations,
+    and beside it the training and test loss when history.csv has them."""
     if not Path(csv_path).is_file():
         return None
     h = read_history(csv_path)
@@ -240,12 +241,23 @@ def plot_error_curves(csv_path: str | os.PathLike, png_path: str | os.PathLike,
         return None
     plt = _matplotlib()
     steps = (h["epoch"] + 1) * steps_per_epoch
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, axes = plt.subplots(1, 2 if "loss" in h else 1, figsize=(9 if "loss" in h else 5, 3.2),
+                             squeeze=False)
+    ax = axes[0, 0]
     ax.plot(steps, 100 * (1 - h["accuracy"]), "--", label="training error")
     if "val_accuracy" in h:
         ax.plot(steps, 100 * (1 - h["val_accuracy"]), "-", lw=2, label="test error")
     ax.set_xlabel("iterations")
     ax.set_ylabel("error (%)")
+    if "loss" in h:
+        loss = axes[0, 1]
+        loss.plot(steps, h["loss"], "--", label="training loss")
+        if "val_loss" in h:
+            loss.plot(steps, h["val_loss"], "-", lw=2, label="test loss")
+        loss.set_xlabel("iterations")
+        loss.set_ylabel("loss")
+        loss.grid(alpha=0.3)
+        loss.legend()
     return _save(fig, ax, png_path)
 
 

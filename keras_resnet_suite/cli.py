@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import runtime
+from .console import LOGS_ENV
 from .errors import run_command
 from .train_flags import (
     configure_benchmark,
@@ -70,13 +71,39 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = """\
+The ResNet paper's networks in Keras 3, from the shell. Each command's options:
+keras-resnet-suite COMMAND --help.
+
+TensorFlow's C++ log lines are hidden; --verbose (before the command) shows them."""
+
+EXAMPLES = """\
+examples:
+  keras-resnet-suite models --names resnet20 resnet50
+  keras-resnet-suite demo --out demo_out --epochs 2
+  keras-resnet-suite train --model resnet20 --data cifar10 --data-dir cifar10-jpeg.tar.gz \\
+      --out runs/r20 --epochs 1
+  keras-resnet-suite evaluate --run runs/r20 --mode center ten-crop
+  keras-resnet-suite export --run runs/r20 --out served/resnet20
+  keras-resnet-suite benchmark --data cifar10-jpeg.tar.gz
+  keras-resnet-suite --verbose train ...   (with TensorFlow's own log lines)
+
+Run folders hold run.json, model.keras, history.csv, error_curves.png and summary.json;
+the full guide is docs/training.md."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `keras-resnet-suite <command>`; a failure is one line on stderr naming the file,
     exit 2 (bad input) or 1."""
     runtime.default_for_our_commands()  # before anything imports TensorFlow
-    parser = argparse.ArgumentParser(prog="keras-resnet-suite",
-                                     description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="keras-resnet-suite", description=DESCRIPTION,
+                                     epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--verbose", dest="tf_logs", action="store_true",
+                        help="show TensorFlow's C++ log lines (hidden by default; also "
+                             f"{LOGS_ENV}=1 or TF_CPP_MIN_LOG_LEVEL=0)")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
     for name, fn in COMMANDS.items():
         text = getattr(fn, "help", fn.__doc__)
         p = sub.add_parser(name, help=text, description=text)

@@ -46,7 +46,8 @@ class BatchNormalization(layers.BatchNormalization):
         return super().call(inputs, training=training, mask=mask)
 
     def _fusable(self, inputs, mask) -> bool:
-        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+        return (keras.backend.backend() == "tensorflow" and mask is None
+                and not getattr(self, "renorm", False)  # Keras 3.12 has no renorm
                 and not self.synchronized and self.center and self.scale
                 and len(inputs.shape) == 4 and self.axis in (-1, 3))
 

@@ -27,6 +27,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_resnet_suite.console import quiet_tensorflow
+
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 _TRUE = ("1", "true")  # TensorFlow also accepts "0" and "false"
 # `python -m <module>` for these packages (and their submodules) and this console script
@@ -172,10 +174,16 @@ def default_for_our_commands() -> None:
     """Called by the entry points (cli.main, the `__main__` modules, the examples) before
     anything imports TensorFlow: the project's own commands run with oneDNN on unless the user
     set the variable, except a one-image command where oneDNN does not pay off
-    (`onednn_pays_off`): off there. Elsewhere (a library user's script, pytest) it does nothing."""
-    if started_by_our_command() and _setting() is None and "tensorflow" not in sys.modules:
+    (`onednn_pays_off`): off there; and TensorFlow's C++ log lines are hidden
+    (`keras_resnet_suite.console`). Elsewhere (a library user's script, pytest) it does
+    nothing."""
+    if not started_by_our_command():
+        return
+    if _setting() is None and "tensorflow" not in sys.modules:
         one = one_image_command()
         os.environ[ONEDNN_ENV] = "1" if onednn_pays_off(1 if one else None) else "0"
+    entry = _entry(list(sys.orig_argv)[1:])
+    quiet_tensorflow(entry[2] if entry else ())  # TensorFlow's C++ log lines hidden
 
 
 def describe() -> str:

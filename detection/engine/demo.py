@@ -117,7 +117,7 @@ def demo(out_dir: str | Path = "demo_output", config=None, verbose: int | str = 
     names = config.class_names()
     png = draw_detections([s["image"] for s in test_items[:8]], predictions[:8],
                           out_dir / "detections.png", class_names=names,
-                          ground_truths=truths[:8])
+                          ground_truths=truths[:8], min_side=256)  # 128 px: labels fit
     exported = None
     if keras.backend.backend() == "tensorflow":  # SavedModel export is TensorFlow-only
         exported = check_export(model, np.stack([s["image"] for s in test_items]).astype(np.uint8),

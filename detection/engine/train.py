@@ -32,6 +32,7 @@ from detection.data.build import dataset_from_config
 from detection.data.discover import STARTING_MODEL, data_overrides
 from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
+from detection.engine.curves import CurvePlot, HistoryLog, evaluations, plot_training_curves
 from detection.evaluation.dataset import evaluate_dataset
 from detection.modeling import FasterRCNN, MaskRCNN
 from keras_resnet_suite.file_errors import reading
@@ -192,7 +193,8 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
         model = build_model(config)
         model.compile(optimizer=scale_trunk(model, _optimizer(train, _schedule(train)),
                                             train.backbone_lr_mult, "train.backbone_lr_mult"))
-    callbacks = [NaNGuard(), keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
+    callbacks = [NaNGuard(), HistoryLog(str(out_dir / "history.csv"), append=True),
+                 CurvePlot(out_dir, steps_per_epoch)]  # training_curves.png, every epoch
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"),
                                                      update_freq=20))
@@ -327,7 +329,9 @@ def _train(config: Config, out_dir: str | Path, verbose: int | str = "auto",
                            for k, v in metrics.items()}}
     if metrics and not _scored(metrics):
         summary["status"] = "finished, not scored: the evaluated images hold no objects"
+    summary["evaluations"] = evaluations(out_dir, summary["steps"], metrics)
     atomic_write_json(out_dir / "metrics.json", summary)
+    plot_training_curves(out_dir)
     return {"history": history, "metrics": metrics, "steps": summary["steps"],
             "seconds": time.time() - start, "weights": weights, "model": model}
 

@@ -189,7 +189,8 @@ def evaluate_dataset(
     "classes", "num_detections"}` (a `detection.FasterRCNN`, a loaded SavedModel wrapper, ...);
     for "segm" also `masks` (image-sized [B, N, H, W] or box-relative [B, N, S, S], pasted),
     and the dataset's elements carry `masks`; "segm" also reports the same detections' box AP
-    as `"bbox"`: `{"AP", "AP50", "AP75", "APs", "APm", "APl"}`.
+    as `"bbox"`: `{"AP", "AP50", "AP75", "APs", "APm", "APl"}`. With class names (given, or
+    the dataset's) `per_class` and `num_positives` are keyed by name (`by_class_name`).
     """
     if metric not in {"voc", "coco", "segm"}:
         raise ValueError(f"metric must be 'voc', 'coco' or 'segm', got {metric!r}")
@@ -208,4 +209,22 @@ def evaluate_dataset(
                                                          "APl")}
     if verbose:
         print(format_table(result["per_class"], class_names, title, headline))
-    return result
+    return by_class_name(result, class_names)
+
+
+def by_class_name(result: dict, class_names: Sequence[str] | None) -> dict:
+    """`result` with its per-class figures (`per_class`, `num_positives`) keyed by class name
+    instead of 0-based label index (an index without a name stays, as a string), so that
+    metrics.json, --json files and logs read "kangaroo", not "0"."""
+    if not class_names:
+        return result
+
+    def name(label) -> str:
+        c = int(label)
+        return class_names[c] if 0 <= c < len(class_names) else str(c)
+
+    out = dict(result)
+    for key in ("per_class", "num_positives"):
+        if isinstance(result.get(key), dict):
+            out[key] = {name(c): v for c, v in sorted(result[key].items())}
+    return out

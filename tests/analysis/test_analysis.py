@@ -116,4 +116,7 @@ def test_history_of_resumed_run_and_error_plot(tmp_path):
     np.testing.assert_allclose(h["val_accuracy"], [0.25, 0.38, 0.41])
     png = analysis.plot_error_curves(csv, tmp_path / "e.png", steps_per_epoch=10)
     assert png.stat().st_size > 1000
+    from PIL import Image
+
+    assert Image.open(png).size == (720, 256)  # error and, beside it, loss (80 dpi)
     assert analysis.plot_error_curves(tmp_path / "missing.csv", tmp_path / "m.png", 10) is None

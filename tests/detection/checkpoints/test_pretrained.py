@@ -116,14 +116,15 @@ def test_predict_and_export_with_weights(tmp_path, shared_data, monkeypatch):
                  "--json", str(tmp_path / "ap.json")]) == 0
     scores = json.loads((tmp_path / "ap.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(scores)
-    # Scored are exactly the classes of the one image (the file's first), by contiguous index
-    # of the sorted COCO ids; the others have no ground truth (NaN).
+    # Scored are exactly the classes of the one image (the file's first), keyed by name; the
+    # others have no ground truth (NaN).
     annotations = json.loads((coco / "annotations" / "instances_val2017.json").read_text())
     index = {c: i for i, c in enumerate(sorted(c["id"] for c in annotations["categories"]))}
     first = annotations["images"][0]["id"]
     present = {index[a["category_id"]] for a in annotations["annotations"]
                if a["image_id"] == first}
-    assert {int(k) for k, v in scores["per_class"].items() if v == v} == present
+    names = [c["name"] for c in sorted(annotations["categories"], key=lambda c: c["id"])]
+    assert {k for k, v in scores["per_class"].items() if v == v} == {names[i] for i in present}
     out = tmp_path / "saved"
     assert main(["export", "--weights", str(path), "--image-size", "256", "320",
                  "--out", str(out)]) == 0

@@ -56,10 +56,21 @@ def test_train_resume_evaluate_export(tmp_path, capsys):
     rows = list(csv.DictReader((run_dir / "history.csv").open()))
     assert len(rows) == 1 and np.isfinite(float(rows[0]["loss"]))  # 8 images / 2 = one epoch
     assert {"rpn_cls_loss", "roi_cls_loss"} <= set(rows[0])
+    assert not [k for k in rows[0] if k.startswith("val_")]  # no validation in fit: no NA column
     assert [p.name for p in sorted((run_dir / "checkpoints").iterdir())] == [
         "step-00000002", "step-00000004"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["metrics"]["num_positives"]
+    # per-class figures by class name, as the table printed them
+    assert set(metrics["metrics"]["per_class"]) == {"circle", "square", "triangle"}
+    assert set(metrics["metrics"]["num_positives"]) <= {"circle", "square", "triangle"}
+    assert metrics["evaluations"] == [{"step": 4, "metric": "mAP",
+                                       "value": metrics["metrics"]["mAP"]}]
+    curves = run_dir / "training_curves.png"
+    assert curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    assert Image.open(curves).size == (700, 400)
     # evaluate on the same weights and the same 3 val images prints the score train printed
     # (0.067 here: 4 steps already rank some boxes; 8 steps score 0.000 on these 3 images).
     assert cli.main(["evaluate", "--config", str(config), "--checkpoint",
@@ -72,7 +83,8 @@ def test_train_resume_evaluate_export(tmp_path, capsys):
                      "--steps", "6"]) == 0
     out = capsys.readouterr().out
     assert "resuming from step 4 of 8" in out  # 6 steps are rounded up to 2 epochs of 4
-    assert json.loads((run_dir / "metrics.json").read_text())["steps"] == 8
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["steps"] == 8 and [e["step"] for e in metrics["evaluations"]] == [4, 8]
     assert len(list(csv.DictReader((run_dir / "history.csv").open()))) == 2
 
     weights = run_dir / "final.weights.h5"

@@ -135,7 +135,10 @@ def test_predict_cli_on_saved_model(exported, tmp_path, capsys):
             x1, y1, x2, y2 = det["box_xyxy"]
             assert 0 <= x1 <= x2 <= w and 0 <= y1 <= y2 <= h
             assert det["class"] in (0, 1, 2) and 0.0 <= det["score"] <= 1.0
-        assert (out / f"{Path(entry['image']).stem}.png").read_bytes()[:4] == b"\x89PNG"
+        from PIL import Image
+
+        with Image.open(out / f"{Path(entry['image']).stem}.png") as drawn:
+            assert (drawn.format, drawn.size) == ("PNG", (w, h))  # the photo's own size
     printed = capsys.readouterr().out
     assert all(f"{f}: " in printed for f in files) and "detections.json" in printed
 
