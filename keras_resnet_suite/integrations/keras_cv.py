@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import keras_cv
 
-from . import adapter_config, build_trunk, copy_metadata, level_layer_names
+from .common import adapter_config, build_trunk, copy_metadata, level_layer_names
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet_suite")

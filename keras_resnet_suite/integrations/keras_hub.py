@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from . import adapter_config, build_trunk, copy_metadata
+from .common import adapter_config, build_trunk, copy_metadata
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet_suite")

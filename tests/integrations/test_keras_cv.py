@@ -18,6 +18,9 @@ from roundtrip import (  # noqa: E402
 
 from keras_resnet_suite.integrations.keras_cv import ResNetCVBackbone  # noqa: E402
 
+# A fresh process imports only these, in this order (keras_resnet_suite before Keras in one
+# test, after it in the other), never the adapter module.
+IMPORTS = ("keras_cv", "keras_resnet_suite")
 MODULE = "keras_resnet_suite.integrations.keras_cv"
 
 
@@ -33,7 +36,7 @@ def _fit_predict_reload(detector, backbone, tmp_path):
     predicted = detector.predict(x, verbose=0)
     assert sorted(predicted) == ["boxes", "classes", "confidence", "num_detections"]
     after, weights, adapters = reload_in_fresh_process(detector, x, tmp_path, MODULE,
-                                                       "ResNetCVBackbone")
+                                                       "ResNetCVBackbone", IMPORTS)
     assert adapters == ["ResNetCVBackbone"]
     assert_same_outputs(predicted, after)
     assert count_found(backbone, weights) == len(backbone.weights) == 60

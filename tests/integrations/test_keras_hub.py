@@ -18,6 +18,9 @@ from roundtrip import (  # noqa: E402
 
 from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone  # noqa: E402
 
+# A fresh process imports only these, in this order (keras_resnet_suite before Keras in one
+# test, after it in the other), never the adapter module.
+IMPORTS = ("keras_resnet_suite", "keras_hub")
 MODULE = "keras_resnet_suite.integrations.keras_hub"
 
 
@@ -30,7 +33,7 @@ def _fit_predict_reload(detector, encoder, y, x, tmp_path):
     assert any(not np.array_equal(b, np.asarray(w)) for b, w in zip(before, encoder.weights, strict=True))
     predicted = detector.predict(x, verbose=0)
     after, weights, adapters = reload_in_fresh_process(detector, x, tmp_path, MODULE,
-                                                       "ResNetHubBackbone")
+                                                       "ResNetHubBackbone", IMPORTS)
     assert adapters == ["ResNetHubBackbone"]
     assert_same_outputs(predicted, after)
     assert count_found(encoder, weights) == len(encoder.weights) == 60
