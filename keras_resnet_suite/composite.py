@@ -61,6 +61,13 @@ class Composite(layers.Layer):
                 layer.trainable = False
         return shape
 
+    def compute_output_spec(self, x, *args, **kwargs):
+        # A functional model's `compute_output_spec(numpy_images)` hands the array itself to
+        # its first layer; Keras derives no shape from a non-tensor, so describe it here.
+        if not (keras.ops.is_tensor(x) or isinstance(x, keras.KerasTensor)) and hasattr(x, "shape"):
+            x = keras.KerasTensor(tuple(x.shape), dtype=str(getattr(x, "dtype", "float32")))
+        return super().compute_output_spec(x, *args, **kwargs)
+
     @staticmethod
     def _run(chain, x, training=None):
         for layer in chain:

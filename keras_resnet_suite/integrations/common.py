@@ -9,11 +9,12 @@ from .. import backbones
 
 # Options that would make the rebuilt backbone differ from the saved one, or that the adapter
 # sets itself, so they cannot be passed through `options`.
-_RESERVED = ("weights", "input_shape", "load_weights", "name")
+_RESERVED = ("weights", "input_shape", "load_weights", "name", "dtype")
 
 
 def build_trunk(architecture: str, weights: str | None, options: dict | None,
-                image_shape: tuple, load_weights: bool) -> tuple[keras.Model, dict]:
+                image_shape: tuple, load_weights: bool,
+                dtype=None) -> tuple[keras.Model, dict]:
     """Our backbone (dict outputs C2..C5) and the JSON-ready options it was built from.
 
     The adapters keep `architecture`, `weights` and these options in their config, so a `.keras`
@@ -30,7 +31,7 @@ def build_trunk(architecture: str, weights: str | None, options: dict | None,
     # Tuples become lists in a JSON config; store them as lists so get_config round-trips.
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
     trunk = backbones.build(architecture, weights=weights, input_shape=tuple(image_shape),
-                            load_weights=load_weights, **options)
+                            load_weights=load_weights, dtype=dtype, **options)
     return trunk, options
 
 

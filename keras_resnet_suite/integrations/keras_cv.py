@@ -30,15 +30,19 @@ class ResNetCVBackbone(keras_cv.models.Backbone):
 
     def __init__(self, architecture: str = "resnet50", weights: str | None = None,
                  options: dict | None = None, image_shape: tuple = (None, None, 3),
-                 load_weights: bool = True, **kwargs):
-        trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights)
+                 load_weights: bool = True, dtype=None, **kwargs):
+        trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights,
+                                     dtype)
         kwargs.setdefault("name", trunk.name)
-        super().__init__(inputs=trunk.inputs, outputs=trunk.output, **kwargs)
+        super().__init__(inputs=trunk.input, outputs=trunk.output, **kwargs)
+        if dtype is not None:  # as keras-hub's Backbone does: kept in the config for a reload
+            self.dtype_policy = keras.dtype_policies.get(dtype)
         self.pyramid_level_inputs = {f"P{level[1:]}": name
                                      for level, name in level_layer_names(trunk).items()}
         copy_metadata(trunk, self)
         self._rebuild = adapter_config(architecture, weights, options, image_shape)
 
     def get_config(self) -> dict:
-        """keras-cv's name/trainable plus what rebuilds the backbone."""
-        return {**super().get_config(), **self._rebuild}
+        """keras-cv's name/trainable, the dtype policy, and what rebuilds the backbone."""
+        return {**super().get_config(), "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+                **self._rebuild}

@@ -31,9 +31,10 @@ class ResNetHubBackbone(keras_hub.models.FeaturePyramidBackbone):
     def __init__(self, architecture: str = "resnet50", weights: str | None = None,
                  options: dict | None = None, image_shape: tuple = (None, None, 3),
                  load_weights: bool = True, dtype=None, **kwargs):
-        trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights)
+        trunk, options = build_trunk(architecture, weights, options, image_shape, load_weights,
+                                     dtype)
         kwargs.setdefault("name", trunk.name)
-        super().__init__(inputs=trunk.inputs, outputs=trunk.output, dtype=dtype, **kwargs)
+        super().__init__(inputs=trunk.input, outputs=trunk.output, dtype=dtype, **kwargs)
         self.pyramid_outputs = {f"P{level[1:]}": out for level, out in trunk.output.items()}
         copy_metadata(trunk, self)
         self._rebuild = adapter_config(architecture, weights, options, image_shape)
