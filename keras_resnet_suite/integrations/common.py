@@ -59,3 +59,34 @@ def adapter_config(architecture: str, weights: str | None, options: dict,
     """The part of an adapter's config that rebuilds its backbone without reading weights."""
     return {"architecture": architecture, "weights": weights, "options": options,
             "image_shape": list(image_shape), "load_weights": False}
+
+
+def host_batches(dataset, labels_key: str, preprocess=None):
+    """`detection.data` batches -> `(images, {"boxes", labels_key})` for a host's `fit`.
+
+    `dataset` holds batched `{"images", "bounding_boxes": {"boxes", "labels"}}` with a fixed
+    number of boxes per image (what `detection.data.pipeline.training_batches` gives: xyxy
+    pixels of the canvas, labels -1 on padding rows). Images become float32 through
+    `preprocess` (e.g. the encoder's `preprocess_input`), or scaled to [0, 1] when None;
+    padding rows get boxes of -1 as well; labels become float32 (what keras-cv expects).
+    """
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not isinstance(spec, dict) or "bounding_boxes" not in spec or "images" not in spec:
+        raise ValueError("expected batches of {'images', 'bounding_boxes': {'boxes', 'labels'}} "
+                         "(detection.data.pipeline.training_batches), got "
+                         f"{sorted(spec) if isinstance(spec, dict) else type(spec).__name__}")
+    if spec["images"].shape.rank != 4 or spec["bounding_boxes"]["boxes"].shape.rank != 3:
+        raise ValueError("expected batched, fixed-size boxes ([batch, boxes, 4]): pass the "
+                         "dataset through detection.data.pipeline.training_batches first")
+
+    def convert(element):
+        images = tf.cast(element["images"], tf.float32)
+        images = preprocess(images) if preprocess is not None else images / 255.0
+        labels = tf.cast(element["bounding_boxes"]["labels"], tf.float32)
+        boxes = tf.cast(element["bounding_boxes"]["boxes"], tf.float32)
+        boxes = tf.where(labels[..., None] < 0, -tf.ones_like(boxes), boxes)
+        return images, {"boxes": boxes, labels_key: labels}
+
+    return dataset.map(convert, num_parallel_calls=tf.data.AUTOTUNE)

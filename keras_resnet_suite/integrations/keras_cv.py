@@ -16,7 +16,13 @@ from __future__ import annotations
 import keras
 import keras_cv
 
-from .common import adapter_config, build_trunk, copy_metadata, level_layer_names
+from .common import (
+    adapter_config,
+    build_trunk,
+    copy_metadata,
+    host_batches,
+    level_layer_names,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet_suite")
@@ -44,5 +50,17 @@ class ResNetCVBackbone(keras_cv.models.Backbone):
 
     def get_config(self) -> dict:
         """keras-cv's name/trainable, the dtype policy, and what rebuilds the backbone."""
-        return {**super().get_config(), "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-                **self._rebuild}
+        dtype = keras.dtype_policies.serialize(self.dtype_policy)
+        return {**super().get_config(), "dtype": dtype, **self._rebuild}
+
+
+def to_keras_cv(dataset, preprocess=None):
+    """`detection.data` training batches as keras-cv's RetinaNet and YOLOV8Detector fit them:
+    `(images, {"boxes", "classes"})` (keras-cv's key for labels), boxes xyxy pixels (-1 rows
+    pad), images through `preprocess` (the backbone's `preprocess_input` with published
+    weights) or scaled to [0, 1] when None (see `common.host_batches`).
+
+        batches = detection.data.pipeline.training_batches(detection.data.voc(...), (512, 512), 2)
+        detector.fit(to_keras_cv(batches, backbone.preprocess_input), epochs=...)
+    """
+    return host_batches(dataset, "classes", preprocess)

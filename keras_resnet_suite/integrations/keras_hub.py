@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 import keras_hub
 
-from .common import adapter_config, build_trunk, copy_metadata
+from .common import adapter_config, build_trunk, copy_metadata, host_batches
 
 
 @keras.saving.register_keras_serializable(package="keras_resnet_suite")
@@ -42,3 +42,15 @@ class ResNetHubBackbone(keras_hub.models.FeaturePyramidBackbone):
     def get_config(self) -> dict:
         """keras-hub's name/trainable/dtype plus what rebuilds the backbone."""
         return {**super().get_config(), **self._rebuild}
+
+
+def to_keras_hub(dataset, preprocess=None):
+    """`detection.data` training batches as keras-hub's object detectors (RetinaNet, D-FINE)
+    fit them: `(images, {"boxes", "labels"})`, boxes xyxy pixels (-1 rows pad), images through
+    `preprocess` (the encoder's `preprocess_input` with published weights) or scaled to [0, 1]
+    when None (see `common.host_batches`).
+
+        batches = detection.data.pipeline.training_batches(detection.data.voc(...), (512, 512), 2)
+        detector.fit(to_keras_hub(batches, encoder.preprocess_input), epochs=...)
+    """
+    return host_batches(dataset, "labels", preprocess)

@@ -57,6 +57,18 @@ def boxes_batch(images: int = 2, size: int = 64) -> tuple[np.ndarray, np.ndarray
     return x, boxes, labels
 
 
+def converted_shapes(convert) -> tuple[np.ndarray, dict]:
+    """One batch of two 64x64 `detection.data.shapes` images through `training_batches` and
+    the host's documented conversion (`to_keras_hub` / `to_keras_cv`), as numpy."""
+    import detection.data
+
+    batches = detection.data.pipeline.training_batches(
+        detection.data.shapes(2, image_size=64, max_objects=2), (64, 64), 2, max_boxes=3,
+        flip=False)
+    x, y = next(iter(convert(batches)))
+    return np.asarray(x), {k: np.asarray(v) for k, v in y.items()}
+
+
 def reload_in_fresh_process(model: keras.Model, images: np.ndarray, tmp_path: Path,
                             module: str, cls: str, imports: tuple[str, ...]
                             ) -> tuple[dict, list, list[str]]:

@@ -12,11 +12,15 @@ from roundtrip import (  # noqa: E402
     TINY,
     assert_same_outputs,
     boxes_batch,
+    converted_shapes,
     count_found,
     reload_in_fresh_process,
 )
 
-from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone  # noqa: E402
+from keras_resnet_suite.integrations.keras_hub import (  # noqa: E402
+    ResNetHubBackbone,
+    to_keras_hub,
+)
 
 # A fresh process imports only these, in this order (keras_resnet_suite before Keras in one
 # test, after it in the other), never the adapter module.
@@ -48,9 +52,11 @@ def test_retinanet_fit_predict_reload(tmp_path):
     detector = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone, num_classes=3, bounding_box_format="xyxy",
         pre_logits_num_conv_layers=1)
-    x, boxes, labels = boxes_batch()
-    predicted = _fit_predict_reload(detector, encoder, {"boxes": boxes, "labels": labels}, x,
-                                    tmp_path)
+    # detection.data's own batches through the documented conversion, in [0, 1].
+    x, y = converted_shapes(to_keras_hub)
+    assert sorted(y) == ["boxes", "labels"] and 0 <= x.min() and x.max() <= 1
+    assert (y["boxes"][y["labels"] < 0] == -1).all() and (y["labels"] >= 0).any()
+    predicted = _fit_predict_reload(detector, encoder, y, x, tmp_path)
     assert sorted(predicted) == ["boxes", "confidence", "labels", "num_detections"]
 
 
