@@ -29,9 +29,16 @@ from .common import (
 class ResNetCVBackbone(keras_cv.models.Backbone):
     """Backbone `architecture` (a `backbones.available_models()` name) for keras-cv detectors.
 
-    `weights` and `options` (freeze_at, norm, output_stride, depths, widths, ...) are those of
-    `backbones.build`; `load_weights=False` builds the architecture without reading weights
-    (what a reload does: the `.keras` file holds them).
+    Args:
+        architecture: a `backbones.available_models()` name, e.g. "resnet50".
+        weights: what `backbones.build` takes: None, a checkpoint name ("imagenet", ...) or a file.
+        options: other `backbones.build` options (freeze_at, norm, output_stride, depths,
+            widths, ...), JSON-ready: they are saved in the config.
+        image_shape: the input `(height, width, 3)`; None sizes take any image size.
+        load_weights: False builds the architecture `weights` implies without reading them
+            (what a reload does: the `.keras` file holds the weights).
+        dtype: a Keras dtype policy ("bfloat16", "mixed_float16", ...) every layer takes.
+        **kwargs: the host's Backbone arguments (`name`, `trainable`).
     """
 
     def __init__(self, architecture: str = "resnet50", weights: str | None = None,
