@@ -50,3 +50,23 @@ def test_keras_cv_backbone_computes_in_its_policy_after_reload(policy):
         out = model(np.ones((1, 32, 32, 3), "float32"))
         assert {keras.backend.standardize_dtype(v.dtype) for v in out.values()} == {compute}
     assert clone.pyramid_level_inputs == backbone.pyramid_level_inputs
+
+
+def test_keras_cv_backbone_checks():
+    # keras-cv ships no backbone harness; these are the checks its ResNet backbone tests make:
+    # the feature extractor RetinaNet/YOLOV8 build from `pyramid_level_inputs`, its levels'
+    # shapes on a symbolic input, and other input channel counts.
+    pytest.importorskip("keras_cv")
+    from keras_cv.src.utils.train import get_feature_extractor
+
+    from keras_resnet_suite.integrations.keras_cv import ResNetCVBackbone
+
+    backbone = ResNetCVBackbone("resnet18", options=TINY)
+    levels = backbone.pyramid_level_inputs
+    extractor = get_feature_extractor(backbone, list(levels.values()), list(levels.keys()))
+    outputs = extractor(keras.Input(shape=(64, 64, 3)))
+    assert list(outputs) == ["P2", "P3", "P4", "P5"]
+    assert [tuple(v.shape) for v in outputs.values()] == [
+        (None, 64 // 2 ** i, 64 // 2 ** i, 8) for i in (2, 3, 4, 5)]
+    four = ResNetCVBackbone("resnet18", options=TINY, image_shape=(None, None, 4))
+    assert four(np.ones((1, 32, 32, 4), "float32"))["C5"].shape == (1, 1, 1, 8)
