@@ -79,19 +79,20 @@ def test_dfine_takes_the_backbone_with_out_features(tmp_path):
 
 def test_readme_snippet_resnet50_retinanet():
     # docs/interop.md: the keras-hub RetinaNet snippet as printed, except load_weights=False
-    # (the architecture and preprocessing "imagenet" implies, without the download) and one
-    # batch of two 64x64 images for its `images, boxes, labels`.
-    x, boxes, labels = boxes_batch()
-    images = x
+    # (the architecture and preprocessing "imagenet" implies, without the download), and one
+    # batch of two 64x64 shapes images as its `batches` (the page's data block).
+    import detection.data
+
+    batches = detection.data.pipeline.training_batches(
+        detection.data.shapes(2, image_size=64), image_size=(64, 64), batch_size=2, max_boxes=4)
     encoder = ResNetHubBackbone("resnet50", weights="imagenet", options={"freeze_at": 2},
                                 load_weights=False)
     backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3,
                                                   max_level=7, use_p5=False)
     model = keras_hub.models.RetinaNetObjectDetector(backbone=backbone, num_classes=20,
                                                      bounding_box_format="xyxy")
-    history = model.fit(encoder.preprocess_input(images), {"boxes": boxes, "labels": labels},
-                        verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    history = model.fit(to_keras_hub(batches, encoder.preprocess_input), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])  # (its model.save: the reload tests above)
     assert encoder.checkpoint.name == "resnet50:torchvision-v1" and encoder.preprocessing == "torch"
     assert [encoder.get_layer(n).trainable for n in ("conv1", "conv2_x", "conv3_x")] == [
         False, False, True]
