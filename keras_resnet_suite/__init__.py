@@ -14,6 +14,7 @@ import importlib
 import sys
 from typing import TYPE_CHECKING
 
+from . import integrations
 from .specs import ResNetSpec, available_models, camel_name, get_spec
 
 if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and IDEs
@@ -24,6 +25,8 @@ if TYPE_CHECKING:  # what the lazy names below resolve to, for type checkers and
 
 if "keras" in sys.modules:  # the backend is chosen already: register the serializable layers
     from . import layers, metadata  # noqa: F401
+# The keras-hub/keras-cv adapters' stand-ins: now, or right after Keras loads (imports no host).
+integrations.register_adapters()
 
 __version__ = "0.1.0"
 

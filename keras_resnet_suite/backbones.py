@@ -14,6 +14,7 @@ import keras
 
 from . import compat
 from . import weights as weights_lib
+from .composite import dtype_scope
 from .convert.published import DEFAULT_OPTIONS, KERAS_V1
 from .metadata import ResNetModel, copy_metadata, describe, write_asset
 from .models import _check_input_shape, _resolve_spec, load_for_build, trunk
@@ -84,7 +85,8 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
           preset: str = "default", stride_in_1x1: bool | None = None,
           bn_epsilon: float | None = None, bn_momentum: float = 0.9,
           conv_bias: bool | None = None, shortcut: str | None = None,
-          name: str | None = None, load_weights: bool = True, **overrides) -> keras.Model:
+          name: str | None = None, load_weights: bool = True, dtype=None,
+          **overrides) -> keras.Model:
     """A backbone whose output is a dict of the requested levels (C2..C5).
 
     `norm="frozen"` uses FrozenBatchNormalization (statistics never update);
@@ -95,6 +97,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     "torchvision-v2", a torchvision/timm/keras.applications file, or a Keras weights file);
     `load_weights=False` builds the architecture `weights` implies (and remembers its input
     convention) without reading or downloading them: for loading trained weights over it.
+    `dtype` is a Keras dtype policy ("bfloat16", "mixed_float16", ...) every layer takes.
     """
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
@@ -116,12 +119,14 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     _check_layout(options["downsample"])
     input_shape = _check_input_shape(spec, input_shape, weights)
 
-    inputs = keras.Input(shape=input_shape, name="images")
-    features = trunk(inputs, spec, shortcut=shortcut, norm=norm, bn_momentum=bn_momentum,
-                     dilations=tuple(_stage_rates(len(spec.depths), spec.total_stride,
-                                                  output_stride)), **options)
-    outputs = {level: features[level] for level in return_levels}
-    model = compat.mark_called(ResNetModel(inputs, outputs, name=name or f"{spec.name}_backbone"))
+    with dtype_scope(dtype):
+        inputs = keras.Input(shape=input_shape, name="images")
+        features = trunk(inputs, spec, shortcut=shortcut, norm=norm, bn_momentum=bn_momentum,
+                         dilations=tuple(_stage_rates(len(spec.depths), spec.total_stride,
+                                                      output_stride)), **options)
+        outputs = {level: features[level] for level in return_levels}
+        model = compat.mark_called(ResNetModel(inputs, outputs,
+                                               name=name or f"{spec.name}_backbone"))
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels, output_stride)
     freeze_stages(model, freeze_at, len(spec.depths))

@@ -3,6 +3,9 @@ a layer of named sub-layers built eagerly (so weights load before any call)."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import keras
 from keras import layers
 
@@ -43,6 +46,11 @@ class Composite(layers.Layer):
 
     def _build_chain(self, chain, shape):
         for layer in chain:
+            # Sub-layers compute as their parent does (a bfloat16 or mixed policy given to a
+            # builder, or read back from a `.keras` config), not in the global policy. Layers
+            # without weights (ReLU, padding) count as built from the start.
+            if (not layer.built or not layer.weights) and layer.dtype_policy is not self.dtype_policy:
+                layer.dtype_policy = self.dtype_policy
             if not layer.built:
                 layer.build(shape)
             shape = layer.compute_output_shape(shape)
@@ -53,11 +61,33 @@ class Composite(layers.Layer):
                 layer.trainable = False
         return shape
 
+    def compute_output_spec(self, x, *args, **kwargs):
+        # A functional model's `compute_output_spec(numpy_images)` hands the array itself to
+        # its first layer; Keras derives no shape from a non-tensor, so describe it here.
+        if not (keras.ops.is_tensor(x) or isinstance(x, keras.KerasTensor)) and hasattr(x, "shape"):
+            x = keras.KerasTensor(tuple(x.shape), dtype=str(getattr(x, "dtype", "float32")))
+        return super().compute_output_spec(x, *args, **kwargs)
+
     @staticmethod
     def _run(chain, x, training=None):
         for layer in chain:
             x = layer(x, training=training) if takes_training(layer) else layer(x)
         return x
+
+
+@contextlib.contextmanager
+def dtype_scope(dtype) -> Iterator[None]:
+    """Layers created inside take `dtype` (a policy, its name such as "mixed_float16", or its
+    config; None: the global policy), as a Keras layer's `dtype` argument does."""
+    if dtype is None:
+        yield
+        return
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(keras.dtype_policies.get(dtype))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def takes_training(layer) -> bool:

@@ -141,10 +141,10 @@ class _Block(Composite):
                 use_bias=self.conv_bias and self.preact,
                 project_stride=not self.subsample_shortcut, avg_down=self.avg_down,
                 name="shortcut")
-            self.shortcut.build(input_shape)
+            self._build_chain([self.shortcut], input_shape)
         if not self.preact:
             self.out_relu = layers.ReLU(name="out_relu")
-            self.out_relu.build(out_shape)
+            self._build_chain([self.out_relu], out_shape)
         self.built = True
 
     def _drop_path(self, x, training):

@@ -13,6 +13,7 @@ from keras import layers
 
 from . import compat
 from . import weights as weights_lib
+from .composite import dtype_scope
 from .convert import read_keras_h5
 from .convert.published import Checkpoint
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
@@ -125,7 +126,7 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
           zero_init_residual: bool = False, drop_path_rate: float = 0.0, norm: str = "batch",
           bn_epsilon: float | None = None, bn_momentum: float = 0.9,
           conv_bias: bool | None = None, downsample: str | None = None,
-          name: str | None = None, **overrides) -> keras.Model:
+          name: str | None = None, dtype=None, **overrides) -> keras.Model:
     """Build a named ResNet (see `available_models()`) or a `ResNetSpec` as a functional model.
 
     `overrides` change the spec (`depths=(1, 1, 1, 1)`, `widths=(16, 32, 64, 128)`, ...).
@@ -133,6 +134,8 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     `weights.available_weights`), a torchvision/timm `.pth`/`.safetensors` file, or a
     Keras weights file. Unset architecture options (stride_in_1x1, bn_epsilon, conv_bias,
     downsample) default to v1.5 / 1e-5 / False / "first", or to what the checkpoint needs.
+    `dtype` is a Keras dtype policy ("bfloat16", "mixed_float16", ...; None: the global one)
+    that every layer takes; under a 16-bit policy the classifier stays float32.
     """
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
@@ -154,6 +157,21 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
         input_shape = tuple(keras.ops.shape(input_tensor)[1:])
     input_shape = _check_input_shape(spec, input_shape, weights)
 
+    with dtype_scope(dtype):
+        model = _functional(spec, input_tensor, input_shape, include_top, pooling, classes,
+                            classifier_activation, name,
+                            {"shortcut": shortcut, "zero_init_residual": zero_init_residual,
+                             "drop_path_rate": drop_path_rate, "norm": norm,
+                             "bn_momentum": bn_momentum, **arch_options})
+    model.spec = spec
+    load_for_build(model, weights, checkpoint)
+    return model
+
+
+def _functional(spec: ResNetSpec, input_tensor, input_shape: tuple, include_top: bool,
+                pooling: str | None, classes: int, classifier_activation: str | None,
+                name: str | None, trunk_options: dict) -> keras.Model:
+    """The classifier or feature model of `build`, in the current dtype policy."""
     if input_tensor is None:
         inputs = keras.Input(shape=input_shape, name="images")
     elif keras.backend.is_keras_tensor(input_tensor):
@@ -161,9 +179,7 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     else:
         inputs = keras.Input(tensor=input_tensor, shape=input_shape, name="images")
 
-    x = trunk(inputs, spec, shortcut=shortcut, zero_init_residual=zero_init_residual,
-              drop_path_rate=drop_path_rate, norm=norm, bn_momentum=bn_momentum,
-              **arch_options)
+    x = trunk(inputs, spec, **trunk_options)
     x = x[f"C{len(spec.depths) + 1}"]
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
@@ -176,10 +192,7 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    model = compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
-    model.spec = spec
-    load_for_build(model, weights, checkpoint)
-    return model
+    return compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
 
 
 # --- weights: factories that build a classifier and load into it (weights.py loads into a
@@ -235,11 +248,12 @@ def _make_builder(model_name: str):
     def builder(include_top: bool = True, weights: str | None = None, input_tensor=None,
                 input_shape: tuple | None = None, pooling: str | None = None,
                 classes: int | None = None, classifier_activation: str | None = "softmax",
-                shortcut: str | None = None, name: str | None = None, **overrides) -> keras.Model:
+                shortcut: str | None = None, name: str | None = None, dtype=None,
+                **overrides) -> keras.Model:
         return build(model_name, include_top=include_top, weights=weights,
                      input_tensor=input_tensor, input_shape=input_shape, pooling=pooling,
                      classes=classes, classifier_activation=classifier_activation,
-                     shortcut=shortcut, name=name, **overrides)
+                     shortcut=shortcut, name=name, dtype=dtype, **overrides)
 
     spec = get_spec(model_name)
     builder.__name__ = builder.__qualname__ = camel_name(model_name)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import keras
 
 from detection.modeling.fpn import FPN
+from detection.modeling.level_options import check_level_options
 from detection.modeling.options import DetectorOptions, ROIHeadsOptions, RPNOptions
 from detection.modeling.roi_heads import C4ROIHeads, FPNROIHeads
 from detection.modeling.rpn import RPN
@@ -106,6 +107,7 @@ def build_parts(num_classes: int, backbone: str | keras.Model = "resnet101", hea
     """
     head, image_size = _check(num_classes, head, image_size)
     options = (options or DetectorOptions()).replace(**keywords)
+    check_level_options(head, options)  # before the backbone is built
     b = options.backbone
     pretrained = b.weights is not None
     freeze_at = (2 if pretrained else 0) if b.freeze_at is None else b.freeze_at

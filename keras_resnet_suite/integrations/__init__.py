@@ -4,62 +4,82 @@ One module per host library, imported only when used, so neither library is a de
 `integrations.keras_hub` (a keras-hub `FeaturePyramidBackbone`, for RetinaNet and D-FINE) and
 `integrations.keras_cv` (a keras-cv `Backbone`, for RetinaNet and YOLOV8Detector).
 Install them with `pip install "keras-resnet-suite[interop]"`.
+
+A `.keras` file of a detector on an adapter reloads after the imports a user writes anyway
+(`import keras_hub` or `keras_cv`, and `keras_resnet_suite`): importing `keras_resnet_suite`
+registers a light stand-in for each adapter class, which imports the adapter module (and so
+its host library) only when a file needs it. This module imports neither Keras nor a host.
 """
 
 from __future__ import annotations
 
-import keras
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
-from .. import backbones
-
-# Options that would make the rebuilt backbone differ from the saved one, or that the adapter
-# sets itself, so they cannot be passed through `options`.
-_RESERVED = ("weights", "input_shape", "load_weights", "name")
-
-
-def build_trunk(architecture: str, weights: str | None, options: dict | None,
-                image_shape: tuple, load_weights: bool) -> tuple[keras.Model, dict]:
-    """Our backbone (dict outputs C2..C5) and the JSON-ready options it was built from.
-
-    The adapters keep `architecture`, `weights` and these options in their config, so a `.keras`
-    file rebuilds the same network (with `load_weights=False`: the file holds the weights).
-    """
-    if not isinstance(architecture, str):
-        raise TypeError(f"architecture must be a backbone name such as 'resnet50' (a string, so "
-                        f"it can be saved in the model's config), got {type(architecture).__name__}")
-    options = dict(options or {})
-    reserved = sorted(k for k in options if k in _RESERVED)
-    if reserved:
-        raise ValueError(f"options must not set {reserved}: pass weights= and image_shape= to "
-                         f"the adapter itself")
-    # Tuples become lists in a JSON config; store them as lists so get_config round-trips.
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
-    trunk = backbones.build(architecture, weights=weights, input_shape=tuple(image_shape),
-                            load_weights=load_weights, **options)
-    return trunk, options
+# Keras' registered name -> (the module that defines the class, the pip package it needs).
+ADAPTERS = {
+    "keras_resnet_suite>ResNetHubBackbone": (f"{__name__}.keras_hub", "keras-hub"),
+    "keras_resnet_suite>ResNetCVBackbone": (f"{__name__}.keras_cv", "keras-cv"),
+}
 
 
-def level_layer_names(trunk: keras.Model) -> dict[str, str]:
-    """{"C2": "conv2_x", ...}: the layer whose output is each level of `trunk`."""
-    by_output = {id(layer.output): layer.name for layer in trunk.layers[1:]}
-    return {level: by_output[id(tensor)] for level, tensor in trunk.output.items()}
+def adapter_class(registered_name: str) -> type:
+    """The adapter class Keras saved as `registered_name`, importing its module (and host
+    library) now; one line naming the package to install when the host is missing."""
+    module_name, package = ADAPTERS[registered_name]
+    class_name = registered_name.split(">", 1)[1]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise ImportError(f"this model holds {class_name}, which needs {package} "
+                          f"({error.name} is not installed): pip install {package}") from None
+    return getattr(module, class_name)
 
 
-# What a backbone knows about itself (architecture, levels, and with published weights how its
-# images must be fed), handed on to the adapter that wraps it.
-_METADATA = ("spec", "feature_info", "checkpoint", "preprocessing", "preprocess_input")
+def _stand_in(registered_name: str) -> type:
+    """A class Keras can find under `registered_name` whose `from_config` builds the adapter."""
+
+    class LazyAdapter:
+        @classmethod
+        def from_config(cls, config: dict, custom_objects: dict | None = None):
+            return adapter_class(registered_name).from_config(config)
+
+    LazyAdapter.__name__ = LazyAdapter.__qualname__ = registered_name.split(">", 1)[1]
+    return LazyAdapter
 
 
-def copy_metadata(trunk: keras.Model, adapter: keras.Model) -> None:
-    """Give `adapter` the trunk's spec, feature_info and, with published weights, its
-    checkpoint and `preprocess_input` (so a detector's images can be fed as the weights expect)."""
-    for attr in _METADATA:
-        if hasattr(trunk, attr):
-            setattr(adapter, attr, getattr(trunk, attr))
+def register_adapters() -> None:
+    """Put a stand-in for each adapter in Keras' registry (unless its module is imported
+    already: it registers the real class); before Keras is imported, right after it is."""
+    if "keras" not in sys.modules:
+        if not any(isinstance(finder, _AfterKeras) for finder in sys.meta_path):
+            sys.meta_path.insert(0, _AfterKeras())
+        return
+    registry = sys.modules["keras"].saving.get_custom_objects()
+    for registered_name, (module_name, _) in ADAPTERS.items():
+        if module_name not in sys.modules and registered_name not in registry:
+            registry[registered_name] = _stand_in(registered_name)
 
 
-def adapter_config(architecture: str, weights: str | None, options: dict,
-                   image_shape: tuple) -> dict:
-    """The part of an adapter's config that rebuilds its backbone without reading weights."""
-    return {"architecture": architecture, "weights": weights, "options": options,
-            "image_shape": list(image_shape), "load_weights": False}
+class _AfterKeras(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: on the first `import keras` it wraps Keras' loader so that the
+    stand-ins register once Keras' module has run, then leaves `sys.meta_path`."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_then_register(module):
+            run(module)
+            register_adapters()
+
+        spec.loader.exec_module = exec_then_register
+        return spec

@@ -14,13 +14,17 @@ import numpy as np
 
 TINY = {"depths": (1, 1, 1, 1), "widths": (8, 16, 16, 16), "stem_width": 8}
 
-# The child imports only keras, numpy and the adapter module that registers the class: the
-# detector's config alone must rebuild the backbone (with load_weights=False: no download).
+# The child imports what a user writes (the host library and keras_resnet_suite, in the order
+# given), never the adapter module: the detector's config alone must find the adapter class
+# and rebuild the backbone (with load_weights=False: no download).
 CHILD = textwrap.dedent("""
     import importlib, json, sys
+    for name in sys.argv[6].split(","):
+        importlib.import_module(name)
     import keras, numpy as np
-    module = importlib.import_module(sys.argv[4])
+    assert sys.argv[4] not in sys.modules, "the adapter module was imported before loading"
     model = keras.saving.load_model(sys.argv[1])
+    module = sys.modules[sys.argv[4]]
     data = np.load(sys.argv[2])
     out = model.predict(data["images"], verbose=0)
     flat = {"out/" + k: np.asarray(v) for k, v in out.items()}
@@ -53,15 +57,28 @@ def boxes_batch(images: int = 2, size: int = 64) -> tuple[np.ndarray, np.ndarray
     return x, boxes, labels
 
 
+def converted_shapes(convert) -> tuple[np.ndarray, dict]:
+    """One batch of two 64x64 `detection.data.shapes` images through `training_batches` and
+    the host's documented conversion (`to_keras_hub` / `to_keras_cv`), as numpy."""
+    import detection.data
+
+    batches = detection.data.pipeline.training_batches(
+        detection.data.shapes(2, image_size=64, max_objects=2), (64, 64), 2, max_boxes=3,
+        flip=False)
+    x, y = next(iter(convert(batches)))
+    return np.asarray(x), {k: np.asarray(v) for k, v in y.items()}
+
+
 def reload_in_fresh_process(model: keras.Model, images: np.ndarray, tmp_path: Path,
-                            module: str, cls: str) -> tuple[dict, list, list[str]]:
-    """Save `model` as .keras, reload it in a new Python that imports only `module`; its
-    predictions on `images`, its weights and the adapter classes found inside it."""
+                            module: str, cls: str, imports: tuple[str, ...]
+                            ) -> tuple[dict, list, list[str]]:
+    """Save `model` as .keras, reload it in a new Python that imports only `imports` (not the
+    adapter `module`); its predictions on `images`, its weights and the adapter classes in it."""
     path, data, result = tmp_path / "detector.keras", tmp_path / "in.npz", tmp_path / "out.npz"
     model.save(path)
     np.savez(data, images=images)
     run = subprocess.run([sys.executable, "-c", CHILD, str(path), str(data), str(result),
-                          module, cls], capture_output=True, text=True, cwd=tmp_path,
+                          module, cls, ",".join(imports)], capture_output=True, text=True, cwd=tmp_path,
                          timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     saved = np.load(result)

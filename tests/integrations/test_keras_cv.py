@@ -12,20 +12,29 @@ from roundtrip import (  # noqa: E402
     TINY,
     assert_same_outputs,
     boxes_batch,
+    converted_shapes,
     count_found,
     reload_in_fresh_process,
 )
 
-from keras_resnet_suite.integrations.keras_cv import ResNetCVBackbone  # noqa: E402
+from keras_resnet_suite.integrations.keras_cv import (  # noqa: E402
+    ResNetCVBackbone,
+    to_keras_cv,
+)
 
+# A fresh process imports only these, in this order (keras_resnet_suite before Keras in one
+# test, after it in the other), never the adapter module.
+IMPORTS = ("keras_cv", "keras_resnet_suite")
 MODULE = "keras_resnet_suite.integrations.keras_cv"
 
 
-def _fit_predict_reload(detector, backbone, tmp_path):
-    x, boxes, labels = boxes_batch()
+def _fit_predict_reload(detector, backbone, tmp_path, data=None):
+    if data is None:
+        x, boxes, labels = boxes_batch()
+        data = x, {"boxes": boxes, "classes": labels}
+    x, y = data
     before = [np.array(w) for w in backbone.weights]
-    history = detector.fit(x, {"boxes": boxes, "classes": labels}, batch_size=len(x), epochs=1,
-                           verbose=0)
+    history = detector.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
     # The step trained the backbone inside the detector, not a copy of it.
     assert any(not np.array_equal(b, np.asarray(w))
@@ -33,7 +42,7 @@ def _fit_predict_reload(detector, backbone, tmp_path):
     predicted = detector.predict(x, verbose=0)
     assert sorted(predicted) == ["boxes", "classes", "confidence", "num_detections"]
     after, weights, adapters = reload_in_fresh_process(detector, x, tmp_path, MODULE,
-                                                       "ResNetCVBackbone")
+                                                       "ResNetCVBackbone", IMPORTS)
     assert adapters == ["ResNetCVBackbone"]
     assert_same_outputs(predicted, after)
     assert count_found(backbone, weights) == len(backbone.weights) == 60
@@ -55,7 +64,11 @@ def test_retinanet_fit_predict_reload(tmp_path):
                                          backbone=backbone)
     detector.compile(optimizer=keras.optimizers.SGD(1e-3), classification_loss="focal",
                      box_loss="smoothl1")
-    _fit_predict_reload(detector, backbone, tmp_path)
+    # detection.data's own batches through the documented conversion: "classes", [0, 1].
+    x, y = converted_shapes(to_keras_cv)
+    assert sorted(y) == ["boxes", "classes"] and 0 <= x.min() and x.max() <= 1
+    assert (y["boxes"][y["classes"] < 0] == -1).all() and (y["classes"] >= 0).any()
+    _fit_predict_reload(detector, backbone, tmp_path, (x, y))
 
 
 def test_yolov8_fit_predict_reload(tmp_path):

@@ -12,12 +12,19 @@ from roundtrip import (  # noqa: E402
     TINY,
     assert_same_outputs,
     boxes_batch,
+    converted_shapes,
     count_found,
     reload_in_fresh_process,
 )
 
-from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone  # noqa: E402
+from keras_resnet_suite.integrations.keras_hub import (  # noqa: E402
+    ResNetHubBackbone,
+    to_keras_hub,
+)
 
+# A fresh process imports only these, in this order (keras_resnet_suite before Keras in one
+# test, after it in the other), never the adapter module.
+IMPORTS = ("keras_resnet_suite", "keras_hub")
 MODULE = "keras_resnet_suite.integrations.keras_hub"
 
 
@@ -30,7 +37,7 @@ def _fit_predict_reload(detector, encoder, y, x, tmp_path):
     assert any(not np.array_equal(b, np.asarray(w)) for b, w in zip(before, encoder.weights, strict=True))
     predicted = detector.predict(x, verbose=0)
     after, weights, adapters = reload_in_fresh_process(detector, x, tmp_path, MODULE,
-                                                       "ResNetHubBackbone")
+                                                       "ResNetHubBackbone", IMPORTS)
     assert adapters == ["ResNetHubBackbone"]
     assert_same_outputs(predicted, after)
     assert count_found(encoder, weights) == len(encoder.weights) == 60
@@ -45,9 +52,11 @@ def test_retinanet_fit_predict_reload(tmp_path):
     detector = keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone, num_classes=3, bounding_box_format="xyxy",
         pre_logits_num_conv_layers=1)
-    x, boxes, labels = boxes_batch()
-    predicted = _fit_predict_reload(detector, encoder, {"boxes": boxes, "labels": labels}, x,
-                                    tmp_path)
+    # detection.data's own batches through the documented conversion, in [0, 1].
+    x, y = converted_shapes(to_keras_hub)
+    assert sorted(y) == ["boxes", "labels"] and 0 <= x.min() and x.max() <= 1
+    assert (y["boxes"][y["labels"] < 0] == -1).all() and (y["labels"] >= 0).any()
+    predicted = _fit_predict_reload(detector, encoder, y, x, tmp_path)
     assert sorted(predicted) == ["boxes", "confidence", "labels", "num_detections"]
 
 
@@ -70,19 +79,20 @@ def test_dfine_takes_the_backbone_with_out_features(tmp_path):
 
 def test_readme_snippet_resnet50_retinanet():
     # docs/interop.md: the keras-hub RetinaNet snippet as printed, except load_weights=False
-    # (the architecture and preprocessing "imagenet" implies, without the download) and one
-    # batch of two 64x64 images for its `images, boxes, labels`.
-    x, boxes, labels = boxes_batch()
-    images = x
+    # (the architecture and preprocessing "imagenet" implies, without the download), and one
+    # batch of two 64x64 shapes images as its `batches` (the page's data block).
+    import detection.data
+
+    batches = detection.data.pipeline.training_batches(
+        detection.data.shapes(2, image_size=64), image_size=(64, 64), batch_size=2, max_boxes=4)
     encoder = ResNetHubBackbone("resnet50", weights="imagenet", options={"freeze_at": 2},
                                 load_weights=False)
     backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3,
                                                   max_level=7, use_p5=False)
     model = keras_hub.models.RetinaNetObjectDetector(backbone=backbone, num_classes=20,
                                                      bounding_box_format="xyxy")
-    history = model.fit(encoder.preprocess_input(images), {"boxes": boxes, "labels": labels},
-                        verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    history = model.fit(to_keras_hub(batches, encoder.preprocess_input), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])  # (its model.save: the reload tests above)
     assert encoder.checkpoint.name == "resnet50:torchvision-v1" and encoder.preprocessing == "torch"
     assert [encoder.get_layer(n).trainable for n in ("conv1", "conv2_x", "conv3_x")] == [
         False, False, True]
