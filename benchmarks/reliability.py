@@ -2,6 +2,7 @@
 serving load on the exported SavedModels (`benchmarks.serving_requests`).
 
     python -m benchmarks.reliability [--calls 1000] [--out benchmarks/results] [--skip-train]
+        [--soak-calls 10000]
 
 Kill and resume: `python -m detection train` (a tiny C4 detector on the built-in shapes data,
 derived from `detection/configs/shapes_demo.yaml`) and `python -m keras_resnet_suite train`
@@ -21,6 +22,8 @@ element sent (each bad one must be answered `valid` False naming its index, each
 True). Latency p50/p95 and RSS every `--every` calls. Nothing touches the network.
 Results: `benchmarks/results/reliability-<host>-<date>[-onednn-off].{json,md}` (the suffix
 when run under TF_ENABLE_ONEDNN_OPTS=0).
+`--soak-calls N` adds the serving soak (`benchmarks.serving_soak`): N calls, each a new image
+size, oneDNN on and off in fresh processes, RSS curve as `serving-soak-<host>-<date>.png`.
 """
 
 from __future__ import annotations
@@ -332,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=100, help="calls between RSS samples")
     p.add_argument("--max-seconds", type=float, default=1800, help="serving time bound")
     p.add_argument("--skip-train", action="store_true", help="only the serving load")
+    p.add_argument("--soak-calls", type=int, default=0, help="also the serving soak "
+                   "(`benchmarks.serving_soak`, e.g. 10000 calls of distinct image sizes)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     a = p.parse_args(argv)
     if a.calls < 1 or a.every < 1:
@@ -344,7 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         if not a.skip_train:
             result["kill_and_resume"] = kill_and_resume_all(work)
-        serving = serving_load(export_models(work), a.calls, a.every, max_seconds=a.max_seconds)
+        models = export_models(work)
+        serving = serving_load(models, a.calls, a.every, max_seconds=a.max_seconds)
+        if a.soak_calls > 0:
+            from benchmarks.serving_soak import soak
+
+            result["soak"] = soak(models, a.soak_calls, max(1, a.soak_calls // 40), Path(a.out))
     result["serving"] = serving
     result["load_after"] = load_average()
     print(f"serving: {serving['calls']} calls, {serving['failures']} failures, "

@@ -14,6 +14,8 @@ import os
 import zipfile
 from pathlib import Path
 
+import h5py
+
 CLASSIFIER, BACKBONE, DETECTOR = "classifier", "backbone", "detector"
 _DETECTOR_CLASSES = {"FasterRCNN", "MaskRCNN"}
 
@@ -45,8 +47,6 @@ def _keras_kind(path: Path) -> tuple[str | None, str]:
 
 def _weights_kind(path: Path) -> tuple[str | None, str]:
     try:
-        import h5py
-
         with h5py.File(path, "r") as h5:
             layers = set(h5["layers"].keys()) if "layers" in h5 else set()
             top = set(h5.keys())

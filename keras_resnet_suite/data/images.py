@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from PIL import ImageOps
 
 from keras_resnet_suite.data import image_headers
 
@@ -183,8 +184,6 @@ def pil_rgb(image) -> np.ndarray:
     """An open PIL image's uint8 `[H, W, 3]` pixels by `decode_checked`'s rule, for Python
     readers that decode with PIL: EXIF orientation applied, a 16-bit grey image's high bytes
     (PIL's own `convert("RGB")` clips its values at 255), anything else `convert("RGB")`."""
-    from PIL import ImageOps
-
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):
         grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
