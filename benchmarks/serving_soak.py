@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-LEVEL_SHARE = 0.5  # "levels off": growth over the last half below this share of the first's
+LEVEL_MIB = 16.0  # "levels off": RSS growth over the second half of the run below this
 
 
 def distinct_size(i: int) -> tuple[int, int]:
@@ -97,7 +97,7 @@ def _run_worker(models: Path, calls: int, every: int, onednn: str, label: str,
 def levels(samples: list) -> dict:
     """RSS figures of one run: start (first sample after warm-up), end, growth over each half
     of the run after warm-up, and whether it levels off (second half's growth below
-    `LEVEL_SHARE` of the first's, or below 16 MiB)."""
+    `LEVEL_MIB`)."""
     rss = [s[1] for s in samples]
     if len(rss) < 4:
         return {"rss_start_mb": rss[0], "rss_end_mb": rss[-1], "levels_off": None}
@@ -106,7 +106,7 @@ def levels(samples: list) -> dict:
     first, second = warm[mid] - warm[0], warm[-1] - warm[mid]
     return {"rss_start_mb": warm[0], "rss_end_mb": warm[-1], "growth_first_half_mb":
             round(first, 1), "growth_second_half_mb": round(second, 1),
-            "levels_off": bool(second < 16 or second < LEVEL_SHARE * max(first, 0))}
+            "levels_off": bool(second < LEVEL_MIB)}
 
 
 def plot(runs: list[dict], path: Path, calls: int) -> None:
@@ -148,7 +148,7 @@ def markdown(result: dict) -> str:
 
 
 def soak(models: dict[str, Path] | None, calls: int, every: int, out_dir: Path,
-         compare: Path | None = None, timeout: float = 3600) -> dict:
+         compare: Path | None = None, timeout: float = 3600, compare_label: str = "") -> dict:
     """oneDNN on and off (and `compare`'s models, oneDNN on), each in a fresh process; results
     written to `out_dir`."""
     from benchmarks.report import today
@@ -162,7 +162,8 @@ def soak(models: dict[str, Path] | None, calls: int, every: int, out_dir: Path,
 
             models = export_models(Path(tmp))
         jobs = [(Path(models["detector"]).parent, "this version", o) for o in ("1", "0")]
-        jobs += [(Path(compare), f"compared: {Path(compare).name}", "1")] if compare else []
+        label = compare_label or f"compared: {Path(compare or '.').name}"
+        jobs += [(Path(compare), label, "1")] if compare else []
         for folder, label, onednn in jobs:
             run = _run_worker(folder, calls, every, onednn, label, timeout)
             print(f"soak {label} oneDNN {onednn}: RSS {run['rss_start_mb']} -> "
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=10000)
     p.add_argument("--every", type=int, default=250, help="calls between RSS samples")
     p.add_argument("--compare", help="also soak the SavedModels in this folder (oneDNN on)")
+    p.add_argument("--compare-label", default="", help="their name in the results")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one serving process
     p.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         worker(Path(a.worker), a.calls, a.every, Path(a.worker_out))
         return 0
-    result = soak(None, a.calls, a.every, Path(a.out), a.compare and Path(a.compare))
+    result = soak(None, a.calls, a.every, Path(a.out), a.compare and Path(a.compare),
+                  compare_label=a.compare_label)
     print(markdown(result) + "written: " + ", ".join(result["files"]))
     return 0 if all(r["failures"] == 0 for r in result["runs"]) else 1
 
