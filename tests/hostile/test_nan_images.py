@@ -11,10 +11,14 @@ keras = pytest.importorskip("keras")
 from tests.detection.detector_helpers import tiny_detector  # noqa: E402
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_a_non_finite_image_gets_no_detections_and_leaves_the_others(bad):
+@pytest.fixture(scope="module")
+def model():
     keras.utils.set_random_seed(0)
-    model = tiny_detector(score_threshold=0.0)
+    return tiny_detector(score_threshold=0.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_image_gets_no_detections_and_leaves_the_others(model, bad):
     images = np.random.default_rng(0).uniform(0, 255, (3, 48, 56, 3)).astype("float32")
     alone = {k: keras.ops.convert_to_numpy(v) for k, v in model(images[:1]).items()}
     images[1, 5, 7, 2] = bad
