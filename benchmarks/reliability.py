@@ -2,7 +2,7 @@
 serving load on the exported SavedModels (`benchmarks.serving_requests`).
 
     python -m benchmarks.reliability [--calls 1000] [--out benchmarks/results] [--skip-train]
-                                     [--faults-only]
+                                     [--faults-only] [--soak-calls 10000]
 
 Training-run faults (`benchmarks.run_faults`, unless --skip-train): two runs on one folder,
 SIGTERM and resume, a full disk during a checkpoint and resume, on the detection CLI.
@@ -25,6 +25,8 @@ element sent (each bad one must be answered `valid` False naming its index, each
 True). Latency p50/p95 and RSS every `--every` calls. Nothing touches the network.
 Results: `benchmarks/results/reliability-<host>-<date>[-onednn-off].{json,md}` (the suffix
 when run under TF_ENABLE_ONEDNN_OPTS=0).
+`--soak-calls N` adds the serving soak (`benchmarks.serving_soak`): N calls, each a new image
+size, oneDNN on and off in fresh processes, RSS curve as `serving-soak-<host>-<date>.png`.
 """
 
 from __future__ import annotations
@@ -349,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=1800, help="serving time bound")
     p.add_argument("--skip-train", action="store_true", help="only the serving load")
     p.add_argument("--faults-only", action="store_true", help="only the training-run faults")
+    p.add_argument("--soak-calls", type=int, default=0, help="also the serving soak "
+                   "(`benchmarks.serving_soak`, e.g. 10000 calls of distinct image sizes)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     a = p.parse_args(argv)
     if a.calls < 1 or a.every < 1:
@@ -365,7 +369,12 @@ def main(argv: list[str] | None = None) -> int:
             result["run_faults"] = run_faults(tiny_detector_config(work / "detector.yaml"), work)
         if a.faults_only:
             return _write_faults_only(result, Path(a.out))
-        serving = serving_load(export_models(work), a.calls, a.every, max_seconds=a.max_seconds)
+        models = export_models(work)
+        serving = serving_load(models, a.calls, a.every, max_seconds=a.max_seconds)
+        if a.soak_calls > 0:
+            from benchmarks.serving_soak import soak
+
+            result["soak"] = soak(models, a.soak_calls, max(1, a.soak_calls // 40), Path(a.out))
     result["serving"] = serving
     result["load_after"] = load_average()
     print(f"serving: {serving['calls']} calls, {serving['failures']} failures, "

@@ -30,6 +30,7 @@ from keras_resnet_suite.data import (
 )
 from keras_resnet_suite.file_errors import read_json, reading
 from keras_resnet_suite.flops import count_params
+from keras_resnet_suite.model_kind import CLASSIFIER, require_kind
 from keras_resnet_suite.models import build
 from keras_resnet_suite.preprocessing import preprocess_input
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
@@ -257,6 +258,7 @@ def _load_model(out: Path, model_file: str | None):
     path = Path(model_file) if model_file else out / "model.keras"
     if not path.is_file():
         raise SystemExit(f"error: no model at {path}; finish training (or pass --model-file)")
+    require_kind(path, CLASSIFIER, "--model-file" if model_file else "model")
     return load_model_file(path, compile=False)  # inference only: no optimizer state
 
 

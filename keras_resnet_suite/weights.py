@@ -18,7 +18,7 @@ import warnings
 import keras
 import numpy as np
 
-from . import convert
+from . import convert, model_kind
 from .convert.published import (  # noqa: F401  (re-exported: the registry's public names)
     ALIASES,
     ARCH_OPTIONS,
@@ -155,6 +155,9 @@ def resolve_for_build(spec: ResNetSpec, weights, options: dict) -> tuple[Checkpo
         raise ValueError(f"weights must be None, a checkpoint name or a file path, "
                          f"got {type(weights).__name__}")
     elif weights is not None and os.path.exists(weights):
+        # a detector's .keras or .weights.h5 would fail deep inside Keras, naming a layer
+        model_kind.require_kind(weights, model_kind.CLASSIFIER, "weights",
+                                also=frozenset({model_kind.BACKBONE}))
         layout = _file_layout(os.fspath(weights))
         if layout == "keras":
             required = keras_arch(os.fspath(weights))[1]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from detection.data.report import DataReport
 from detection.data.segmentations import decode_masks
-from keras_resnet_suite.data.images import decode_rgb, too_large, upright_image
+from keras_resnet_suite.data.images import bmp_problem, decode_rgb, too_large, upright_image
 
 _GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
@@ -88,6 +88,9 @@ def inspect_image(path: Path, report: DataReport, verify: bool = False,
         return None
     if fmt not in {"JPEG", "PNG", "BMP", "GIF"}:
         report.add("corrupt_image", path.name, f"unsupported image format {fmt}")
+        return None
+    if fmt == "BMP" and (problem := bmp_problem(path.read_bytes()[:66])) is not None:
+        report.add("corrupt_image", path.name, f"unsupported image format: {problem}")
         return None
     if fmt == "JPEG" and not verify and not _has_jpeg_end(path):
         # No end marker near the end: truncated, or a valid file with a long trailer (phone

@@ -15,6 +15,7 @@ from detection.data.discover import inspect_data, starting_config
 from detection.engine.train import build_model, evaluate_config, print_metrics
 from detection.modeling.mask_rcnn import MaskRCNN, detector_from_checkpoint
 from keras_resnet_suite.convert import load_model_file, load_weights_file
+from keras_resnet_suite.model_kind import DETECTOR, require_kind
 
 
 def load_detector(config, checkpoint: str | Path):
@@ -27,6 +28,7 @@ def load_detector(config, checkpoint: str | Path):
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise FileNotFoundError(f"--checkpoint {checkpoint} does not exist")
+    require_kind(checkpoint, DETECTOR, "--checkpoint")
     if checkpoint.suffix == ".keras":
         return load_model_file(checkpoint)
     if not checkpoint.name.endswith(".weights.h5"):

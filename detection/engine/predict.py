@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm.auto import tqdm
 
 from detection.checkpoints.pretrained import ReferenceSizes
@@ -33,17 +33,20 @@ from detection.evaluation.coco_masks import encode_masks
 from detection.evaluation.paste import paste_masks
 from detection.modeling.mask_rcnn import detector_from_checkpoint
 from keras_resnet_suite.convert import load_model_file
-from keras_resnet_suite.data.images import check_pixels
+from keras_resnet_suite.data.images import DECODER_MAX_PIXELS, check_pixels, decode_checked
 from keras_resnet_suite.errors import one_line
+from keras_resnet_suite.model_kind import DETECTOR, WrongModelKind, require_kind
 
 PARTIAL_FAILURE_EXIT = 1  # some images could not be read; the others were predicted
 
 
 def _read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
-    """RGB pixels of a JPEG/PNG file, turned upright by its EXIF orientation as viewers show it
-    (TensorFlow's decoders ignore EXIF, so a phone photo would be detected on its side). An
-    image over the pixel limit is refused from its header; every failure is a ValueError (or
-    FileNotFoundError) naming the file."""
+    """RGB pixels of a JPEG/PNG file, turned upright by its EXIF orientation as viewers show it,
+    decoded by the one rule of the loaders and the SavedModels (`data.images.decode_checked`),
+    so `predict` sees the pixels training and serving see. An image over the pixel limit is
+    refused from its header; every failure is a ValueError (or FileNotFoundError) naming it."""
+    import tensorflow as tf
+
     if not path.is_file():
         raise FileNotFoundError(f"image {path} does not exist")
     try:
@@ -51,12 +54,19 @@ def _read_image(path: Path, max_pixels: int | None = None) -> np.ndarray:
             if image.format not in {"JPEG", "PNG"}:
                 raise ValueError(f"image {path}: {image.format} is not JPEG or PNG")
             check_pixels(*image.size, str(path), max_pixels)
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except ValueError:
         raise
     except Exception as err:  # PIL raises many types for bad data (OSError for truncation)
         raise ValueError(f"image {path} cannot be decoded ({type(err).__name__}: "
                          f"{one_line(err)})") from err
+    try:
+        pixels, valid, problem = decode_checked(tf.constant(path.read_bytes()),
+                                                DECODER_MAX_PIXELS)
+    except tf.errors.InvalidArgumentError as err:  # damaged compressed data behind a good header
+        raise ValueError(f"image {path} cannot be decoded ({one_line(err.message)})") from err
+    if not bool(valid):
+        raise ValueError(f"image {path} cannot be decoded ({problem.numpy().decode()})")
+    return pixels.numpy()
 
 
 def saved_model_predictor(path: str | Path):
@@ -65,7 +75,14 @@ def saved_model_predictor(path: str | Path):
     `serving_default` (uint8 images)."""
     import tensorflow as tf
 
-    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    signatures = tf.saved_model.load(str(path)).signatures
+    outputs = sorted(signatures["serving_default"].structured_outputs) if (
+        "serving_default" in signatures) else []
+    if "detection_boxes" not in outputs:  # a SavedModel of another exporter keeps no metadata
+        raise WrongModelKind(f"--model {path} is a SavedModel whose serving_default gives "
+                             f"{outputs or 'nothing'}: expected a detector exported by `python -m "
+                             "detection export` (detection_boxes, detection_scores, ...)")
+    signature = signatures["serving_default"]
 
     def predict(pixels: np.ndarray, height: int, width: int) -> dict:
         out = {k: v.numpy()[0] for k, v in
@@ -108,9 +125,11 @@ def load_predictor(model_path: str | Path, config: str | None = None):
     if path.is_dir():
         if not (path / "saved_model.pb").is_file():
             raise ValueError(f"--model {path} is a folder without saved_model.pb")
+        require_kind(path, DETECTOR, "--model")
         return saved_model_predictor(path), names
     if not path.is_file():
         raise FileNotFoundError(f"--model {path} does not exist")
+    require_kind(path, DETECTOR, "--model")
     if path.suffix == ".keras":
         return keras_predictor(load_model_file(path)), names
     if path.name.endswith(".weights.h5"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import keras
+from keras import ops
 
 from detection.checkpoints import presets, pretrained
 from detection.data.checks import TrainingDataChecks
@@ -30,6 +31,22 @@ PARTS = ("backbone", "rpn", "roi_heads", "transform")
 # What a detector knows about itself (set by `detection.checkpoints.pretrained`), kept in its
 # config so `.keras` save/load keeps naming its classes.
 METADATA = ("architecture", "build_overrides", "class_names", "category_ids")
+
+
+def finite_images_only(detections: dict, images) -> dict:
+    """`detections` with none (zero boxes, scores and masks, classes -1) for each image that
+    holds a NaN or infinite pixel: what our SavedModels answer for an unusable image, kept in
+    the graph Keras' exports (ONNX, OpenVINO, LiteRT) take, which gave NaN boxes instead."""
+    finite = ops.all(ops.isfinite(ops.cast(images, "float32")), axis=(1, 2, 3))
+    rows = ops.arange(ops.shape(finite)[0])
+    # A gather, not a float select: tf2onnx writes tf.where as c * x + (1 - c) * y, and
+    # 0 * NaN is NaN; on integers (the row index) that form is exact.
+    index = ops.where(finite, rows, rows + ops.shape(finite)[0])
+    out = {}
+    for key, value in detections.items():
+        fill = ops.full_like(value, -1 if key == "classes" else 0)
+        out[key] = ops.take(ops.concatenate([value, fill], axis=0), index, axis=0)
+    return out
 
 
 def _feature_list(out) -> list:
@@ -138,7 +155,7 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
         x, info = self.transform(images)
         if training and truth is not None:
             return self.training_losses(x, info, self.transform.targets_to_canvas(truth, info))
-        return self.detect(x, info)
+        return finite_images_only(self.detect(x, info), images)
 
     def training_losses(self, x, info: ImageInfo, targets: dict) -> dict:
         """The stage losses (`stage_losses`), each handed to Keras (`add_loss`)."""

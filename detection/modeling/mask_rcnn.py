@@ -13,6 +13,7 @@ ground-truth box.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import keras
 from keras import ops
@@ -25,6 +26,7 @@ from detection.modeling.ops import sampling
 from detection.modeling.options import DetectorOptions
 from detection.modeling.roi_heads.mask_heads import MaskHead, class_masks, mask_head_for
 from detection.modeling.transform import ImageInfo
+from keras_resnet_suite.model_kind import WrongModelKind, file_kind
 
 MASK_LOSS_KEYS = LOSS_KEYS + ("mask_loss",)
 
@@ -168,7 +170,17 @@ def detector_from_checkpoint(name_or_path, image_size: Sequence[int] | None = No
     """The detector a published checkpoint makes: a `MaskRCNN` for a Mask R-CNN checkpoint
     (mask head weights), else a `FasterRCNN`; what the commands' `--weights` load, so
     `predict`/`evaluate`/`export` of a mask checkpoint keep its masks."""
-    arch, state, source = pretrained.read(name_or_path)
+    if Path(name_or_path).is_dir() or str(name_or_path).endswith((".keras", ".weights.h5")):
+        kind = file_kind(name_or_path)[1] or "a trained model"
+        raise WrongModelKind(f"--weights {name_or_path} is {kind}: expected published COCO "
+                             "weights (a registry name, torchvision .pth or detectron2 .pkl); "
+                             "a trained detector goes to --checkpoint (predict: --model)")
+    try:
+        arch, state, source = pretrained.read(name_or_path)
+    except ValueError as err:  # a classifier's .pth: say which file is not a detector's
+        if str(name_or_path) in str(err):
+            raise
+        raise ValueError(f"--weights {name_or_path}: {err}") from err
     cls = MaskRCNN if arch.masks else FasterRCNN
     model = cls.from_architecture(arch, image_size, **overrides)
     pretrained.load_state(model, state, arch, source=source)

@@ -30,6 +30,7 @@ from keras_resnet_suite.data.folder import (
     scan_image_folder,
     sniff_image,
 )
+from keras_resnet_suite.data.images import bmp_problem, pil_rgb
 from keras_resnet_suite.data.report import ClassificationData, DataReport
 from keras_resnet_suite.data.tfds import load_arrays as tfds_arrays
 from keras_resnet_suite.file_errors import read_json, reading
@@ -160,11 +161,13 @@ def _decode_32(path: str) -> np.ndarray | str:
         return f"unreadable ({e.strerror or e})"
     if sniff_image(data[:16]) is None:
         return "not an image (unknown file signature)"
+    if (problem := bmp_problem(data[:66])) is not None:
+        return f"unsupported image ({problem})"
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.size != (32, 32):  # from the header: a large image is never decoded
                 return f"expected a 32x32 image, got {im.size[0]}x{im.size[1]}"
-            arr = np.asarray(im.convert("RGB"))
+            arr = pil_rgb(im)  # the loaders' and serving's decoding rule
     except Exception as e:  # PIL raises many types for bad data
         return f"corrupt image ({type(e).__name__}: {e})"
     return arr

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from keras_resnet_suite.data.images import too_large
+from keras_resnet_suite.data.images import bmp_problem, too_large
 from keras_resnet_suite.data.report import DataReport
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -123,6 +123,11 @@ def check_image(path: str | os.PathLike, full: bool = True,
         return f"unreadable ({e.strerror or e})"
     if sniff_image(head) is None:
         return "not an image (unknown file signature)"
+    if sniff_image(head) == "bmp":
+        with Path(path).open("rb") as f:
+            problem = bmp_problem(f.read(66))
+        if problem is not None:
+            return f"unsupported image ({problem})"
     try:
         with Image.open(path) as im:  # reads the header only
             reason = too_large(*im.size, max_pixels)

@@ -198,12 +198,16 @@ def _gif(b: _Bytes) -> tuple:
 
 def _bmp(b: _Bytes) -> tuple:
     """The checks of TensorFlow's BMP decoder (header size, width, height, bits per pixel, and a
-    file size of exactly header + rows)."""
+    file size of exactly header + rows), and those it would read differently from PIL: it
+    ignores the compression field and the OS/2 header, so only uncompressed pixels (or 32-bit
+    ones with the standard BGRA colour masks) behind a Windows info header pass."""
     offset, width = _signed32(b.le32(10)), _signed32(b.le32(18))
-    height, channels = tf.abs(_signed32(b.le32(22))), b.le16(28) // 8
-    row = (channels * width + 3) // 4 * 4
-    ok = ((b.n >= 32) & ((channels == 1) | (channels == 3) | (channels == 4)) & (width > 0)
-          & (height > 0) & (offset >= 0) & (width * height < (2**31 - 1) // 8)
+    height, bits, compression = tf.abs(_signed32(b.le32(22))), b.le16(28), b.le32(30)
+    row = (bits // 8 * width + 3) // 4 * 4
+    bgra = (b.le32(54) == 0xFF0000) & (b.le32(58) == 0xFF00) & (b.le32(62) == 0xFF)
+    plain = (compression == 0) | ((compression == 3) & (bits == 32) & bgra)
+    ok = ((b.n >= 32) & ((bits == 8) | (bits == 24) | (bits == 32)) & (b.le32(14) >= 40) & plain
+          & (width > 0) & (height > 0) & (offset >= 0) & (width * height < (2**31 - 1) // 8)
           & (b.n - offset - row * height == 0))  # fmt: skip
     return tf.where(ok, _i64(_OK), _i64(_BMP)), height, width, tf.constant(1, tf.int32)
 

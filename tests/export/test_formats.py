@@ -133,6 +133,22 @@ def test_export_matches_keras(kind, fmt, tmp_path):
                 else:
                     diff = float(np.max(np.abs(actual - expected)))
                     assert diff <= TOLERANCE[kind], (runtime, shape, name, diff)
+    if kind.startswith("detector"):
+        _nan_image_gets_no_detections(model, runtimes)
+
+
+def _nan_image_gets_no_detections(model, runtimes: dict) -> None:
+    """Issue 35: an image with a NaN pixel gets no detections in every format (the exports
+    gave NaN boxes and scores), and the other images of its batch are untouched."""
+    images = np.repeat(_images("detector", (1, 48, 56), 7), 2, axis=0)
+    images[1, 3, 4, 0] = np.nan
+    want = {k: keras.ops.convert_to_numpy(v) for k, v in model(images[:1]).items()}
+    for runtime, run in runtimes.items():
+        got = {k: np.asarray(v) for k, v in run(images).items()}
+        assert all(np.isfinite(v).all() for v in got.values()), runtime
+        assert got["num_detections"].tolist() == [want["num_detections"][0], 0], runtime
+        assert not got["scores"][1].any() and (got["classes"][1] == -1).all(), runtime
+        np.testing.assert_allclose(got["boxes"][:1], want["boxes"], atol=1e-3)
 
 
 def test_detector_exports_a_fixed_signature_to_litert(tmp_path):
