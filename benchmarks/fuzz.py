@@ -3,11 +3,11 @@ from the strategies the short fuzz tests use (`benchmarks.fuzz_inputs`), judged 
 `benchmarks.fuzz_targets` (a named error, a counted skip or a correct result).
 
     python -m benchmarks.fuzz [--cases 10000] [--targets voc_xml coco_json ...] [--seed 0]
-                              [--out benchmarks/results]
+                              [--out benchmarks/results] [--suffix -name]
 
 Unlike the tests, a failure does not stop the run: it is counted (`failure: <Type>`) with the
 first input that gave it, so one run says how many inputs each reader saw and how each ended.
-Results: `benchmarks/results/fuzz-<host>-<date>.{json,md}`.
+Results: `benchmarks/results/fuzz-<host>-<date><suffix>.{json,md}`.
 """
 
 from __future__ import annotations
@@ -76,25 +76,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--note", default="", help="a line for the report (machine, load)")
+    parser.add_argument("--suffix", default="", help="added to the result files' names")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TQDM_DISABLE", "1")  # the loaders' progress bars, once per input
-    results = {}
-    with tempfile.TemporaryDirectory() as root:
-        for name in args.targets:
-            results[name] = fuzz_target(TARGETS[name], args.cases, Path(root), args.seed)
-            r = results[name]
-            print(f"{name}: {r['cases']} inputs in {r['seconds']} s: {r['outcomes']}",
-                  flush=True)
+    results: dict = {}
     date = time.strftime("%Y-%m-%d")
     result = {"date": date, "host": platform.node() or "host", "cases_asked": args.cases,
               "seed": args.seed, "note": args.note, "python": sys.version.split()[0],
               "targets": results}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"fuzz-{result['host']}-{date}"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    stem.with_suffix(".md").write_text(_markdown(result))
+    stem = out / f"fuzz-{result['host']}-{date}{args.suffix}"
+    with tempfile.TemporaryDirectory() as root:
+        for name in args.targets:
+            results[name] = fuzz_target(TARGETS[name], args.cases, Path(root), args.seed)
+            r = results[name]
+            print(f"{name}: {r['cases']} inputs in {r['seconds']} s: {r['outcomes']}",
+                  flush=True)
+            # written after each reader, so a run cut short keeps what it measured
+            stem.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+            stem.with_suffix(".md").write_text(_markdown(result))
     print(f"wrote {stem}.json and .md")
     return 1 if any(r["failures"] for r in results.values()) else 0
 

@@ -17,7 +17,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, Phase, example, given, settings  # noqa: E402
 
-from benchmarks.fuzz_inputs import image_seeds  # noqa: E402
+from benchmarks.fuzz_inputs import checkpoint_seeds, image_seeds  # noqa: E402
 from benchmarks.fuzz_targets import TARGETS, run_one  # noqa: E402
 
 _VOC = (b"<annotation><size><width>%s</width><height>3</height></size><object><name>cat</name>"
@@ -67,7 +67,8 @@ def test_fuzz_coco_json(root, data):
 
 @_short("export_layout")
 @given(TARGETS["export_layout"].strategy)
-@example({"layout": "COCO root", "files": {"instances_train2017.json": b'{"images": \xfe'}})
+@example({"layout": "COCO root", "files": {"img.jpg": b"image",  # JSON not UTF-8
+                                          "instances_train2017.json": b'{"images": \xfe'}})
 def test_fuzz_export_layouts(root, export):
     _run("export_layout", export, root)
 
@@ -82,6 +83,8 @@ def test_fuzz_configs(root, data):
 @given(TARGETS["checkpoint"].strategy)
 # a classifier's state dict given as a detector checkpoint: the refusal did not name the file
 @example(("pkl", pickle.dumps({"model": {"conv1.weight": np.zeros(2, np.float32)}}, 2)))
+# a damaged HDF5 symbol-table node: h5py raised KeyError, not OSError
+@example(("h5", checkpoint_seeds()["h5"].replace(b"SNOD", b"XNOD", 1)))
 def test_fuzz_checkpoints(root, item):
     _run("checkpoint", item, root)
 
