@@ -7,9 +7,9 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-from detection.config import STRATEGIES
+from detection.config import LOADER_RULES, STRATEGIES
 from keras_resnet_suite.errors import run_command
-from keras_resnet_suite.schema import POSITIVE_INT, arg_type
+from keras_resnet_suite.schema import POSITIVE_INT, PROBABILITY, arg_type
 
 # command -> (module whose `run(args) -> int` does it, one-line help)
 COMMANDS = {
@@ -38,7 +38,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
                         "and mask AP, masks drawn and exported")
     p.add_argument("--epochs", type=arg_type(POSITIVE_INT, "--epochs"), default=None,
                    help="train for this many passes over the training images (sets train.steps)")
-    p.add_argument("--train-images", type=arg_type(POSITIVE_INT, "--train-images"), default=None,
+    p.add_argument("--train-images", type=arg_type(POSITIVE_INT, "--train-images"),
+                   default=None,
                    help="override data.train.num_images")
     p.add_argument("--test-images", type=arg_type(POSITIVE_INT, "--test-images"), default=None,
                    help="override data.eval.num_images")
@@ -47,7 +48,8 @@ def _demo(p: argparse.ArgumentParser) -> None:
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", default=None,
                    help="image folder, when it is not beside the annotations")
-    p.add_argument("--val-fraction", type=float, default=0.2,
+    p.add_argument("--val-fraction", default=0.2,
+                   type=arg_type(LOADER_RULES["val_fraction"], "--val-fraction"),
                    help="share of images held out for evaluation when the data has no split "
                         "files (default 0.2; the split is seeded and reproducible)")
 
@@ -108,14 +110,16 @@ def _evaluate(p: argparse.ArgumentParser) -> None:
                         "of --config)")
     p.add_argument("--split", default="eval",
                    help="data section to score (default: eval, i.e. data.eval)")
-    p.add_argument("--max-images", type=int, default=None, help="score only the first N")
+    p.add_argument("--max-images", type=arg_type(POSITIVE_INT, "--max-images"), default=None,
+                   help="score only the first N")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
 
 
 def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="detection YAML the model was trained with")
     _model_source(p, "trained weights (.weights.h5) or a saved model (.keras)")
-    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    p.add_argument("--image-size", type=arg_type(POSITIVE_INT, "--image-size"), nargs=2,
+                   default=None, metavar=("H", "W"),
                    help="with --weights: the canvas (default: the preset's, 800 x 1344)")
     p.add_argument("--out", required=True, help="SavedModel folder to write")
 
@@ -129,9 +133,11 @@ def _predict(p: argparse.ArgumentParser) -> None:
                                                         "library would run it")
     p.add_argument("--config", default=None, help="detection YAML (class names, weights)")
     p.add_argument("--out", default="predictions", help="folder for JSON and PNGs")
-    p.add_argument("--score-threshold", type=float, default=0.5,
+    p.add_argument("--score-threshold", type=arg_type(PROBABILITY, "--score-threshold"),
+                   default=0.5,
                    help="keep detections scoring at least this (default 0.5)")
-    p.add_argument("--max-pixels", type=int, default=None,
+    p.add_argument("--max-pixels", type=arg_type(POSITIVE_INT, "--max-pixels"),
+                   default=None,
                    help="refuse images with more pixels than this, from their header "
                         "(decompression-bomb guard; default $KRS_MAX_PIXELS or 50 megapixels)")
 

@@ -116,27 +116,21 @@ class EvalConfig:
     use_07_metric: bool = key(Flag(), True)
 
 
-# `model` keys (FasterRCNN's builder arguments) whose values have a rule; the others are
-# checked by name only (the builder refuses what it cannot use).
-_PROB = Number(float, low=0, high=1)
-_TOPK = ListOf(POSITIVE_INT, length=2, optional=True)
-MODEL_RULES: dict[str, Rule] = {
-    "head": Choice(("c4", "fpn")),
-    "image_size": ListOf(POSITIVE_INT, length=2),
-    "anchor_ratios": ListOf(Number(float, low=0, open_low=True), min_length=1),
-    "rpn_pre_nms_topk": _TOPK, "rpn_post_nms_topk": _TOPK,
-    "rpn_nms_threshold": _PROB, "rpn_positive_fraction": _PROB,
-    "rpn_batch_size": POSITIVE_INT, "roi_batch_size": POSITIVE_INT,
-    "roi_positive_fraction": _PROB, "score_threshold": _PROB, "nms_threshold": _PROB,
-    "max_detections": POSITIVE_INT, "fpn_channels": POSITIVE_INT,
-    "fc_dims": ListOf(POSITIVE_INT), "roi_pooled_size": Number(int, low=1, optional=True),
-    "roi_sampling_ratio": NON_NEGATIVE_INT, "seed": Number(int, low=0, optional=True),
-    "freeze_at": Number(int, low=0, optional=True), "backbone_kwargs": Table(optional=True),
-    "pixel_mean": ListOf(Number(float), length=3, optional=True),
-    "pixel_std": ListOf(Number(float, low=0, open_low=True), length=3, optional=True),
-    "detection_pre_nms_topk": POSITIVE_INT, "mask_head_dim": POSITIVE_INT,
-    "masks": Flag(),
-}
+def model_rules() -> dict[str, Rule]:
+    """`model` keys (FasterRCNN's builder arguments) whose values have a rule: the builder's
+    own (`detection.modeling.options.OPTION_RULES`, so a YAML and `FasterRCNN(...)` refuse
+    alike) and the composition's; the others are checked by name only. A function: the
+    options module loads Keras, which this module does until a config is read."""
+    from detection.modeling.options import OPTION_RULES
+
+    return {"head": Choice(("c4", "fpn")), "image_size": ListOf(POSITIVE_INT, length=2),
+            "masks": Flag(), **OPTION_RULES}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MODEL_RULES":  # the former constant, now built on first use
+        return model_rules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -282,7 +276,7 @@ def from_dict(raw: Mapping, source: str = "config") -> Config:
         data["augment"] = _typed(AugmentConfig, data.get("augment") or {}, "data.augment")
         config = Config(
             name=Text(optional=True).check(raw.get("name"), "name"),
-            model=validate(raw.get("model") or {}, MODEL_RULES, "model"),
+            model=validate(raw.get("model") or {}, model_rules(), "model"),
             data=_typed(DataConfig, data, "data"), train=_typed(TrainConfig, raw["train"], "train"),
             eval=_typed(EvalConfig, raw.get("eval") or {}, "eval"))
         config.data.train = _check_loader(config.data.train, "data.train")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import runtime
 from .console import LOGS_ENV
 from .errors import run_command
+from .schema import POSITIVE_INT, arg_type
 from .train_flags import (
     configure_benchmark,
     configure_evaluate,
@@ -38,7 +39,7 @@ class Command:
 
 
 def _configure_models(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=arg_type(POSITIVE_INT, "--size"), default=None,
                    help="input side for MACs (default: 224 ImageNet, 32 CIFAR models)")
     p.add_argument("--names", nargs="*", default=None, help="only these models")
 
@@ -46,9 +47,10 @@ def _configure_models(p: argparse.ArgumentParser) -> None:
 def _configure_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output directory")
     p.add_argument("--model", default="resnet20")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--train-images", type=int, default=3000)
-    p.add_argument("--test-images", type=int, default=600)
+    p.add_argument("--epochs", type=arg_type(POSITIVE_INT, "--epochs"), default=5)
+    p.add_argument("--train-images", type=arg_type(POSITIVE_INT, "--train-images"),
+                   default=3000)
+    p.add_argument("--test-images", type=arg_type(POSITIVE_INT, "--test-images"), default=600)
 
 
 COMMANDS = {

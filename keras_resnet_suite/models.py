@@ -18,6 +18,7 @@ from .convert import read_keras_h5
 from .convert.published import Checkpoint
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .metadata import ResNetModel
+from .schema import FRACTION, POSITIVE, Number, validate
 from .specs import ResNetSpec, available_models, camel_name, get_spec
 
 __all__ = ["available_models", "build", "convert_checkpoint", "convert_keras_applications",
@@ -57,6 +58,12 @@ def _check_input_shape(spec: ResNetSpec, input_shape, weights) -> tuple:
     return input_shape
 
 
+# The numeric options of every classifier and backbone (`build`, `backbones.build`, the
+# CamelCase builders): refused by name before any layer is made.
+TRUNK_RULES = {"drop_path_rate": Number(float, low=0, high=1, open_high=True),
+               "bn_epsilon": POSITIVE, "bn_momentum": FRACTION}
+
+
 def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bool = False,
           zero_init_residual: bool = False, drop_path_rate: float = 0.0, norm: str = "batch",
           bn_epsilon: float = 1e-5, bn_momentum: float = 0.9, conv_bias: bool = False,
@@ -68,6 +75,8 @@ def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bo
     `downsample="last"` is keras.applications ResNetV2's layout: conv2_x..conv4_x stride
     their last block, conv5_x not at all, and strided identities sub-sample.
     """
+    validate({"drop_path_rate": drop_path_rate, "bn_epsilon": bn_epsilon,
+              "bn_momentum": bn_momentum}, TRUNK_RULES, "")
     shortcut = spec.shortcut if shortcut is None else shortcut
     if shortcut not in SHORTCUTS:
         raise ValueError(f"shortcut must be one of {SHORTCUTS} (paper section 3.3), "

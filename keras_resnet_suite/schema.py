@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -63,15 +64,16 @@ class Number(Rule):
         if isinstance(value, bool):
             self.fail(value, key)
         if self.kind is int:
-            if not isinstance(value, int):
+            if not isinstance(value, numbers.Integral):  # numpy integers too
                 self.fail(value, key)
+            value = int(value)
         else:
             if isinstance(value, str):
                 try:
                     value = float(value)
                 except ValueError:
                     self.fail(value, key)
-            if not isinstance(value, int | float) or not math.isfinite(value):
+            if not isinstance(value, numbers.Real) or not math.isfinite(value):
                 self.fail(value, key)
             value = float(value)
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):
@@ -307,4 +309,8 @@ POSITIVE_INT = Number(int, low=1)
 NON_NEGATIVE_INT = Number(int, low=0)
 LEARNING_RATE = Number(float, low=0, open_low=True)  # finite and > 0: -0.1 / nan / inf refused
 FRACTION = Number(float, low=0, high=1)
+PROBABILITY = FRACTION  # a score or IoU threshold: [0, 1]
+SHARE = Number(float, low=0, high=1, open_low=True)  # a sampled fraction: (0, 1]
+POSITIVE = Number(float, low=0, open_low=True)  # a size or scale: finite and > 0
+NON_NEGATIVE = Number(float, low=0)  # a size where 0 means "off", a weight decay
 LR_MULTIPLIERS = Multipliers()  # layer patterns -> learning-rate multipliers (fine-tuning)

@@ -13,7 +13,13 @@ DATASETS = ("cifar10", "cifar100", "imagenet")
 EVAL_MODES = ("center", "ten-crop", "multiscale")
 FLAG_RULES = {name: Number(int, low=low) for name, low in (  # checked before data is read
     ("epochs", 1), ("steps", 1), ("batch_size", 1), ("save_every", 1), ("num_classes", 1),
-    ("seed", 0), ("freeze_at", 0))}
+    ("seed", 0), ("freeze_at", 0), ("limit", 1), ("top_k", 1))}
+
+
+def _flag(name: str):
+    """The argparse `type=` of `--name` by its rule in `FLAG_RULES` (argparse's one-line
+    error naming the flag, exit 2)."""
+    return arg_type(FLAG_RULES[name.replace("-", "_")], "--" + name)
 
 
 def configure_train(p: argparse.ArgumentParser) -> None:
@@ -22,12 +28,14 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="cifar10", choices=DATASETS)
     p.add_argument("--data-dir", required=True,
                    help="data directory or archive (.tar.gz), or 'tfds' (TensorFlow Datasets)")
-    p.add_argument("--num-classes", type=int, help="classes (imagenet-style folders: default all)")
+    p.add_argument("--num-classes", type=_flag("num-classes"),
+                   help="classes (imagenet-style folders: default all)")
     p.add_argument("--recipe", default="paper-cifar",
                    help="paper-cifar | paper-imagenet | modern | fine-tune (needs --weights)")
     p.add_argument("--weights", help="pretrained weights (a checkpoint name or file) under a new "
                    "--num-classes head: fine-tuning")
-    p.add_argument("--freeze-at", type=int, help="freeze the stem and stages conv2_x.."
+    p.add_argument("--freeze-at", type=_flag("freeze-at"), help="freeze the stem and stages "
+                   "conv2_x.."
                    "conv{K}_x (0: none; default: the recipe's)")
     p.add_argument("--lr-mult", action="append", metavar="PATTERNS=FACTOR",
                    type=arg_type(LR_MULTIPLIERS, "--lr-mult"),
@@ -36,9 +44,11 @@ def configure_train(p: argparse.ArgumentParser) -> None:
                    "the last matching pattern wins; default: the recipe's)")
     p.add_argument("--out", required=True, help="run directory (re-run to resume)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, help="train this many epochs (default: the recipe's)")
-    length.add_argument("--steps", type=int, help="train this many iterations")
-    p.add_argument("--batch-size", type=int, help="global batch (default: the recipe's; the LR "
+    length.add_argument("--epochs", type=_flag("epochs"),
+                        help="train this many epochs (default: the recipe's)")
+    length.add_argument("--steps", type=_flag("steps"), help="train this many iterations")
+    p.add_argument("--batch-size", type=_flag("batch-size"), help="global batch (default: the "
+                   "recipe's; the LR "
                    "scales linearly)")  # fmt: skip
     p.add_argument("--strategy", default="none", choices=["none", "mirrored", "multiworker"])
     p.add_argument("--mixed-precision", choices=["mixed_float16", "mixed_bfloat16"])
@@ -46,9 +56,9 @@ def configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normalization", choices=["pixel_mean", "channel"],
                    help="input normalisation (default: channel with --weights, nearest to the "
                    "mean/std scaling pretrained checkpoints expect; else pixel_mean, the paper's)")
-    p.add_argument("--save-every", type=int, default=200,
+    p.add_argument("--save-every", type=_flag("save-every"), default=200,
                    help="iterations between resumable checkpoints (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_flag("seed"), default=0)
     p.add_argument("--verbose", default="auto", help="Keras verbosity: auto | 0 | 1 | 2")
 
 
@@ -74,13 +84,13 @@ def configure_evaluate(p: argparse.ArgumentParser) -> None:
                    ".keras weights) or name (cifar10) to evaluate on --data-dir's test set")
     p.add_argument("--preprocessing", choices=("caffe", "tf", "torch"), help="with --weights: "
                    "input convention (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=_flag("batch-size"), default=500)
     p.add_argument("--save-logits", help="with --weights: write the test logits as this .npy")
     p.add_argument("--mode", nargs="+", default=["center"], choices=EVAL_MODES,
                    help="1-crop (center), 10-crop, and/or fully-convolutional multi-scale")
     p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
     p.add_argument("--data-dir", help="override the run's data directory")
-    p.add_argument("--limit", type=int, help="evaluate only the first N test batches")
+    p.add_argument("--limit", type=_flag("limit"), help="evaluate only the first N test batches")
 
 
 def configure_export(p: argparse.ArgumentParser) -> None:
@@ -90,7 +100,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-file", help="a .keras file instead of RUN/model.keras")
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BN into the convolutions (default: wherever a BN follows one)")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_flag("top-k"), default=5)
 
 
 def configure_benchmark(p: argparse.ArgumentParser) -> None:
@@ -98,7 +108,7 @@ def configure_benchmark(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="CIFAR-10 directory, archive or 'tfds'")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--recipe", default="paper-cifar")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_flag("epochs"), default=1)
+    p.add_argument("--batch-size", type=_flag("batch-size"), default=128)
+    p.add_argument("--seed", type=_flag("seed"), default=0)
     p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])

@@ -249,7 +249,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[str, dict[str, np.ndarray]
         state = read_torchvision_pth(path)
     else:
         state = read_detectron2_pkl(path)
-    library = library_of(state)
+    try:
+        library = library_of(state)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     if library == "torchvision":
         state = normalize_torchvision_keys(state)
     return library, state

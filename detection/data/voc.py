@@ -71,6 +71,9 @@ def read_split(root: Path, split: str) -> list[str]:
         return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
+_LARGEST = 1e9  # a pixel coordinate beyond this is no photo's (and overflows float32 later)
+
+
 def _text(root: ET.Element, tag: str) -> str:
     return (root.findtext(tag) or "").strip()
 
@@ -89,7 +92,7 @@ def _parse_xml(path: Path, report: DataReport) -> dict | None:
     size = None
     try:
         size = (int(float(root.findtext("size/width"))), int(float(root.findtext("size/height"))))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # "inf" overflows int()
         pass  # optional: the image file's own size is what counts
     if size is not None and min(size) <= 0:
         size = None  # some tools write 0x0 when they did not read the image
@@ -101,6 +104,10 @@ def _parse_xml(path: Path, report: DataReport) -> dict | None:
         except (TypeError, ValueError):
             report.add("malformed_annotation", path.name,
                        f"object {k} ({name}): missing or non-numeric bndbox")
+            continue
+        if not all(abs(c) <= _LARGEST for c in coords):  # NaN fails this too
+            report.add("malformed_annotation", path.name,
+                       f"object {k} ({name}): bndbox {coords} is not finite pixel coordinates")
             continue
         difficult = _text(obj, "difficult") in {"1", "true", "True"}
         objects.append((coords, name, difficult))

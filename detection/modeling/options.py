@@ -3,7 +3,10 @@ dataclass per stage, with detectron2's defaults; `detection.checkpoints.presets`
 library's conventions as instances of them.
 
 `FasterRCNN`'s flat keyword arguments (the names configs and the CLI use: `rpn_nms_threshold`,
-`score_threshold`, ...) map onto one field of one stage each (`KEYWORDS`).
+`score_threshold`, ...) map onto one field of one stage each (`KEYWORDS`); `OPTION_RULES` holds
+each one's value rule (`keras_resnet_suite.schema`), checked on every built model's options
+(presets and `DetectorOptions(...)` too), so a NaN threshold or a negative size is one
+`ValueError` naming the keyword instead of a model that silently detects nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +17,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detection.modeling.rpn import anchors as anchor_ops
+from keras_resnet_suite.schema import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    PROBABILITY,
+    SHARE,
+    AnyOf,
+    Flag,
+    ListOf,
+    Number,
+    Rule,
+    Table,
+)
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,21 @@ class DetectorOptions:
         seed = stages.pop("", {}).get("seed", self.seed)
         return dataclasses.replace(self, seed=seed, **{
             stage: dataclasses.replace(getattr(self, stage), **values)
+            for stage, values in stages.items()}).checked()
+
+    def checked(self) -> DetectorOptions:
+        """These options with every value checked by `OPTION_RULES` (single numbers normalised,
+        sequences kept as given); a bad one raises `ValueError` naming its keyword
+        (`score_threshold must be ...`)."""
+        stages: dict[str, dict] = {}
+        for keyword, rule in OPTION_RULES.items():
+            stage, name = KEYWORDS[keyword]
+            value = getattr(getattr(self, stage) if stage else self, name)
+            checked = rule.check(value, keyword)
+            stages.setdefault(stage, {})[name] = value if isinstance(checked, list) else checked
+        seed = stages.pop("", {}).get("seed", self.seed)
+        return dataclasses.replace(self, seed=seed, **{
+            stage: dataclasses.replace(getattr(self, stage), **values)
             for stage, values in stages.items()})
 
 
@@ -149,4 +181,31 @@ KEYWORDS: dict[str, tuple[str, str]] = {
     "mask_head_dim": ("roi_heads", "mask_head_dim"),
     "mask_head_norm": ("roi_heads", "mask_head_norm"),
     "seed": ("", "seed"),
+}
+
+
+_SIZES = ListOf(POSITIVE, min_length=1)
+_TOPK = ListOf(POSITIVE_INT, length=2, optional=True)
+# The value rule of each keyword with one (the others are names or layouts, checked where
+# they are used). Thresholds are in [0, 1], sampled fractions in (0, 1], sizes finite > 0.
+OPTION_RULES: dict[str, Rule] = {
+    "freeze_at": Number(int, low=0, optional=True), "backbone_kwargs": Table(optional=True),
+    "fpn_channels": POSITIVE_INT,
+    "pixel_mean": ListOf(Number(float), length=3, optional=True),
+    "pixel_std": ListOf(POSITIVE, length=3, optional=True),
+    "resize_min_size": POSITIVE, "resize_max_size": POSITIVE,
+    "quantize_resized": Flag(), "pad_after_normalize": Flag(),
+    "anchor_sizes": AnyOf((_SIZES, ListOf(_SIZES, min_length=1)), optional=True),
+    "anchor_ratios": _SIZES, "rpn_pre_nms_topk": _TOPK, "rpn_post_nms_topk": _TOPK,
+    "rpn_nms_threshold": PROBABILITY, "rpn_batch_size": POSITIVE_INT,
+    "rpn_positive_fraction": SHARE, "rounded_anchors": Flag(), "rpn_min_size": NON_NEGATIVE,
+    "rpn_head_convs": NON_NEGATIVE_INT,
+    "roi_batch_size": POSITIVE_INT, "roi_positive_fraction": SHARE,
+    "score_threshold": PROBABILITY, "nms_threshold": PROBABILITY,
+    "max_detections": POSITIVE_INT, "fc_dims": ListOf(POSITIVE_INT),
+    "roi_pooled_size": Number(int, low=1, optional=True),
+    "roi_sampling_ratio": NON_NEGATIVE_INT, "roi_aligned": Flag(),
+    "box_head_convs": ListOf(POSITIVE_INT), "detection_min_size": NON_NEGATIVE,
+    "detection_pre_nms_topk": POSITIVE_INT, "mask_head_dim": POSITIVE_INT,
+    "seed": Number(int, low=0, optional=True),
 }

@@ -221,6 +221,6 @@ def read_keras_h5(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
                          for n in g.attrs.get("weight_names", [])]
                 if names:
                     out[layer] = [np.asarray(g[n]) for n in names]
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read as HDF5: {err}") from err
+    except (OSError, KeyError, RuntimeError) as err:  # h5py: KeyError for a damaged node
+        raise ValueError(f"{path}: cannot read as HDF5: {type(err).__name__}: {err}") from err
     return out

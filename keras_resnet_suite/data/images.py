@@ -152,7 +152,12 @@ def decode_checked(
                              f"the limit of {int(max_pixels)} pixels"]),
             "")))  # fmt: skip
     valid = tf.equal(problem, "")
-    image = tf.cond(valid, lambda: upright_image(decode_rgb(contents), header.orientation),
+    image = tf.cond(valid, lambda: _decoded_or_empty(contents),
+                    lambda: tf.zeros([0, 0, 3], tf.uint8))  # fmt: skip
+    decoded = tf.size(image) > 0
+    problem = tf.where(valid & ~decoded, DAMAGED_DATA, problem)
+    valid = valid & decoded
+    image = tf.cond(valid, lambda: upright_image(image, header.orientation),
                     lambda: tf.zeros([1, 1, 3], tf.uint8))  # fmt: skip
     image.set_shape([None, None, 3])
     return image, valid, problem
@@ -189,3 +194,16 @@ def pil_rgb(image) -> np.ndarray:
         grey = (np.asarray(image).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     return np.asarray(image.convert("RGB"))
+
+
+DAMAGED_DATA = "damaged image data (the decoder refused it: e.g. a bad Huffman table)"
+
+
+def _decoded_or_empty(contents: tf.Tensor) -> tf.Tensor:
+    """`decode_rgb(contents)`, or an empty `[0, 0, 3]` where the decoder fails on data the
+    header check passed (damaged tables or compressed data only decoding finds): a graph
+    cannot catch an op's error, but a one-element tf.data pipeline can drop it
+    (`ignore_errors`), so one bad upload does not fail the whole batch (found by fuzzing)."""
+    data = tf.data.Dataset.from_tensors(contents).map(decode_rgb).ignore_errors()
+    empty = tf.data.Dataset.from_tensors(tf.zeros([0, 0, 3], tf.uint8))
+    return data.concatenate(empty).take(1).get_single_element()

@@ -103,8 +103,7 @@ def test_train_resume_evaluate_export(folder, tmp_path, capsys):
     (("--data-dir", "/nonexistent/cifar"), "--data-dir /nonexistent/cifar does not exist"),
     (("--recipe", "fast"), "unknown --recipe 'fast'; valid: paper-cifar"),
     (("--model", "resnet21"), "unknown --model 'resnet21'"),
-    (("--steps", "0"), "--steps must be an integer >= 1, got 0"),
-])  # fmt: skip
+])  # fmt: skip  (--steps 0: argparse's exit 2, tests/hostile/test_configs.py)
 def test_bad_arguments_are_named(tmp_path, change, message):
     args = _train_args(tmp_path, tmp_path / "run")
     i = args.index(change[0])

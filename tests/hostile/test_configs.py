@@ -195,7 +195,8 @@ def test_a_recipe_refuses_bad_values(override, message):
     ("--num-classes", "0", "--num-classes must be an integer >= 1, got 0"),
     ("--seed", "-1", "--seed must be an integer >= 0, got -1"),
 ])
-def test_classification_train_flags_are_checked_before_any_work(tmp_path, flag, value, message):
+def test_classification_train_flags_are_checked_before_any_work(tmp_path, capsys, flag, value,
+                                                                message):
     from keras_resnet_suite import cli
 
     out = tmp_path / "run"
@@ -203,7 +204,8 @@ def test_classification_train_flags_are_checked_before_any_work(tmp_path, flag, 
             "--steps", "4", flag, value]
     with pytest.raises(SystemExit) as exit_:
         cli.main(args)
-    assert str(exit_.value) == f"error: {message}"
+    assert exit_.value.code == 2  # argparse's exit for a bad flag, as every other CLI input
+    assert f"error: argument {flag}: {message}" in capsys.readouterr().err
     assert not out.exists()
 
 
