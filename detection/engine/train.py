@@ -30,6 +30,7 @@ from detection.data.build import dataset_from_config
 from detection.data.discover import data_overrides
 from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
+from detection.data.resume import indexable, resumable_elements
 from detection.evaluation.dataset import evaluate_dataset
 from detection.modeling import FasterRCNN, MaskRCNN
 from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
@@ -119,10 +120,11 @@ def _optimizer(train, schedule):
 
 
 def _train_stream(config: Config, base, global_batch: int):
-    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`.
+    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`,
+    positioned in constant time where `base` gives random access (detection.data.resume).
 
-    Each `make_train` call gets a pipeline never iterated before (the first `base`, later ones
-    the split loaded again): a shuffle that reshuffles on every iteration gives a dataset's
+    Otherwise (TFDS) each call gets a pipeline never iterated before (the first `base`, later
+    ones the split loaded again): a shuffle that reshuffles on every iteration gives a dataset's
     k-th iterator its k-th permutation, so a run resumed mid-epoch (two calls: the epoch's
     rest, then the later epochs) would otherwise train from its second call on with other
     batches than the uninterrupted run."""
@@ -132,22 +134,32 @@ def _train_stream(config: Config, base, global_batch: int):
         raise ValueError(f"data.train has {count} usable images, fewer than one batch of "
                          f"{global_batch}")
 
-    def batches(split):
+    def batches_of(split, batch: int, repeat: bool = True):
         # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
         # image meets the fixed canvas, so the canvas fit cannot undo it.
-        stream = augment(split.repeat(), flip=aug.flip,
+        stream = augment(split.repeat() if repeat else split, flip=aug.flip,
                          brightness=aug.brightness, contrast=aug.contrast,
                          saturation=aug.saturation, seed=data.seed)
-        return training_batches(stream, tuple(config.model["image_size"]), global_batch,
+        return training_batches(stream, tuple(config.model["image_size"]), batch,
                                 max_boxes=data.max_boxes, flip=False,
                                 shorter_sides=aug.sizes, seed=data.seed)
+
+    if indexable(base):
+        # Nothing before `start` is decoded; every call reuses the loaded records; a
+        # worker `(num_workers, index)` decodes only its share of each global batch.
+        def make_positioned(start: int, worker: tuple[int, int] = (1, 0)):
+            split = resumable_elements(base, start * global_batch, data.seed,
+                                       num_shards=worker[0], shard=worker[1])
+            return batches_of(split, global_batch // worker[0], repeat=False)
+
+        return make_positioned
 
     unused = [base]  # the first call takes the split loaded already (no second rendering)
 
     def make_train(start: int):
         split = unused.pop() if unused else dataset_from_config(
             data.train, config.class_names(), shuffle=True, seed=data.seed, verbose=False)
-        return batches(split).skip(start)
+        return batches_of(split, global_batch).skip(start)
 
     return make_train
 
