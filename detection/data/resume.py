@@ -84,3 +84,25 @@ def resumable_elements(dataset, first: int, seed: int, shuffle: bool = True,
     return pairs.map(lambda p, i: {**element_at(i), "_index": p},
                      num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True).ignore_errors(log_warning=True)
+
+
+def per_worker(strategy, make_positioned, global_batch: int):
+    """`make_train(start)` for `strategy`: under `MultiWorkerMirroredStrategy` a
+    `distribute_datasets_from_function` input whose pipeline `w` of `W` decodes only the
+    positions `p % W == w` (`worker_input`); otherwise `make_positioned` itself (one pipeline,
+    split into replica batches by the strategy)."""
+    if strategy is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return make_positioned
+    return lambda start: strategy.distribute_datasets_from_function(
+        worker_input(make_positioned, start, global_batch))
+
+
+def worker_input(make_positioned, start: int, global_batch: int):
+    """The `dataset_fn(input_context)` of worker-sharded input: this pipeline's positions from
+    step `start`, batched per replica, so one step's replica batches over all workers are
+    exactly the one-worker global batch of that step."""
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_positioned(start, (context.num_input_pipelines, context.input_pipeline_id),
+                               context.get_per_replica_batch_size(global_batch))
+
+    return dataset_fn

@@ -30,7 +30,7 @@ from detection.data.build import dataset_from_config
 from detection.data.discover import data_overrides
 from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
-from detection.data.resume import indexable, resumable_elements
+from detection.data.resume import indexable, per_worker, resumable_elements
 from detection.evaluation.dataset import evaluate_dataset
 from detection.modeling import FasterRCNN, MaskRCNN
 from keras_resnet_suite.run_dir import TrainingDiverged, describe_changes, differences
@@ -119,7 +119,7 @@ def _optimizer(train, schedule):
                                   clipnorm=train.clipnorm)
 
 
-def _train_stream(config: Config, base, global_batch: int):
+def _train_stream(config: Config, base, global_batch: int, strategy=None):
     """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`,
     positioned in constant time where `base` gives random access (detection.data.resume).
 
@@ -147,12 +147,12 @@ def _train_stream(config: Config, base, global_batch: int):
     if indexable(base):
         # Nothing before `start` is decoded; every call reuses the loaded records; a
         # worker `(num_workers, index)` decodes only its share of each global batch.
-        def make_positioned(start: int, worker: tuple[int, int] = (1, 0)):
+        def make_positioned(start: int, worker: tuple[int, int] = (1, 0), batch=global_batch):
             split = resumable_elements(base, start * global_batch, data.seed,
                                        num_shards=worker[0], shard=worker[1])
-            return batches_of(split, global_batch // worker[0], repeat=False)
+            return batches_of(split, batch, repeat=False)
 
-        return make_positioned
+        return per_worker(strategy, make_positioned, global_batch)
 
     unused = [base]  # the first call takes the split loaded already (no second rendering)
 
@@ -187,7 +187,7 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
     `out_dir/checkpoints`); `model`. A diverged run raises `TrainingDiverged`."""
     train = config.train
     global_batch = int(train.batch_size) * strategy.num_replicas_in_sync
-    make_train = _train_stream(config, base, global_batch)
+    make_train = _train_stream(config, base, global_batch, strategy)
     count = int(base.num_examples)
     total = int(train.steps)
     steps_per_epoch = max(1, min(count // global_batch, total))

@@ -114,3 +114,23 @@ def test_resuming_decodes_nothing_before_the_step(tmp_path, monkeypatch):
     batch = next(iter(make(5000)))  # the old .skip(5000) decoded 10,000 images first
     assert batch["images"].shape[0] == 2
     assert 2 <= len(decoded) <= max(at_start, 2) + 8, (len(decoded), at_start)
+
+
+def test_each_worker_input_holds_its_share_of_every_global_batch(tmp_path):
+    """The `dataset_fn` `MultiWorkerMirroredStrategy` gets (`distribute_datasets_from_function`)
+    called as each of two workers' input pipelines; no real cluster is started here."""
+    from detection.data.resume import worker_input
+
+    make = _stream(_config(tmp_path, _voc(tmp_path)))
+    for start in (0, 4):
+        whole = list(make(start).take(3).as_numpy_iterator())
+        shares = [list(worker_input(make, start, 2)(tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=w, num_replicas_in_sync=2))
+            .take(3).as_numpy_iterator()) for w in (0, 1)]
+        for k, batch in enumerate(whole):
+            assert all(s[k]["images"].shape[0] == 1 for s in shares)  # per-replica batch
+            np.testing.assert_array_equal(
+                np.concatenate([s[k]["images"] for s in shares]), batch["images"])
+            np.testing.assert_array_equal(np.concatenate(
+                [s[k]["bounding_boxes"]["boxes"] for s in shares]),
+                batch["bounding_boxes"]["boxes"])
