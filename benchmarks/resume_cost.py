@@ -105,6 +105,8 @@ def markdown(r: dict) -> str:
     for step, s in r["positioned_s"].items():
         old = r["skip_s"].get(step)
         lines.append(f"| {int(step):,} | {s:.3f} | {'' if old is None else f'{old:.3f}'} |")
+    lines += ["", "(former .skip(step): one run each, re-reading the split's XMLs as that "
+              "stream did on every call; the machine's other load shows in both columns)"]
     lines += ["", f"positioned: slowest / fastest = {r['positioned_spread']:.2f} "
               f"(target <= {r['target_spread']}): {'ok' if r['ok'] else 'MISSED'}", "",
               "First (position, image) pair of the seeded order at COCO size (118,287 images, "

@@ -57,6 +57,7 @@ def stream_indices(count: int, first: int, seed: int, shuffle: bool = True,
     if count < 1:
         raise ValueError(f"stream_indices: the split has no images (count={count})")
     start, stride = shard_positions(int(first), num_shards, shard)
+    seed = int(seed or 0)
     first_epoch = start // count
 
     def epoch(e):
