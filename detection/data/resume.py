@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from detection.data.pipeline import checked_training_batches
+
 
 def indexable(dataset) -> bool:
     """Whether `dataset` gives random access by image index (`element_at`, `num_examples`)."""
@@ -87,7 +89,7 @@ def resumable_elements(dataset, first: int, seed: int, shuffle: bool = True,
                      deterministic=True).ignore_errors(log_warning=True)
 
 
-def per_worker(strategy, make_positioned, global_batch: int):
+def per_worker(strategy, make_positioned, global_batch: int, num_classes: int):
     """`make_train(start)` for `strategy`: under `MultiWorkerMirroredStrategy` a
     `distribute_datasets_from_function` input whose pipeline `w` of `W` decodes only the
     positions `p % W == w` (`worker_input`); otherwise `make_positioned` itself (one pipeline,
@@ -95,15 +97,20 @@ def per_worker(strategy, make_positioned, global_batch: int):
     if strategy is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return make_positioned
     return lambda start: strategy.distribute_datasets_from_function(
-        worker_input(make_positioned, start, global_batch))
+        worker_input(make_positioned, start, global_batch, num_classes))
 
 
-def worker_input(make_positioned, start: int, global_batch: int):
+def worker_input(make_positioned, start: int, global_batch: int, num_classes: int | None = None):
     """The `dataset_fn(input_context)` of worker-sharded input: this pipeline's positions from
     step `start`, batched per replica, so one step's replica batches over all workers are
-    exactly the one-worker global batch of that step."""
+    exactly the one-worker global batch of that step. With `num_classes`, every batch is
+    checked in the pipeline as the detector's `fit` checks a plain dataset."""
     def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_positioned(start, (context.num_input_pipelines, context.input_pipeline_id),
-                               context.get_per_replica_batch_size(global_batch))
+        batches = make_positioned(start, (context.num_input_pipelines,
+                                          context.input_pipeline_id),
+                                  context.get_per_replica_batch_size(global_batch))
+        if num_classes is None:
+            return batches
+        return checked_training_batches(batches, num_classes)
 
     return dataset_fn

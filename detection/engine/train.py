@@ -42,7 +42,7 @@ from keras_resnet_suite.training.callbacks import (
     atomic_write_text,
     weights_finite,
 )
-from keras_resnet_suite.training.distribute import get_strategy, is_chief
+from keras_resnet_suite.training.distribute import enable_multiworker_fit, get_strategy, is_chief
 from keras_resnet_suite.training.loop import fit_resumable
 from keras_resnet_suite.training.lr_multipliers import scale_trunk
 from keras_resnet_suite.training.optimizers import SGDL2
@@ -152,7 +152,7 @@ def _train_stream(config: Config, base, global_batch: int, strategy=None):
                                        num_shards=worker[0], shard=worker[1])
             return batches_of(split, batch, repeat=False)
 
-        return per_worker(strategy, make_positioned, global_batch)
+        return per_worker(strategy, make_positioned, global_batch, len(config.class_names()))
 
     unused = [base]  # the first call takes the split loaded already (no second rendering)
 
@@ -199,6 +199,7 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
         model = build_model(config)
         model.compile(optimizer=scale_trunk(model, _optimizer(train, _schedule(train)),
                                             train.backbone_lr_mult, "train.backbone_lr_mult"))
+    enable_multiworker_fit(model)  # per-replica input batches (detection.data.resume)
     callbacks = [NaNGuard(), keras.callbacks.CSVLogger(str(out_dir / "history.csv"), append=True)]
     if importlib.util.find_spec("tensorboard") is not None:
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "tensorboard"),

@@ -120,11 +120,13 @@ def test_each_worker_input_holds_its_share_of_every_global_batch(tmp_path):
     """The `dataset_fn` `MultiWorkerMirroredStrategy` gets (`distribute_datasets_from_function`)
     called as each of two workers' input pipelines; no real cluster is started here."""
     from detection.data.resume import worker_input
+    from detection.data.synthetic import CLASS_NAMES
 
     make = _stream(_config(tmp_path, _voc(tmp_path)))
     for start in (0, 4):
         whole = list(make(start).take(3).as_numpy_iterator())
-        shares = [list(worker_input(make, start, 2)(tf.distribute.InputContext(
+        dataset_fn = worker_input(make, start, 2, len(CLASS_NAMES))
+        shares = [list(dataset_fn(tf.distribute.InputContext(
             num_input_pipelines=2, input_pipeline_id=w, num_replicas_in_sync=2))
             .take(3).as_numpy_iterator()) for w in (0, 1)]
         for k, batch in enumerate(whole):
