@@ -71,6 +71,7 @@ def augment(
     """Apply `detection_augmentation` to unbatched elements of the agreed format, in parallel.
 
     Each element draws from its own seed, taken from `tf.data.Dataset.random(seed)`
+    (or, for elements carrying their stream position `"_index"`, from `(seed, position)`)
     re-drawn every epoch: the same `seed` gives the same stream on every run, a new epoch
     gives new augmentations, and the result does not depend on thread timing. Image sizes do
     not change, so other keys (`area`, ...) pass through; instance masks (`"masks"`:
@@ -118,6 +119,18 @@ def augment(
         out["bounding_boxes"] = {"boxes": boxes, "labels": labels}
         return out
 
+    spec = dataset.element_spec
+    if isinstance(spec, dict) and "_index" in spec:  # a positioned stream (detection.data.resume)
+        # The draw is a function of the element's position: a stream resumed at any step
+        # draws what the uninterrupted one drew there, without drawing the earlier ones.
+        return dataset.map(lambda e: apply(e, _position_draw(seed, e["_index"])),
+                           num_parallel_calls=num_parallel_calls, deterministic=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     return tf.data.Dataset.zip(dataset, draws).map(
         apply, num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
+def _position_draw(seed: int | None, position: tf.Tensor) -> tf.Tensor:
+    """The int64 seed of the element at stream `position` (stateless in `seed`, `position`)."""
+    key = tf.stack([tf.constant(seed or 0, tf.int64) + 7919, tf.cast(position, tf.int64)])
+    return tf.random.stateless_uniform([], seed=key, dtype=tf.int64, minval=None, maxval=None)

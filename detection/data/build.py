@@ -68,9 +68,10 @@ def dataset_from_config(
     if loader == "shapes":  # rendered in memory: shuffled here, counted for the train loop
         ds = load(**spec)
         count = int(spec.get("num_images", 512))
+        element_at = ds.element_at  # random access survives the shuffle (detection.data.resume)
         if shuffle:
             ds = ds.shuffle(count, seed=seed)
-        ds.num_examples = count
+        ds.num_examples, ds.element_at = count, element_at
         return ds
     if loader in ("voc", "coco"):
         spec["verbose"] = verbose

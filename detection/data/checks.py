@@ -21,12 +21,15 @@ class TrainingDataChecks:
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit` with the training data checked (see the module docstring)."""
-        if not isinstance(x, tf.data.Dataset):
+        if isinstance(x, tf.distribute.DistributedDataset):
+            data = x  # checked inside each worker's pipeline (detection.data.resume.per_worker)
+        elif not isinstance(x, tf.data.Dataset):
             pipeline.check_training_batch(x, self.num_classes)
             return super().fit(x, y, *args, **kwargs)
+        else:
+            data = pipeline.checked_training_batches(x, self.num_classes)
         try:
-            return super().fit(pipeline.checked_training_batches(x, self.num_classes), y,
-                               *args, **kwargs)
+            return super().fit(data, y, *args, **kwargs)
         except tf.errors.OpError as err:  # a failed in-pipeline check, or another TF error
             error = pipeline.data_error(err)
             if error is None:

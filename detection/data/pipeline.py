@@ -184,7 +184,9 @@ def to_canvas(dataset: tf.data.Dataset, image_size: tuple[int, int], max_boxes: 
     _refuse_mask_spec(dataset.element_spec)
     # Every element gets its index: the flips and sizes are drawn per index, and a failed check
     # names the element.
-    dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
+    # A positioned stream (detection.data.resume) brings its own `_index`.
+    if not (isinstance(dataset.element_spec, Mapping) and "_index" in dataset.element_spec):
+        dataset = dataset.enumerate().map(lambda i, e: {**e, "_index": i})
     return dataset.map(lambda e: _canvas_example(e, canvas, max_boxes, flip, seed, sides),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 

@@ -296,7 +296,9 @@ def records_to_dataset(
     ds = ds.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
     # Last line of defence: a file that passed the up-front check but still fails to decode
     # is dropped (with a logged warning) rather than ending the epoch.
-    return ds.ignore_errors(log_warning=True)
+    ds = ds.ignore_errors(log_warning=True)
+    ds.element_at = load  # random access by index: a resumed stream starts anywhere at once
+    return ds
 
 
 def attach(ds: tf.data.Dataset, **attributes) -> tf.data.Dataset:

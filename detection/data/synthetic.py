@@ -70,7 +70,35 @@ def from_samples(items: list[dict]) -> tf.data.Dataset:
         spec["masks"] = tf.TensorSpec((None, h, w), tf.uint8)
     ds = tf.data.Dataset.from_generator(gen, output_signature=spec)
     # A known length gives Keras progress bars a total and epochs a clean end.
-    return ds.apply(tf.data.experimental.assert_cardinality(len(items)))
+    ds = ds.apply(tf.data.experimental.assert_cardinality(len(items)))
+    ds.element_at = _element_at(items, spec)  # random access (detection.data.resume)
+    ds.num_examples = len(items)
+    return ds
+
+
+def _element_at(items: list[dict], spec: dict):
+    """`element_at(index)`: the rendered sample `index` as a dataset element (traceable)."""
+    keys = ["images", "boxes", "labels"] + (["masks"] if "masks" in spec else [])
+    dtypes = [tf.uint8, tf.float32, tf.int32, tf.uint8][:len(keys)]
+
+    def arrays(index):
+        s = items[int(index)]
+        out = [np.asarray(s["image"], np.uint8), np.asarray(s["boxes"], np.float32),
+               np.asarray(s["labels"], np.int32)]
+        return out + ([np.asarray(s["masks"], np.uint8)] if len(keys) == 4 else [])
+
+    def element_at(index):
+        values = tf.numpy_function(arrays, [index], dtypes, stateful=False)
+        values = [tf.ensure_shape(v, spec[k].shape if k in spec else
+                                  spec["bounding_boxes"][k].shape)
+                  for k, v in zip(keys, values, strict=True)]
+        element = {"images": values[0],
+                   "bounding_boxes": {"boxes": values[1], "labels": values[2]}}
+        if len(keys) == 4:
+            element["masks"] = values[3]
+        return element
+
+    return element_at
 
 
 def write_voc(directory: str | Path, num_images: int = 64, split: str = "train",

@@ -139,3 +139,25 @@ def plot_training_curves(run_dir: str | os.PathLike,
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def run_history(out_dir: Path) -> dict[str, list[float | None]]:
+    """`{metric: [one value per epoch]}` of the whole run in `out_dir`, from its `history.csv`
+    (every resumed process appends to it, so its first row is the run's first epoch, where
+    this process's `History` starts at the resumed one)."""
+    path = Path(out_dir) / "history.csv"
+    history: dict[str, list[float | None]] = {}
+    if path.is_file():
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                for name, value in row.items():
+                    if name != "epoch":  # CSVLogger writes "NA" for a metric it lacks
+                        history.setdefault(name, []).append(_number(value))
+    return history
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
 import importlib.util
 import json
 import math
@@ -32,7 +31,14 @@ from detection.data.build import dataset_from_config
 from detection.data.discover import STARTING_MODEL, data_overrides
 from detection.data.objects import check_objects
 from detection.data.pipeline import training_batches
-from detection.engine.curves import CurvePlot, HistoryLog, evaluations, plot_training_curves
+from detection.data.resume import indexable, per_worker, resumable_elements
+from detection.engine.curves import (
+    CurvePlot,
+    HistoryLog,
+    evaluations,
+    plot_training_curves,
+    run_history,
+)
 from detection.evaluation.dataset import evaluate_dataset
 from detection.modeling import FasterRCNN, MaskRCNN
 from keras_resnet_suite.file_errors import reading
@@ -45,7 +51,7 @@ from keras_resnet_suite.training.callbacks import (
     atomic_write_text,
     weights_finite,
 )
-from keras_resnet_suite.training.distribute import get_strategy, is_chief
+from keras_resnet_suite.training.distribute import enable_multiworker_fit, get_strategy, is_chief
 from keras_resnet_suite.training.loop import fit_resumable
 from keras_resnet_suite.training.lr_multipliers import scale_trunk
 from keras_resnet_suite.training.optimizers import SGDL2
@@ -124,11 +130,12 @@ def _optimizer(train, schedule):
                                   clipnorm=train.clipnorm)
 
 
-def _train_stream(config: Config, base, global_batch: int):
-    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`.
+def _train_stream(config: Config, base, global_batch: int, strategy=None):
+    """`make_train(start_step)`: an endless, seeded batch stream over the loaded `base`,
+    positioned in constant time where `base` gives random access (detection.data.resume).
 
-    Each `make_train` call gets a pipeline never iterated before (the first `base`, later ones
-    the split loaded again): a shuffle that reshuffles on every iteration gives a dataset's
+    Otherwise (TFDS) each call gets a pipeline never iterated before (the first `base`, later
+    ones the split loaded again): a shuffle that reshuffles on every iteration gives a dataset's
     k-th iterator its k-th permutation, so a run resumed mid-epoch (two calls: the epoch's
     rest, then the later epochs) would otherwise train from its second call on with other
     batches than the uninterrupted run."""
@@ -138,22 +145,32 @@ def _train_stream(config: Config, base, global_batch: int):
         raise ValueError(f"data.train has {count} usable images, fewer than one batch of "
                          f"{global_batch}")
 
-    def batches(split):
+    def batches_of(split, batch: int, repeat: bool = True):
         # Flip and colour here; the random shorter side (`augment.sizes`) is drawn where the
         # image meets the fixed canvas, so the canvas fit cannot undo it.
-        stream = augment(split.repeat(), flip=aug.flip,
+        stream = augment(split.repeat() if repeat else split, flip=aug.flip,
                          brightness=aug.brightness, contrast=aug.contrast,
                          saturation=aug.saturation, seed=data.seed)
-        return training_batches(stream, tuple(config.model["image_size"]), global_batch,
+        return training_batches(stream, tuple(config.model["image_size"]), batch,
                                 max_boxes=data.max_boxes, flip=False,
                                 shorter_sides=aug.sizes, seed=data.seed)
+
+    if indexable(base):
+        # Nothing before `start` is decoded; every call reuses the loaded records; a
+        # worker `(num_workers, index)` decodes only its share of each global batch.
+        def make_positioned(start: int, worker: tuple[int, int] = (1, 0), batch=global_batch):
+            split = resumable_elements(base, start * global_batch, data.seed,
+                                       num_shards=worker[0], shard=worker[1])
+            return batches_of(split, batch, repeat=False)
+
+        return per_worker(strategy, make_positioned, global_batch, len(config.class_names()))
 
     unused = [base]  # the first call takes the split loaded already (no second rendering)
 
     def make_train(start: int):
         split = unused.pop() if unused else dataset_from_config(
             data.train, config.class_names(), shuffle=True, seed=data.seed, verbose=False)
-        return batches(split).skip(start)
+        return batches_of(split, global_batch).skip(start)
 
     return make_train
 
@@ -181,7 +198,7 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
     `out_dir/checkpoints`); `model`. A diverged run raises `TrainingDiverged`."""
     train = config.train
     global_batch = int(train.batch_size) * strategy.num_replicas_in_sync
-    make_train = _train_stream(config, base, global_batch)
+    make_train = _train_stream(config, base, global_batch, strategy)
     count = int(base.num_examples)
     total = int(train.steps)
     steps_per_epoch = max(1, min(count // global_batch, total))
@@ -193,6 +210,7 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
         model = build_model(config)
         model.compile(optimizer=scale_trunk(model, _optimizer(train, _schedule(train)),
                                             train.backbone_lr_mult, "train.backbone_lr_mult"))
+    enable_multiworker_fit(model)  # per-replica input batches (detection.data.resume)
     callbacks = [NaNGuard(), HistoryLog(str(out_dir / "history.csv"), append=True),
                  CurvePlot(out_dir, steps_per_epoch)]  # training_curves.png, every epoch
     if importlib.util.find_spec("tensorboard") is not None:
@@ -207,28 +225,6 @@ def _fit(config: Config, out_dir: Path, verbose, strategy, base):
         verbose=verbose,  # the run's record once its checkpoint is restored, before any step
         on_start=lambda step: atomic_write_text(out_dir / "config.yaml", _dump(config)))
     return model
-
-
-def run_history(out_dir: Path) -> dict[str, list[float | None]]:
-    """`{metric: [one value per epoch]}` of the whole run in `out_dir`, from its `history.csv`
-    (every resumed process appends to it, so its first row is the run's first epoch, where
-    this process's `History` starts at the resumed one)."""
-    path = Path(out_dir) / "history.csv"
-    history: dict[str, list[float | None]] = {}
-    if path.is_file():
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                for name, value in row.items():
-                    if name != "epoch":  # CSVLogger writes "NA" for a metric it lacks
-                        history.setdefault(name, []).append(_number(value))
-    return history
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
 
 
 def _load_splits(config: Config, evaluate: bool):
