@@ -114,7 +114,7 @@ def test_detection_weights_given_a_classifier_checkpoint_names_the_file(shared_d
                                                                         tmp_path):
     th = shared_data / "cifar-resnet-checkpoints" / "resnet20-12fca82f.th"
     _refused(detection_cli.main, ["predict", th, "--weights", th, "--out", tmp_path], capsys,
-             f"--weights {th}: not a torchvision or detectron2 Faster R-CNN state dict")
+             str(th), "not a torchvision or detectron2 Faster R-CNN state dict")
 
 
 @pytest.mark.parametrize("command", ["evaluate", "export"])
