@@ -20,25 +20,22 @@ import zipfile
 
 import numpy as np
 
+from detection.checkpoints import array_recipes
 from keras_resnet_suite.file_errors import reads
-
-try:  # numpy >= 2 (numpy 1.26 has the same names, for reading numpy 2 pickles)
-    from numpy._core import multiarray as _multiarray
-    from numpy._core import numeric as _numeric
-except ImportError:  # pragma: no cover - numpy < 1.26
-    from numpy.core import multiarray as _multiarray
-    from numpy.core import numeric as _numeric
 
 # What pickled numpy arrays need, under numpy 1 ("numpy.core") and numpy 2 ("numpy._core")
 # module paths: the array/scalar rebuilders, the types, and `_codecs.encode` (protocol-2
-# pickles written by Python 3 store bytes through it).
+# pickles written by Python 3 store bytes through it). Arrays, dtypes and scalars are made by
+# `array_recipes`, which checks every state before numpy sees it (`_reconstruct` is the
+# unpickler's own method).
 _SAFE_GLOBALS = {
-    **{(f"numpy.{core}.multiarray", name): getattr(_multiarray, name)
-       for core in ("core", "_core") for name in ("_reconstruct", "scalar")},
-    **{(f"numpy.{core}.numeric", "_frombuffer"): _numeric._frombuffer
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): None for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): array_recipes.scalar
+       for core in ("core", "_core")},
+    **{(f"numpy.{core}.numeric", "_frombuffer"): array_recipes.frombuffer
        for core in ("core", "_core")},
     ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "dtype"): array_recipes.DtypeRecipe,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): codecs.encode,
 }
@@ -81,7 +78,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         if count > self.max_bytes:
             raise ValueError(f"{self.source}: an array of shape {tuple(shape)} declares more "
                              f"elements than the {self.max_bytes:,}-byte file holds")
-        return _multiarray._reconstruct(np.ndarray, shape, dtype, *args)
+        return array_recipes.ArrayRecipe(self.max_bytes)  # made from its checked state
 
     def find_class(self, module: str, name: str):
         if (module, name) == ("numpy", "ndarray"):
@@ -125,6 +122,8 @@ def read_detectron2_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         try:
             data = _ArrayUnpickler(f, path, size).load()
+            if isinstance(data, dict):
+                data = {k: array_recipes.resolved(v) for k, v in data.items()}
         except UnsafePickleError:
             raise
         except Exception as err:  # corrupt pickles fail in many ways

@@ -182,6 +182,47 @@ def test_an_honest_detectron2_pickle_still_reads(tmp_path):
     np.testing.assert_array_equal(read_detectron2_pkl(path)["w"], np.arange(6.0).reshape(2, 3))
 
 
+def _tampered(old: bytes, new: bytes, array=None, protocol: int = 2) -> bytes:
+    """A real numpy pickle of `{"model": {"w": array}}` with one byte run replaced."""
+    array = np.arange(6, dtype="float32") if array is None else array
+    raw = pickle.dumps({"model": {"w": array}}, protocol=protocol)
+    assert raw.count(old) == 1
+    return raw.replace(old, new)
+
+
+_DTYPE_TAIL = b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"  # (..., elsize, alignment, flags)
+
+
+@pytest.mark.parametrize(("body", "words"), [
+    # flags saying the float32 items hold references: numpy then looked for a clearing loop a
+    # float32 has none of and failed in its deallocator, taking the interpreter down (fuzzing)
+    (_tampered(_DTYPE_TAIL, _DTYPE_TAIL[:-2] + b"\x3ft"), None),
+    (_tampered(b"X\x01\x00\x00\x00<", b"X\x01\x00\x00\x00?"), "byte order '?'"),
+    (_tampered(b"X\x02\x00\x00\x00f4", b"X\x02\x00\x00\x00O8"), "not a plain number type"),
+    (_tampered(b"K\x06\x85", b"K\x07\x85"), "needs 28 bytes; its data holds 24"),
+    (_tampered(b"K\x06\x85", b"J\xff\xff\xff\xff\x85"), "not a tuple of sizes"),
+])
+def test_crafted_array_and_dtype_states_never_reach_numpy(body, words, tmp_path):
+    path = tmp_path / "model_final.pkl"
+    path.write_bytes(body)
+    try:
+        state = read_detectron2_pkl(path)
+    except ValueError as err:
+        assert str(err).startswith(f"{path}: ") and (words is None or words in str(err))
+    else:  # the flags word is not numpy's to trust: ignored, the float32 data read as such
+        assert words is None
+        np.testing.assert_array_equal(state["w"], np.arange(6, dtype="float32"))
+
+
+def test_fortran_order_big_endian_and_protocol_5_pickles_still_read(tmp_path):
+    path = tmp_path / "ok.pkl"
+    for array, protocol in ((np.asfortranarray(np.arange(6.0).reshape(2, 3)), 2),
+                            (np.arange(6, dtype=">i4").reshape(3, 2), 2),
+                            (np.arange(6.0, dtype="float32"), 5), (np.float32(2.5), 2)):
+        path.write_bytes(pickle.dumps({"model": {"w": array}}, protocol=protocol))
+        np.testing.assert_array_equal(read_detectron2_pkl(path)["w"], array)
+
+
 # --- pickles that would run code: refused, and the marker never appears --------------------
 
 def _payloads(marker) -> dict[str, bytes]:

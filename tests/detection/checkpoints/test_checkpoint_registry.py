@@ -204,6 +204,9 @@ def test_pickles_that_are_no_state_dict_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"x.pkl: refused: .*'model'.*\['__author__', 'weights'"):
         checkpoints.read_detectron2_pkl(path)
     path.write_bytes(pickle.dumps({"model": {"a": np.array(["text"], dtype=object)}}))
+    with pytest.raises(ValueError, match="x.pkl: .*dtype 'O8' is not a plain number type"):
+        checkpoints.read_detectron2_pkl(path)
+    path.write_bytes(pickle.dumps({"model": {"a": "text", "b": np.zeros(2, "float32")}}))
     with pytest.raises(ValueError, match="non-array entries: .*'a'"):
         checkpoints.read_detectron2_pkl(path)
     path.write_bytes(b"not a pickle at all")
