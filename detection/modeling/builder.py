@@ -4,8 +4,9 @@ calls it."""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import keras
 
@@ -22,6 +23,28 @@ from keras_resnet_suite import backbones
 # pre-NMS count is per level).
 RPN_TOPK = {"c4": ((12000, 2000), (6000, 1000)), "fpn": ((2000, 1000), (1000, 1000))}
 FPN_LEVELS = ("C2", "C3", "C4", "C5")
+
+
+@contextlib.contextmanager
+def dtype_policy(dtype: str | keras.DTypePolicy | None) -> Iterator[None]:
+    """Build inside this block under the Keras dtype policy `dtype` (`"mixed_bfloat16"`,
+    `"bfloat16"`, ...; None: the global one), as every Keras layer's `dtype` argument does,
+    then restore the global policy. Detection outputs (boxes, scores) stay float32."""
+    if dtype is None:
+        yield
+        return
+    try:
+        policy = dtype if isinstance(dtype, keras.DTypePolicy) else keras.DTypePolicy(dtype)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"dtype must be a Keras dtype policy or its name ('float32', "
+                         f"'mixed_bfloat16', 'mixed_float16', 'bfloat16'), got {dtype!r}"
+                         ) from err
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _backbone_model(backbone, image_size, weights, freeze_at, norm, backbone_kwargs):

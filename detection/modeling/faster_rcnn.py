@@ -224,16 +224,19 @@ class FasterRCNN(GeneralizedRCNN):
     **keywords)` builds the four parts with `detection.modeling.builder.build_parts`:
     `options` (`detection.modeling.options.DetectorOptions`, e.g. a preset of
     `detection.checkpoints.presets`) with the flat `keywords` (`options.KEYWORDS`: `score_
-    threshold`, `rpn_nms_threshold`, ...) applied. To compose given parts, use
+    threshold`, `rpn_nms_threshold`, ...) applied; `dtype` a Keras dtype policy for every part
+    (e.g. `"mixed_bfloat16"`: bf16 convolutions, float32 variables and outputs). To compose
+    given parts, use
     `GeneralizedRCNN(backbone, rpn, roi_heads, transform)`.
     """
 
     def __init__(self, num_classes: int, backbone: str | keras.Model = "resnet101",
                  head: str = "c4", image_size: Sequence[int] = (608, 1024), *,
                  options: DetectorOptions | None = None, name: str = "faster_rcnn",
-                 **keywords):
-        super().__init__(name=name, **builder.build_parts(num_classes, backbone, head,
-                                                          image_size, options, **keywords))
+                 dtype: str | keras.DTypePolicy | None = None, **keywords):
+        with builder.dtype_policy(dtype):  # every part and the model under one policy
+            super().__init__(name=name, **builder.build_parts(num_classes, backbone, head,
+                                                              image_size, options, **keywords))
 
     @classmethod
     def compose(cls, backbone, rpn, roi_heads, transform, name: str = "faster_rcnn"):

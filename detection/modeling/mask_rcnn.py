@@ -49,13 +49,14 @@ class MaskRCNN(FasterRCNN):
     def __init__(self, num_classes: int, backbone: str | keras.Model = "resnet101",
                  head: str = "c4", image_size: Sequence[int] = (608, 1024), *,
                  options: DetectorOptions | None = None, name: str = "mask_rcnn",
-                 **keywords):
+                 dtype: str | keras.DTypePolicy | None = None, **keywords):
         options = (options or DetectorOptions()).replace(**keywords)
-        parts = builder.build_parts(num_classes, backbone, head, image_size, options)
-        GeneralizedRCNN.__init__(self, name=name, **parts)
-        self._attach_mask_head(mask_head_for(self.head_type, self.num_classes,
-                                             options.roi_heads.mask_head_dim,
-                                             options.roi_heads.mask_head_norm))
+        with builder.dtype_policy(dtype):  # every part and the model under one policy
+            parts = builder.build_parts(num_classes, backbone, head, image_size, options)
+            GeneralizedRCNN.__init__(self, name=name, **parts)
+            self._attach_mask_head(mask_head_for(self.head_type, self.num_classes,
+                                                 options.roi_heads.mask_head_dim,
+                                                 options.roi_heads.mask_head_norm))
 
     @classmethod
     def compose(cls, backbone, rpn, roi_heads, transform, mask_head: MaskHead,
