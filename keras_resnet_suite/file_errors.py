@@ -10,12 +10,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import pickletools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["UnreadableFile", "describe", "read_json", "reading", "reads"]
+__all__ = ["UnreadableFile", "check_pickle_lengths", "describe", "read_json", "reading",
+           "reads"]
 
 
 class UnreadableFile(ValueError):
@@ -91,3 +93,39 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         except json.JSONDecodeError as err:
             raise UnreadableFile(path, f"malformed JSON at line {err.lineno}, column "
                                  f"{err.colno}: {err.msg}") from err
+
+
+class _Capped:
+    """A binary file seen by `pickletools`: reads never ask for more than the file still holds
+    (a counted opcode may declare 2**63 bytes in a 500-byte file)."""
+
+    def __init__(self, file: IO[bytes], end: int):
+        self.file, self.end = file, end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self.end - self.file.tell())
+        return self.file.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.file.readline(max(0, self.end - self.file.tell()))
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+
+def check_pickle_lengths(file: IO[bytes], source: str) -> None:
+    """Walk the pickle at `file`'s position opcode by opcode (`pickletools`, nothing built) and
+    come back: every counted bytes/string/bytearray must fit in what the file holds, so the
+    unpickler never allocates for a length the file does not have (a 533-byte `.th` asked
+    for gigabytes and the machine ran out of memory: found by fuzzing)."""
+    start = file.tell()
+    end = file.seek(0, os.SEEK_END)
+    file.seek(start)
+    try:
+        for _ in pickletools.genops(_Capped(file, end)):
+            pass
+    except (ValueError, EOFError) as err:  # genops: "expected N bytes ... but only M remain"
+        raise UnreadableFile(source, f"a damaged pickle ({' '.join(str(err).split())[:200]})"
+                             ) from None
+    finally:
+        file.seek(start)

@@ -21,7 +21,7 @@ import zipfile
 import numpy as np
 
 from detection.checkpoints import array_recipes
-from keras_resnet_suite.file_errors import reads
+from keras_resnet_suite.file_errors import check_pickle_lengths, reads
 
 # What pickled numpy arrays need, under numpy 1 ("numpy.core") and numpy 2 ("numpy._core")
 # module paths: the array/scalar rebuilders, the types, and `_codecs.encode` (protocol-2
@@ -121,6 +121,7 @@ def read_detectron2_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         try:
+            check_pickle_lengths(f, path)
             data = _ArrayUnpickler(f, path, size).load()
             if isinstance(data, dict):
                 data = {k: array_recipes.resolved(v) for k, v in data.items()}

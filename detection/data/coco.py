@@ -41,9 +41,6 @@ def load_coco_json(path: str | Path) -> dict:
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}: malformed JSON at line {error.lineno}, column "
                              f"{error.colno}: {error.msg}") from error
-        except UnicodeDecodeError as error:  # JSON is UTF-8 text (RFC 8259)
-            raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})"
-                             ) from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: not a COCO instances file (the top level is a "
                          f"{type(data).__name__}, not an object)")

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..file_errors import reads
+from ..file_errors import check_pickle_lengths, reads
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -200,7 +200,9 @@ def _load_zip(path: str, archive: zipfile.ZipFile) -> Any:
     if prefix + "byteorder" in archive.namelist():
         byteorder = archive.read(prefix + "byteorder").decode().strip()
     storages: dict[str, _Storage] = {}
-    obj = _Unpickler(io.BytesIO(archive.read(pickles[0])), path, storages).load()
+    data = io.BytesIO(archive.read(pickles[0]))
+    check_pickle_lengths(data, path)
+    obj = _Unpickler(data, path, storages).load()
     for key, storage in storages.items():
         if storage.base is not None:
             continue
@@ -222,6 +224,7 @@ def _load_legacy(path: str, raw: bytes) -> Any:
     storages: dict[str, _Storage] = {}
 
     def load():
+        check_pickle_lengths(f, path)
         return _Unpickler(f, path, storages).load()
 
     try:

@@ -4,6 +4,7 @@ ValueError line naming the file, or as a counted skip naming it; never a bare Re
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import struct
@@ -188,3 +189,28 @@ def test_a_classifier_run_json_nested_too_deep_is_one_line(tmp_path, capsys):
     code = cli.main(["evaluate", "--run", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: {tmp_path / 'run.json'}: "), err
+
+
+@pytest.mark.parametrize("suffix", ["th", "pth", "pkl"])
+@pytest.mark.parametrize("opcode", [b"\x96", b"\x8e", b"\x8d"])  # BYTEARRAY8, BINBYTES8, BINUNICODE8
+def test_a_pickle_length_the_file_does_not_hold_is_refused_before_any_allocation(
+        opcode, suffix, tmp_path):
+    # a 533-byte fuzzed .th declared gigabytes and the machine ran out of memory; now the
+    # opcodes are walked first and such a length is a named error, never an allocation
+    from keras_resnet_suite.convert import formats
+
+    path = tmp_path / f"weights.{suffix}"
+    path.write_bytes(b"\x80\x05" + opcode + (2**40).to_bytes(8, "little") + b"abc")
+    reader = read_checkpoint if suffix == "pkl" else formats.read_state_dict
+    with pytest.raises(ValueError, match=rf"{path}: .*damaged pickle") as info:
+        reader(str(path))
+    assert "MemoryError" not in str(info.value)
+
+
+def test_walking_a_sound_pickle_leaves_the_file_where_it_was(tmp_path):
+    from keras_resnet_suite.file_errors import check_pickle_lengths
+
+    data = io.BytesIO(b"junk" + pickle.dumps({"w": b"x" * 1000, "n": [1, 2.5]}, protocol=5))
+    data.seek(4)
+    check_pickle_lengths(data, "mem")
+    assert data.tell() == 4 and pickle.load(data)["n"] == [1, 2.5]
