@@ -328,7 +328,8 @@ def write_results(result: dict, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     # a run with oneDNN off (TF_ENABLE_ONEDNN_OPTS=0) is kept beside the default one
     off = "" if result.get("onednn", True) else "-onednn-off"
-    off += "" if "serving" in result else "-faults"  # --faults-only
+    faults_only = result.get("run_faults") and "serving" not in result  # --faults-only
+    off += "-faults" if faults_only else ""
     stem = f"reliability-{result['host']}-{result['date']}{off}"
     js, md = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     js.write_text(json.dumps(result, indent=1) + "\n")
