@@ -129,8 +129,9 @@ def build_parts(num_classes: int, backbone: str | keras.Model = "resnet101", hea
             replace single fields of them.
     """
     head, image_size = _check(num_classes, head, image_size)
-    options = (options or DetectorOptions()).replace(**keywords)
-    check_level_options(head, options)  # before the backbone is built
+    options = (options or DetectorOptions()).merged(**keywords)
+    check_level_options(head, options)  # shapes first (a clearer line), before any layer
+    options = options.checked()
     b = options.backbone
     pretrained = b.weights is not None
     freeze_at = (2 if pretrained else 0) if b.freeze_at is None else b.freeze_at

@@ -50,7 +50,7 @@ class MaskRCNN(FasterRCNN):
                  head: str = "c4", image_size: Sequence[int] = (608, 1024), *,
                  options: DetectorOptions | None = None, name: str = "mask_rcnn",
                  dtype: str | keras.DTypePolicy | None = None, **keywords):
-        options = (options or DetectorOptions()).replace(**keywords)
+        options = (options or DetectorOptions()).merged(**keywords)  # build_parts checks
         with builder.dtype_policy(dtype):  # every part and the model under one policy
             parts = builder.build_parts(num_classes, backbone, head, image_size, options)
             GeneralizedRCNN.__init__(self, name=name, **parts)

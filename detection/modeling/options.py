@@ -122,7 +122,12 @@ class DetectorOptions:
     seed: int | None = None
 
     def replace(self, **keywords: Any) -> DetectorOptions:
-        """These options with `FasterRCNN`'s flat keyword arguments (`KEYWORDS`) applied."""
+        """These options with `FasterRCNN`'s flat keyword arguments (`KEYWORDS`) applied,
+        every value checked (`checked`)."""
+        return self.merged(**keywords).checked()
+
+    def merged(self, **keywords: Any) -> DetectorOptions:
+        """`replace` without the value checks (the builder checks per-level shapes first)."""
         unknown = sorted(set(keywords) - set(KEYWORDS))
         if unknown:
             raise ValueError(f"FasterRCNN: unknown option(s) {unknown}; valid: "
@@ -134,7 +139,7 @@ class DetectorOptions:
         seed = stages.pop("", {}).get("seed", self.seed)
         return dataclasses.replace(self, seed=seed, **{
             stage: dataclasses.replace(getattr(self, stage), **values)
-            for stage, values in stages.items()}).checked()
+            for stage, values in stages.items()})
 
     def checked(self) -> DetectorOptions:
         """These options with every value checked by `OPTION_RULES` (single numbers normalised,

@@ -65,8 +65,10 @@ def test_resume_refuses_a_run_folder_of_another_config(tmp_path):
 
     config = load_config("raccoon_tiny")
     (tmp_path / "config.yaml").write_text(_dump(config))
-    check_run_dir(tmp_path, load_config("raccoon_tiny", {"train": {"steps": 800}}))  # longer: ok
     changed = load_config("raccoon_tiny", {"train": {"learning_rate": 0.1}})
+    check_run_dir(tmp_path, changed)  # a record beside no weights (a failed start) refuses nothing
+    (tmp_path / "final.weights.h5").write_bytes(b"")  # a run that trained
+    check_run_dir(tmp_path, load_config("raccoon_tiny", {"train": {"steps": 800}}))  # longer: ok
     with pytest.raises(ValueError, match="holds a different run .*train.learning_rate"):
         check_run_dir(tmp_path, changed)
 

@@ -149,7 +149,7 @@ def test_evaluate_dataset_and_callback_on_raccoon_val(shared_data):
     oracle = Oracle(ds)
     assert len(oracle.truth) == 40
     result = evaluate_dataset(oracle, ds, metric="voc", verbose=False)
-    assert result["mAP"] == 1.0 and result["num_positives"] == {0: 45}  # 45 raccoons in val.txt
+    assert result["mAP"] == 1.0 and result["num_positives"] == {"raccoon": 45}  # in val.txt
     preds, truths, ids = predict_dataset(oracle, ds.take(10), batch_size=4, progress=False)
     assert len(preds) == len(truths) == 10 and ids[0].startswith("raccoon-")
     assert coco_ap(preds, truths)["AP"] == pytest.approx(1.0)
