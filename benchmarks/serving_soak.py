@@ -3,7 +3,7 @@ off when almost every request brings a new image size?
 
     python -m benchmarks.serving_soak [--calls 10000] [--every 250] [--compare OLD_EXPORT_DIR]
 
-The tiny detector and resnet20 (32x32) SavedModels of `benchmarks.reliability.export_models`
+The tiny detector and resnet20 (32x32) SavedModels of `benchmarks.saved_models.export_models`
 are served by a fresh process per oneDNN setting (`TF_ENABLE_ONEDNN_OPTS` 1 / 0), `--calls`
 calls each, every one with an image size not sent before: the detector's `serving_default`
 (uint8 `[1, h, w, 3]`), the detector's and the classifier's `serving_bytes` (a PNG of that
@@ -158,7 +158,7 @@ def soak(models: dict[str, Path] | None, calls: int, every: int, out_dir: Path,
               "calls": calls, "every": every, "runs": []}
     with tempfile.TemporaryDirectory(prefix="krs-soak-") as tmp:
         if models is None:
-            from benchmarks.reliability import export_models
+            from benchmarks.saved_models import export_models
 
             models = export_models(Path(tmp))
         jobs = [(Path(models["detector"]).parent, "this version", o) for o in ("1", "0")]

@@ -11,7 +11,7 @@ keras = pytest.importorskip("keras")
 if keras.backend.backend() != "tensorflow":
     pytest.skip("SavedModel export is TensorFlow-only", allow_module_level=True)
 
-from benchmarks import reliability  # noqa: E402
+from benchmarks import reliability, saved_models  # noqa: E402
 from benchmarks.serving_requests import serving_load  # noqa: E402
 
 
@@ -21,7 +21,7 @@ def _seed():
 
 
 def test_serving_load_accounts_for_every_element_and_writes_results(tmp_path):
-    paths = reliability.export_models(tmp_path)
+    paths = saved_models.export_models(tmp_path)
     s = serving_load(paths, calls=24, every=8, seed=1, bad_rate=0.5)
     assert s["calls"] == 24 and s["failures"] == 0, s["failure_examples"]
     assert s["accounting_errors"] == 0, s["accounting_examples"]
