@@ -18,7 +18,8 @@ from keras import ops
 # Most samples per bin side that `sampling_ratio=0` (adaptive) takes: enough for any RoI
 # up to 1333 px on a C4 (stride 16, 14 bins: 6) or FPN level-5 map (stride 32, 7 bins: 6).
 MAX_ADAPTIVE_SAMPLES = 6
-# Gathered feature values pooled at a time by `multilevel_roi_align` (2^25 floats: 128 MB).
+# Intermediate values per chunk of boxes in `roi_align` and `multilevel_roi_align` (2^25
+# floats: 128 MB), so that memory does not grow with the number of RoIs.
 CHUNK_ELEMENTS = 2**25
 
 
@@ -73,8 +74,21 @@ def roi_align(
     ax = _axis_weights(boxes[..., 0], boxes[..., 2], output_size[1], width, sampling_ratio, aligned)
     ay = ops.cast(ops.reshape(ay, (-1, num_boxes, output_size[0], height)), features.dtype)
     ax = ops.cast(ops.reshape(ax, (-1, num_boxes, output_size[1], width)), features.dtype)
-    # Contract the longer axis first to keep the intermediate small.
-    if height >= width:
+    # Boxes in static chunks: the intermediate is `R * out * min(H, W) * C` values (1000 RoIs
+    # on a C4 map of an 800x1216 canvas: 2.9 GB); each chunk is pooled before the next.
+    per_box = output_size[0] * output_size[1] * min(height, width) * int(features.shape[-1])
+    boxes_per_chunk = max(1, CHUNK_ELEMENTS // per_box)
+    if not isinstance(num_boxes, int) or num_boxes <= boxes_per_chunk:
+        return _separable_pool(ay, ax, features)
+    return ops.concatenate([
+        _separable_pool(ay[:, lo:lo + boxes_per_chunk], ax[:, lo:lo + boxes_per_chunk], features)
+        for lo in range(0, num_boxes, boxes_per_chunk)], axis=1)
+
+
+def _separable_pool(ay, ax, features):
+    """`sum_{h,w} ay[b, r, p, h] * ax[b, r, q, w] * features[b, h, w, c]`, the longer axis
+    contracted first to keep the intermediate small."""
+    if features.shape[1] >= features.shape[2]:
         tmp = ops.einsum("brph,bhwc->brpwc", ay, features)
         return ops.einsum("brqw,brpwc->brpqc", ax, tmp)
     tmp = ops.einsum("brqw,bhwc->brhqc", ax, features)
