@@ -96,26 +96,30 @@ def _res2net(name, depths, width, scale, deep=False, **kw) -> ResNetSpec:
 _R2 = "Res2Net authors' pretrained-model table"
 
 
-def _resnet_rs(name, depths, size, drop_path, paper_gflops) -> ResNetSpec:
+def _resnet_rs(name, depths, size, params, gflops, drop_path, dropout) -> ResNetSpec:
     """ResNet-RS (Bello et al. 2021, "Revisiting ResNets"): ResNet-D with a convolutional stem
-    pool and SE (ratio 0.25) in every bottleneck; `size` is timm's training input size; the
-    paper's FLOPs (Table 7, at that size, counting a multiply-add as two) are halved."""
+    pool and SE (ratio 0.25) in every bottleneck. `size`: timm's training input size; `params`:
+    timm's count; `gflops`: the paper's FLOPs at that size (a multiply-add counted as two),
+    halved to multiply-adds; `drop_path` / `dropout`: the recipe's stochastic-depth and
+    classifier-dropout rates (as the authors' configs and keras 2's ResNetRS builders give them)."""
     return _resnet_d(name, "bottleneck", depths, se_ratio=0.25, stem_pool="conv",
                      input_shape=(size, size, 3),
-                     paper={**_paper(None, paper_gflops and paper_gflops / 2, "ResNet-RS Table 7, timm"),
-                            "drop_path_rate": drop_path})
+                     paper={**_paper(params, gflops and gflops / 2, _RS),
+                            "drop_path_rate": drop_path, "dropout": dropout})
 
 
-# (name, depths, timm's training input size, the recipe's stochastic-depth rate, the paper's
-# GFLOPs at that size). The -350 row's size is timm's 288; the paper reports it at 256 and 320.
+_RS = "params: timm; GMACs: ResNet-RS paper's FLOPs / 2"
+
+
+# The -350 row's size is timm's 288; the paper reports that model at 256 and 320 only.
 RESNET_RS = [
-    _resnet_rs("resnetrs50", (3, 4, 6, 3), 160, 0.0, 4.6),
-    _resnet_rs("resnetrs101", (3, 4, 23, 3), 192, 0.0, 12.0),
-    _resnet_rs("resnetrs152", (3, 8, 36, 3), 256, 0.0, 31.0),
-    _resnet_rs("resnetrs200", (3, 24, 36, 3), 256, 0.1, 40.0),
-    _resnet_rs("resnetrs270", (4, 29, 53, 4), 256, 0.1, 54.0),
-    _resnet_rs("resnetrs350", (4, 36, 72, 4), 288, 0.1, None),
-    _resnet_rs("resnetrs420", (4, 44, 87, 4), 320, 0.1, 128.0),
+    _resnet_rs("resnetrs50", (3, 4, 6, 3), 160, "35.7M", 4.6, 0.0, 0.25),
+    _resnet_rs("resnetrs101", (3, 4, 23, 3), 192, "63.6M", 12.0, 0.0, 0.25),
+    _resnet_rs("resnetrs152", (3, 8, 36, 3), 256, "86.6M", 31.0, 0.0, 0.25),
+    _resnet_rs("resnetrs200", (3, 24, 36, 3), 256, "93.2M", 40.0, 0.1, 0.25),
+    _resnet_rs("resnetrs270", (4, 29, 53, 4), 256, "129.9M", 54.0, 0.1, 0.25),
+    _resnet_rs("resnetrs350", (4, 36, 72, 4), 288, "164.0M", None, 0.1, 0.4),
+    _resnet_rs("resnetrs420", (4, 44, 87, 4), 320, "191.9M", 128.0, 0.1, 0.4),
 ]
 
 
