@@ -142,3 +142,12 @@ def test_backbone_c2_to_c5_frozen():
         "C2": (1, 16, 16, 256), "C3": (1, 8, 8, 512), "C4": (1, 4, 4, 1024), "C5": (1, 2, 2, 2048)}
     assert not model.get_layer("conv1").trainable and not model.get_layer("conv2_x").trainable
     assert model.get_layer("conv3_x").trainable
+
+
+def test_registry_has_timm_resnetrs_checkpoints():
+    for name in ROWS:
+        ckpt = weights.get_checkpoint(name, "imagenet")
+        assert ckpt.tag == "timm" and ckpt.crop == krs.get_spec(name).input_shape[0]
+        assert ckpt.filename.startswith(name) and ckpt.preprocessing == "torch"
+    rs50 = weights.get_checkpoint("resnetrs50", "imagenet")
+    assert (rs50.resize, rs50.file_hash, rs50.top1) == (175, "6b53758b", 78.8)  # 160 / 0.91
