@@ -123,6 +123,9 @@ def test_torch_layout_round_trip_and_refusal():
     no_se = {k: v for k, v in state.items() if ".se." not in k}
     with pytest.raises(ValueError, match=r"missing: layer1\.0\.se\.fc1"):
         weights.load_torchvision(_tiny(), no_se)
+    plain = krs.build("resnet50d", input_shape=(None, None, 3), depths=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"unexpected: maxpool\.0, maxpool\.1, layer1\.0\.se\.fc1"):
+        weights.load_torchvision(plain, state)
 
 
 @pytest.mark.parametrize("override,message", [
