@@ -48,12 +48,15 @@ def _extrapolate(models, name, count):
                       for d, m in zip(krs.get_spec(name).depths, more, strict=True))
 
 
+# The counts do not depend on the backend, and building under JAX costs minutes on 2 cores:
+# the JAX pass runs the layer, serialization, layout and backbone tests below.
+@pytest.mark.tf_only
 @pytest.mark.parametrize("name", ROWS)
 def test_params_equal_timm(name, tiny_models):
     assert _extrapolate(tiny_models, name, krs.count_params) == TIMM_PARAMS[name]
 
 
-@pytest.mark.tf_only  # eager JAX forward passes at 160-320 px cost minutes on 2 cores
+@pytest.mark.tf_only
 @pytest.mark.parametrize("name,size", sorted(PAPER_GFLOPS))
 def test_macs_within_3_percent_of_paper(name, size, tiny_models):
     if size not in _MACS:  # each tiny model's count at this size, once for all rows
@@ -62,6 +65,7 @@ def test_macs_within_3_percent_of_paper(name, size, tiny_models):
     assert macs / 1e9 == pytest.approx(PAPER_GFLOPS[name, size] / 2, rel=0.03)
 
 
+@pytest.mark.tf_only
 def test_resnetrs50_counts_directly(zoo):
     model = zoo("resnetrs50")
     assert krs.count_params(model) == TIMM_PARAMS["resnetrs50"]
