@@ -26,9 +26,11 @@ from keras_resnet_suite.normalization import (  # noqa: F401  (part of this modu
     batch_of_one_branch,
     norm_layer,
 )
+from keras_resnet_suite.squeeze_excite import SqueezeExcite
 
 SHORTCUTS = ("A", "B", "C")
 DOWNSAMPLE = ("first", "last")
+STEM_POOLS = ("max", "conv")
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -111,16 +113,18 @@ class _Block(Composite):
                  norm: str = "batch", bn_epsilon: float = 1e-5, bn_momentum: float = 0.9,
                  zero_init_residual: bool = False, drop_path_rate: float = 0.0,
                  conv_bias: bool = False, subsample_shortcut: bool = False,
-                 avg_down: bool = False, **kwargs):
+                 avg_down: bool = False, se_ratio: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if not 0.0 <= se_ratio <= 1.0:
+            raise ValueError(f"se_ratio must be in [0, 1], got {se_ratio}")
         self.filters, self.stride, self.shortcut_option = filters, stride, shortcut
         self.residual, self.preact, self.dilation = residual, preact, dilation
         self.norm, self.bn_epsilon, self.bn_momentum = norm, bn_epsilon, bn_momentum
         self.zero_init_residual, self.drop_path_rate = zero_init_residual, drop_path_rate
         self.conv_bias, self.subsample_shortcut = conv_bias, subsample_shortcut
-        self.avg_down = avg_down
+        self.avg_down, self.se_ratio = avg_down, float(se_ratio)
         self.out_channels = filters * self.expansion
         if drop_path_rate:
             self.seed_generator = keras.random.SeedGenerator(name="drop_path_seed")
@@ -133,6 +137,11 @@ class _Block(Composite):
             self.pre = [self._bn("preact_bn"), layers.ReLU(name="preact_relu")]
             self._build_chain(self.pre, input_shape)
         self.branch = self._branch_layers(input_shape[-1])
+        if self.se_ratio:
+            # ResNet-RS / SE-ResNet: gates on the block's output channels before the add, the
+            # reduced width rounded to a multiple of 8 as timm's `make_divisible` rounds it.
+            self.branch.append(SqueezeExcite(se_channels(self.out_channels, self.se_ratio),
+                                             name="se"))
         out_shape = self._build_chain(self.branch, input_shape)
         if self.residual:
             self.shortcut = Shortcut(
@@ -177,7 +186,13 @@ class _Block(Composite):
                 "bn_epsilon": self.bn_epsilon, "bn_momentum": self.bn_momentum,
                 "zero_init_residual": self.zero_init_residual,
                 "drop_path_rate": self.drop_path_rate, "conv_bias": self.conv_bias,
-                "subsample_shortcut": self.subsample_shortcut, "avg_down": self.avg_down}
+                "subsample_shortcut": self.subsample_shortcut, "avg_down": self.avg_down,
+                **({"se_ratio": self.se_ratio} if self.se_ratio else {})}
+
+
+def se_channels(channels: int, ratio: float, divisor: int = 8) -> int:
+    """`channels * ratio` to the nearest multiple of `divisor` (timm's make_divisible)."""
+    return max(divisor, int(channels * ratio + divisor / 2) // divisor * divisor)
 
 
 @keras.saving.register_keras_serializable(PACKAGE)
@@ -256,16 +271,22 @@ class Stem(Composite):
     and `filters` channels, the first with stride 2 (ResNet-C/D, He et al. 2019), each followed
     by BN and ReLU, then the same max-pool.
 
+    `pool="conv"` replaces the max-pool by a 3x3/2 convolution + BN + ReLU (ResNet-RS, Bello
+    et al. 2021; timm's `replace_stem_pool`).
+
     Pre-activation networks leave the stem's output un-normalised: the first block's
     pre-activation does it (He et al. 2016, section 4.1).
     """
 
     def __init__(self, filters: int = 64, kind: str = "imagenet", *, preact: bool = False,
                  norm: str = "batch", bn_epsilon: float = 1e-5, bn_momentum: float = 0.9,
-                 conv_bias: bool = False, **kwargs):
+                 conv_bias: bool = False, pool: str = "max", **kwargs):
         super().__init__(**kwargs)
         if kind not in ("imagenet", "deep", "cifar"):
             raise ValueError(f"stem kind must be 'imagenet', 'deep' or 'cifar', got {kind!r}")
+        if pool not in STEM_POOLS:
+            raise ValueError(f"stem pool must be one of {STEM_POOLS}, got {pool!r}")
+        self.pool = pool
         self.filters, self.kind, self.preact, self.norm = filters, kind, preact, norm
         self.bn_epsilon, self.bn_momentum, self.conv_bias = bn_epsilon, bn_momentum, conv_bias
 
@@ -284,7 +305,11 @@ class Stem(Composite):
         if not self.preact:
             chain += [norm_layer(self.norm, "bn", self.bn_epsilon, self.bn_momentum),
                       layers.ReLU(name="relu")]
-        if big:
+        if big and self.pool == "conv":
+            chain += conv(self.filters, 3, 2, name="pool_conv")
+            chain += [norm_layer(self.norm, "pool_bn", self.bn_epsilon, self.bn_momentum),
+                      layers.ReLU(name="pool_relu")]
+        elif big:
             # Zero padding equals PyTorch's -inf padding after a ReLU, and keras.applications'.
             chain += [layers.ZeroPadding2D(1, name="pool_pad"),
                       layers.MaxPooling2D(3, strides=2, name="pool")]
@@ -301,7 +326,8 @@ class Stem(Composite):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kind": self.kind,
                 "preact": self.preact, "norm": self.norm, "bn_epsilon": self.bn_epsilon,
-                "bn_momentum": self.bn_momentum, "conv_bias": self.conv_bias}
+                "bn_momentum": self.bn_momentum, "conv_bias": self.conv_bias,
+                **({"pool": self.pool} if self.pool != "max" else {})}
 
 
 @keras.saving.register_keras_serializable(PACKAGE)

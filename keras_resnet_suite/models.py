@@ -25,7 +25,7 @@ __all__ = ["available_models", "build", "convert_checkpoint", "convert_keras_app
            "convert_torchvision", "load_checkpoint", "trunk"]
 
 _SPEC_FIELDS = ("depths", "widths", "stem_width", "groups", "width_per_group", "block",
-                "preact", "residual", "stem", "avg_down", "scale")
+                "preact", "residual", "stem", "avg_down", "scale", "se_ratio", "stem_pool")
 
 
 def _resolve_spec(name_or_spec, overrides: dict) -> ResNetSpec:
@@ -92,6 +92,8 @@ def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bo
         block_kw["subsample_shortcut"] = True
     if spec.avg_down:
         block_kw["avg_down"] = True
+    if spec.se_ratio:
+        block_kw["se_ratio"] = spec.se_ratio
     if spec.block == "bottleneck":
         block_kw.update(groups=spec.groups, width_per_group=spec.width_per_group,
                         stride_in_1x1=stride_in_1x1)
@@ -105,8 +107,9 @@ def trunk(x, spec: ResNetSpec, *, shortcut: str | None = None, stride_in_1x1: bo
     rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
     dilations = dilations or (1,) * len(spec.depths)
 
+    stem_kw = {"pool": spec.stem_pool} if spec.stem_pool != "max" else {}
     x = Stem(spec.stem_width, spec.stem, preact=spec.preact, conv_bias=conv_bias,
-             name="conv1", **norm_kw)(x)
+             name="conv1", **norm_kw, **stem_kw)(x)
     features = {"C1": x}
     start = 0
     last = len(spec.depths) - 1

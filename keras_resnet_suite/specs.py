@@ -36,6 +36,8 @@ class ResNetSpec:
     shortcut: str = "B"  # default shortcut option for this family (paper section 3.3)
     avg_down: bool = False  # strided projections average-pool 2x2 first, then 1x1/1 (ResNet-D)
     scale: int = 1  # Res2Net's scale s: the 3x3 split into s groups (1: an ordinary bottleneck)
+    se_ratio: float = 0.0  # squeeze-and-excitation on each block's output (0: none; ResNet-RS)
+    stem_pool: str = "max"  # "conv": a 3x3/2 conv + BN + ReLU instead of the max-pool (ResNet-RS)
     classes: int = 1000
     input_shape: tuple[int, int, int] = (224, 224, 3)
     paper: dict = field(default_factory=dict)  # published figures: params, gflops, source
@@ -65,6 +67,10 @@ class ResNetSpec:
         return dataclasses.replace(self, **changes)
 
 
+def _paper(params: str | None = None, gflops: float | None = None, src: str = "") -> dict:
+    return {k: v for k, v in {"params": params, "gflops": gflops, "source": src}.items() if v}
+
+
 _IMAGENET_WIDTHS = (64, 128, 256, 512)
 _CIFAR_WIDTHS = (16, 32, 64)
 
@@ -90,16 +96,39 @@ def _res2net(name, depths, width, scale, deep=False, **kw) -> ResNetSpec:
 _R2 = "Res2Net authors' pretrained-model table"
 
 
+def _resnet_rs(name, depths, size, params, gflops, drop_path, dropout) -> ResNetSpec:
+    """ResNet-RS (Bello et al. 2021, "Revisiting ResNets"): ResNet-D with a convolutional stem
+    pool and SE (ratio 0.25) in every bottleneck. `size`: timm's training input size; `params`:
+    timm's count; `gflops`: the paper's FLOPs at that size (a multiply-add counted as two),
+    halved to multiply-adds; `drop_path` / `dropout`: the recipe's stochastic-depth and
+    classifier-dropout rates (as the authors' configs and keras 2's ResNetRS builders give them)."""
+    return _resnet_d(name, "bottleneck", depths, se_ratio=0.25, stem_pool="conv",
+                     input_shape=(size, size, 3),
+                     paper={**_paper(params, gflops and gflops / 2, _RS),
+                            "drop_path_rate": drop_path, "dropout": dropout})
+
+
+_RS = "params: timm; GMACs: ResNet-RS paper's FLOPs / 2"
+
+
+# The -350 row's size is timm's 288; the paper reports that model at 256 and 320 only.
+RESNET_RS = [
+    _resnet_rs("resnetrs50", (3, 4, 6, 3), 160, "35.7M", 4.6, 0.0, 0.25),
+    _resnet_rs("resnetrs101", (3, 4, 23, 3), 192, "63.6M", 12.0, 0.0, 0.25),
+    _resnet_rs("resnetrs152", (3, 8, 36, 3), 256, "86.6M", 31.0, 0.0, 0.25),
+    _resnet_rs("resnetrs200", (3, 24, 36, 3), 256, "93.2M", 40.0, 0.1, 0.25),
+    _resnet_rs("resnetrs270", (4, 29, 53, 4), 256, "129.9M", 54.0, 0.1, 0.25),
+    _resnet_rs("resnetrs350", (4, 36, 72, 4), 288, "164.0M", None, 0.1, 0.4),
+    _resnet_rs("resnetrs420", (4, 44, 87, 4), 320, "191.9M", 128.0, 0.1, 0.4),
+]
+
+
 def _cifar(name, n, residual=True, **kw) -> ResNetSpec:
     """The paper's CIFAR family (section 4.2): 6n+2 layers, option A shortcuts."""
     return ResNetSpec(
         name=name, block="basic", depths=(n, n, n), widths=_CIFAR_WIDTHS, stem="cifar",
         stem_width=16, residual=residual, shortcut="A", classes=10, input_shape=(32, 32, 3), **kw,
     )
-
-
-def _paper(params: str | None = None, gflops: float | None = None, src: str = "") -> dict:
-    return {k: v for k, v in {"params": params, "gflops": gflops, "source": src}.items() if v}
 
 
 SPECS: dict[str, ResNetSpec] = {
@@ -142,6 +171,8 @@ SPECS: dict[str, ResNetSpec] = {
         _res2net("res2net50d", (3, 4, 6, 3), 26, 4, deep=True, paper=_paper("25.7M", None, "timm")),
         _res2net("res2net101d", (3, 4, 23, 3), 26, 4, deep=True,
                  paper=_paper("45.2M", None, "timm")),
+        # ResNet-RS (Bello et al. 2021): depths, sizes and stochastic-depth rates of the paper.
+        *RESNET_RS,
         # CIFAR-10, paper section 4.2 and Table 6.
         _cifar("resnet20", 3, paper=_paper("0.27M", None, "Table 6")),
         _cifar("resnet32", 5, paper=_paper("0.46M", None, "Table 6")),
@@ -177,9 +208,11 @@ def get_spec(name: str) -> ResNetSpec:
 
 def camel_name(name: str) -> str:
     """The builder name of a model: resnet50 -> ResNet50, plain34 -> PlainNet34,
-    resnext50_32x4d -> ResNeXt50_32x4d, res2net50_26w_4s -> Res2Net50_26w_4s."""
+    resnext50_32x4d -> ResNeXt50_32x4d, res2net50_26w_4s -> Res2Net50_26w_4s,
+    resnetrs101 -> ResNetRS101."""
     for prefix, camel in (("res2next", "Res2NeXt"), ("res2net", "Res2Net"), ("resnext", "ResNeXt"),
-                          ("wide_resnet", "WideResNet"), ("resnet", "ResNet"),
+                          ("wide_resnet", "WideResNet"), ("resnetrs", "ResNetRS"),
+                          ("resnet", "ResNet"),
                           ("plain", "PlainNet"), ("wrn", "WRN")):
         if name.startswith(prefix):
             return camel + name[len(prefix):].replace("v2", "V2")

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from keras_resnet_suite.compat import flatten_layers
+from keras_resnet_suite.squeeze_excite import SqueezeExcite
 
 BN_FIELDS = ("gamma", "beta", "mean", "var")
 
@@ -30,6 +31,8 @@ def model_targets(model: keras.Model) -> dict[str, keras.layers.Layer]:
                 out[prefix + layer.name] = layer
             elif hasattr(layer, "param_layers"):  # Res2Net's MultiScaleConv
                 out.update({prefix + k: v for k, v in layer.param_layers().items()})
+            elif isinstance(layer, SqueezeExcite):  # SE-ResNet / ResNet-RS
+                out[prefix + "se.reduce"], out[prefix + "se.expand"] = layer.reduce, layer.expand
 
     if "conv1" in names:
         chain("stem.", model.get_layer("conv1").chain)
@@ -55,13 +58,17 @@ def model_targets(model: keras.Model) -> dict[str, keras.layers.Layer]:
 # layer1.0.conv1, ...) with a `linear` head; their option-A shortcuts have no parameters.
 
 # Res2Net's hierarchical 3x3 (timm's Bottle2neck) holds `convs.i` / `bns.i` instead of conv2/bn2.
-_TORCH_BLOCK = re.compile(
-    r"layer(\d)\.(\d+)\.(conv\d|bn\d|convs\.\d+|bns\.\d+|downsample\.[012])\.(\w+)$")
+# timm's SE module (SE-ResNet, ResNet-RS) holds `se.fc1` / `se.fc2`, 1x1 convolutions with biases.
+_TORCH_BLOCK = re.compile(r"layer(\d)\.(\d+)\.(conv\d|bn\d|convs\.\d+|bns\.\d+|se\.fc[12]|"
+                          r"downsample\.[012])\.(\w+)$")
+_SE = {"se.fc1": "se.reduce", "se.fc2": "se.expand"}
 _TORCH_BN = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
 # timm's ResNet-D: a deep stem `conv1 = Sequential(conv, bn, relu, conv, bn, relu, conv)` and
 # `downsample = Sequential(AvgPool2d, conv, bn)`.
+# ResNet-RS replaces the max-pool by `maxpool = Sequential(conv, bn, relu)`.
 _DEEP_STEM = {"conv1.0": "stem.conv1", "conv1.1": "stem.bn1", "conv1.3": "stem.conv2",
               "conv1.4": "stem.bn2", "conv1.6": "stem.conv"}
+_STEM_POOL = {"maxpool.0": "stem.pool_conv", "maxpool.1": "stem.pool_bn"}
 _DOWN = {False: {"downsample.0": "down.conv", "downsample.1": "down.bn"},
          True: {"downsample.1": "down.conv", "downsample.2": "down.bn"}}
 
@@ -73,11 +80,12 @@ def _torch_key(key: str, avg_down: bool = False) -> tuple[str, str] | None:
     if key.endswith("num_batches_tracked"):
         return "", ""
     head, _, field = key.rpartition(".")
-    head = _DEEP_STEM.get(head, head)
-    if head in ("conv1", "stem.conv1", "stem.conv2", "stem.conv") and field in ("weight", "bias"):
+    head = _DEEP_STEM.get(head, _STEM_POOL.get(head, head))
+    if head in ("conv1", "stem.conv1", "stem.conv2", "stem.conv", "stem.pool_conv") and \
+            field in ("weight", "bias"):
         return ("stem.conv" if head == "conv1" else head), ("kernel" if field == "weight"
                                                             else "bias")
-    if head in ("bn1", "stem.bn1", "stem.bn2") and field in _TORCH_BN:
+    if head in ("bn1", "stem.bn1", "stem.bn2", "stem.pool_bn") and field in _TORCH_BN:
         return ("stem.bn" if head == "bn1" else head), _TORCH_BN[field]
     if head in ("fc", "linear") and field in ("weight", "bias"):  # linear: CIFAR ResNets
         return "fc", "kernel" if field == "weight" else "bias"
@@ -86,10 +94,10 @@ def _torch_key(key: str, avg_down: bool = False) -> tuple[str, str] | None:
         return None
     stage, block, part, field = m.groups()
     prefix = f"s{int(stage) + 1}.b{int(block) + 1}."
-    part = _DOWN[avg_down].get(part, part)
+    part = _DOWN[avg_down].get(part, _SE.get(part, part))
     if part.startswith("downsample"):
         return None
-    if "conv" in part:
+    if "conv" in part or part.startswith("se."):
         conv_fields = {"weight": "kernel", "bias": "bias"}
         return (prefix + part, conv_fields[field]) if field in conv_fields else None
     return (prefix + part, _TORCH_BN[field]) if field in _TORCH_BN else None
@@ -122,12 +130,14 @@ def torch_name(canon: str, deep_stem: bool = False, avg_down: bool = False) -> s
     fixed = {"stem.conv": "conv1", "stem.bn": "bn1", "fc": "fc"}
     if deep_stem:
         fixed.update({v: k for k, v in _DEEP_STEM.items()})
+    fixed.update({v: k for k, v in _STEM_POOL.items()})
     if canon in fixed:
         return fixed[canon]
     m = re.match(r"s(\d)\.b(\d+)\.(.+)$", canon)
     if not m:
         return canon
-    part = {v: k for k, v in _DOWN[avg_down].items()}.get(m[3], m[3])
+    renamed = {v: k for k, v in {**_DOWN[avg_down], **_SE}.items()}
+    part = renamed.get(m[3], m[3])
     return f"layer{int(m[1]) - 1}.{int(m[2]) - 1}.{part}"
 
 

@@ -72,6 +72,16 @@ def _timm(arch, file, top1):
                       "sha256", "torchvision", "torch", top1)
 
 
+def _timm_rs(arch, file, top1, size, crop_pct):
+    """timm's ResNet-RS weights (the authors' TensorFlow checkpoints, EMA, ported by timm):
+    ImageNet mean/std inputs, timm's default evaluation transform (bicubic resize of the short
+    side to floor(size / crop_pct), centre crop `size`); top-1 as the authors report it at the
+    training resolution. The hash is the SHA-256 prefix in the publisher's file name."""
+    return Checkpoint(arch, "timm", _TIMM + file, file.rsplit("-", 1)[1].split(".")[0],
+                      "sha256", "torchvision", "torch", top1, resize=int(size / crop_pct),
+                      crop=size)
+
+
 def _keras(arch, md5, top1, v2=False):
     return Checkpoint(arch, "keras", f"{_KERAS}{arch}_weights_tf_dim_ordering_tf_kernels.h5",
                       md5, "md5", "keras", "tf" if v2 else "caffe", top1,
@@ -114,6 +124,15 @@ CHECKPOINTS: dict[tuple[str, str], Checkpoint] = {(c.arch, c.tag): c for c in [
     _timm("res2net50_26w_8s", "v0.1-res2net/res2net50_26w_8s-2c7c9f12.pth", 79.19),
     _timm("res2net101_26w_4s", "v0.1-res2net/res2net101_26w_4s-02a759a1.pth", 79.19),
     _timm("res2next50", "v0.1-res2net/res2next50_4s-6ef7e7bf.pth", 78.24),
+    # ResNet-RS (Bello et al. 2021) as timm publishes them (resnetrs*.tf_in1k).
+    _timm_rs("resnetrs50", "v0.1-rs-weights/resnetrs50_ema-6b53758b.pth", 78.8, 160, 0.91),
+    _timm_rs("resnetrs101", "v0.1-rs-weights/resnetrs101_i192_ema-1509bbf6.pth", 81.2, 192,
+             0.94),
+    _timm_rs("resnetrs152", "v0.1-rs-weights/resnetrs152_i256_ema-a9aff7f9.pth", 83.0, 256, 1.0),
+    _timm_rs("resnetrs200", "v0.1-tpu-weights/resnetrs200_c-6b698b88.pth", 83.4, 256, 1.0),
+    _timm_rs("resnetrs270", "v0.1-rs-weights/resnetrs270_ema-b40e674c.pth", 83.8, 256, 1.0),
+    _timm_rs("resnetrs350", "v0.1-rs-weights/resnetrs350_i256_ema-5a1aa8f1.pth", 84.0, 288, 1.0),
+    _timm_rs("resnetrs420", "v0.1-rs-weights/resnetrs420_ema-972dee69.pth", 84.4, 320, 1.0),
     # keras.applications (hashes as published in keras/src/applications/resnet.py).
     _keras("resnet50", "2cb95161c43110f7111970584f804107", 74.9),
     _keras("resnet101", "f1aeb4b969a6efcfb50fad2f0c20cfc5", 76.4),

@@ -1,5 +1,7 @@
 """Every model builds, runs, trains one step, saves and reloads; bad arguments are refused."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -10,7 +12,14 @@ import keras_resnet_suite as krs
 # JAX costs ~15 s a model on 2 cores, so all 25 there would break the 20-minute budget. The
 # TensorFlow pass runs every model.
 JAX_MODELS = {"resnet20", "plain20", "resnet18", "resnet50", "resnext50_32x4d", "resnet50v2"}
-EVERY_MODEL = [pytest.param(n, marks=pytest.mark.jax) if n in JAX_MODELS else n
+# ResNet-RS-152 ... -420 repeat resnetrs50's blocks at other depths and input sizes and take
+# ~135 s to build on 2 cores; test_resnet_rs.py checks their rows (parameters, multiply-adds).
+DEEP_RS = {"resnetrs152", "resnetrs200", "resnetrs270", "resnetrs350", "resnetrs420"}
+_ALL = os.environ.get("KRS_ALL_MODELS") == "1"
+_DEEP_RS_SKIP = pytest.mark.skipif(not _ALL, reason="deep ResNet-RS row: KRS_ALL_MODELS=1 "
+                                   "builds it (~20-45 s each)")
+EVERY_MODEL = [pytest.param(n, marks=pytest.mark.jax) if n in JAX_MODELS else
+               pytest.param(n, marks=_DEEP_RS_SKIP) if n in DEEP_RS else n
                for n in krs.available_models()]
 # One training step per code path (block, stem, shortcut option, pre-activation, grouped
 # convolution, plain or residual): a deeper or wider model of a family runs its shallowest
@@ -18,9 +27,10 @@ EVERY_MODEL = [pytest.param(n, marks=pytest.mark.jax) if n in JAX_MODELS else n
 # alone took 30-45 s).
 FIT_MODELS = {"resnet18", "resnet50", "plain18", "resnet18d", "resnet50d", "resnet50v2",
               "resnext50_32x4d", "resnet20", "plain20", "wrn28_10", "res2net50_26w_4s",
-              "res2next50", "res2net50d"}
-# Res2Net's scale is a count too (how many 3x3 splits), but a Res2Net is not a ResNet.
-_COUNTS = ("name", "depths", "width_per_group", "paper", "scale")
+              "res2next50", "res2net50d", "resnetrs50"}
+# Res2Net's scale is a count too (how many 3x3 splits), but a Res2Net is not a ResNet. ResNet-RS
+# rows differ in depths and input size only.
+_COUNTS = ("name", "depths", "width_per_group", "paper", "scale", "input_shape")
 
 
 def _shallowest_of_family(name: str) -> str:

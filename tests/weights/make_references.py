@@ -48,6 +48,8 @@ CASES = {
     "timm_res2net50_26w_4s": ("timm", "res2net50_26w_4s", 72, RES2NET_SHRINK),
     "timm_res2next50": ("timm", "res2next50", 72, RES2NET_SHRINK),
     "timm_res2net50d": ("timm", "res2net50d", 72, RES2NET_SHRINK),
+    # ResNet-RS: the convolutional stem pool and SE (biased 1x1s) at full size: 72 -> 18 -> 3.
+    "timm_resnetrs50": ("timm", "resnetrs50", 72, {}),
     "keras_ResNet50": ("keras", "ResNet50", 64, {}),
     "keras_ResNet50V2": ("keras", "ResNet50V2", 64, {}),
 }

@@ -78,13 +78,13 @@ def test_missing_unexpected_and_misshaped_keys_are_all_listed():
     model = krs.build("resnet18", input_shape=(None, None, 3), **TINY)
     state = weights.to_torchvision(model)
     del state["layer2.0.bn1.running_var"]
-    state["layer2.0.se.fc1.weight"] = np.zeros((4, 4), "float32")
+    state["layer2.0.attn.fc1.weight"] = np.zeros((4, 4), "float32")  # no module of ours
     state["layer3.0.conv2.weight"] = np.zeros((32, 32, 5, 5), "float32")
     with pytest.raises(ValueError) as err:
         weights.load_torchvision(model, state)
     message = str(err.value)
     assert "layer2.0.bn1: incomplete entry" in message  # running_var gone
-    assert "unexpected: layer2.0.se.fc1.weight" in message
+    assert "unexpected: layer2.0.attn.fc1.weight" in message
     assert "wrong shape: layer3.0.conv2: checkpoint [(5, 5, 32, 32)] vs model [(3, 3, 32, 32)]" \
         in message
     state = weights.to_torchvision(model)
