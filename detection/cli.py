@@ -23,7 +23,7 @@ COMMANDS = {
                "OD API signature)"),
     "predict": ("detection.engine.predict", "detect objects in image files; write "
                 "detections.json and PNGs with drawn boxes"),
-    "records": ("detection.data.shards", "write a VOC/COCO data set's train and val splits as "
+    "records": ("detection.data.shards_cli", "write a VOC/COCO data set's train and val splits as "
                 "verified TFRecord shards (resumable) to train from with --data DIR"),
     "init-config": ("detection.data.discover", "recognise a VOC-XML folder or COCO JSON and "
                     "write a starting config for it (class names, split, a CPU-sized model)"),

@@ -27,15 +27,10 @@ from keras_resnet_suite.data.images import decode_rgb, upright_image
 _FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
     "image/id": tf.io.FixedLenFeature([], tf.string),
-    "image/size": tf.io.FixedLenFeature([2], tf.int64),
-    "image/orientation": tf.io.FixedLenFeature([], tf.int64),
-    "boxes": tf.io.VarLenFeature(tf.float32),
-    "labels": tf.io.VarLenFeature(tf.int64),
-    "difficult": tf.io.VarLenFeature(tf.int64),
-    "iscrowd": tf.io.VarLenFeature(tf.int64),
-    "area": tf.io.VarLenFeature(tf.float32),
-    "masks": tf.io.VarLenFeature(tf.string),
-}
+    "image/info": tf.io.FixedLenFeature([3], tf.int64),  # height, width, EXIF orientation
+    "objects": tf.io.RaggedFeature(tf.float32),  # [N * 8]: x1 y1 x2 y2 label difficult crowd area
+    "masks": tf.io.RaggedFeature(tf.string),
+}  # one example: each a plain 1-D tensor
 
 
 def is_shards_folder(path: str | Path) -> bool:
@@ -178,21 +173,20 @@ def _dataset(files: _Files, table: np.ndarray, shuffle: bool, seed: int | None,
     def load(index: tf.Tensor) -> dict:
         data = tf.numpy_function(read, [table_t[index]], tf.string, stateful=False)
         parsed = tf.io.parse_single_example(tf.reshape(data, []), _FEATURES)
-        dense = {k: tf.sparse.to_dense(parsed[k]) for k in
-                 ("boxes", "labels", "difficult", "iscrowd", "area", "masks")}
-        image = upright_image(decode_rgb(parsed["image/encoded"]),
-                              tf.cast(parsed["image/orientation"], tf.int32))
+        objects = tf.reshape(parsed["objects"], [-1, 8])
+        info = parsed["image/info"]
+        image = upright_image(decode_rgb(parsed["image/encoded"]), tf.cast(info[2], tf.int32))
         element = {
             "images": tf.cast(image, tf.float32),
-            "bounding_boxes": {"boxes": tf.reshape(dense["boxes"], [-1, 4]),
-                               "labels": tf.cast(dense["labels"], tf.int32)},
+            "bounding_boxes": {"boxes": objects[:, :4],
+                               "labels": tf.cast(objects[:, 4], tf.int32)},
             "image_id": parsed["image/id"],
-            "difficult": tf.cast(dense["difficult"], tf.bool),
-            "iscrowd": tf.cast(dense["iscrowd"], tf.bool),
-            "area": dense["area"],
+            "difficult": objects[:, 5] > 0,
+            "iscrowd": objects[:, 6] > 0,
+            "area": objects[:, 7],
         }
         if with_masks:
-            decoded = tf.numpy_function(masks_of, [dense["masks"], parsed["image/size"]],
+            decoded = tf.numpy_function(masks_of, [parsed["masks"], info[:2]],
                                         tf.uint8, stateful=False)
             element["masks"] = tf.ensure_shape(decoded, [None, None, None])
         return element

@@ -60,16 +60,17 @@ def _bytes(values) -> tf.train.Feature:
 
 def serialize(record: Record, image_bytes: bytes, masks: bool) -> bytes:
     """One `tf.train.Example` of `record` with the file's encoded bytes (and RLE counts)."""
-    features = {
+    objects = np.concatenate([
+        np.asarray(record.boxes, np.float32).reshape(-1, 4),
+        np.stack([np.asarray(record.labels), np.asarray(record.difficult),
+                  np.asarray(record.iscrowd), np.asarray(record.area)], axis=1).astype(
+                      np.float32).reshape(-1, 4)], axis=1)
+    features = {  # few features: parsing costs per feature
         "image/encoded": _bytes([image_bytes]),
         "image/id": _bytes([str(record.image_id).encode()]),
-        "image/size": _ints([record.height, record.width]),
-        "image/orientation": _ints([int(record.orientation)]),
-        "boxes": _floats(np.asarray(record.boxes, np.float32)),
-        "labels": _ints(np.asarray(record.labels, np.int64)),
-        "difficult": _ints(np.asarray(record.difficult, np.int64)),
-        "iscrowd": _ints(np.asarray(record.iscrowd, np.int64)),
-        "area": _floats(np.asarray(record.area, np.float32)),
+        "image/info": _ints([record.height, record.width, int(record.orientation)]),
+        # per object: x1 y1 x2 y2 label difficult iscrowd area (labels exact below 2**24)
+        "objects": _floats(objects),
     }
     if masks:
         counts = [m["counts"] if isinstance(m["counts"], bytes) else m["counts"].encode()
@@ -160,8 +161,9 @@ def write_split(records: list[Record], out: str | Path, split: str, num_shards: 
 
 
 def verify_split(folder: str | Path, split: str, entry: dict, checksums: bool = True) -> None:
-    """Read every shard of `split` back: size, SHA-256 (with `checksums`), TFRecord CRCs and
-    record count against `entry`; a bad shard is named in one line (ValueError)."""
+    """Check every shard of `split` against `entry`: its size, and with `checksums` its SHA-256,
+    TFRecord CRCs and record count (a full read); a bad shard is named in one line
+    (ValueError)."""
     folder = Path(folder)
     for shard in entry["shards"]:
         path = folder / shard["file"]
@@ -171,7 +173,9 @@ def verify_split(folder: str | Path, split: str, entry: dict, checksums: bool = 
         if size != shard["bytes"]:
             raise ValueError(f"shard {path} is truncated or changed: {size} bytes, the manifest "
                              f"says {shard['bytes']}")
-        if checksums and _sha256(path) != shard["sha256"]:
+        if not checksums:
+            continue
+        if _sha256(path) != shard["sha256"]:
             raise ValueError(f"shard {path} is corrupted: its SHA-256 differs from the manifest's")
         try:
             count = sum(1 for _ in tf.data.TFRecordDataset(str(path)))
@@ -190,76 +194,3 @@ def write_manifest(out: str | Path, splits: dict, meta: dict) -> Path:
                         "splits": splits})
     return path
 
-
-def load_records(spec: dict, class_names: list[str], masks: bool) -> tuple[list[Record], dict]:
-    """The parsed records of a VOC/COCO loader spec (as `inspect_data` describes it) and the
-    manifest's metadata (class names, COCO category ids)."""
-    from detection.data.coco import coco_records
-    from detection.data.voc import voc_records
-
-    spec = dict(spec)
-    loader = spec.pop("loader")
-    if loader == "coco":
-        records, report, meta = coco_records(**spec, masks=masks)
-        print(report.summary())
-        return records, {"class_names": meta["class_names"],
-                         "category_ids": list(meta["category_ids"])}
-    if masks:
-        raise ValueError(f"--masks: the VOC XML data set {spec.get('data_dir')} holds boxes "
-                         "only, no instance masks (use a COCO JSON)")
-    records, report = voc_records(**spec, class_names=list(class_names))
-    print(report.summary())
-    return records, {"class_names": list(report.known_classes)}
-
-
-def _finished(out: Path, source: dict, num_shards: int, masks: bool) -> bool:
-    """Whether `out` already holds these shards (verified again); another data set's shards
-    in `out` are refused in one line."""
-    from detection.data.shard_reader import read_manifest
-
-    if not (out / MANIFEST).is_file():
-        return False
-    manifest = read_manifest(out)
-    same = (manifest.get("source") == source and manifest.get("num_shards") == num_shards
-            and bool(manifest.get("masks")) == masks)
-    if not same:
-        raise ValueError(f"--out {out} already holds shards of {manifest.get('source')} "
-                         f"(num_shards {manifest.get('num_shards')}, masks "
-                         f"{bool(manifest.get('masks'))}): choose another --out or remove it")
-    for split, entry in manifest["splits"].items():
-        verify_split(out, split, entry)
-    return True
-
-
-def _per_class(labels: np.ndarray, meta: dict) -> dict[str, int]:
-    counts = np.bincount(labels, minlength=len(meta["class_names"]))
-    return {str(n): int(c) for n, c in zip(meta["class_names"], counts, strict=False)}
-
-
-def run(args) -> int:
-    """`python -m detection records --data PATH --out DIR --num-shards N [--masks]`: the data
-    set's train and val splits written as verified TFRecord shards (resumable)."""
-    from detection.data.discover import inspect_data
-
-    info = inspect_data(args.data, args.images, args.val_fraction)
-    for line in info.describe():
-        print(line)
-    out, masks, num_shards = Path(args.out), bool(args.masks), int(args.num_shards)
-    source = {k: v for k, v in info.loader.items()}
-    if _finished(out, source, num_shards, masks):
-        print(f"{out}: already complete and verified ({MANIFEST})")
-        return 0
-    splits, meta, objects = {}, {}, np.zeros(0, np.int64)
-    for name, split in (("train", info.train_split), ("val", info.eval_split)):
-        records, meta = load_records({**info.loader, "split": split}, info.class_names, masks)
-        objects = np.concatenate([objects, *[np.asarray(r.labels, np.int64) for r in records]])
-        count = num_shards if name == "train" else max(1, min(num_shards, len(records)))
-        splits[name] = write_split(records, out, name, count, masks)
-    path = write_manifest(out, splits, {**meta, "source_format": info.format, "source": source,
-                                        "num_shards": num_shards, "masks": masks,
-                                        "objects_per_class": _per_class(objects, meta)})
-    total = ", ".join(f"{k} {v['count']} images in {len(v['shards'])} shards"
-                      for k, v in splits.items())
-    print(f"wrote {path}: {total}; verified (sizes, SHA-256, TFRecord CRCs, counts); train "
-          f"with: python -m detection train --data {out}")
-    return 0

@@ -3,6 +3,7 @@
 line, and the per-worker split by file (disjoint and complete for 2 and 4 workers)."""
 
 import json
+import shutil
 import types
 
 import numpy as np
@@ -54,7 +55,7 @@ def _elements(ds):
 
 def test_round_trip_equals_the_coco_loader_masks_included(tmp_path, capsys):
     from detection.data.build import dataset_from_config
-    from detection.data.shards import run
+    from detection.data.shards_cli import run
 
     data = write_coco(tmp_path / "coco", 6)
     assert run(_args(data, tmp_path / "shards", 2)) == 0
@@ -87,7 +88,7 @@ def test_round_trip_equals_the_coco_loader_masks_included(tmp_path, capsys):
 def test_random_access_and_train_data_recognised(tmp_path):
     from detection.data.discover import class_names_of, inspect_data
     from detection.data.shard_reader import shards
-    from detection.data.shards import run
+    from detection.data.shards_cli import run
 
     run(_args(write_coco(tmp_path / "coco", 6), tmp_path / "shards", 3, masks=False))
     info = inspect_data(tmp_path / "shards")
@@ -103,6 +104,7 @@ def test_random_access_and_train_data_recognised(tmp_path):
 
 def test_a_killed_write_resumes_keeping_the_finished_shards(tmp_path, monkeypatch):
     from detection.data import shards as writer
+    from detection.data.shards_cli import run
 
     data, out = write_coco(tmp_path / "coco", 9), tmp_path / "shards"
     real, calls = writer._write_shard, []
@@ -116,28 +118,28 @@ def test_a_killed_write_resumes_keeping_the_finished_shards(tmp_path, monkeypatc
 
     monkeypatch.setattr(writer, "_write_shard", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        writer.run(_args(data, out, 4))
+        run(_args(data, out, 4))
     assert not (out / "manifest.json").exists()
     kept = {p.name: p.stat().st_mtime_ns for p in out.glob("train-*.tfrecord")}
     assert sorted(kept) == ["train-00000-of-00004.tfrecord", "train-00001-of-00004.tfrecord"]
     calls.clear()
     monkeypatch.setattr(writer, "_write_shard", real)
     monkeypatch.setattr(writer, "_write_shard", lambda *a: calls.append(a[1].name) or real(*a))
-    assert writer.run(_args(data, out, 4)) == 0
+    assert run(_args(data, out, 4)) == 0
     assert [c for c in calls if c.startswith("train")] == [
         "train-00002-of-00004.tfrecord", "train-00003-of-00004.tfrecord"]
     assert {n: (out / n).stat().st_mtime_ns for n in kept} == kept  # not rewritten
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["splits"]["train"]["count"] == 6 and not list(out.glob("*.tmp"))
     calls.clear()
-    assert writer.run(_args(data, out, 4)) == 0 and calls == []  # complete: only verified
+    assert run(_args(data, out, 4)) == 0 and calls == []  # complete: only verified
     with pytest.raises(ValueError, match="already holds shards of .* choose another --out"):
-        writer.run(_args(data, out, 3))
+        run(_args(data, out, 3))
 
 
 def test_a_damaged_shard_is_named_in_one_line(tmp_path):
     from detection.data.shard_reader import shards
-    from detection.data.shards import run
+    from detection.data.shards_cli import run
 
     out = tmp_path / "shards"
     run(_args(write_coco(tmp_path / "coco", 6), out, 2, masks=False))
@@ -161,7 +163,7 @@ def test_a_damaged_shard_is_named_in_one_line(tmp_path):
 
 def test_worker_split_by_file_is_disjoint_and_complete(tmp_path):
     from detection.data.shard_reader import shards, worker_files
-    from detection.data.shards import run
+    from detection.data.shards_cli import run
 
     out = tmp_path / "shards"
     run(_args(write_coco(tmp_path / "coco", 12), out, 3, masks=False))
@@ -198,3 +200,51 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
                        "shard needs at least one image") and "Traceback" not in "".join(err)
     assert main(["records", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "s")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def _train_config(tmp_path, out):
+    from detection.config import load_config
+    from detection.data.synthetic import CLASS_NAMES
+
+    config = {
+        "name": "shards", "model": {"backbone": "resnet18", "image_size": [48, 48]},
+        "data": {"num_classes": len(CLASS_NAMES), "class_names": "auto",
+                 "train": {"loader": "shards", "data_dir": str(out), "split": "train"},
+                 "augment": {"flip": True, "sizes": [32, 48]}, "max_boxes": 4, "seed": 5},
+        "train": {"batch_size": 2, "steps": 10, "learning_rate": 0.01},
+    }
+    path = tmp_path / "shards.yaml"
+    path.write_text(json.dumps(config))
+    return load_config(path)
+
+
+def test_training_stream_resumes_exactly_and_each_worker_reads_its_files(tmp_path, monkeypatch):
+    """The `train` stream over shards: resumed at step S it gives the uninterrupted run's batch S;
+    as worker w of 2 (the `dataset_fn` MultiWorkerMirroredStrategy calls) it reads file w only."""
+    from detection.data import shard_reader
+    from detection.data.build import dataset_from_config
+    from detection.data.resume import worker_input
+    from detection.data.shards_cli import run
+    from detection.data.synthetic import write_voc
+    from detection.engine.train import _train_stream
+
+    write_voc(tmp_path / "voc" / "VOC2007", 10, "train", image_size=40, seed=2)
+    shutil.rmtree(tmp_path / "voc" / "VOC2007" / "ImageSets")  # a labelling tool's folder
+    run(_args(tmp_path / "voc" / "VOC2007", tmp_path / "shards", 2, masks=False))
+    config = _train_config(tmp_path, tmp_path / "shards")
+    base = dataset_from_config(config.data.train, config.class_names(), shuffle=True, seed=5,
+                               verbose=False)
+    make = _train_stream(config, base, 2)
+    whole = list(make(0).take(6).as_numpy_iterator())
+    for a, b in zip(whole[3:6], make(3).take(3).as_numpy_iterator(), strict=True):
+        for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b), strict=True):
+            np.testing.assert_array_equal(x, y)
+    files, read = [], shard_reader._Files.read
+    monkeypatch.setattr(shard_reader._Files, "read",
+                        lambda self, f, *a: files.append(f) or read(self, f, *a))
+    for w in (0, 1):
+        files.clear()
+        dataset_fn = worker_input(make, 2, 2, len(config.class_names()))
+        batch = next(iter(dataset_fn(tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=w, num_replicas_in_sync=2))))
+        assert batch["images"].shape[0] == 1 and files and set(files) == {w}
