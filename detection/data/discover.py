@@ -53,7 +53,10 @@ class DataSetInfo:
         where = ", ".join(f"{k} {v}" for k, v in self.loader.items()
                           if k in ("data_dir", "image_dir"))
         n = len(self.class_names)
-        lines = [f"found a {'PASCAL VOC XML' if self.format == 'voc' else 'COCO JSON'} data set "
+        kind = 'PASCAL VOC XML' if self.format == 'voc' else 'COCO JSON'
+        if self.loader.get("loader") == "shards":
+            kind = f"TFRecord shards of a {kind}"
+        lines = [f"found a {kind} data set "
                  f"({where}): {self.num_images} annotated images, "
                  f"{sum(self.objects_per_class.values())} objects, "
                  f"{n} class{'' if n == 1 else 'es'}"]
