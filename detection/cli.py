@@ -189,6 +189,8 @@ examples:
       --checkpoint runs/photos/final.weights.h5 --out served/photos
   python -m detection predict a.jpg b.png --model served/photos --out predictions
   python -m detection predict a.jpg --weights torchvision/fasterrcnn_resnet50_fpn
+  python -m detection records --data coco/ --out shards/ --num-shards 64   # TFRecord shards
+  python -m detection train --data shards/ --steps 200 --out runs/from-shards
   python -m detection --verbose train ...   (with TensorFlow's own log lines)
 
 A run folder holds checkpoints/, history.csv, training_curves.png, config.yaml,
