@@ -36,17 +36,19 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def write_coco(root: Path, images: int, seed: int = 0) -> Path:
-    """A COCO JSON of `images` random 64x48 JPEGs with 1-3 polygon objects each."""
+def write_coco(root: Path, images: int, seed: int = 0, size: tuple[int, int] = (64, 48)) -> Path:
+    """A COCO JSON of `images` random `size` (width, height) JPEGs with 1-3 polygon objects
+    each (boxes drawn in the top-left 64x48)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     entries, annotations = [], []
     for i in range(images):
-        pixels = rng.integers(0, 255, (48, 64, 3), np.uint8)
+        pixels = rng.integers(0, 255, (size[1], size[0], 3), np.uint8)
         Image.fromarray(pixels).save(root / f"{i:06d}.jpg", quality=90)
-        entries.append({"id": i + 1, "file_name": f"{i:06d}.jpg", "width": 64, "height": 48})
+        entries.append({"id": i + 1, "file_name": f"{i:06d}.jpg", "width": size[0],
+                        "height": size[1]})
         for _ in range(1 + i % 3):
             x, y = rng.uniform(0, 30, 2)
             w, h = rng.uniform(8, 30, 2)
@@ -135,11 +137,12 @@ def _fit(config, out: Path) -> dict:
 
 
 def run(images: int = 1000, shards: int = 8, batches: int = 60, rounds: int = 2,
-        fit_steps: int = 0) -> dict:
-    """Write rate and training input (and, with `fit_steps`, a tiny fit) JSON vs shards."""
+        fit_steps: int = 0, size: tuple[int, int] = (64, 48)) -> dict:
+    """Write rate and training input (and, with `fit_steps`, a tiny fit) JSON vs shards, for
+    `images` JPEGs of `size` (width, height)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        data = write_coco(root / "coco", images)
+        data = write_coco(root / "coco", images, size=tuple(size))
         write = measure_write(data, root / "shards", shards)
         specs = {"json": {"loader": "coco", "data_dir": str(data)},
                  "shards": {"loader": "shards", "data_dir": str(root / "shards"),
@@ -155,6 +158,7 @@ def run(images: int = 1000, shards: int = 8, batches: int = 60, rounds: int = 2,
     ratio = best["json"]["cpu_per_image_ms"] / best["shards"]["cpu_per_image_ms"]
     return {"host": platform.node() or "host", "date": time.strftime("%Y-%m-%d"),
             "cpus": os.cpu_count(), "load_1min": os.getloadavg()[0], "images": images,
+            "size": list(size),
             "shards": shards, "write": write, "stream_batches": batches, "batch": 4,
             "rounds": rounds, "streams": streams, "best": best,
             "json_over_shards_cpu_per_image": ratio, "fit_steps": fit_steps, "fit": fits,
@@ -165,8 +169,9 @@ def run(images: int = 1000, shards: int = 8, batches: int = 60, rounds: int = 2,
 
 def markdown(r: dict) -> str:
     w = r["write"]
-    lines = [f"TFRecord shards, {r['host']} {r['date']} ({r['images']} COCO images 64x48 with "
-             f"polygon masks, {r['shards']} shards; {r['cpus']} cores, load "
+    width, height = r["size"]
+    lines = [f"TFRecord shards, {r['host']} {r['date']} ({r['images']} COCO JPEGs "
+             f"{width}x{height} with polygon masks, {r['shards']} shards; {r['cpus']} cores, load "
              f"{r['load_1min']:.1f} at the end)", "",
              "| write | CPU s | images / CPU s |", "|---|---|---|",
              f"| parse JSON + check images (`coco_records`, masks) | {w['parse_cpu_s']:.2f} | "
@@ -176,7 +181,7 @@ def markdown(r: dict) -> str:
              f"| end to end | {w['parse_cpu_s'] + w['write_cpu_s']:.2f} | "
              f"{w['end_to_end_images_per_cpu_s']:.0f} |", "",
              f"write target >= {r['target_write_images_per_cpu_s']:.0f} images / CPU s: "
-             f"{'ok' if r['write_ok'] else 'MISSED'}; shards {w['bytes'] / 1e6:.2f} MB "
+             f"{'ok' if r['write_ok'] else 'MISSED'} (target stated for 64x48); shards {w['bytes'] / 1e6:.2f} MB "
              f"({w['bytes_per_image']:.0f} B/image; source JPEGs + JSON "
              f"{w['source_bytes'] / 1e6:.2f} MB)", "",
              f"Training input (`train`'s stream, batch {r['batch']}, {r['stream_batches']} "
@@ -203,12 +208,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--fit-steps", type=int, default=20)
+    parser.add_argument("--size", type=int, nargs=2, default=(64, 48), metavar=("W", "H"))
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args(argv)
-    result = run(args.images, args.shards, args.batches, args.rounds, args.fit_steps)
+    result = run(args.images, args.shards, args.batches, args.rounds, args.fit_steps,
+                 tuple(args.size))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"records-{result['host']}-{result['date']}"
+    tag = "" if tuple(args.size) == (64, 48) else f"-{args.size[0]}x{args.size[1]}"
+    stem = f"records-{result['host']}-{result['date']}{tag}"
     (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{stem}.md").write_text(markdown(result))
     print(markdown(result), end="")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +74,16 @@ def worker_files(num_files: int, num_workers: int = 1, worker: int = 0) -> list[
 
 
 class _Files:
-    """Open file handles shared by tf.data's threads; `read` is one `pread` per record."""
+    """The shard files a reader owns, opened once; `read` is one `pread` per record (thread-safe,
+    no lock: tf.data calls it from many threads)."""
 
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths, self.fds, self.lock = paths, {}, threading.Lock()
+    def __init__(self, paths: list[Path], owned: list[int] | None = None) -> None:
+        self.paths = paths
+        self.fds = {i: os.open(paths[i], os.O_RDONLY)
+                    for i in (range(len(paths)) if owned is None else owned)}
 
     def read(self, file: int, offset: int, length: int) -> bytes:
-        with self.lock:
-            fd = self.fds.get(file)
-            if fd is None:
-                fd = self.fds[file] = os.open(self.paths[file], os.O_RDONLY)
-        raw = os.pread(fd, _HEADER + length, offset)
+        raw = os.pread(self.fds[file], _HEADER + length, offset)
         stored = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
         if len(raw) != _HEADER + length or stored != length:
             raise ValueError(f"shard {self.paths[file]}: record at byte {offset} is damaged "
@@ -93,7 +91,7 @@ class _Files:
         return raw[_HEADER:]
 
     def __del__(self) -> None:
-        for fd in self.fds.values():
+        for fd in getattr(self, "fds", {}).values():
             os.close(fd)
 
 
@@ -136,8 +134,8 @@ def shards(data_dir: str | Path, split: str = "train", shuffle: bool = False,
     verify_split(folder, split, entry, checksums=verify)
     files = worker_files(len(entry["shards"]), num_workers, worker)
     table = _index(manifest, split, files, (num_workers, worker))
-    ds = _dataset(_Files([folder / s["file"] for s in entry["shards"]]), table[:, :3], shuffle,
-                  seed, masks)
+    paths = [folder / s["file"] for s in entry["shards"]]
+    ds = _dataset(_Files(paths, files), table[:, :3], shuffle, seed, masks)
     report = DataReport(f"{folder} {split}")
     report.num_images = len(table)
     report.num_objects = int(table[:, 3].sum())
