@@ -135,7 +135,8 @@ def shards(data_dir: str | Path, split: str = "train", shuffle: bool = False,
     files = worker_files(len(entry["shards"]), num_workers, worker)
     table = _index(manifest, split, files, (num_workers, worker))
     paths = [folder / s["file"] for s in entry["shards"]]
-    ds = _dataset(_Files(paths, files), table[:, :3], shuffle, seed, masks)
+    ds = _dataset(_Files(paths, files), table[:, :3], shuffle, seed, masks,
+                  bool(entry.get("turned", True)))
     report = DataReport(f"{folder} {split}")
     report.num_images = len(table)
     report.num_objects = int(table[:, 3].sum())
@@ -158,7 +159,7 @@ def shards(data_dir: str | Path, split: str = "train", shuffle: bool = False,
 
 
 def _dataset(files: _Files, table: np.ndarray, shuffle: bool, seed: int | None,
-             with_masks: bool) -> tf.data.Dataset:
+             with_masks: bool, turn: bool) -> tf.data.Dataset:
     table_t = tf.constant(table.reshape(-1, 3), tf.int64)
 
     def read(row):
@@ -173,7 +174,9 @@ def _dataset(files: _Files, table: np.ndarray, shuffle: bool, seed: int | None,
         parsed = tf.io.parse_single_example(tf.reshape(data, []), _FEATURES)
         objects = tf.reshape(parsed["objects"], [-1, 8])
         info = parsed["image/info"]
-        image = upright_image(decode_rgb(parsed["image/encoded"]), tf.cast(info[2], tf.int32))
+        image = decode_rgb(parsed["image/encoded"])
+        if turn:  # only a split holding EXIF-turned photos pays for the turn
+            image = upright_image(image, tf.cast(info[2], tf.int32))
         element = {
             "images": tf.cast(image, tf.float32),
             "bounding_boxes": {"boxes": objects[:, :4],

@@ -154,6 +154,7 @@ def write_split(records: list[Record], out: str | Path, split: str, num_shards: 
             entries.append(_write_shard([records[i] for i in block], out / name, masks, bar))
             _atomic_json(partial_path, {"fingerprint": fingerprint, "shards": entries})
     entry = {"count": len(records), "objects": sum(len(r.labels) for r in records),
+             "turned": any(int(r.orientation) != 1 for r in records),  # any EXIF turn to apply
              "fingerprint": fingerprint, "shards": entries}
     verify_split(out, split, entry)
     partial_path.unlink(missing_ok=True)

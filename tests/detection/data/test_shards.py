@@ -22,7 +22,10 @@ def write_coco(root, num_images=6, seed=0, size=(64, 48)):
     images, annotations = [], []
     for i in range(num_images):
         name = f"img{i}.{'jpg' if i % 2 else 'png'}"
-        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(root / name)
+        exif = Image.Exif()
+        exif[0x0112] = 6 if i == 1 else 1  # one photo turned 90 degrees by its EXIF tag
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), np.uint8)).save(
+            root / name, **({"exif": exif} if name.endswith("jpg") else {}))
         images.append({"id": 10 + i, "file_name": name, "width": w, "height": h})
         for k in range(1 + i % 3):
             x, y = float(rng.uniform(0, w / 2)), float(rng.uniform(0, h / 2))
@@ -82,6 +85,7 @@ def test_round_trip_equals_the_coco_loader_masks_included(tmp_path, capsys):
                 assert o[name].dtype == e[name].dtype
                 np.testing.assert_array_equal(o[name], e[name])
     assert len(seen) == 6 and any(e["iscrowd"].any() for e in seen)  # crowd RLEs went through
+    assert {e["images"].shape[:2] for e in seen} == {(48, 64), (64, 48)}  # the EXIF turn too
     assert sum(len(e["masks"]) for e in seen) == sum(len(e["area"]) for e in seen)
 
 
