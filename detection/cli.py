@@ -23,6 +23,8 @@ COMMANDS = {
                "OD API signature)"),
     "predict": ("detection.engine.predict", "detect objects in image files; write "
                 "detections.json and PNGs with drawn boxes"),
+    "records": ("detection.data.shards_cli", "write a VOC/COCO data set's train and val splits as "
+                "verified TFRecord shards (resumable) to train from with --data DIR"),
     "init-config": ("detection.data.discover", "recognise a VOC-XML folder or COCO JSON and "
                     "write a starting config for it (class names, split, a CPU-sized model)"),
 }
@@ -151,8 +153,21 @@ def _init_config(p: argparse.ArgumentParser) -> None:
     _data_arguments(p)
 
 
+def _records(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True,
+                   help="VOC XML folder or tree, COCO root, or COCO JSON file (as train --data)")
+    p.add_argument("--out", required=True,
+                   help="shards folder to write (a killed run given the same folder continues)")
+    p.add_argument("--num-shards", type=arg_type(POSITIVE_INT, "--num-shards"), default=8,
+                   help="TFRecord files for the train split (default 8; at least one per "
+                        "worker, so each worker reads only its own files)")
+    p.add_argument("--masks", action="store_true",
+                   help="also write the instance masks, as RLE (COCO data only)")
+    _data_arguments(p)
+
+
 ARGUMENTS = {"demo": _demo, "train": _train, "evaluate": _evaluate, "export": _export,
-             "predict": _predict, "init-config": _init_config}
+             "predict": _predict, "records": _records, "init-config": _init_config}
 
 
 DESCRIPTION = """\
@@ -174,6 +189,8 @@ examples:
       --checkpoint runs/photos/final.weights.h5 --out served/photos
   python -m detection predict a.jpg b.png --model served/photos --out predictions
   python -m detection predict a.jpg --weights torchvision/fasterrcnn_resnet50_fpn
+  python -m detection records --data coco/ --out shards/ --num-shards 64   # TFRecord shards
+  python -m detection train --data shards/ --steps 200 --out runs/from-shards
   python -m detection --verbose train ...   (with TensorFlow's own log lines)
 
 A run folder holds checkpoints/, history.csv, training_curves.png, config.yaml,

@@ -45,7 +45,7 @@ from keras_resnet_suite.schema import (
 
 CONFIGS = Path(__file__).resolve().parent / "configs"  # the YAML files shipped with the package
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
-LOADERS = ("voc", "coco", "shapes", "voc_tfds", "coco_tfds")
+LOADERS = ("voc", "coco", "shapes", "voc_tfds", "coco_tfds", "shards")
 METRICS = ("voc", "coco", "segm")
 
 

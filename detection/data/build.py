@@ -10,13 +10,14 @@ from pathlib import Path
 import tensorflow as tf
 
 from detection.data.coco import coco
+from detection.data.shard_reader import shards
 from detection.data.synthetic import shapes
 from detection.data.tfds import coco_tfds, voc_tfds
 from detection.data.voc import voc
 
 LOADERS = {"voc": voc, "coco": coco, "shapes": shapes, "voc_tfds": voc_tfds,
-           "coco_tfds": coco_tfds}  # a config's `loader:` -> its function
-WITH_MASKS = ("coco", "shapes")  # the loaders that can give instance masks (`masks: true`)
+           "coco_tfds": coco_tfds, "shards": shards}  # a config's `loader:` -> its function
+WITH_MASKS = ("coco", "shapes", "shards")  # the loaders that can give instance masks (`masks: true`)
 _VAR = re.compile(r"\$\{(\w+)\}")
 
 
@@ -73,6 +74,6 @@ def dataset_from_config(
             ds = ds.shuffle(count, seed=seed)
         ds.num_examples, ds.element_at = count, element_at
         return ds
-    if loader in ("voc", "coco"):
+    if loader in ("voc", "coco", "shards"):
         spec["verbose"] = verbose
     return load(shuffle=shuffle, seed=seed, **spec)

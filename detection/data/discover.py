@@ -22,6 +22,7 @@ from detection.data.build import expand_path
 from detection.data.coco import coco_categories, find_coco_files, load_coco_json
 from detection.data.folders import find_voc_folders, split_files
 from detection.data.report import DataReport
+from detection.data.shard_reader import is_shards_folder, read_manifest
 from detection.data.synthetic import CLASS_NAMES
 from detection.data.voc import count_classes, voc_class_names
 
@@ -52,7 +53,10 @@ class DataSetInfo:
         where = ", ".join(f"{k} {v}" for k, v in self.loader.items()
                           if k in ("data_dir", "image_dir"))
         n = len(self.class_names)
-        lines = [f"found a {'PASCAL VOC XML' if self.format == 'voc' else 'COCO JSON'} data set "
+        kind = 'PASCAL VOC XML' if self.format == 'voc' else 'COCO JSON'
+        if self.loader.get("loader") == "shards":
+            kind = f"TFRecord shards of a {kind}"
+        lines = [f"found a {kind} data set "
                  f"({where}): {self.num_images} annotated images, "
                  f"{sum(self.objects_per_class.values())} objects, "
                  f"{n} class{'' if n == 1 else 'es'}"]
@@ -123,6 +127,23 @@ def _coco_info(path: Path, image_dir: Path | None, val_fraction: float, seed: in
                        report.notes)
 
 
+def _shards_info(path: Path) -> DataSetInfo:
+    """A folder written by `python -m detection records`: its manifest's classes and splits."""
+    manifest = read_manifest(path)
+    if not {"train", "val"} <= set(manifest["splits"]):
+        raise ValueError(f"{path / 'manifest.json'}: needs splits 'train' and 'val', has "
+                         f"{', '.join(manifest['splits'])}")
+    names = list(manifest["class_names"])
+    splits_ = manifest["splits"]
+    counts = manifest.get("objects_per_class") or {}
+    return DataSetInfo(manifest["source_format"], {"loader": "shards",
+                                                   "data_dir": str(path.resolve())},
+                       "train", "val", names, {n: counts.get(n, 0) for n in names},
+                       sum(int(s["count"]) for s in splits_.values()), False,
+                       [f"TFRecord shards ({manifest['source_format']} data): train "
+                        f"{splits_['train']['count']} images, val {splits_['val']['count']}"])
+
+
 def inspect_data(
     path: str | Path, image_dir: str | Path | None = None, val_fraction: float = 0.2,
     split_seed: int = 0,
@@ -134,6 +155,8 @@ def inspect_data(
     fraction = splits.check_fraction(val_fraction)
     if not path.exists():
         raise FileNotFoundError(f"data path {path} does not exist")
+    if is_shards_folder(path):
+        return _shards_info(path)
     if path.is_file():
         if path.suffix.lower() != ".json":
             raise ValueError(f"data path {path}: expected a folder or a COCO .json file")
@@ -154,6 +177,8 @@ def class_names_of(spec: Mapping) -> list[str]:
     loader = spec.get("loader")
     if loader == "shapes":
         return list(CLASS_NAMES)
+    if loader == "shards" and spec.get("data_dir"):
+        return list(read_manifest(expand_path(spec["data_dir"]))["class_names"])
     if loader not in ("voc", "coco"):
         raise ValueError(f"class_names: auto needs a voc, coco or shapes loader, got {loader!r}; "
                          "list the class names")

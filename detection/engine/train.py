@@ -159,6 +159,10 @@ def _train_stream(config: Config, base, global_batch: int, strategy=None):
         # Nothing before `start` is decoded; every call reuses the loaded records; a
         # worker `(num_workers, index)` decodes only its share of each global batch.
         def make_positioned(start: int, worker: tuple[int, int] = (1, 0), batch=global_batch):
+            if worker[0] > 1 and callable(getattr(base, "for_worker", None)):
+                # TFRecord shards: this worker reads only its own files, its own stream
+                split = resumable_elements(base.for_worker(*worker), start * batch, data.seed)
+                return batches_of(split, batch, repeat=False)
             split = resumable_elements(base, start * global_batch, data.seed,
                                        num_shards=worker[0], shard=worker[1])
             return batches_of(split, batch, repeat=False)
