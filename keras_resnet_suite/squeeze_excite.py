@@ -14,7 +14,7 @@ class SqueezeExcite(Composite):
     """`x * sigmoid(expand(act(reduce(mean(x)))))` with 1x1 convolutions (biases included).
 
     `squeeze_channels` is the reduced width: EfficientNet takes a quarter of the block's input
-    channels, ResNet-RS a quarter of the bottleneck's inner width; each caller rounds its own.
+    channels, ResNet-RS a quarter of the block's output channels; each caller rounds its own.
     """
 
     def __init__(self, squeeze_channels: int, activation: str = "relu", **kwargs):
