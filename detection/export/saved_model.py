@@ -159,6 +159,11 @@ def run(args) -> int:
         if args.config is None:
             raise ValueError("export --checkpoint needs --config (the model's YAML)")
         model = load_detector(load_config(args.config), args.checkpoint)
+    if getattr(args, "precision", None):
+        from detection.export.quantize_cli import run_quantized
+
+        config = load_config(args.config) if args.config else None
+        return run_quantized(args, model, config)
     path = export_saved_model(model, args.out)
     print(f"SavedModel written to {path} (signatures: {', '.join(SIGNATURES)})")
     return 0

@@ -193,6 +193,13 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
         return super().export(filepath, format=format, verbose=verbose,
                               input_signature=input_signature, **kwargs)
 
+    def quantize_export(self, path, calibration, **kwargs):
+        """`detection.export.quantize.quantize_detector(self, path, calibration, **kwargs)`: an
+        int8/bf16 OpenVINO folder (what `keras_resnet_suite.export.quantize` calls)."""
+        from detection.export.quantize import quantize_detector
+
+        return quantize_detector(self, path, calibration, **kwargs)
+
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Keras' sum of the model's losses: the four stage losses (`add_loss`d by `call`)
