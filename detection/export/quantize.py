@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from detection.evaluation import coco_ap, voc_ap
+from detection.evaluation.dataset import predict_dataset
+
 FORMATS = ("openvino",)
 PRECISIONS = ("int8", "bf16", "float32")
 PARTS = ("backbone", "rpn", "roi_heads")
@@ -199,22 +202,32 @@ class DetectorPredictor:
 
     def __call__(self, images) -> dict:
         """The TF OD API outputs (`detection_boxes` normalised yxyx, ...), as our SavedModels."""
-        from detection.export.saved_model import to_od_api
-
         array = np.asarray(images)
         dets = self.predict(array)
-        batch = len(array)
-        out = to_od_api(dets, np.full([batch], array.shape[1]), np.full([batch], array.shape[2]),
-                        self.metadata.get("category_ids"))
-        return {k: np.asarray(v) for k, v in out.items()}
+        return od_api(dets, array.shape[1], array.shape[2], self.metadata.get("category_ids"))
+
+
+def od_api(dets: Mapping, height: int, width: int, category_ids=None) -> dict:
+    """`detection.export.to_od_api` in NumPy for one image size: normalised yxyx boxes, class
+    ids (label + 1 or `category_ids[label]`, 0 on padding), float counts."""
+    classes = np.asarray(dets["classes"]).astype(np.int64)
+    valid = classes >= 0
+    x1, y1, x2, y2 = np.moveaxis(np.asarray(dets["boxes"], np.float32), -1, 0)
+    boxes = np.stack([y1 / height, x1 / width, y2 / height, x2 / width], -1)
+    ids = (classes + 1 if category_ids is None
+           else np.asarray(category_ids, np.int64)[np.maximum(classes, 0)])
+    out = {"detection_boxes": np.where(valid[..., None], boxes, 0.0).astype(np.float32),
+           "detection_scores": np.where(valid, dets["scores"], 0.0).astype(np.float32),
+           "detection_classes": np.where(valid, ids, 0).astype(np.float32),
+           "num_detections": np.asarray(dets["num_detections"], np.float32)}
+    if "masks" in dets:
+        out["detection_masks"] = np.where(valid[..., None, None], dets["masks"], 0.0)
+    return out
 
 
 def accuracy(predictor, validation, masks: bool, max_images: int | None = None) -> dict:
     """Box mAP@0.5 (VOC, all points) of `predictor` on an unbatched `validation` dataset, and
     for a Mask R-CNN the COCO mask AP: `{"mAP": ..., ["mask_AP": ...]}`."""
-    from detection.evaluation import coco_ap, voc_ap
-    from detection.evaluation.dataset import predict_dataset
-
     predictions, truths, _ = predict_dataset(predictor, validation, batch_size=1,
                                              max_images=max_images, progress=True)
     out = {"mAP": float(voc_ap(predictions, truths, 0.5, use_07_metric=False)["mAP"])}

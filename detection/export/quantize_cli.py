@@ -3,15 +3,17 @@ of a trained detector (`detection.export.quantize`), calibrated and gated on its
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from detection.data.build import dataset_from_config
+from detection.export.quantize import quantize_detector
+
 
 def _split_images(config, split: str, count: int):
     """The first `count` elements of the config's `data.<split>` (unbatched, with labels)."""
-    from detection.data.build import dataset_from_config
-
     spec = getattr(config.data, split, None)
     if not spec:
         raise ValueError(f"export: the config has no data.{split} to calibrate or validate on")
@@ -34,8 +36,6 @@ def calibration_source(value: str, config, count: int):
 
 def run_quantized(args, model, config) -> int:
     """Quantize `model` as the export arguments say and print where and how it did."""
-    from detection.export.quantize import quantize_detector
-
     validation = None
     if args.validation and config is not None:
         validation = _split_images(config, args.validation, args.validation_images)
@@ -47,8 +47,6 @@ def run_quantized(args, model, config) -> int:
           f"detection.export.quantize.DetectorPredictor)")
     report = (path / "metadata.json").read_text()
     if validation is not None:
-        import json
-
         acc = json.loads(report)["accuracy"]
         print("; ".join(f"{k}: float32 {acc['float32'][k]:.4f}, {args.precision} "
                         f"{acc[args.precision][k]:.4f}" for k in acc["float32"]))

@@ -19,6 +19,7 @@ from keras import ops
 
 from detection.checkpoints import presets, pretrained
 from detection.data.checks import TrainingDataChecks
+from detection.export.quantize import quantize_detector
 from detection.modeling import builder
 from detection.modeling.options import DetectorOptions
 from detection.modeling.roi_heads import ROIHeads
@@ -196,8 +197,6 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
     def quantize_export(self, path, calibration, **kwargs):
         """`detection.export.quantize.quantize_detector(self, path, calibration, **kwargs)`: an
         int8/bf16 OpenVINO folder (what `keras_resnet_suite.export.quantize` calls)."""
-        from detection.export.quantize import quantize_detector
-
         return quantize_detector(self, path, calibration, **kwargs)
 
     # ----------------------------------------------------------------------------- training

@@ -115,7 +115,7 @@ def test_bad_calibration_and_folders(tmp_path):
         q.calibration_images([])
     picked = q.calibration_images(_images(10), num_samples=3, seed=0)
     again = q.calibration_images(_images(10), num_samples=3, seed=0)
-    assert len(picked) == 3 and all(np.array_equal(a, b) for a, b in zip(picked, again))
+    assert len(picked) == 3 and all(np.array_equal(a, b) for a, b in zip(picked, again, strict=True))
     with pytest.raises(ValueError, match="no metadata.json"):
         q.DetectorPredictor(tmp_path)
     with pytest.raises(ValueError, match="expects a detection.FasterRCNN or MaskRCNN, got object"):
