@@ -19,12 +19,16 @@ from pathlib import Path
 
 import numpy as np
 
-VARIANTS = (  # (label, keep_float, preset)
-    ("all int8 (performance)", (), "performance"),
-    ("all int8 (mixed)", (), "mixed"),
-    ("rpn float (mixed)", ("rpn",), "mixed"),
-    ("roi_heads float (mixed)", ("roi_heads",), "mixed"),
-    ("rpn + roi_heads float (mixed)", ("rpn", "roi_heads"), "mixed"),
+HEADS = ("rpn", "roi_heads")
+VARIANTS = (  # (label, keep_float, preset, nncf options)
+    ("all int8 (performance)", (), "performance", {}),
+    ("all int8 (mixed)", (), "mixed", {}),
+    ("rpn float (mixed)", ("rpn",), "mixed", {}),
+    ("roi_heads float (mixed)", ("roi_heads",), "mixed", {}),
+    ("rpn + roi_heads float (mixed)", HEADS, "mixed", {}),
+    ("rpn + roi_heads float (mixed, full bias correction)", HEADS, "mixed",
+     {"fast_bias_correction": False}),
+    ("rpn + roi_heads float (performance)", HEADS, "performance", {}),
 )
 
 
@@ -56,6 +60,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--calibration", type=int, default=300)
     parser.add_argument("--only", nargs="*", default=None, help="variant labels to run")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args(argv)
 
     from detection.config import load_config
@@ -74,13 +79,13 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp())
     float_dir = quantize_detector(model, tmp / "float32", None, precision="float32")
     predictors["float32"] = DetectorPredictor(float_dir)
-    for label, keep, preset in VARIANTS:
+    for label, keep, preset, options in VARIANTS:
         if args.only and label not in args.only:
             continue
         start = time.time()
         folder = quantize_detector(model, tmp / label.replace(" ", "_"), calibration,
                                    validation=validation, max_drop=None, keep_float=keep,
-                                   preset=preset)
+                                   preset=preset, **options)
         report = json.loads((folder / "metadata.json").read_text())["accuracy"]
         predictors[label] = DetectorPredictor(folder)
         rows.append({"variant": label, "keep_float": list(keep), "preset": preset,
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
         row.update({f"int8_{k}": v for k, v in speed[row["variant"]].items()})
         row["speedup_cpu"] = speed["float32"]["cpu_ms"] / speed[row["variant"]]["cpu_ms"]
     date = "2026-12-08"
-    out = Path(__file__).parent / "results" / f"{date}-quantize-detector"
+    out = Path(__file__).parent / "results" / f"{date}-quantize-detector{args.tag}"
     result = {"run": str(run), "config": config.name, "images": args.images,
               "calibration": args.calibration, "float32": speed["float32"],
               "image_size": list(image.shape[1:3]), "variants": rows}
