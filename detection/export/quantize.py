@@ -33,7 +33,8 @@ from detection.evaluation.dataset import predict_dataset
 
 FORMATS = ("openvino",)
 PRECISIONS = ("int8", "bf16", "float32")
-PARTS = ("backbone", "rpn", "roi_heads")
+PARTS = ("backbone", "rpn", "roi_heads")  # roi_heads: the second stage, mask head included
+WEIGHTED = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul")
 KEEP_FLOAT = ("rpn", "roi_heads")  # measured default: see the module docstring
 PREDICTOR = "detection.export.quantize:DetectorPredictor"
 OUTPUTS = ("boxes", "scores", "classes", "num_detections")
@@ -126,14 +127,16 @@ def _backbone_ops(ov_model) -> set[str]:
 def part_of_ops(ov_model) -> dict[str, str]:
     """`{friendly name: part}` (backbone, rpn, roi_heads) for each Convolution/MatMul of an
     exported detector: backbone upstream of its named outputs, the others by the part named
-    first downstream."""
+    first downstream (roi_heads when none is: a mask head)."""
     backbone = _backbone_ops(ov_model)
     parts = {}
     for op in ov_model.get_ops():
-        if op.get_type_name() in ("Convolution", "MatMul", "GroupConvolution"):
+        if op.get_type_name() in WEIGHTED:
             name = op.get_friendly_name()
+            # Unnamed all the way down (a Mask R-CNN's mask head, ending at `masks`): the
+            # second stage, whose convolutions run on RoIs.
             found = "backbone" if name in backbone else _first_named_part(op)
-            parts[name] = found or "backbone"
+            parts[name] = found or "roi_heads"
     return parts
 
 
