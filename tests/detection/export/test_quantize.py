@@ -43,6 +43,7 @@ def test_int8_folder_metadata_and_quantized_parts(int8_folder, model):
     assert meta["image_size"] == [64, 64] and meta["num_classes"] == 3
     assert meta["quantization"]["keep_float"] == ["rpn", "roi_heads"]
     assert meta["quantization"]["calibration_images"] == 4  # sampled from 6
+    assert meta["quantization"]["bias_correction"] == "full"
     acc = meta["accuracy"]
     assert set(acc["float32"]) == {"mAP"} and acc["drop_points"]["mAP"] == pytest.approx(
         100 * (acc["float32"]["mAP"] - acc["int8"]["mAP"]), abs=1e-3)
