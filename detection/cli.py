@@ -123,7 +123,24 @@ def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=arg_type(POSITIVE_INT, "--image-size"), nargs=2,
                    default=None, metavar=("H", "W"),
                    help="with --weights: the canvas (default: the preset's, 800 x 1344)")
-    p.add_argument("--out", required=True, help="SavedModel folder to write")
+    p.add_argument("--out", required=True, help="SavedModel (or quantized model) folder")
+    p.add_argument("--precision", choices=("int8", "bf16"), default=None,
+                   help="write an OpenVINO model of this precision instead of the SavedModel "
+                        "(detection.export.quantize)")
+    p.add_argument("--format", choices=("openvino",), default="openvino",
+                   help="runtime of the --precision model (default openvino)")
+    p.add_argument("--calibration", default="train",
+                   help="int8 calibration images: a data split of --config (default train) "
+                        "or a .npy file [N, H, W, 3]")
+    p.add_argument("--calibration-images", type=arg_type(POSITIVE_INT, "--calibration-images"),
+                   default=300, help="calibration images drawn (default 300)")
+    p.add_argument("--validation", default="eval",
+                   help="split of --config scored float32 vs quantized (default eval; '' none)")
+    p.add_argument("--validation-images", default=200,
+                   type=arg_type(POSITIVE_INT, "--validation-images"),
+                   help="images of the validation split scored (default 200)")
+    p.add_argument("--max-drop", type=float, default=1.0,
+                   help="refuse to write when mAP@0.5 (or mask AP) drops more points (default 1)")
 
 
 def _predict(p: argparse.ArgumentParser) -> None:

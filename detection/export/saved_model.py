@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from detection.config import load_config
 from detection.engine.evaluate import load_detector
+from detection.export.quantize_cli import run_quantized
 from detection.modeling.mask_rcnn import detector_from_checkpoint
 from detection.modeling.transform import ImageInfo
 from keras_resnet_suite.export import (
@@ -159,6 +160,9 @@ def run(args) -> int:
         if args.config is None:
             raise ValueError("export --checkpoint needs --config (the model's YAML)")
         model = load_detector(load_config(args.config), args.checkpoint)
+    if getattr(args, "precision", None):
+        config = load_config(args.config) if args.config else None
+        return run_quantized(args, model, config)
     path = export_saved_model(model, args.out)
     print(f"SavedModel written to {path} (signatures: {', '.join(SIGNATURES)})")
     return 0
