@@ -156,5 +156,6 @@ def decode_masks(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
     """uint8 0/1 masks [M, height, width] of compressed RLEs, in their order."""
     if not rles:
         return np.zeros((0, height, width), np.uint8)
-    masks = mask_utils().decode(list(rles))  # [H, W, M], Fortran order
-    return np.ascontiguousarray(np.transpose(masks, (2, 0, 1))).astype(np.uint8)
+    masks = mask_utils().decode(list(rles))  # [H, W, M] uint8, Fortran order
+    # one copy into [M, H, W] C order (a second, astype's, cost as much as the decode)
+    return np.ascontiguousarray(np.transpose(masks, (2, 0, 1)), dtype=np.uint8)
