@@ -227,13 +227,17 @@ def workers(counts=(1, 2, 4), steps=(4, 20)) -> dict:
 
     out = {}
     for w in counts:
-        a, b = decodes(steps[0], w), decodes(steps[1], w)
+        try:
+            a, b = decodes(steps[0], w), decodes(steps[1], w)
+        except StopIteration:  # a worker died before printing its count (seen under load)
+            out[str(w)] = "failed: a worker process ended without its count"
+            continue
         out[str(w)] = [(y - x) / (steps[1] - steps[0]) for x, y in zip(a, b, strict=True)]
         print(f"workers {w}: {out[str(w)]}", file=sys.stderr)
     return out
 
 
-def run(sections=SECTIONS, sizes=(1_000, 10_000, 30_000)) -> dict:
+def run(sections=SECTIONS, sizes=(1_000, 10_000, 30_000), worker_counts=(1, 2, 4)) -> dict:
     """The chosen sections' figures (what `main` writes; for the lead's combined runs)."""
     result = {"host": platform.node() or "host", "date": time.strftime("%Y-%m-%d"),
               "cpus": os.cpu_count(), "load_at_start": os.getloadavg()[0]}
@@ -244,7 +248,7 @@ def run(sections=SECTIONS, sizes=(1_000, 10_000, 30_000)) -> dict:
         if name in sections:
             result[name] = fn(mini) if mini else "skipped: coco-mini not found (KRS_DATA_DIR)"
     if "workers" in sections:
-        result["workers"] = workers()
+        result["workers"] = workers(worker_counts)
     if "resume" in sections:
         from benchmarks.resume_cost import measure
 
@@ -310,8 +314,8 @@ def markdown(r: dict) -> str:
     if "workers" in r:
         lines += ["## Images decoded per step per worker (global batch 4)", "",
                   "| workers | per worker |", "|---|---|"]
-        lines += [f"| {w} | {', '.join(f'{v:.2f}' for v in per)} |"
-                  for w, per in r["workers"].items()] + [""]
+        lines += [f"| {w} | {per if isinstance(per, str) else ', '.join(f'{v:.2f}' for v in per)}"
+                  " |" for w, per in r["workers"].items()] + [""]
     if "resume" in r:
         lines += ["## Resume: seconds to the first batch (positioned stream)", "",
                   "| step | seconds |", "|---|---|"]
@@ -325,9 +329,10 @@ def main(argv=None) -> int:
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 30_000])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--name", default="", help="suffix of the results file names")
     args = parser.parse_args(argv)
-    result = run(args.sections, args.sizes)
+    result = run(args.sections, args.sizes, args.workers)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"scale-{result['host']}-{result['date']}" + (f"-{args.name}" if args.name else "")

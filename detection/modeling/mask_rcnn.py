@@ -126,10 +126,10 @@ class MaskRCNN(FasterRCNN):
         if want is None or len(masks) != 4 or any(
                 m is not None and w is not None and m != w
                 for m, w in zip(masks, want, strict=True)):
-            what = "crop, crop] (one square crop per box" if crops else \
-                "height, width] (one mask per box at the image's size"
-            raise ValueError(f"{type(self).__name__}: '{key}' must be [batch, boxes, {what}) "
-                             f"= {want}, got {masks}")
+            what, why = ("crop, crop", "one square crop per box") if crops else (
+                "height, width", "one mask per box at the image's size")
+            raise ValueError(f"{type(self).__name__}: '{key}' must be [batch, boxes, {what}] = "
+                             f"{want} ({why}), got {masks}")
 
     def stage_losses(self, x, info: ImageInfo, targets: dict) -> dict:
         """FasterRCNN's four losses and `mask_loss` on the box head's positive RoIs."""

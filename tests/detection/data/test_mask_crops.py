@@ -129,6 +129,6 @@ def test_fit_on_crops_trains_and_bad_crops_are_one_line(batches):
     assert np.isfinite(logs["mask_loss"][0]) and logs["mask_loss"][0] > 0
     bad = {**crops, "mask_crops": crops["mask_crops"][:, :, :100]}
     with pytest.raises(ValueError, match=r"MaskRCNN: 'mask_crops' must be \[batch, boxes, crop, "
-                                         r"crop\] \(one square crop per box\) = "
-                                         r"\(2, 4, 100, 100\), got \(2, 4, 100, 112\)"):
+                                         r"crop\] = \(2, 4, 100, 100\) \(one square crop per "
+                                         r"box\), got \(2, 4, 100, 112\)"):
         model(bad, training=True)
