@@ -25,7 +25,9 @@ def mask_utils():
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) or math.isfinite(value)  # an int of any size is finite
 
 
 def _string_counts(counts: str) -> list[int] | None:
@@ -76,11 +78,27 @@ def _rle_problem(segmentation: dict, height: int, width: int) -> str | None:
     return None
 
 
+_PLAIN_NUMBERS = {int, float}
+
+
+def _finite_numbers(polygon: list) -> bool:
+    """Whether every value of `polygon` is a finite int or float (not a bool): the types
+    gathered and the values summed at C speed, value by value only when that cannot tell
+    (an odd type, or a sum that is not finite: an inf, a NaN or an overflow)."""
+    if set(map(type, polygon)) <= _PLAIN_NUMBERS:
+        try:
+            if math.isfinite(sum(polygon)):
+                return True
+        except OverflowError:  # an int too large for a float: decided below
+            pass
+    return all(_is_number(v) for v in polygon)
+
+
 def _polygon_problem(segmentation: list) -> str | None:
     if not segmentation:
         return "no segmentation (empty list)"
     for i, polygon in enumerate(segmentation):
-        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+        if not isinstance(polygon, list) or not _finite_numbers(polygon):
             return f"polygon {i} is not a list of finite numbers"
         if len(polygon) < 6 or len(polygon) % 2:
             return (f"polygon {i} has {len(polygon)} coordinates (needs an even number, at "
@@ -138,5 +156,6 @@ def decode_masks(rles: Sequence[dict], height: int, width: int) -> np.ndarray:
     """uint8 0/1 masks [M, height, width] of compressed RLEs, in their order."""
     if not rles:
         return np.zeros((0, height, width), np.uint8)
-    masks = mask_utils().decode(list(rles))  # [H, W, M], Fortran order
-    return np.ascontiguousarray(np.transpose(masks, (2, 0, 1))).astype(np.uint8)
+    masks = mask_utils().decode(list(rles))  # [H, W, M] uint8, Fortran order
+    # one copy into [M, H, W] C order (a second, astype's, cost as much as the decode)
+    return np.ascontiguousarray(np.transpose(masks, (2, 0, 1)), dtype=np.uint8)

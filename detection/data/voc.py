@@ -115,13 +115,30 @@ def _parse_xml(path: Path, report: DataReport) -> dict | None:
             "objects": objects}
 
 
-def count_classes(xml_files: Sequence[Path], report: DataReport | None = None
-                  ) -> collections.Counter:
-    """Objects per class name over `xml_files` (unparsable files skipped)."""
+def _parse_once(path: Path, report: DataReport, parsed: dict | None) -> dict | None:
+    """`_parse_xml`, or what an earlier pass over the same file kept in `parsed` (its result
+    and the problems it found, recorded into `report` now): each XML is read once when the
+    class names were read from the files first."""
+    if parsed is None or path not in parsed:
+        return _parse_xml(path, report)
+    ann, issues = parsed.pop(path)
+    report.issues.extend(issues)
+    return ann
+
+
+def count_classes(xml_files: Sequence[Path], report: DataReport | None = None,
+                  parsed: dict | None = None) -> collections.Counter:
+    """Objects per class name over `xml_files` (unparsable files skipped). A `parsed` dict
+    keeps each file's parse (and its problems) for `_parse_once`."""
     counts: collections.Counter = collections.Counter()
     scratch = report if report is not None else DataReport()
     for path in tqdm(xml_files, desc="reading class names", leave=False):
-        ann = _parse_xml(path, scratch)
+        if parsed is None:
+            ann = _parse_xml(path, scratch)
+        else:
+            own = DataReport()
+            ann = _parse_xml(path, own)
+            parsed[path] = (ann, own.issues)
         if ann is not None:
             counts.update(name for _, name, _ in ann["objects"] if name)
     return counts
@@ -141,7 +158,8 @@ def voc_class_names(
     return sorted(counts), dict(sorted(counts.items()))
 
 
-def _resolve_classes(class_names, folders: list[VOCFolders], report: DataReport) -> list[str]:
+def _resolve_classes(class_names, folders: list[VOCFolders], report: DataReport,
+                     parsed: dict | None = None) -> list[str]:
     if class_names is not None and not isinstance(class_names, str):
         class_names = list(class_names)
         if len(set(class_names)) != len(class_names) or not class_names:
@@ -151,7 +169,7 @@ def _resolve_classes(class_names, folders: list[VOCFolders], report: DataReport)
         raise ValueError(f"class_names must be a list of names, None or 'auto', got "
                          f"{class_names!r}")
     files = [p for f in folders for p in f.xml_files]
-    counts = count_classes(files)
+    counts = count_classes(files, parsed=parsed)
     if not counts:
         raise ValueError(f"no named objects in the {len(files)} XML files of "
                          f"{folders[0].annotations}: cannot discover class names; pass "
@@ -183,7 +201,7 @@ def _split_ids(folder: VOCFolders, split: str, val_fraction: float, seed: int,
 
 
 def _match_images(folder: VOCFolders, ids: Sequence[str], desc: str, report: DataReport,
-                  whole: bool) -> list[tuple]:
+                  whole: bool, cache: dict | None = None) -> list[tuple]:
     """(image id, XML path, image path, parsed XML) of each usable id; with `whole` (the
     entire folder was asked for) images that no XML names are reported too."""
     images = ImageIndex(folder.images)
@@ -193,7 +211,7 @@ def _match_images(folder: VOCFolders, ids: Sequence[str], desc: str, report: Dat
         if not xml_path.is_file():
             report.add("missing_annotation", xml_path.name, "listed in the split file")
             continue
-        ann = _parse_xml(xml_path, report)
+        ann = _parse_once(xml_path, report, cache)
         if ann is None:
             continue
         image_path, how, candidates = images.find(image_id, ann)
@@ -274,7 +292,8 @@ def voc_records(
     report = report if report is not None else DataReport(
         "+".join(f"VOC{y}" for y in years) + f" {split}" if folders[0].splits else
         f"{folders[0].annotations} {split}")
-    names = _resolve_classes(class_names, folders, report)
+    parsed: dict = {}  # the XMLs read for the class names, not read again for the records
+    names = _resolve_classes(class_names, folders, report, parsed)
     index = {name: i for i, name in enumerate(names)}
     report.known_classes = names
     records: list[Record] = []
@@ -282,7 +301,7 @@ def voc_records(
         ids = _split_ids(folder, split, val_fraction, split_seed, report)
         parsed = _match_images(folder, ids, f"VOC{y} {split}", report,
                                whole=folder.splits is None and splits.ALIASES.get(
-                                   split, split) == "all")
+                                   split, split) == "all", cache=parsed)
         infos = inspect_images([p[2] for p in parsed], report, verify=verify_images)
         records += [_record(*item, info, index, skip_difficult, report)
                     for item, info in zip(parsed, infos, strict=True) if info is not None]

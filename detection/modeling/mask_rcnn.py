@@ -102,29 +102,34 @@ class MaskRCNN(FasterRCNN):
 
     def call(self, inputs, training=False):
         if training and isinstance(inputs, dict) and inputs.get("bounding_boxes") is not None:
-            if "masks" not in inputs:
+            key = "mask_crops" if "mask_crops" in inputs else "masks"
+            if key not in inputs:
                 raise ValueError(f"{type(self).__name__} trains on elements with 'masks' "
                                  "[B, M, H, W] (one 0/1 mask per box; data loaders give them "
-                                 f"with masks=True); got keys {sorted(inputs)}")
-            self._check_masks(inputs)
+                                 "with masks=True) or 'mask_crops' [B, M, S, S] "
+                                 f"(training_batches); got keys {sorted(inputs)}")
+            self._check_masks(inputs, key)
             x, info = self.transform(inputs["images"])
-            truth = {**inputs["bounding_boxes"], "masks": inputs["masks"]}
+            truth = {**inputs["bounding_boxes"], key: inputs[key]}
             return self.training_losses(x, info, self.transform.targets_to_canvas(truth, info))
         return super().call(inputs, training=training)
 
-    def _check_masks(self, inputs: dict):
+    def _check_masks(self, inputs: dict, key: str = "masks"):
         """One line naming what is wrong when the masks cannot belong to the boxes and images
-        (`[B, M, H, W]`: M as the boxes, H x W as the images), where shapes are static."""
-        masks, images = tuple(inputs["masks"].shape), tuple(inputs["images"].shape)
+        (`[B, M, H, W]`: M as the boxes, H x W as the images; crops `[B, M, S, S]`), where
+        shapes are static."""
+        masks, images = tuple(inputs[key].shape), tuple(inputs["images"].shape)
         boxes = tuple(inputs["bounding_boxes"]["boxes"].shape)
-        want = (images[0], boxes[1]) + images[1:3] if len(images) == 4 and len(boxes) == 3 \
-            else None
+        crops = key == "mask_crops"
+        side = masks[2:3] * 2 if crops and len(masks) == 4 else images[1:3]
+        want = (images[0], boxes[1]) + side if len(images) == 4 and len(boxes) == 3 else None
         if want is None or len(masks) != 4 or any(
                 m is not None and w is not None and m != w
                 for m, w in zip(masks, want, strict=True)):
-            raise ValueError(f"{type(self).__name__}: 'masks' must be [batch, boxes, height, "
-                             f"width] = {want} (one mask per box at the image's size), got "
-                             f"{masks}")
+            what, why = ("crop, crop", "one square crop per box") if crops else (
+                "height, width", "one mask per box at the image's size")
+            raise ValueError(f"{type(self).__name__}: '{key}' must be [batch, boxes, {what}] = "
+                             f"{want} ({why}), got {masks}")
 
     def stage_losses(self, x, info: ImageInfo, targets: dict) -> dict:
         """FasterRCNN's four losses and `mask_loss` on the box head's positive RoIs."""
@@ -150,7 +155,12 @@ class MaskRCNN(FasterRCNN):
         rois = ops.take_along_axis(sampled["rois"], idx[..., None], axis=1)
         labels, matched = pick(sampled["class_targets"]), pick(sampled["matched"])
         size = self.mask_size
-        goal = mask_ops.mask_targets(targets["masks"], matched, rois, size)
+        if "mask_crops" in targets:
+            boxes = targets["mask_boxes"]
+            goal = mask_ops.crop_mask_targets(targets["mask_crops"], boxes, matched, rois,
+                                              self.transform.image_size, size)
+        else:
+            goal = mask_ops.mask_targets(targets["masks"], matched, rois, size)
         logits = ops.transpose(self.mask_logits(features, rois, training=True), (0, 1, 4, 2, 3))
         return mask_ops.mask_loss(logits, goal, labels, valid)
 

@@ -262,6 +262,10 @@ class ImageTransform(layers.Layer):
         out = {"boxes": boxes, "labels": ops.where(valid, labels, -1)}
         if truth.get("masks") is not None:
             out["masks"] = self.masks_to_canvas(truth["masks"], info)
+        if truth.get("mask_crops") is not None:  # box-relative: they scale with their boxes
+            out["mask_crops"] = truth["mask_crops"]
+            out["mask_boxes"] = ops.cast(truth["boxes"], "float32") * _xyxy(
+                ops.cast(info.scale, "float32"))
         return out
 
     def masks_to_canvas(self, masks, info: ImageInfo):

@@ -52,7 +52,7 @@ def model():
 
 def test_coco_negatives_batch_and_train_with_masks(tmp_path, model):
     """3 of 10 images without objects and 1 emptied by a bad segmentation: every batch has
-    one zero-padded mask per box slot, and `fit` (flip and colour augmentation on) trains."""
+    one zero-padded mask crop per box slot, and `fit` (flip and colour augmentation on) trains."""
     import detection
     from detection.data.augment import augment
     from detection.data.pipeline import training_batches
@@ -64,10 +64,10 @@ def test_coco_negatives_batch_and_train_with_masks(tmp_path, model):
     seen = list(batches)
     assert len(seen) == 5
     for batch in seen:
-        masks, labels = batch["masks"].numpy(), batch["bounding_boxes"]["labels"].numpy()
-        assert masks.shape == (2, 4, 64, 64)
+        masks, labels = batch["mask_crops"].numpy(), batch["bounding_boxes"]["labels"].numpy()
+        assert masks.shape == (2, 4, 112, 112)  # box-relative crops (training_batches' default)
         assert not masks[labels < 0].any()  # padding and negatives: all-zero masks
-        assert (masks[labels >= 0].reshape(-1, 64 * 64).sum(1) > 0).all()
+        assert (masks[labels >= 0].reshape(-1, 112 * 112).sum(1) > 0).all()
     logs = model.fit(batches, epochs=1, verbose=0).history
     assert all(np.isfinite(v[-1]) for v in logs.values()), logs
 

@@ -46,6 +46,53 @@ def mask_targets(gt_masks, matched_idx, rois, size: int = 28, aligned: bool = Fa
     return ops.stop_gradient(ops.reshape(out, (-1, num_rois, size, size)))
 
 
+def crop_mask_targets(crops, crop_boxes, matched_idx, rois, canvas_hw, size: int = 28,
+                      aligned: bool = False, sampling_ratio: int = 0):
+    """`mask_targets` from box-relative crops instead of canvas-sized masks: the same RoIAlign
+    taps on the `canvas_hw` canvas, each tap's canvas pixel read from the matched box's crop
+    (the crop pixel holding that pixel's centre; zero outside the box), so nothing of canvas
+    size is built.
+
+    `crops [B, M, S, S]` (0/1, `detection.data.pipeline` `mask_crop_size`), `crop_boxes
+    [B, M, 4]` the xyxy canvas boxes the crops cover. Equal to `mask_targets` on the canvas
+    masks where each crop pixel is one canvas pixel; otherwise it differs only along mask
+    edges (tolerance in docs/training.md).
+    """
+    height, width = (float(v) for v in canvas_hw)
+    num_masks, crop = int(crops.shape[1]), int(crops.shape[2])
+    num_rois = int(rois.shape[1])
+    boxes = ops.cast(rois, "float32")
+    if aligned:
+        boxes = boxes - 0.5
+    yi, wy = _axis_taps(boxes[..., 1], boxes[..., 3], size, height, sampling_ratio, aligned)
+    xi, wx = _axis_taps(boxes[..., 0], boxes[..., 2], size, width, sampling_ratio, aligned)
+    owner = ops.take_along_axis(ops.cast(crop_boxes, "float32"),
+                                ops.cast(matched_idx, "int32")[..., None], axis=1)  # [B, P, 4]
+
+    def in_crop(taps, lo, hi):  # canvas pixel -> crop pixel, and whether it is inside
+        # A pixel whose centre is on the box's edge is in the crop (its first or last pixel
+        # read it): the closed interval keeps a flipped box's crop equal to the flipped mask.
+        lo, hi = (ops.reshape(t, tuple(ops.shape(t)) + (1, 1, 1)) for t in (lo, hi))
+        centre = ops.cast(taps, "float32") + 0.5
+        pos = ops.floor((centre - lo) * crop / ops.maximum(hi - lo, 1e-6))
+        inside = ops.logical_and(centre >= lo, centre <= hi)
+        return ops.cast(ops.clip(pos, 0.0, crop - 1.0), "int32"), ops.cast(inside, "float32")
+
+    cy, iy = in_crop(yi, owner[..., 1], owner[..., 3])
+    cx, ix = in_crop(xi, owner[..., 0], owner[..., 2])
+    side = yi.shape[-2] * 2
+    cy, wy = (ops.reshape(t, (-1, size, 1, side, 1)) for t in (cy, wy * iy))
+    cx, wx = (ops.reshape(t, (-1, 1, size, 1, side)) for t in (cx, wx * ix))
+    image = ops.arange(ops.shape(rois)[0], dtype="int32")[:, None] * num_masks
+    first = (image + ops.cast(matched_idx, "int32")) * (crop * crop)  # [B, P]
+    index = ops.reshape(first, (-1, 1, 1, 1, 1)) + cy * crop + cx
+    table = ops.reshape(crops, (-1,))
+    taps = ops.reshape(ops.cast(ops.take(table, ops.reshape(index, (-1,))), "float32"),
+                       ops.shape(index))
+    out = ops.sum(taps * (wy * wx), axis=(-2, -1))
+    return ops.stop_gradient(ops.reshape(out, (-1, num_rois, size, size)))
+
+
 def mask_loss(logits, targets, labels, positive):
     """Per-class binary cross-entropy (Mask R-CNN sec. 3, `L_mask`): each RoI's mask of its
     ground-truth class only, averaged over the positive RoIs' pixels (as torchvision and
