@@ -11,7 +11,7 @@ import keras_resnet_suite as krs
 # TensorFlow pass runs every model.
 JAX_MODELS = {"resnet20", "plain20", "resnet18", "resnet50", "resnext50_32x4d", "resnet50v2"}
 EVERY_MODEL = [pytest.param(n, marks=pytest.mark.jax) if n in JAX_MODELS else n
-               for n in krs.available_models()]
+               for n in krs.available_models() if isinstance(krs.get_spec(n), krs.ResNetSpec)]
 # One training step per code path (block, stem, shortcut option, pre-activation, grouped
 # convolution, plain or residual): a deeper or wider model of a family runs its shallowest
 # one's layers with other counts, so it gets the forward pass only (the 1202-layer step
@@ -30,7 +30,8 @@ def _shallowest_of_family(name: str) -> str:
         return {**{k: v for k, v in vars(spec).items() if k not in _COUNTS},
                 "res2net": spec.scale > 1}
 
-    family = [n for n in krs.available_models() if key(n) == key(name)]
+    family = [n for n in krs.available_models()
+              if isinstance(krs.get_spec(n), krs.ResNetSpec) and key(n) == key(name)]
     return min(family, key=lambda n: sum(krs.get_spec(n).depths))
 
 
