@@ -64,7 +64,7 @@ def keras_preprocessing(source: keras.Model) -> tuple[list, list] | None:
         return None
     channels = source.input_shape[-1]
     probe = np.stack([np.zeros(channels), np.ones(channels)]).reshape(2, 1, 1, channels)
-    y = keras.ops.convert_to_numpy(probe.astype("float32"))
+    y = probe  # each layer casts to its own compute dtype (float64 under a float64 policy)
     for layer in chain:
         y = keras.ops.convert_to_numpy(layer(y))
     offset, scale = y[0, 0, 0], y[1, 0, 0] - y[0, 0, 0]
