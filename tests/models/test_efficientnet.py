@@ -108,7 +108,7 @@ def test_build_runs_fits_and_saves(tmp_path):
     model.compile("sgd", "sparse_categorical_crossentropy")
     before = [w.copy() for w in model.get_weights()]
     model.fit(x, y, epochs=1, verbose=0)
-    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights(), strict=True))
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)),
