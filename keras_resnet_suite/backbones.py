@@ -12,7 +12,7 @@ import sys
 
 import keras
 
-from . import compat
+from . import compat, efficientnet
 from . import weights as weights_lib
 from .composite import dtype_scope
 from .convert.published import DEFAULT_OPTIONS, KERAS_V1
@@ -101,7 +101,6 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     `dtype` is a Keras dtype policy ("bfloat16", "mixed_float16", ...) every layer takes.
     """
     if is_efficientnet(name_or_spec):
-        from . import efficientnet
         if output_stride != 32 or preset != "default":
             raise ValueError(f"{name_or_spec}: EfficientNet backbones take output_stride=32 and "
                              f"preset='default', got {output_stride} and {preset!r}")

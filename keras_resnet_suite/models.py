@@ -11,7 +11,7 @@ import sys
 import keras
 from keras import layers
 
-from . import compat
+from . import compat, efficientnet, efficientnet_convert
 from . import weights as weights_lib
 from .composite import dtype_scope
 from .convert import read_keras_h5
@@ -148,7 +148,6 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     that every layer takes; under a 16-bit policy the classifier stays float32.
     """
     if is_efficientnet(name_or_spec):
-        from . import efficientnet
         return efficientnet.build(
             name_or_spec, include_top=include_top, weights=weights, input_tensor=input_tensor,
             input_shape=input_shape, pooling=pooling, classes=classes,
@@ -249,8 +248,6 @@ def convert_keras_applications(source, **build_kwargs) -> keras.Model:
     """This library's classifier with the weights of a keras.applications ResNet (model or
     `.h5`) or EfficientNet/EfficientNetV2 model; it gives the same logits. Save it with
     `model.save("x.keras")`."""
-    from . import efficientnet_convert  # EfficientNet rows live in their own modules
-
     if efficientnet_convert.is_keras_efficientnet(source):
         return efficientnet_convert.convert_keras_applications(source, **build_kwargs)
     arch, options = weights_lib.keras_arch(source)
@@ -288,7 +285,6 @@ def _make_builder(model_name: str):
 
 
 def _efficientnet_builder(model_name: str):
-    from . import efficientnet
     return efficientnet.BUILDERS[camel_name(model_name)]
 
 
