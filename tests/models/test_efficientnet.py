@@ -140,3 +140,15 @@ def test_bad_arguments_are_one_clear_line(kwargs, message):
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="efficientnet_b0"):
         efficientnet.get_spec("efficientnet_b9")
+
+
+def test_models_command_lists_parameters_and_multiply_adds(capsys):
+    import argparse
+
+    from keras_resnet_suite import commands
+
+    commands.cmd_models(argparse.Namespace(names=["efficientnet_b0"], size=None))
+    row = [line for line in capsys.readouterr().out.splitlines()
+           if line.startswith("efficientnet_b0")][0].split()
+    # parameters without BN statistics (as timm counts): 5,330,564 less 42,016
+    assert row[2] == "5,288,548" and row[4] == "0.386" and row[-1] == "224x224"
