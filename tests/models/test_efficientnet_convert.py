@@ -13,7 +13,8 @@ from keras_resnet_suite import efficientnet_convert
 KERAS_APPLICATIONS_PARAMS = {"efficientnet_b0": 5330564, "efficientnet_b3": 12320528,
                              "efficientnetv2_s": 21612360}
 
-pytestmark = pytest.mark.jax
+# TensorFlow pass only: the conversion is backend-agnostic (the model tests run under JAX too),
+# and three more B0/B3/V2-S compilations would cost the JAX pass ~2 minutes.
 
 
 def _seeded(ctor, size):
