@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it; the builders are `build` of their model name
 _ATTRIBUTES = {"build": "models", "count_macs": "flops", "count_params": "flops",
-               "preprocess_input": "preprocessing"}
+               "preprocess_input": "preprocessing", "convert_keras_applications": "models"}
 _BUILDERS = {camel_name(name): name for name in available_models()}
 _SUBMODULES = ("analysis", "backbones", "cli", "compat", "convert", "data", "demo", "export",
                "flops", "integrations", "layers", "metadata", "models", "preprocessing",

@@ -12,10 +12,11 @@ import sys
 
 import keras
 
-from . import compat
+from . import compat, efficientnet
 from . import weights as weights_lib
 from .composite import dtype_scope
 from .convert.published import DEFAULT_OPTIONS, KERAS_V1
+from .efficientnet_specs import is_efficientnet
 from .metadata import ResNetModel, copy_metadata, describe, write_asset
 from .models import _check_input_shape, _resolve_spec, load_for_build, trunk
 from .specs import ResNetSpec, available_models, camel_name, get_spec
@@ -99,6 +100,14 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
     convention) without reading or downloading them: for loading trained weights over it.
     `dtype` is a Keras dtype policy ("bfloat16", "mixed_float16", ...) every layer takes.
     """
+    if is_efficientnet(name_or_spec):
+        if output_stride != 32 or preset != "default":
+            raise ValueError(f"{name_or_spec}: EfficientNet backbones take output_stride=32 and "
+                             f"preset='default', got {output_stride} and {preset!r}")
+        return efficientnet.build_backbone(
+            name_or_spec, weights=weights, input_shape=input_shape, freeze_at=freeze_at,
+            norm=norm, return_levels=return_levels, bn_epsilon=bn_epsilon, name=name,
+            dtype=dtype, **overrides)
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")

@@ -39,12 +39,15 @@ def _recording(records: list):
             return outputs
         return call
 
-    with compat.wrapped_calls(dict.fromkeys((keras.layers.Conv2D, keras.layers.Dense), wrap)):
+    recorded = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    with compat.wrapped_calls(dict.fromkeys(recorded, wrap)):
         yield records
 
 
 def layer_macs(layer, input_shape: tuple, output_shape: tuple) -> int:
-    """Multiply-adds of one call of a Conv2D or Dense layer for one image."""
+    """Multiply-adds of one call of a Conv2D, DepthwiseConv2D or Dense layer for one image."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):  # one k x k filter per channel
+        return int(math.prod(output_shape[1:]) * math.prod(layer.kernel_size))
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
         per_output = kh * kw * input_shape[-1] // layer.groups

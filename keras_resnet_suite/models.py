@@ -11,11 +11,12 @@ import sys
 import keras
 from keras import layers
 
-from . import compat
+from . import compat, efficientnet, efficientnet_convert
 from . import weights as weights_lib
 from .composite import dtype_scope
 from .convert import read_keras_h5
 from .convert.published import Checkpoint
+from .efficientnet_specs import is_efficientnet
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .metadata import ResNetModel
 from .schema import FRACTION, POSITIVE, Number, validate
@@ -149,6 +150,13 @@ def build(name_or_spec: str | ResNetSpec, *, include_top: bool = True, weights: 
     `dtype` is a Keras dtype policy ("bfloat16", "mixed_float16", ...; None: the global one)
     that every layer takes; under a 16-bit policy the classifier stays float32.
     """
+    if is_efficientnet(name_or_spec):
+        return efficientnet.build(
+            name_or_spec, include_top=include_top, weights=weights, input_tensor=input_tensor,
+            input_shape=input_shape, pooling=pooling, classes=classes,
+            classifier_activation=classifier_activation, norm=norm, bn_epsilon=bn_epsilon,
+            name=name, dtype=dtype, **({"drop_path_rate": drop_path_rate} if drop_path_rate
+                                       else {}), **overrides)
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
@@ -241,7 +249,10 @@ def load_checkpoint(model: keras.Model, checkpoint: Checkpoint | str) -> keras.M
 
 def convert_keras_applications(source, **build_kwargs) -> keras.Model:
     """This library's classifier with the weights of a keras.applications ResNet (model or
-    `.h5`); it gives the same logits. Save it with `model.save("x.keras")`."""
+    `.h5`) or EfficientNet/EfficientNetV2 model; it gives the same logits. Save it with
+    `model.save("x.keras")`."""
+    if efficientnet_convert.is_keras_efficientnet(source):
+        return efficientnet_convert.convert_keras_applications(source, **build_kwargs)
     arch, options = weights_lib.keras_arch(source)
     has_top = "predictions" in (
         [layer.name for layer in source.layers] if isinstance(source, keras.Model)
@@ -276,7 +287,12 @@ def _make_builder(model_name: str):
     return builder
 
 
-BUILDERS = {camel_name(n): _make_builder(n) for n in available_models()}
+def _efficientnet_builder(model_name: str):
+    return efficientnet.BUILDERS[camel_name(model_name)]
+
+
+BUILDERS = {camel_name(n): (_efficientnet_builder(n) if is_efficientnet(n) else _make_builder(n))
+            for n in available_models()}
 _module = sys.modules[__name__]
 for _name, _fn in BUILDERS.items():
     setattr(_module, _name, _fn)

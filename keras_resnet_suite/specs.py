@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from .efficientnet_specs import EFFICIENTNET_SPECS
+from .efficientnet_specs import camel_name as efficientnet_camel_name
+
 
 @dataclass(frozen=True)
 class ResNetSpec:
@@ -194,22 +197,27 @@ SPECS: dict[str, ResNetSpec] = {
 
 
 def available_models() -> list[str]:
-    """Every model name that `build` accepts, in table order."""
-    return list(SPECS)
+    """Every model name that `build` accepts, in table order (EfficientNets last)."""
+    return list(SPECS) + list(EFFICIENTNET_SPECS)
 
 
 def get_spec(name: str) -> ResNetSpec:
     """The spec of `name`; a ValueError lists the valid names when it is unknown."""
     key = name.lower().replace("-", "_")
+    if key in EFFICIENTNET_SPECS:
+        return EFFICIENTNET_SPECS[key]
     if key not in SPECS:
-        raise ValueError(f"unknown model name {name!r}; valid names: {', '.join(SPECS)}")
+        raise ValueError(f"unknown model name {name!r}; valid names: "
+                         f"{', '.join(available_models())}")
     return SPECS[key]
 
 
 def camel_name(name: str) -> str:
     """The builder name of a model: resnet50 -> ResNet50, plain34 -> PlainNet34,
     resnext50_32x4d -> ResNeXt50_32x4d, res2net50_26w_4s -> Res2Net50_26w_4s,
-    resnetrs101 -> ResNetRS101."""
+    resnetrs101 -> ResNetRS101, efficientnet_b3 -> EfficientNetB3."""
+    if name in EFFICIENTNET_SPECS:
+        return efficientnet_camel_name(name)
     for prefix, camel in (("res2next", "Res2NeXt"), ("res2net", "Res2Net"), ("resnext", "ResNeXt"),
                           ("wide_resnet", "WideResNet"), ("resnetrs", "ResNetRS"),
                           ("resnet", "ResNet"),

@@ -18,9 +18,10 @@ DEEP_RS = {"resnetrs152", "resnetrs200", "resnetrs270", "resnetrs350", "resnetrs
 _ALL = os.environ.get("KRS_ALL_MODELS") == "1"
 _DEEP_RS_SKIP = pytest.mark.skipif(not _ALL, reason="deep ResNet-RS row: KRS_ALL_MODELS=1 "
                                    "builds it (~20-45 s each)")
+# EfficientNets have their own rows and tests (test_efficientnet.py).
 EVERY_MODEL = [pytest.param(n, marks=pytest.mark.jax) if n in JAX_MODELS else
                pytest.param(n, marks=_DEEP_RS_SKIP) if n in DEEP_RS else n
-               for n in krs.available_models()]
+               for n in krs.available_models() if isinstance(krs.get_spec(n), krs.ResNetSpec)]
 # One training step per code path (block, stem, shortcut option, pre-activation, grouped
 # convolution, plain or residual): a deeper or wider model of a family runs its shallowest
 # one's layers with other counts, so it gets the forward pass only (the 1202-layer step
@@ -40,7 +41,8 @@ def _shallowest_of_family(name: str) -> str:
         return {**{k: v for k, v in vars(spec).items() if k not in _COUNTS},
                 "res2net": spec.scale > 1}
 
-    family = [n for n in krs.available_models() if key(n) == key(name)]
+    family = [n for n in krs.available_models()
+              if isinstance(krs.get_spec(n), krs.ResNetSpec) and key(n) == key(name)]
     return min(family, key=lambda n: sum(krs.get_spec(n).depths))
 
 
