@@ -363,6 +363,10 @@ def cmd_export(args) -> Path:
     """Export a run's model as a SavedModel (float-image and encoded-image signatures)."""
     out, cfg, norm = _load_run(args.run)
     model = _load_model(out, args.model_file)
+    if getattr(args, "precision", "float32") != "float32":
+        from keras_resnet_suite.quantize_cli import cmd_quantize
+
+        return cmd_quantize(args, model, cfg, norm)
     path = export.export_saved_model(model, args.out, mean=norm.get("mean"), std=norm.get("std"),
                                      class_names=cfg.get("class_names"), top_k=args.top_k,
                                      fold_bn=args.fold_bn)  # fmt: skip

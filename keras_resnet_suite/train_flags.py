@@ -101,6 +101,9 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BN into the convolutions (default: wherever a BN follows one)")
     p.add_argument("--top-k", type=_flag("top-k"), default=5)
+    from keras_resnet_suite import quantize_cli
+
+    quantize_cli.configure(p)
 
 
 def configure_benchmark(p: argparse.ArgumentParser) -> None:
