@@ -60,7 +60,9 @@ def accuracy(archs=("resnet20", "resnet56"), routes=ROUTES, limit: int | None = 
     return rows
 
 
-def _cases(tmp: Path, batch: int, routes) -> list[Case]:
+def _predictors(tmp: Path, routes) -> dict:
+    """`{name: images -> outputs}`: ResNet-50 (seeded random weights) as our float32 SavedModel
+    and as each quantized route."""
     import keras
 
     import keras_resnet_suite as krs
@@ -68,16 +70,15 @@ def _cases(tmp: Path, batch: int, routes) -> list[Case]:
 
     keras.utils.set_random_seed(0)
     model = krs.build("resnet50", input_shape=(224, 224, 3))
-    x = np.random.default_rng(0).normal(0, 1, (batch, 224, 224, 3)).astype(np.float32)
     cal = np.random.default_rng(1).normal(0, 1, (32, 224, 224, 3)).astype(np.float32)
     sm = export.load_predictor(export.export_saved_model(model, tmp / "float32"))
-    cases = [Case("float32 SavedModel (TF)", lambda: sm.predict(x), batch)]
+    out = {"float32 SavedModel (TF)": sm.predict}
     for fmt, precision in routes:
         path = export.quantize(model, tmp / f"{fmt}-{precision}", cal, format=fmt,
                                precision=precision, num_samples=len(cal))
-        predictor = export.load_predictor(path)
-        cases.append(Case(f"{fmt} {precision}", lambda p=predictor: p.run(x), batch))
-    return cases
+        out[f"{fmt} {precision}"] = export.load_predictor(path).run
+        print(f"written {fmt} {precision}", flush=True)
+    return out
 
 
 def speed(batches=(1, 16), rounds: int = 6, routes=ROUTES) -> list[dict]:
@@ -85,8 +86,10 @@ def speed(batches=(1, 16), rounds: int = 6, routes=ROUTES) -> list[dict]:
     and process-CPU time), per batch size."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        predictors = _predictors(Path(tmp), routes)
         for batch in batches:
-            cases = _cases(Path(tmp) / f"b{batch}", batch, routes)
+            x = np.random.default_rng(0).normal(0, 1, (batch, 224, 224, 3)).astype(np.float32)
+            cases = [Case(name, lambda f=fn, x=x: f(x), batch) for name, fn in predictors.items()]
             alternate(cases, warmup=2, repeats=rounds,
                       progress=lambda s, b=batch: print(f"batch {b} {s}", flush=True))
             base = cases[0]

@@ -4,11 +4,11 @@ run's classifier quantized by `export.quantize`, calibrated on images of the run
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from keras_resnet_suite import export
 from keras_resnet_suite.file_errors import reading
 
 
@@ -34,11 +34,9 @@ def _array_file(path: str, flag: str, keys: tuple[str, ...]):
     return values[0] if len(keys) == 1 else values
 
 
-def _from_run(cfg: dict, split: str, count: int):
+def _from_run(cfg: dict, split: str, count: int, load_data):
     """`count` images (and labels) of the run's `split` (eval preprocessing for test), as the
-    model takes them; the split's own seeded order."""
-    from keras_resnet_suite.train_cli import load_data
-
+    model takes them; the split's own seeded order (`load_data(cfg)`: the run's data)."""
     ds = getattr(load_data(cfg), split)
     xs, ys, n = [], [], 0
     for x, y in ds:
@@ -50,24 +48,22 @@ def _from_run(cfg: dict, split: str, count: int):
     return np.concatenate(xs)[:count], np.concatenate(ys)[:count]
 
 
-def _source(value: str, flag: str, cfg: dict, split: str, keys: tuple[str, ...]):
+def _source(value: str, flag: str, cfg: dict, split: str, keys: tuple[str, ...], load_data):
     if value.isdigit():
         if int(value) < 1:
             raise SystemExit(f"error: {flag} must be a file or a count >= 1, got {value}")
-        found = _from_run(cfg, split, int(value))
+        found = _from_run(cfg, split, int(value), load_data)
         return found[0] if len(keys) == 1 else found
     return _array_file(value, flag, keys)
 
 
-def cmd_quantize(args, model, cfg: dict, norm: dict) -> Path:
+def cmd_quantize(args, model, cfg: dict, norm: dict, load_data) -> Path:
     """Quantize a run's model as `--format`/`--precision` into `--out` (refused in one line,
     exit 1, when the accuracy gate fails or an input is bad)."""
-    from keras_resnet_suite import export
-
     fmt = args.format or "openvino"
-    calibration = _source(args.calibration, "--calibration", cfg, "train", ("x",))
+    calibration = _source(args.calibration, "--calibration", cfg, "train", ("x",), load_data)
     validation = None if args.validation is None else _source(
-        args.validation, "--validation", cfg, "test", ("x", "y"))
+        args.validation, "--validation", cfg, "test", ("x", "y"), load_data)
     mean, std = norm.get("mean"), norm.get("std")
     try:
         path = export.quantize(model, args.out, calibration, format=fmt,
@@ -85,23 +81,3 @@ def cmd_quantize(args, model, cfg: dict, norm: dict) -> Path:
                  f"agreement {report['argmax_agreement']:.2f}%")
     print(line)
     return path
-
-
-def configure(p: argparse.ArgumentParser) -> None:
-    """The quantization flags of `keras-resnet-suite export`."""
-    from keras_resnet_suite.schema import Number, arg_type
-
-    p.add_argument("--precision", default="float32", choices=["float32", "int8", "bf16"],
-                   help="float32: the SavedModel; int8/bf16: a quantized model (export.quantize)")
-    p.add_argument("--format", choices=["openvino", "onnx", "litert"],
-                   help="runtime of an int8/bf16 model (default openvino)")
-    p.add_argument("--calibration", default="300",
-                   help="N images of the run's training data, or a .npy of model inputs")
-    p.add_argument("--validation",
-                   help="N images of the run's test data, or a .npz with x, y: the accuracy gate")
-    p.add_argument("--max-drop", type=arg_type(Number(float, low=0.0), "--max-drop"),
-                   help="refuse when top-1 drops by more points")
-    p.add_argument("--num-samples", type=arg_type(Number(int, low=1), "--num-samples"),
-                   default=300, help="calibration images used")
-    p.add_argument("--seed", type=arg_type(Number(int, low=0), "--seed"), default=0,
-                   help="seed of the calibration sample")

@@ -15,7 +15,7 @@ PACKAGES = ("keras_resnet_suite", "detection")
 OPTIONAL_OR_HEAVY = {
     "tensorflow", "torch", "torchvision", "jax", "jaxlib", "onnx", "onnxruntime", "openvino",
     "ai_edge_litert", "tf2onnx", "keras_hub", "keras_cv", "tensorflow_datasets", "pycocotools",
-    "scipy", "tensorboard", "matplotlib",
+    "scipy", "tensorboard", "matplotlib", "nncf",
 }
 HEAVY_MODULES = ("keras.src.backend.tensorflow",)  # Keras' TensorFlow trainer loads TensorFlow
 # The entry points set TF_ENABLE_ONEDNN_OPTS (runtime.default_for_our_commands) before

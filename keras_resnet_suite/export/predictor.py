@@ -20,27 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_resnet_suite.convert import load_model_file
 from keras_resnet_suite.export import runtimes
+from keras_resnet_suite.export.quantize import _serving
+from keras_resnet_suite.export.saved_model import _preprocess, map_decoded
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
-
-
-def open_folder_runner(folder: Path, meta: dict) -> runtimes.Runner:
-    """The runtime of a `quantize` folder, outputs ordered as `meta["output_names"]` (by name
-    where the runtime kept them, else in its order)."""
-    run, names = runtimes.open_runner(folder, meta["format"], meta.get("inference_precision"))
-    wanted = meta["output_names"]
-    order = ([names.index(n) for n in wanted] if set(wanted) <= set(names)
-             else list(range(len(names))))
-
-    def ordered(x):
-        out = run(x)
-        return [out[i] for i in order]
-
-    return ordered
 
 
 class Predictor:
@@ -86,8 +74,6 @@ class Predictor:
         """The outputs for encoded images, each decoded and preprocessed as `serving_bytes`
         does; a bad element gets `valid` False, its `error`, zero probabilities and class -1."""
         import tensorflow as tf
-
-        from keras_resnet_suite.export.saved_model import _preprocess, map_decoded
 
         pre = self.meta.get("preprocessing") or {}
         size = tuple(self.meta["input_shape"][:2])
@@ -147,9 +133,6 @@ class SavedModelPredictor:
 
 
 def _keras_predictor(path: Path) -> Predictor:
-    from keras_resnet_suite.convert import load_model_file
-    from keras_resnet_suite.export.quantize import _serving
-
     model = load_model_file(path, compile=False)
     meta = {"kind": "backbone" if isinstance(model.output, dict) else "classifier",
             "input_shape": list(model.input_shape[1:]),
@@ -187,4 +170,4 @@ def load_predictor(path: str | os.PathLike):
     if fmt not in runtimes.FORMATS or not (path / runtimes.MODEL_FILES[fmt]).is_file():
         raise FileNotFoundError(f"{path}: metadata.json names format {fmt!r} but "
                                 f"{runtimes.MODEL_FILES.get(fmt, 'its model file')} is missing")
-    return Predictor(open_folder_runner(path, meta), meta)
+    return Predictor(runtimes.open_folder_runner(path, meta), meta)

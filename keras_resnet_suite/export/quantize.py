@@ -158,13 +158,11 @@ def _serving(model, mean, std, class_names, top_k, resize) -> dict:
 
 
 def _gate(model, folder: Path, meta: dict, validation, max_drop) -> dict | None:
-    from keras_resnet_suite.export.predictor import open_folder_runner
-
     if validation is None:
         return None
     x, y = validation_arrays(validation, tuple(model.input_shape[1:]))
     float_scores = model.predict(x, batch_size=64, verbose=0)
-    quant_scores = runtimes.in_batches(open_folder_runner(folder, meta), x)[0]
+    quant_scores = runtimes.in_batches(runtimes.open_folder_runner(folder, meta), x)[0]
     report = accuracy_report(float_scores, quant_scores, y)
     if max_drop is not None and report["drop_points"] > max_drop:
         raise QuantizationRefused(

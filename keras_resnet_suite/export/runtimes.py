@@ -168,3 +168,18 @@ def in_batches(run: Runner, images: np.ndarray, batch: int = 64) -> list[np.ndar
     parts: list[Sequence[np.ndarray]] = [run(np.ascontiguousarray(images[i : i + batch]))
                                          for i in range(0, len(images), batch)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+def open_folder_runner(folder: Path, meta: dict) -> Runner:
+    """The runtime of a `quantize` folder, outputs ordered as `meta["output_names"]` (by name
+    where the runtime kept them, else in its order)."""
+    run, names = open_runner(folder, meta["format"], meta.get("inference_precision"))
+    wanted = meta["output_names"]
+    order = ([names.index(n) for n in wanted] if set(wanted) <= set(names)
+             else list(range(len(names))))
+
+    def ordered(x):
+        out = run(x)
+        return [out[i] for i in order]
+
+    return ordered
