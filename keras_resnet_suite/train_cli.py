@@ -33,6 +33,7 @@ from keras_resnet_suite.flops import count_params
 from keras_resnet_suite.model_kind import CLASSIFIER, require_kind
 from keras_resnet_suite.models import build
 from keras_resnet_suite.preprocessing import preprocess_input
+from keras_resnet_suite.quantize_cli import cmd_quantize
 from keras_resnet_suite.run_dir import check_run_dir as _check_run_dir
 from keras_resnet_suite.run_dir import fit_schedule as _fit_schedule
 from keras_resnet_suite.run_folder import RunFolder, stop_on_sigterm
@@ -363,6 +364,8 @@ def cmd_export(args) -> Path:
     """Export a run's model as a SavedModel (float-image and encoded-image signatures)."""
     out, cfg, norm = _load_run(args.run)
     model = _load_model(out, args.model_file)
+    if getattr(args, "precision", "float32") != "float32":
+        return cmd_quantize(args, model, cfg, norm, load_data)
     path = export.export_saved_model(model, args.out, mean=norm.get("mean"), std=norm.get("std"),
                                      class_names=cfg.get("class_names"), top_k=args.top_k,
                                      fold_bn=args.fold_bn)  # fmt: skip

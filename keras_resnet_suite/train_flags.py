@@ -101,6 +101,21 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="fold BN into the convolutions (default: wherever a BN follows one)")
     p.add_argument("--top-k", type=_flag("top-k"), default=5)
+    # int8/bf16 instead of the float32 SavedModel: quantize_cli.cmd_quantize (export.quantize)
+    p.add_argument("--precision", default="float32", choices=["float32", "int8", "bf16"],
+                   help="float32: the SavedModel; int8/bf16: a quantized model (export.quantize)")
+    p.add_argument("--format", choices=["openvino", "onnx", "litert"],
+                   help="runtime of an int8/bf16 model (default openvino)")
+    p.add_argument("--calibration", default="300",
+                   help="N images of the run's training data, or a .npy of model inputs")
+    p.add_argument("--validation",
+                   help="N images of the run's test data, or a .npz with x, y: the accuracy gate")
+    p.add_argument("--max-drop", type=arg_type(Number(float, low=0.0), "--max-drop"),
+                   help="refuse when top-1 drops by more points")
+    p.add_argument("--num-samples", type=arg_type(Number(int, low=1), "--num-samples"),
+                   default=300, help="calibration images used")
+    p.add_argument("--seed", type=arg_type(Number(int, low=0), "--seed"), default=0,
+                   help="seed of the calibration sample")
 
 
 def configure_benchmark(p: argparse.ArgumentParser) -> None:
