@@ -189,7 +189,8 @@ def quantize(model: Any, path: str | os.PathLike, calibration: Any, *, format: s
         if max_drop is not None:  # else the detector's own default gate
             options["max_drop"] = max_drop
         return model.quantize_export(path, calibration, format=format, precision=precision,
-                                     validation=validation, **options)
+                                     validation=validation, num_samples=num_samples, seed=seed,
+                                     **options)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise TypeError(f"quantize takes a built keras.Model, got {type(model).__name__}")
     runtimes.check_supported(format, precision)

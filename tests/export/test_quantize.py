@@ -136,7 +136,8 @@ def test_detectors_write_their_own_folder_through_quantize_export(tmp_path):
     assert export.quantize(Detector(), tmp_path, "cal", format="onnx", max_drop=0.5,
                            preset="mixed") == tmp_path
     assert calls == [(tmp_path, "cal", {"format": "onnx", "precision": "int8",
-                                        "validation": None, "max_drop": 0.5, "preset": "mixed"})]
+                                        "validation": None, "num_samples": 300, "seed": 0,
+                                        "max_drop": 0.5, "preset": "mixed"})]
     export.quantize(Detector(), tmp_path, "cal")  # no max_drop: the detector's own default
     assert "max_drop" not in calls[-1][2]
 

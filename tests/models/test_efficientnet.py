@@ -53,6 +53,7 @@ def test_rounding_follows_the_references():
     assert blocks[-1].drop_rate == pytest.approx(0.2 * 15 / 16)
 
 
+@pytest.mark.tf_only  # counting builds: backend-independent, slow under JAX
 @pytest.mark.parametrize("name", CHEAP)
 def test_parameter_counts_equal_keras_applications(name, zoo):
     assert zoo(name).count_params() == KERAS_APPLICATIONS_PARAMS[name]
@@ -63,6 +64,7 @@ def test_stored_counts_cover_every_row():
     assert set(KERAS_APPLICATIONS_PARAMS) == set(EFFICIENTNET_SPECS)
 
 
+@pytest.mark.tf_only  # counting builds: backend-independent, slow under JAX
 @pytest.mark.parametrize("name", WITHIN_3_PERCENT)
 def test_multiply_adds_within_3_percent_of_the_paper(name, zoo):
     spec = EFFICIENTNET_SPECS[name]
@@ -142,6 +144,7 @@ def test_unknown_name_lists_the_valid_ones():
         efficientnet.get_spec("efficientnet_b9")
 
 
+@pytest.mark.tf_only  # counting builds: backend-independent, slow under JAX
 def test_models_command_lists_parameters_and_multiply_adds(capsys):
     import argparse
 
