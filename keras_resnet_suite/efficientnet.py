@@ -16,6 +16,7 @@ from keras import layers
 from . import compat
 from .composite import HE_FAN_OUT, dtype_scope
 from .efficientnet_specs import EFFICIENTNET_SPECS, EfficientNetSpec, camel_name, expand_blocks
+from .heads import classifier_top
 from .mbconv import BLOCKS
 from .metadata import ResNetModel
 from .normalization import norm_layer
@@ -130,17 +131,8 @@ def build(name_or_spec: str | EfficientNetSpec, *, include_top: bool = True,
             x = layers.Rescaling(scale, offset, name="preprocess")(x)
         x = trunk(x, spec, norm=norm, bn_epsilon=bn_epsilon, bn_momentum=bn_momentum,
                   drop_path_rate=drop_path_rate)["head"]
-        if include_top:
-            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-            if spec.dropout > 0:
-                x = layers.Dropout(spec.dropout, name="top_dropout")(x)
-            mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
-            x = layers.Dense(classes, activation=classifier_activation, name="predictions",
-                             dtype="float32" if mixed else None)(x)
-        elif pooling == "avg":
-            x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        elif pooling == "max":
-            x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+        x = classifier_top(x, include_top=include_top, classes=classes, dropout=spec.dropout,
+                           classifier_activation=classifier_activation, pooling=pooling)
         model = compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
     model.spec = spec
     if weights is not None:

@@ -17,6 +17,7 @@ from .composite import dtype_scope
 from .convert import read_keras_h5
 from .convert.published import Checkpoint
 from .efficientnet_specs import is_efficientnet
+from .heads import classifier_top
 from .layers import DOWNSAMPLE, SHORTCUTS, Stage, Stem, norm_layer
 from .metadata import ResNetModel
 from .schema import FRACTION, POSITIVE, Number, validate
@@ -201,16 +202,8 @@ def _functional(spec: ResNetSpec, input_tensor, input_shape: tuple, include_top:
 
     x = trunk(inputs, spec, **trunk_options)
     x = x[f"C{len(spec.depths) + 1}"]
-    if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        # Under mixed precision the classifier stays float32 for a stable softmax/loss.
-        mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
-        x = layers.Dense(classes, activation=classifier_activation, name="predictions",
-                         dtype="float32" if mixed else None)(x)
-    elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    x = classifier_top(x, include_top=include_top, classes=classes, pooling=pooling,
+                       classifier_activation=classifier_activation)
 
     return compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
 
