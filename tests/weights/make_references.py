@@ -50,6 +50,9 @@ CASES = {
     "timm_res2net50d": ("timm", "res2net50d", 72, RES2NET_SHRINK),
     # ResNet-RS: the convolutional stem pool and SE (biased 1x1s) at full size: 72 -> 18 -> 3.
     "timm_resnetrs50": ("timm", "resnetrs50", 72, {}),
+    # EfficientNet-B0 as ported from TensorFlow ("same" padding): 72 -> 36 -> ... -> 3, odd
+    # sizes exercise the asymmetric padding of its strided depthwise convolutions.
+    "timm_tf_efficientnet_b0": ("timm", "tf_efficientnet_b0", 72, {}),
     "keras_ResNet50": ("keras", "ResNet50", 64, {}),
     "keras_ResNet50V2": ("keras", "ResNet50V2", 64, {}),
 }

@@ -22,6 +22,7 @@ from conftest import write_legacy_h5_layers
 
 import keras_resnet_suite as krs
 from keras_resnet_suite import models, weights
+from keras_resnet_suite.efficientnet_timm import load_timm_efficientnet
 from tests.conftest import load_script
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -50,6 +51,10 @@ def _our_model(case: str, skeleton: list, tmp_path: pathlib.Path) -> keras.Model
                                                  strict=True)}
         path = write_legacy_h5_layers(layers, tmp_path / f"{arch}.h5")
         return models.convert_keras_applications(str(path), classifier_activation=None)
+    if arch.startswith("tf_efficientnet"):
+        model = krs.build(arch[3:], input_shape=(None, None, 3), classifier_activation=None)
+        return load_timm_efficientnet(model, seeded.seeded_state(skeleton, make.SEED,
+                                                                 calibrated=False))
     shrink = {"depths": options["layers"], "widths": options["channels"],
               "classes": options["num_classes"]} if options else {}
     model = krs.build(arch, input_shape=(None, None, 3), classifier_activation=None, **shrink)

@@ -1,0 +1,59 @@
+"""load_timm_efficientnet's refusals: a missing, a left-over or a wrongly shaped tensor, or a
+model that is not an EfficientNet B0-B7, each named in one line (logit parity with timm itself
+is `tests/weights/test_reference_parity.py::...[timm_tf_efficientnet_b0]`)."""
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+import keras_resnet_suite as krs
+from keras_resnet_suite.efficientnet_timm import load_timm_efficientnet
+
+pytestmark = pytest.mark.tf_only
+sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "detection" / "parity"))
+import seeded  # noqa: E402
+
+REFERENCE = pathlib.Path(__file__).parents[1] / "weights" / "reference"
+
+
+@pytest.fixture(scope="module")
+def state():
+    skeleton = json.loads(str(np.load(REFERENCE / "timm_tf_efficientnet_b0.npz")["skeleton"]))
+    return seeded.seeded_state(skeleton, 0, calibrated=False)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return krs.build("efficientnet_b0", input_shape=(32, 32, 3), classifier_activation=None)
+
+
+def test_the_whole_state_loads_and_headless_models_take_it_without_the_classifier(state, model):
+    load_timm_efficientnet(model, state)
+    np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0],
+                                  state["conv_stem.weight"].transpose(2, 3, 1, 0))
+    headless = krs.build("efficientnet_b0", include_top=False, input_shape=(32, 32, 3))
+    load_timm_efficientnet(headless, state)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("blocks.1.0.se.conv_reduce.bias"),
+     r"no 'blocks.1.0.se.conv_reduce.bias' \(for block2a/se/reduce"),
+    (lambda s: s.update({"blocks.7.0.conv_pw.weight": np.zeros((1, 1, 1, 1))}),
+     r"tensor\(s\) \['blocks.7.0.conv_pw.weight'\] have no place in efficientnet_b0"),
+    (lambda s: s.update({"conv_head.weight": np.zeros((1280, 32, 1, 1), "float32")}),
+     r"conv_head.\*: shapes \[\(1, 1, 32, 1280\)\] differ from top_conv's"),
+])
+def test_a_state_that_does_not_fit_is_named(state, model, change, message):
+    broken = dict(state)
+    change(broken)
+    with pytest.raises(ValueError, match=message):
+        load_timm_efficientnet(model, broken)
+
+
+def test_other_models_are_refused(state):
+    with pytest.raises(ValueError, match="takes an EfficientNet B0-B7 of this library, got "
+                                         "'resnet20'"):
+        load_timm_efficientnet(krs.build("resnet20"), state)
