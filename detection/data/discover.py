@@ -96,6 +96,8 @@ def _voc_info(path: Path, image_dir: Path | None, val_fraction: float, seed: int
                      "seeded split of all XML files instead")
     if seeded:
         loader.update(val_fraction=val_fraction, split_seed=seed)
+        if folders.splits is not None:  # the loader would read the unpaired files
+            loader["use_split_files"] = False
     return DataSetInfo("voc", loader, "train", "val", sorted(counts), dict(sorted(counts.items())),
                        len(files), seeded, notes)
 

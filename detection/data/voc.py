@@ -186,9 +186,10 @@ def _resolve_classes(class_names, folders: list[VOCFolders], report: DataReport,
 
 
 def _split_ids(folder: VOCFolders, split: str, val_fraction: float, seed: int,
-               report: DataReport) -> list[str]:
-    """The ids of `split`: from its split file, or a seeded split when there are none."""
-    have = split_files(folder.splits) if folder.splits is not None else []
+               report: DataReport, use_files: bool = True) -> list[str]:
+    """The ids of `split`: from its split file, or a seeded split when there are none (or
+    `use_files` is False)."""
+    have = split_files(folder.splits) if folder.splits is not None and use_files else []
     standard = {"train", "val", "trainval"} & set(have)
     if have and (split in have or standard or split not in (*splits.SPLITS, *splits.ALIASES)):
         return read_split(folder.splits.parent.parent, split)  # errors list what is there
@@ -275,6 +276,7 @@ def voc_records(
     image_dir: str | Path | None = None,
     val_fraction: float = 0.2,
     split_seed: int = 0,
+    use_split_files: bool = True,
 ) -> tuple[list[Record], DataReport]:
     """Parse a VOC split into records; bad files are skipped and counted in the report, whose
     `known_classes` are the class names used (label i = name i).
@@ -284,7 +286,9 @@ def voc_records(
     `class_names=None`: the names found in the XMLs, sorted, except that a VOCdevkit tree whose
     names are all PASCAL VOC classes gets the 20 `VOC_CLASSES` (their usual label numbers);
     `"auto"` always discovers. Without split files, `split` is "train", "val" or
-    "all"/"trainval" of a seeded split (`val_fraction`, `split_seed`) of the XML files.
+    "all"/"trainval" of a seeded split (`val_fraction`, `split_seed`) of the XML files; so it is
+    with `use_split_files=False`, which ignores `ImageSets/Main` (what `python -m detection
+    train --data` writes when the files there have no train/val pair).
     Photos with an EXIF orientation are used upright (see `records.orient` for the boxes).
     """
     years = [year] if isinstance(year, int) else list(year)
@@ -298,9 +302,10 @@ def voc_records(
     report.known_classes = names
     records: list[Record] = []
     for y, folder in zip(years, folders, strict=True):
-        ids = _split_ids(folder, split, val_fraction, split_seed, report)
+        ids = _split_ids(folder, split, val_fraction, split_seed, report, use_split_files)
+        seeded = folder.splits is None or not use_split_files
         parsed = _match_images(folder, ids, f"VOC{y} {split}", report,
-                               whole=folder.splits is None and splits.ALIASES.get(
+                               whole=seeded and splits.ALIASES.get(
                                    split, split) == "all", cache=parsed)
         infos = inspect_images([p[2] for p in parsed], report, verify=verify_images)
         records += [_record(*item, info, index, skip_difficult, report)
@@ -325,6 +330,7 @@ def voc(
     val_fraction: float = 0.2,
     split_seed: int = 0,
     masks: bool = False,
+    use_split_files: bool = True,
 ) -> tf.data.Dataset:
     """PASCAL VOC XML (a VOCdevkit tree or a labelling tool's XML folder) as tf.data.
 
@@ -342,7 +348,7 @@ def voc(
                          "(detection.data.coco(..., masks=True)) for masks")
     records, report = voc_records(data_dir, year, split, class_names, skip_difficult,
                                          report, verify_images, image_dir, val_fraction,
-                                         split_seed)
+                                         split_seed, use_split_files)
     if verbose:
         print(report.summary())
     names = list(report.known_classes)

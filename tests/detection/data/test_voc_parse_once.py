@@ -32,3 +32,22 @@ def test_each_xml_is_parsed_once_when_classes_come_from_the_files(tmp_path, monk
     assert report.details("malformed_annotation") == [
         "malformed.xml: mismatched tag: line 4, column 4"]
     assert len(records) == 8 and sum(len(r.labels) for r in records) == 11
+
+
+def test_a_tree_with_only_train_txt_gets_the_seeded_split_it_is_described_with(tmp_path):
+    """`inspect_data` describes a VOC tree whose split files have no train/val pair (only
+    ImageSets/Main/train.txt) as a seeded split; its loader spec now ignores the file, so the
+    train and val splits load (before: train read train.txt, val failed on val.txt)."""
+    from detection.data.build import loader_function
+    from detection.data.discover import inspect_data
+
+    ids = write_bad_voc(tmp_path)
+    info = inspect_data(tmp_path / "VOC2007")
+    assert info.seeded and info.loader["use_split_files"] is False
+    assert "no train/val pair" in " ".join(info.notes)
+    spec = {k: v for k, v in info.loader.items() if k != "loader"}
+    voc = loader_function(info.loader["loader"])
+    train, val = (voc(**spec, split=s, class_names=["cat", "dog"], verbose=False)
+                  for s in ("train", "val"))
+    got = [{e["image_id"].decode() for e in ds.as_numpy_iterator()} for ds in (train, val)]
+    assert got[0] and got[1] and not got[0] & got[1] and got[0] | got[1] <= set(ids)
