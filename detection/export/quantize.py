@@ -30,6 +30,7 @@ import numpy as np
 
 from detection.evaluation import coco_ap, voc_ap
 from detection.evaluation.dataset import predict_dataset
+from keras_resnet_suite.export import runtimes
 
 FORMATS = ("openvino",)
 PRECISIONS = ("int8", "bf16", "float32")
@@ -163,7 +164,8 @@ def _quantize(ov_model, images: list[np.ndarray], keep: tuple[str, ...], preset:
     # Full bias correction (not NNCF's fast one): 0.53 vs 1.06 points of mAP@0.5 lost on the
     # trained shapes demo, the difference that keeps it within 1 point.
     kwargs = {"preset": nncf.QuantizationPreset(preset), "subset_size": len(images),
-              "fast_bias_correction": False}
+              "fast_bias_correction": False,
+              "advanced_parameters": runtimes.nncf_per_tensor_activations()}
     if ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
     kwargs.update(options)

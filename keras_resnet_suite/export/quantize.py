@@ -157,6 +157,20 @@ def _serving(model, mean, std, class_names, top_k, resize) -> dict:
             "top_k": int(top_k), "from_logits": not _is_softmax(model)}
 
 
+def _runs(folder: Path, meta: dict, samples: np.ndarray) -> None:
+    """Refuse (nothing written) a model its runtime cannot load or run, e.g. a quantizer's
+    choice the runtime's kernels lack, rather than leave a folder that fails when served."""
+    try:
+        outputs = runtimes.open_folder_runner(folder, meta)(samples[:1])
+    except Exception as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise RuntimeError(f"quantize: the {meta['format']} {meta['precision']} model does not "
+                           f"run in its runtime ({reason}); nothing written") from None
+    if not all(np.all(np.isfinite(np.asarray(o, "float32"))) for o in outputs):
+        raise RuntimeError(f"quantize: the {meta['format']} {meta['precision']} model outputs "
+                           "non-finite values on a calibration image; nothing written")
+
+
 def _gate(model, folder: Path, meta: dict, validation, max_drop) -> dict | None:
     if validation is None:
         return None
@@ -212,6 +226,7 @@ def quantize(model: Any, path: str | os.PathLike, calibration: Any, *, format: s
         folder = Path(tmp)
         written = runtimes.write(served, folder, format, precision, samples, options)
         meta = _metadata(model, format, precision, written, samples, seed, serving)
+        _runs(folder, meta, samples)
         meta["accuracy"] = _gate(model, folder, meta, validation, max_drop)
         (folder / METADATA).write_text(json.dumps(meta, indent=1))
         if path.exists():

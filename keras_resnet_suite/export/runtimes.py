@@ -59,6 +59,20 @@ def _export_float(model: keras.Model, path: Path, fmt: str) -> Path:
     return path
 
 
+def nncf_per_tensor_activations():
+    """NNCF's advanced parameters with activations quantized per tensor. NNCF quantizes a
+    depthwise convolution's input per channel and, behind the transposes of Keras' NHWC graph,
+    took the height axis for the channels (ranges per row), which OpenVINO's CPU plugin then
+    refused for every EfficientNet."""
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        QuantizationParameters,
+    )
+
+    return AdvancedQuantizationParameters(
+        activations_quantization_params=QuantizationParameters(per_channel=False))
+
+
 def _openvino(model, folder: Path, tmp: Path, precision: str, samples, options) -> dict:
     import openvino
 
@@ -67,7 +81,8 @@ def _openvino(model, folder: Path, tmp: Path, precision: str, samples, options) 
     if precision == "int8":
         import nncf
 
-        options = {"preset": nncf.QuantizationPreset.PERFORMANCE, **options}
+        options = {"preset": nncf.QuantizationPreset.PERFORMANCE,
+                   "advanced_parameters": nncf_per_tensor_activations(), **options}
         data = nncf.Dataset([samples[i : i + 1] for i in range(len(samples))])
         ov_model = nncf.quantize(ov_model, data, subset_size=len(samples), **options)
     openvino.save_model(ov_model, str(folder / MODEL_FILES["openvino"]), compress_to_fp16=False)

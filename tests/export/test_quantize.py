@@ -94,6 +94,47 @@ def test_gate_refuses_a_bad_quantization_and_writes_nothing(model, images, tmp_p
     assert list(tmp_path.iterdir()) == []  # neither the folder nor a temporary one is left
 
 
+@pytest.mark.parametrize(("name", "options"), [
+    ("efficientnet_b0", {"width": 0.25, "depth": 0.25}),
+    ("resnetrs50", {"depths": (1, 1, 1, 1), "widths": (8, 16, 16, 16), "stem_width": 8}),
+])
+def test_the_new_families_quantize_to_openvino_int8(images, name, options, tmp_path):
+    """MBConv's depthwise convolutions and squeeze-and-excitation: NNCF's per-channel ranges on
+    a depthwise input made a model OpenVINO's CPU plugin refused (activations now per tensor)."""
+    _needs("openvino")
+    keras.utils.set_random_seed(0)
+    net = krs.build(name, classes=CLASSES, input_shape=(SIZE, SIZE, 3),
+                    classifier_activation=None, **options)
+    # BN statistics of the data (one training pass at momentum 0): at their initial values a
+    # random EfficientNet's outputs hardly depend on the image.
+    from keras_resnet_suite.compat import flatten_layers
+
+    for layer in flatten_layers(net):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    net(images[:16], training=True)
+    path = export.quantize(net, tmp_path / "q", images[:16], num_samples=16)
+    out = export.load_predictor(path).predict(images[:8])["probabilities"]
+    want = keras.ops.convert_to_numpy(keras.ops.softmax(net.predict(images[:8], verbose=0)))
+    assert np.ptp(want, axis=0).max() > 0.3  # the images give other classes' scores
+    assert np.abs(out - want).mean() < 0.1  # measured 0.046 (EfficientNet), 0.032 (ResNet-RS)
+
+
+def test_a_model_its_runtime_cannot_run_is_refused_and_nothing_written(model, images, tmp_path,
+                                                                        monkeypatch):
+    _needs("onnx")
+    from keras_resnet_suite.export import runtimes
+
+    def unrunnable(folder, meta):
+        raise RuntimeError("Exception from core.cpp:132:\nFakeQuantize node doesn't support it")
+
+    monkeypatch.setattr(runtimes, "open_folder_runner", unrunnable)
+    with pytest.raises(RuntimeError, match=r"^quantize: the onnx int8 model does not run in its "
+                       r"runtime \(FakeQuantize node doesn't support it\); nothing written$"):
+        export.quantize(model, tmp_path / "q", images[:8], format="onnx", num_samples=8)
+    assert list(tmp_path.iterdir()) == []
+
+
 def _jpeg(seed):
     from PIL import Image
 
