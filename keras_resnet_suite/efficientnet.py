@@ -8,6 +8,7 @@ by name (see `efficientnet_convert`).
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import keras
@@ -15,11 +16,15 @@ from keras import layers
 
 from . import compat
 from .composite import HE_FAN_OUT, dtype_scope
+from .convert.formats import read_state_dict
+from .convert.published import available_weights, get_checkpoint
 from .efficientnet_specs import EFFICIENTNET_SPECS, EfficientNetSpec, camel_name, expand_blocks
+from .efficientnet_timm import load_timm_efficientnet
 from .heads import classifier_top
 from .mbconv import BLOCKS
-from .metadata import ResNetModel
+from .metadata import ResNetModel, attach_checkpoint
 from .normalization import norm_layer
+from .weights import fetch
 
 LEVELS = ("C2", "C3", "C4", "C5")
 _SPEC_FIELDS = ("width", "depth", "resolution", "dropout", "rows", "stem_filters",
@@ -119,10 +124,7 @@ def build(name_or_spec: str | EfficientNetSpec, *, include_top: bool = True,
         raise ValueError(f"classes must be a positive integer, got {classes!r}")
     if pooling not in (None, "avg", "max"):
         raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if weights is not None and not str(weights).endswith(".weights.h5"):
-        raise ValueError(f"weights={weights!r}: {spec.name} takes None or a Keras "
-                         "'.weights.h5' file; convert keras.applications models with "
-                         "krs.convert_keras_applications(model)")
+    checkpoint = _checkpoint(spec, weights)
     with dtype_scope(dtype):
         inputs = _inputs(spec, input_tensor, input_shape, include_top)
         x = inputs
@@ -135,9 +137,41 @@ def build(name_or_spec: str | EfficientNetSpec, *, include_top: bool = True,
                            classifier_activation=classifier_activation, pooling=pooling)
         model = compat.mark_called(ResNetModel(inputs, x, name=name or spec.name))
     model.spec = spec
-    if weights is not None:
-        model.load_weights(weights)
+    _load(model, weights, checkpoint)
     return model
+
+
+_TORCH_FILES = (".pth", ".pt", ".bin", ".safetensors")
+
+
+def _checkpoint(spec: EfficientNetSpec, weights):
+    """The published checkpoint that `weights` names ("imagenet", "timm"), None for no weights
+    or a file; anything else is refused in one line before the model is built."""
+    if weights is None or str(weights).endswith(".weights.h5"):
+        return None
+    if str(weights).endswith(_TORCH_FILES):
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"weights={weights!r}: no such file")
+        return None
+    if os.sep in str(weights) or os.path.splitext(str(weights))[1]:
+        raise ValueError(f"weights={weights!r}: {spec.name} takes None, a checkpoint name "
+                         f"({', '.join(available_weights(spec.name)) or 'none'}), timm's "
+                         "tf_efficientnet state dict (.pth/.safetensors) or a Keras "
+                         "'.weights.h5' file; convert keras.applications models with "
+                         "krs.convert_keras_applications(model)")
+    return get_checkpoint(spec.name, str(weights))
+
+
+def _load(model: keras.Model, weights, checkpoint) -> None:
+    """Load `weights`: a Keras weights file as is, timm's state dicts (a file or the verified
+    download of `checkpoint`) through `load_timm_efficientnet`."""
+    if checkpoint is not None:
+        load_timm_efficientnet(model, read_state_dict(fetch(checkpoint)))
+        attach_checkpoint(model, checkpoint)
+    elif weights is not None and str(weights).endswith(_TORCH_FILES):
+        load_timm_efficientnet(model, read_state_dict(weights))
+    elif weights is not None:
+        model.load_weights(weights)
 
 
 def feature_info(spec: EfficientNetSpec, levels=LEVELS) -> dict:
@@ -178,6 +212,7 @@ def build_backbone(name_or_spec: str | EfficientNetSpec, *, weights: str | None 
     spec = get_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
+    checkpoint = _checkpoint(spec, weights)
     unknown = [lvl for lvl in return_levels if lvl not in LEVELS]
     if unknown or not return_levels:
         raise ValueError(f"return_levels must be a non-empty subset of {LEVELS}, "
@@ -192,8 +227,7 @@ def build_backbone(name_or_spec: str | EfficientNetSpec, *, weights: str | None 
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels)
     freeze(model, spec, freeze_at)
-    if weights is not None:
-        model.load_weights(weights, skip_mismatch=False)
+    _load(model, weights, checkpoint)
     return model
 
 

@@ -64,8 +64,8 @@ def _targets(model: keras.Model):
 
 def load_timm_efficientnet(model: keras.Model, state: Mapping[str, np.ndarray]) -> keras.Model:
     """Copy a timm `tf_efficientnet_b*` state dict (NumPy arrays) into `model`, an EfficientNet
-    B0-B7 of this library (`include_top` optional); every tensor is used once, or a line names
-    what is missing, what is left over or which shape differs."""
+    B0-B7 classifier (`include_top` optional) or backbone of this library; every tensor is used
+    once (but a missing head's), or a line names what is missing, left over or misshaped."""
     spec = getattr(model, "spec", None)
     if not isinstance(spec, EfficientNetSpec) or spec.version != 1:
         raise ValueError(f"load_timm_efficientnet takes an EfficientNet B0-B7 of this library, "
@@ -78,9 +78,11 @@ def load_timm_efficientnet(model: keras.Model, state: Mapping[str, np.ndarray]) 
             raise ValueError(f"timm tensor(s) {prefix}.*: shapes {[a.shape for a in arrays]} "
                              f"differ from {layer.path}'s {want}")
         layer.set_weights(arrays)
+    # A headless classifier or a backbone leaves timm's head (and classifier) unused.
+    ours = {layer.name for layer in model.layers}
+    absent = tuple(f"{timm}." for name, timm in _TOP.items() if name not in ours)
     left = sorted(k for k in state if k not in used and not k.endswith("num_batches_tracked")
-                  and not (k.startswith("classifier.") and "predictions" not in
-                           [layer.name for layer in model.layers]))
+                  and not k.startswith(absent))
     if left:
         raise ValueError(f"timm state dict tensor(s) {left[:4]} have no place in {model.name}")
     return model

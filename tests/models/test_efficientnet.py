@@ -145,7 +145,7 @@ def test_builder_signature_pooling_and_preprocessing():
     ({"classes": 0}, "classes must be a positive integer"),
     ({"pooling": "sum"}, "pooling must be"),
     ({"input_shape": (16, 16, 3)}, "too small for efficientnet_b0"),
-    ({"weights": "imagenet"}, "convert keras.applications models"),
+    ({"weights": "keras/efficientnetb0.h5"}, "convert keras.applications models"),
     ({"drop_path_rate": 1.0}, "drop_path_rate must be in [0, 1)"),
     ({"colour": 1}, "unexpected keyword argument"),
 ])

@@ -57,3 +57,45 @@ def test_other_models_are_refused(state):
     with pytest.raises(ValueError, match="takes an EfficientNet B0-B7 of this library, got "
                                          "'resnet20'"):
         load_timm_efficientnet(krs.build("resnet20"), state)
+
+
+def _pth(state, path):
+    from tests.weights.test_torch_file import tensor, torch_save
+
+    torch_save({k: tensor(np.asarray(v, "float32")) for k, v in state.items()}, path,
+               zip_format=True)
+    return path
+
+
+def test_imagenet_weights_are_timms_published_file_with_its_preprocessing(state, tmp_path,
+                                                                          monkeypatch):
+    """`weights="imagenet"` fetches timm's tf_efficientnet_b0 file (verified by its published
+    hash prefix; here the download is replaced by a seeded file) and keeps its preprocessing."""
+    import keras_resnet_suite.efficientnet as effnet
+
+    fetched = []
+    monkeypatch.setattr(effnet, "fetch", lambda c: fetched.append(c) or _pth(state, tmp_path / c.filename))
+    model = krs.build("efficientnet_b0", weights="imagenet", input_shape=(32, 32, 3))
+    assert fetched[0].url.endswith("/tf_efficientnet_b0_aa-827b6e33.pth")
+    assert fetched[0].file_hash == "827b6e33" and (fetched[0].resize, fetched[0].crop) == (256, 224)
+    assert model.checkpoint.name == "efficientnet_b0:timm" and model.checkpoint.top1 == 77.1
+    direct = load_timm_efficientnet(
+        krs.build("efficientnet_b0", input_shape=(32, 32, 3)), state)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), direct.predict(x, verbose=0))
+    assert np.asarray(model.preprocess_input(x)).std() < 5  # ImageNet mean/std applied
+
+
+def test_a_pth_file_loads_into_classifiers_and_frozen_backbones(state, tmp_path):
+    from keras_resnet_suite import backbones
+
+    path = _pth(state, tmp_path / "tf_efficientnet_b0.pth")
+    net = backbones.build("efficientnet_b0", weights=str(path), norm="frozen", freeze_at=2,
+                          input_shape=(32, 32, 3))
+    np.testing.assert_array_equal(net.get_layer("stem_conv").get_weights()[0],
+                                  state["conv_stem.weight"].transpose(2, 3, 1, 0))
+    with pytest.raises(FileNotFoundError, match="weights='missing.pth': no such file"):
+        krs.build("efficientnet_b0", weights="missing.pth")
+    with pytest.raises(ValueError, match="no such checkpoint for efficientnet_b0; available: "
+                                         r"\['imagenet', 'timm'\]"):
+        krs.build("efficientnet_b0", weights="torchvision")
