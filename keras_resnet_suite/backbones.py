@@ -107,7 +107,7 @@ def build(name_or_spec: str | ResNetSpec, *, weights: str | None = None,
         return efficientnet.build_backbone(
             name_or_spec, weights=weights, input_shape=input_shape, freeze_at=freeze_at,
             norm=norm, return_levels=return_levels, bn_epsilon=bn_epsilon, name=name,
-            dtype=dtype, **overrides)
+            dtype=dtype, load_weights=load_weights, **overrides)
     spec = _resolve_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")

@@ -206,9 +206,10 @@ def build_backbone(name_or_spec: str | EfficientNetSpec, *, weights: str | None 
                    norm: str = "batch", return_levels: tuple[str, ...] = LEVELS,
                    bn_epsilon: float | None = None, bn_momentum: float | None = None,
                    drop_path_rate: float = 0.0, name: str | None = None, dtype=None,
-                   **overrides) -> keras.Model:
+                   load_weights: bool = True, **overrides) -> keras.Model:
     """A C2..C5 feature dict backbone (no head conv) with `feature_info`, frozen BN
-    (`norm="frozen"`) and `freeze_at`, as `backbones.build` gives for the ResNets."""
+    (`norm="frozen"`) and `freeze_at`, as `backbones.build` gives for the ResNets;
+    `load_weights=False` reads nothing but keeps a named checkpoint's preprocessing."""
     spec = get_spec(name_or_spec, overrides)
     if overrides:
         raise TypeError(f"build() got unexpected keyword argument(s) {sorted(overrides)}")
@@ -227,7 +228,10 @@ def build_backbone(name_or_spec: str | EfficientNetSpec, *, weights: str | None 
     model.spec = spec
     model.feature_info = feature_info(spec, return_levels)
     freeze(model, spec, freeze_at)
-    _load(model, weights, checkpoint)
+    if load_weights:
+        _load(model, weights, checkpoint)
+    elif checkpoint is not None:
+        attach_checkpoint(model, checkpoint)
     return model
 
 

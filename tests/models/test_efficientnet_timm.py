@@ -99,3 +99,20 @@ def test_a_pth_file_loads_into_classifiers_and_frozen_backbones(state, tmp_path)
     with pytest.raises(ValueError, match="no such checkpoint for efficientnet_b0; available: "
                                          r"\['imagenet', 'timm'\]"):
         krs.build("efficientnet_b0", weights="torchvision")
+
+
+def test_keras_hub_adapter_takes_an_efficientnet_with_published_weights(state, tmp_path,
+                                                                         monkeypatch):
+    """The keras-hub adapter wraps an EfficientNet backbone as it wraps the ResNets; its reload
+    (`load_weights=False`) reads no file but keeps the checkpoint's preprocessing."""
+    pytest.importorskip("keras_hub")
+    import keras_resnet_suite.efficientnet as effnet
+    from keras_resnet_suite.integrations.keras_hub import ResNetHubBackbone
+
+    monkeypatch.setattr(effnet, "fetch", lambda c: _pth(state, tmp_path / c.filename))
+    hub = ResNetHubBackbone("efficientnet_b0", weights="imagenet", image_shape=(64, 64, 3))
+    assert list(hub.pyramid_outputs) == ["P2", "P3", "P4", "P5"]
+    assert hub.checkpoint.name == "efficientnet_b0:timm"
+    monkeypatch.setattr(effnet, "fetch", lambda c: pytest.fail("a reload must not download"))
+    again = ResNetHubBackbone.from_config(hub.get_config())
+    assert again.checkpoint.name == "efficientnet_b0:timm"
