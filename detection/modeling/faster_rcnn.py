@@ -19,7 +19,6 @@ from keras import ops
 
 from detection.checkpoints import presets, pretrained
 from detection.data.checks import TrainingDataChecks
-from detection.export.quantize import quantize_detector
 from detection.modeling import builder
 from detection.modeling.options import DetectorOptions
 from detection.modeling.roi_heads import ROIHeads
@@ -73,6 +72,9 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
 
     parts = PARTS  # what `get_config` saves and `compose` takes (a subclass may add parts)
     loss_keys = LOSS_KEYS  # the stage losses `call` returns in training
+    # What `keras_resnet_suite.export.quantize` calls for an int8/bf16 folder (named, not
+    # imported: export sits above the model).
+    quantizer = "detection.export.quantize:quantize_detector"
 
     def __init__(self, backbone: keras.Model, rpn: RPN, roi_heads: ROIHeads,
                  transform: ImageTransform, **kwargs):
@@ -193,11 +195,6 @@ class GeneralizedRCNN(TrainingDataChecks, keras.Model):
                                                name="images")]
         return super().export(filepath, format=format, verbose=verbose,
                               input_signature=input_signature, **kwargs)
-
-    def quantize_export(self, path, calibration, **kwargs):
-        """`detection.export.quantize.quantize_detector(self, path, calibration, **kwargs)`: an
-        int8/bf16 OpenVINO folder (what `keras_resnet_suite.export.quantize` calls)."""
-        return quantize_detector(self, path, calibration, **kwargs)
 
     # ----------------------------------------------------------------------------- training
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -12,7 +12,6 @@ only then.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Sequence
@@ -165,8 +164,7 @@ def load_predictor(path: str | os.PathLike):
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{meta_file}: unreadable metadata ({type(e).__name__}: {e})") from None
     if meta.get("predictor"):
-        module, _, name = str(meta["predictor"]).partition(":")
-        return getattr(importlib.import_module(module), name)(path)
+        return runtimes.by_reference(meta["predictor"])(path)
     if fmt not in runtimes.FORMATS or not (path / runtimes.MODEL_FILES[fmt]).is_file():
         raise FileNotFoundError(f"{path}: metadata.json names format {fmt!r} but "
                                 f"{runtimes.MODEL_FILES.get(fmt, 'its model file')} is missing")

@@ -4,8 +4,8 @@ for a CPU runtime (OpenVINO, ONNX Runtime, LiteRT), in a folder with the model f
 
 The folder: `model.xml`+`model.bin` | `model.onnx` | `model.tflite`, and `metadata.json` (kind,
 format, precision, input size, preprocessing, class names, output names, calibration, accuracy
-report, and what the model knows about itself). A detector (anything with a `quantize_export`
-method) writes its own folder through that method.
+report, and what the model knows about itself). A detector (a model whose `quantizer` names
+its own quantizing function, "module:function") writes its own folder through it.
 """
 
 from __future__ import annotations
@@ -199,12 +199,12 @@ def quantize(model: Any, path: str | os.PathLike, calibration: Any, *, format: s
     (`QuantizationRefused`) and writes nothing. `mean`/`std`/`class_names`/`top_k`/`resize` are
     what `load_predictor(path).predict_bytes` applies (as `export_saved_model`'s); `**options`
     go to the runtime's quantizer (e.g. NNCF's `preset`, `ignored_scope`)."""
-    if hasattr(model, "quantize_export"):  # detectors write their own folder
+    if getattr(model, "quantizer", None):  # detectors write their own folder
         if max_drop is not None:  # else the detector's own default gate
             options["max_drop"] = max_drop
-        return model.quantize_export(path, calibration, format=format, precision=precision,
-                                     validation=validation, num_samples=num_samples, seed=seed,
-                                     **options)
+        return runtimes.by_reference(model.quantizer)(
+            model, path, calibration, format=format, precision=precision,
+            validation=validation, num_samples=num_samples, seed=seed, **options)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise TypeError(f"quantize takes a built keras.Model, got {type(model).__name__}")
     runtimes.check_supported(format, precision)

@@ -10,6 +10,7 @@ format, each runtime imported only when used:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import tempfile
 from collections.abc import Callable, Sequence
@@ -57,6 +58,13 @@ def _export_float(model: keras.Model, path: Path, fmt: str) -> Path:
     compat.mark_called(model)
     model.export(str(path), format=fmt, verbose=False)
     return path
+
+
+def by_reference(reference: str):
+    """The object a "module:attribute" string names, imported on use: how a model or a folder
+    names code of a package above this one (a detector's quantizer or predictor)."""
+    module, _, name = str(reference).partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def nncf_per_tensor_activations():

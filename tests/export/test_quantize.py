@@ -166,13 +166,19 @@ def test_predictor_bytes_path_equals_the_saved_models(model, tmp_path):
     assert got["error"][1] == "image_bytes[1]: not a JPEG/PNG/GIF/BMP image"
 
 
-def test_detectors_write_their_own_folder_through_quantize_export(tmp_path):
-    calls = []
+CALLS = []
+
+
+def _detector_quantizer(model, path, calibration, **kwargs):
+    CALLS.append((path, calibration, kwargs))
+    return path
+
+
+def test_detectors_write_their_own_folder_through_their_named_quantizer(tmp_path):
+    calls = CALLS
 
     class Detector:
-        def quantize_export(self, path, calibration, **kwargs):
-            calls.append((path, calibration, kwargs))
-            return path
+        quantizer = f"{__name__}:_detector_quantizer"
 
     assert export.quantize(Detector(), tmp_path, "cal", format="onnx", max_drop=0.5,
                            preset="mixed") == tmp_path

@@ -30,7 +30,7 @@ def model():
 def int8_folder(model, tmp_path_factory):
     from detection.data import synthetic
 
-    # Through the library's one entry point, which hands a detector to its `quantize_export`
+    # Through the library's one entry point, which hands a detector to its named `quantizer`
     # (random weights: a wide gate).
     from keras_resnet_suite.export import quantize
 
